@@ -1,0 +1,1 @@
+"""Kotahub device_registry package."""

@@ -1,0 +1,1 @@
+"""Kotahub drivers package."""

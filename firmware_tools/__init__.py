@@ -1,0 +1,1 @@
+"""Kotahub firmware_tools package."""

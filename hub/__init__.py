@@ -1,0 +1,1 @@
+"""Kotahub hub package."""
