@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +30,9 @@ from typing import Literal
 import httpx
 import paho.mqtt.client as mqtt
 import psutil
+from paho.mqtt.enums import CallbackAPIVersion
 
+from hub.influxql import InfluxQL, InfluxQueryError
 from hub.settings import ConfigError, Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -226,15 +228,13 @@ def mqtt_connect_check(
     result: dict[str, str] = {}
     done = threading.Event()
     client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=f"kotahub-check-{secrets.token_hex(4)}",
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)
 
-    def on_connect(
-        _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
-    ) -> None:
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
         result["reason"] = str(reason)
         done.set()
 
@@ -463,27 +463,23 @@ class LocalStack:
     def _ensure_database(self) -> None:
         """Create the database with its default retention policy, once."""
         ix = self.settings.influx
-        shown = _influxql(ix.url, "SHOW DATABASES", timeout_s=ix.timeout_s)
-        existing = {row[0] for row in _rows(shown)}
-        if ix.database not in existing:
-            self._log(f"creating database {ix.database} (retention {ix.retention})")
-            _influxql(
-                ix.url,
-                f'CREATE DATABASE "{ix.database}" WITH DURATION {ix.retention} '
-                f'REPLICATION 1 NAME "{ix.retention_policy}"',
-                timeout_s=ix.timeout_s,
-            )
-            return
-        policies = _influxql(
-            ix.url, f'SHOW RETENTION POLICIES ON "{ix.database}"', timeout_s=ix.timeout_s
-        )
-        if ix.retention_policy not in {row[0] for row in _rows(policies)}:
-            _influxql(
-                ix.url,
-                f'CREATE RETENTION POLICY "{ix.retention_policy}" ON "{ix.database}" '
-                f"DURATION {ix.retention} REPLICATION 1 DEFAULT",
-                timeout_s=ix.timeout_s,
-            )
+        client = InfluxQL(ix.url, timeout_s=ix.timeout_s)
+        try:
+            if ix.database not in client.first_column("SHOW DATABASES"):
+                self._log(f"creating database {ix.database} (retention {ix.retention})")
+                client.query(
+                    f'CREATE DATABASE "{ix.database}" WITH DURATION {ix.retention} '
+                    f'REPLICATION 1 NAME "{ix.retention_policy}"'
+                )
+                return
+            policies = client.first_column(f'SHOW RETENTION POLICIES ON "{ix.database}"')
+            if ix.retention_policy not in policies:
+                client.query(
+                    f'CREATE RETENTION POLICY "{ix.retention_policy}" ON "{ix.database}" '
+                    f"DURATION {ix.retention} REPLICATION 1 DEFAULT"
+                )
+        except InfluxQueryError as err:
+            raise StackError(f"cannot prepare database {ix.database}: {err}") from err
 
     # -- lifecycle helpers -----------------------------------------------------------
     def _live(self, name: PartName) -> psutil.Process | None:
@@ -617,28 +613,3 @@ bind-address = "127.0.0.1:{rpc_port}"
 [subscriber]
   enabled = false
 """
-
-
-def _influxql(url: str, query: str, *, timeout_s: float) -> dict[str, object]:
-    """Run one InfluxQL statement; raise StackError on an error answer."""
-    try:
-        resp = httpx.post(f"{url}/query", data={"q": query}, timeout=timeout_s)
-    except httpx.HTTPError as err:
-        raise StackError(f"InfluxDB query failed: {err}") from err
-    body: dict[str, object] = resp.json()
-    results = body.get("results")
-    if resp.status_code != 200 or not isinstance(results, list):
-        raise StackError(f"InfluxDB answered {resp.status_code} to {query!r}: {body}")
-    for result in results:
-        if isinstance(result, dict) and "error" in result:
-            raise StackError(f"InfluxDB refused {query!r}: {result['error']}")
-    return body
-
-
-def _rows(body: dict[str, object]) -> Iterator[list[object]]:
-    results = body.get("results")
-    if not isinstance(results, list):
-        return
-    for result in results:
-        for series in result.get("series", []) if isinstance(result, dict) else []:
-            yield from series.get("values", [])
