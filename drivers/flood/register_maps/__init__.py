@@ -1,0 +1,1 @@
+"""Register maps, one TOML file per model (data, shipped with the package)."""

@@ -1,0 +1,225 @@
+"""The driver framework: what a driver family declares and what a driver yields.
+
+A family is one sub-package of ``drivers`` (or an entry point in the group
+``kotahub.drivers``) that exposes a module-level ``FAMILY: DriverFamily``. The agent finds
+families by walking the package, so adding a family touches no central list.
+
+Drivers know nothing of MQTT, InfluxDB or the registry: they get a ``DeviceSpec`` (plain
+data), validate its config with pydantic at start-up without touching the network, and
+turn the device into ``Reading``s.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import math
+import pkgutil
+import re
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MetricValue = float | int | bool | str
+MetricType = Literal["float", "int", "bool", "str"]
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+ENTRY_POINT_GROUP = "kotahub.drivers"
+
+
+class DriverError(Exception):
+    """A device could not be read; carries the device and the cause."""
+
+    def __init__(self, device_id: str, cause: str | BaseException) -> None:
+        self.device_id = device_id
+        self.cause = cause
+        super().__init__(f"{device_id}: {cause}")
+
+
+class DriverConfigError(DriverError):
+    """A device's driver config is invalid; the message names the field and the reason."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metric:
+    """One metric a family can report: a row of the family's metric table."""
+
+    key: str
+    unit: str
+    type: MetricType
+    description: str
+
+    def __post_init__(self) -> None:
+        if not METRIC_NAME.match(self.key):
+            raise ValueError(f"metric key {self.key!r} breaks the contract's naming rule")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """What a driver yields: one device's metrics at one time."""
+
+    device_id: str
+    ts: datetime
+    metrics: Mapping[str, MetricValue]
+    seq: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ts.tzinfo is None:
+            raise ValueError("Reading.ts must be timezone-aware")
+        for key, value in self.metrics.items():
+            if not METRIC_NAME.match(key):
+                raise ValueError(f"{self.device_id}: metric name {key!r} is not allowed")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{self.device_id}: metric {key} is not finite")
+
+    def payload(self) -> dict[str, Any]:
+        """The contract's telemetry payload (DESIGN.md, MQTT contract v1)."""
+        body: dict[str, Any] = {"ts": rfc3339_ms(self.ts), "metrics": dict(self.metrics)}
+        if self.seq is not None:
+            body["seq"] = self.seq
+        return body
+
+
+def rfc3339_ms(ts: datetime) -> str:
+    """RFC 3339 UTC time with millisecond precision, as the contract writes it."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSpec:
+    """What a driver needs to know about a device: plain data, no registry types."""
+
+    device_id: str
+    device_type: str
+    protocol: str
+    address: str | None = None
+    driver_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class DriverConfig(BaseModel):
+    """Base of every family's config: unknown keys are typos, so they are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_interval_s: float | None = Field(
+        default=None, gt=0, description="Unset: the registry's expected interval."
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=300, description="Whole poll, all requests.")
+
+
+@runtime_checkable
+class PolledDriver(Protocol):
+    """A driver the agent polls: one device, one ``poll`` per interval."""
+
+    device_id: str
+
+    async def poll(self) -> list[Reading]:
+        """Read the device once; raise DriverError when it cannot be read."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class StreamDriver(Protocol):
+    """A driver that listens (a BLE scanner): yields readings as devices send them."""
+
+    def stream(self) -> AsyncIterator[Reading]:
+        """Readings as they arrive, until cancelled."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverFamily:
+    """A family of devices: its protocols, models, config schema, metrics and factory."""
+
+    name: str
+    description: str
+    protocols: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    config_model: type[DriverConfig]
+    models: tuple[str, ...] = ()
+    create_poller: Callable[[DeviceSpec, DriverConfig], PolledDriver] | None = None
+    create_stream: Callable[[Sequence[tuple[DeviceSpec, DriverConfig]]], StreamDriver] | None = None
+    check: Callable[[DeviceSpec, DriverConfig], None] | None = None
+
+    def metric(self, key: str) -> Metric:
+        """The metric with this key; KeyError when the family has none."""
+        for metric in self.metrics:
+            if metric.key == key:
+                return metric
+        raise KeyError(f"{self.name} has no metric {key!r}")
+
+    def validate(self, spec: DeviceSpec) -> DriverConfig:
+        """Validate a device's driver config without touching the network."""
+        if self.models and spec.device_type not in self.models:
+            raise DriverConfigError(
+                spec.device_id,
+                f"device_type {spec.device_type!r} is not a {self.name} model "
+                f"(known: {', '.join(self.models)})",
+            )
+        try:
+            config = self.config_model.model_validate(
+                {**dict(spec.driver_config), **_address_fields(self.config_model, spec)}
+            )
+        except ValidationError as err:
+            reasons = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}"
+                for e in err.errors()
+            )
+            raise DriverConfigError(spec.device_id, f"invalid driver_config: {reasons}") from err
+        if self.check is not None:
+            try:
+                self.check(spec, config)
+            except DriverError as err:
+                raise DriverConfigError(spec.device_id, err.cause) from err
+        return config
+
+
+def _address_fields(model: type[DriverConfig], spec: DeviceSpec) -> dict[str, Any]:
+    """The registry's ``address`` fills the config's ``address`` field unless the config sets it."""
+    if spec.address and "address" in model.model_fields and "address" not in spec.driver_config:
+        return {"address": spec.address}
+    return {}
+
+
+def discover_families() -> dict[str, DriverFamily]:
+    """Every family: sub-packages of ``drivers`` with ``FAMILY`` plus entry points; by name."""
+    import drivers
+
+    found: dict[str, DriverFamily] = {}
+    for module_info in pkgutil.iter_modules(drivers.__path__):
+        if not module_info.ispkg:
+            continue
+        module = importlib.import_module(f"drivers.{module_info.name}")
+        family = getattr(module, "FAMILY", None)
+        if isinstance(family, DriverFamily):
+            found[family.name] = family
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        family = entry.load()
+        if isinstance(family, DriverFamily):
+            found.setdefault(family.name, family)
+    return found
+
+
+def families_by_protocol(families: Mapping[str, DriverFamily]) -> dict[str, DriverFamily]:
+    """Index families by the protocols they claim; a protocol claimed twice is an error."""
+    out: dict[str, DriverFamily] = {}
+    for family in families.values():
+        for protocol in family.protocols:
+            if protocol in out:
+                raise ValueError(
+                    f"protocol {protocol!r} claimed by {out[protocol].name} and {family.name}"
+                )
+            out[protocol] = family
+    return out

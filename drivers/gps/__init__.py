@@ -1,0 +1,28 @@
+"""GPS trackers on BRT buses and garbage trucks: they publish the contract themselves."""
+
+from __future__ import annotations
+
+from drivers.framework import DriverConfig, DriverFamily, Metric
+
+GPS_METRICS: tuple[Metric, ...] = (
+    Metric(key="lat", unit="deg", type="float", description="Latitude, WGS 84."),
+    Metric(key="lon", unit="deg", type="float", description="Longitude, WGS 84."),
+    Metric(key="speed_kmh", unit="km/h", type="float", description="Ground speed."),
+    Metric(key="heading", unit="deg", type="float", description="Course over ground, 0 = north."),
+    Metric(key="satellites", unit="", type="int", description="Satellites in the fix (optional)."),
+    Metric(
+        key="hdop",
+        unit="",
+        type="float",
+        description="Horizontal dilution of precision (optional).",
+    ),
+)
+
+# No poller and no stream: the agent leaves these devices alone, they speak MQTT directly.
+FAMILY = DriverFamily(
+    name="gps",
+    description="GPS trackers publishing kota/v1/dev/{id}/telemetry themselves",
+    protocols=("mqtt_gps",),
+    metrics=GPS_METRICS,
+    config_model=DriverConfig,
+)

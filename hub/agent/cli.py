@@ -1,0 +1,65 @@
+"""``kotahub agent`` and ``kotahub run``: start the agent for one gateway until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from device_registry.directory import DirectoryError, FileDeviceDirectory
+from hub.agent.agent import Agent
+from hub.settings import Settings
+
+
+class AgentStartError(Exception):
+    """The agent cannot start: the message says why."""
+
+
+def devices_file(settings: Settings) -> Path:
+    """The device list the agent reads until the registry serves it."""
+    return settings.agent.devices_file or settings.state_dir / "devices.json"
+
+
+def build_agent(settings: Settings, gateway_id: str | None) -> Agent:
+    """An agent for the gateway, over the file directory; errors name the cause."""
+    gateway = gateway_id or settings.agent.gateway_id
+    if not gateway:
+        raise AgentStartError("no gateway: pass --gateway or set agent.gateway_id")
+    try:
+        directory = FileDeviceDirectory(devices_file(settings))
+    except DirectoryError as err:
+        raise AgentStartError(str(err)) from err
+    agent = Agent(settings=settings, gateway_id=gateway, directory=directory)
+    return agent
+
+
+async def run_until_signal(agent: Agent) -> None:
+    """Run the agent until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_agent(settings: Settings, gateway_id: str | None) -> Agent:
+    """Build the agent, log to stderr, run it until interrupted; return it for its stats."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    agent = build_agent(settings, gateway_id)
+    devices = agent.directory.devices_for_gateway(agent.gateway_id)
+    logging.getLogger(__name__).info(
+        "agent %s: %d device(s) assigned, broker %s:%d",
+        agent.gateway_id,
+        len(devices),
+        settings.mqtt.host,
+        settings.mqtt.port,
+    )
+    asyncio.run(run_until_signal(agent))
+    return agent

@@ -1,0 +1,193 @@
+"""Publishes the agent's outbox to Mosquitto with QoS 1, in order, under its gateway identity.
+
+paho runs its network loop in its own thread and reconnects by itself (capped backoff);
+this side drains the on-disk outbox whenever the broker is connected and removes a batch
+only once the broker acknowledged all of it (at-least-once: a batch cut short by a
+disconnect is sent again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from drivers.framework import rfc3339_ms, utc_now
+from hub.agent.disk_buffer import DiskBuffer
+
+log = logging.getLogger(__name__)
+BATCH = 200
+ACK_TIMEOUT_S = 10.0
+
+
+def gateway_topic(gateway_id: str, device_id: str, kind: str) -> str:
+    """``kota/v1/gw/{gateway}/dev/{device}/{telemetry|event|status}``."""
+    return f"kota/v1/gw/{gateway_id}/dev/{device_id}/{kind}"
+
+
+def agent_status_topic(gateway_id: str) -> str:
+    """The agent's own retained status (its Last Will says offline)."""
+    return f"kota/v1/gw/{gateway_id}/status"
+
+
+def status_payload(status: str, reason: str = "") -> bytes:
+    """A status message: JSON with ts, status (online/offline) and the reason."""
+    body: dict[str, Any] = {"ts": rfc3339_ms(utc_now()), "status": status}
+    if reason:
+        body["reason"] = reason
+    return json.dumps(body).encode()
+
+
+class MqttPublisher:
+    """The outbox's sender: one paho client, one gateway identity."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        host: str,
+        port: int,
+        username: str,
+        password: str | None,
+        outbox: DiskBuffer,
+        keepalive_s: int = 30,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.outbox = outbox
+        self.host, self.port, self.keepalive_s = host, port, keepalive_s
+        self.published = 0
+        self.connect_failures = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"kotahub-agent-{gateway_id}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.username_pw_set(username, password)
+        self.client.will_set(
+            agent_status_topic(gateway_id),
+            status_payload("offline", "agent connection lost"),
+            qos=1,
+            retain=True,
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.connect_timeout = connect_timeout_s
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    # paho's thread ------------------------------------------------------------------
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            self.connect_failures += 1
+            log.error("broker refused agent %s: %s", self.gateway_id, reason)
+            return
+        self.client.publish(
+            agent_status_topic(self.gateway_id), status_payload("online"), qos=1, retain=True
+        )
+        self._call(self._connected.set)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        self._call(self._connected.clear)
+        self._call(self._acked.set)
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: object, _mid: int, _r: ReasonCode, _p: Properties | None
+    ) -> None:
+        self._call(self._acked.set)
+
+    def _call(self, func: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(func)
+
+    # the agent's loop --------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while the broker session is up."""
+        return self._connected.is_set()
+
+    def enqueue(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Queue a message on disk and wake the sender."""
+        dropped = self.outbox.append(topic, payload, retain=retain)
+        if dropped:
+            log.warning(
+                "agent %s outbox full (%d): dropped %d oldest message(s), %d in all",
+                self.gateway_id,
+                self.outbox.max_messages,
+                dropped,
+                self.outbox.dropped,
+            )
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect (paho reconnects by itself) and drain the outbox until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self.client.loop_start()
+        try:
+            while True:
+                await self._connected.wait()
+                batch = self.outbox.peek(BATCH)
+                if not batch:
+                    self._wake.clear()
+                    if len(self.outbox) == 0:
+                        await self._wake.wait()
+                    continue
+                if await self._send(batch):
+                    self.outbox.remove_through(batch[-1].id)
+                    self.published += len(batch)
+        finally:
+            await self._shutdown()
+
+    async def _send(self, batch: list[Any]) -> bool:
+        infos = []
+        for message in batch:
+            info = self.client.publish(message.topic, message.payload, qos=1, retain=message.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return False
+            infos.append(info)
+        deadline = asyncio.get_running_loop().time() + ACK_TIMEOUT_S
+        while not all(info.is_published() for info in infos):
+            if not self.connected:
+                return False
+            self._acked.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self._acked.wait()
+            except TimeoutError:
+                pass
+        return True
+
+    async def _shutdown(self) -> None:
+        """Say offline on purpose (retained), then disconnect and stop paho's thread."""
+        if self.client.is_connected():
+            info = self.client.publish(
+                agent_status_topic(self.gateway_id),
+                status_payload("offline", "agent stopped"),
+                qos=1,
+                retain=True,
+            )
+            with contextlib.suppress(RuntimeError, ValueError):
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+        self._loop = None
