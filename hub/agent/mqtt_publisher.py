@@ -38,8 +38,10 @@ def agent_status_topic(gateway_id: str) -> str:
 
 
 def status_payload(status: str, reason: str = "") -> bytes:
-    """A status message: JSON with ts, status (online/offline) and the reason."""
-    body: dict[str, Any] = {"ts": rfc3339_ms(utc_now()), "status": status}
+    """A contract status message: JSON with ts, online (bool) and the reason."""
+    if status not in ("online", "offline"):
+        raise ValueError(f"status must be 'online' or 'offline', not {status!r}")
+    body: dict[str, Any] = {"ts": rfc3339_ms(utc_now()), "online": status == "online"}
     if reason:
         body["reason"] = reason
     return json.dumps(body).encode()

@@ -57,8 +57,8 @@ async def test_agent_command_publishes_and_will_says_offline_when_killed(
         await asyncio.to_thread(process.wait, 10)
         await wait_until(
             lambda: (
-                [s["status"] for s in by_topic(watcher.messages, f"gw/{gw}/status")]
-                == ["online", "offline"]
+                [s["online"] for s in by_topic(watcher.messages, f"gw/{gw}/status")]
+                == [True, False]
             )
         )
     finally:
