@@ -1,0 +1,399 @@
+"""Bulk import and export of devices: CSV and GeoJSON, dry run, idempotent upsert by id.
+
+An import first validates every row (types, references, area hierarchy, duplicates) and
+reports each problem with its line (CSV) or feature number (GeoJSON) and field. Then,
+unless it is a dry run, it writes in ONE transaction: with ``all_or_nothing`` any error
+means nothing is written; otherwise the valid rows are written and the bad ones reported.
+A row's columns set those fields; columns absent from the file leave fields untouched,
+and an empty CSV cell clears an optional field. Importing the same file twice changes
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import insert, select, update
+
+from device_registry.models import AuditEntry, Device, DeviceType, MqttIdentity, Site, Team, utc_now
+from device_registry.mqtt_identities import IdentitySpec
+from device_registry.registry_service import (
+    LIVE_STATES,
+    RegistryService,
+    credentials_public,
+    device_filters,
+    device_public,
+)
+from device_registry.schemas import DeviceCreate, DeviceQuery, MqttCredentials
+
+ImportFormat = Literal["csv", "geojson"]
+CSV_FIELDS: tuple[str, ...] = tuple(
+    name for name in DeviceCreate.model_fields if name not in ("tags", "driver_config")
+)
+EXPORT_COLUMNS: tuple[str, ...] = (*CSV_FIELDS, "driver_config")
+TAG_PREFIX = "tag."
+# An import that writes this many rows refreshes the query planner's statistics.
+ANALYZE_AFTER_ROWS = 500
+# Written into the audit log as one entry per row; the report says how many.
+Progress = Callable[[int, int], None]
+
+
+class RowError(BaseModel):
+    """One rejected row: its CSV line (or GeoJSON feature number), the field and why."""
+
+    line: int
+    field: str
+    message: str
+
+
+class ImportReport(BaseModel):
+    """What an import did, or would do in a dry run."""
+
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    errors: list[RowError]
+    dry_run: bool
+    applied: bool
+    credentials: list[MqttCredentials] = []
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One row of an input file with the line it came from."""
+
+    line: int
+    data: dict[str, Any]
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be read (not CSV/GeoJSON, unknown columns...)."""
+
+
+def parse_csv(text: str) -> list[SourceRow]:
+    """Rows of a device CSV; empty cells are None, ``tag.<key>`` columns become tags."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    if not header:
+        raise ImportFileError("line 1: the CSV has no header row")
+    unknown = [h for h in header if h not in EXPORT_COLUMNS and not h.startswith(TAG_PREFIX)]
+    if unknown:
+        raise ImportFileError(f"line 1: unknown column(s) {unknown}; known: {list(EXPORT_COLUMNS)}")
+    if "id" not in header:
+        raise ImportFileError("line 1: the CSV needs an 'id' column")
+    rows = []
+    for raw in reader:
+        line = reader.line_num
+        if None in raw:
+            rows.append(SourceRow(line, {"__error__": "more cells than header columns"}))
+            continue
+        data: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        for key, value in raw.items():
+            cell = value.strip() if isinstance(value, str) else value
+            if key.startswith(TAG_PREFIX):
+                if cell:
+                    tags[key[len(TAG_PREFIX) :]] = cell
+            elif key == "driver_config":
+                try:
+                    data[key] = json.loads(cell) if cell else {}
+                except ValueError:
+                    data["__error__"] = "driver_config: not valid JSON"
+            else:
+                data[key] = cell if cell else None
+        if any(h.startswith(TAG_PREFIX) for h in header):
+            data["tags"] = tags
+        rows.append(SourceRow(line, data))
+    return rows
+
+
+def parse_geojson(text: str) -> list[SourceRow]:
+    """Rows of a GeoJSON FeatureCollection of Points; ``line`` is the feature number."""
+    try:
+        document = json.loads(text)
+    except ValueError as err:
+        raise ImportFileError(f"not valid JSON: {err}") from err
+    if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
+        raise ImportFileError("expected a GeoJSON FeatureCollection")
+    features = document.get("features")
+    if not isinstance(features, list):
+        raise ImportFileError("FeatureCollection has no 'features' list")
+    rows = []
+    for number, feature in enumerate(features, start=1):
+        if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
+            rows.append(SourceRow(number, {"__error__": "feature without a properties object"}))
+            continue
+        data = dict(feature["properties"])
+        geometry = feature.get("geometry")
+        if isinstance(geometry, dict):
+            coords = geometry.get("coordinates")
+            if geometry.get("type") != "Point" or not isinstance(coords, list) or len(coords) < 2:
+                data["__error__"] = "geometry: expected a Point [longitude, latitude]"
+            else:
+                data["longitude"], data["latitude"] = coords[0], coords[1]
+        rows.append(SourceRow(number, data))
+    return rows
+
+
+def parse_file(text: str, file_format: ImportFormat) -> list[SourceRow]:
+    """Parse CSV or GeoJSON text."""
+    return parse_csv(text) if file_format == "csv" else parse_geojson(text)
+
+
+def _stored_fields(service: RegistryService) -> dict[str, dict[str, Any]]:
+    names = [n for n in DeviceCreate.model_fields if n in _COMPARED]
+    with service.database.session() as session:
+        rows = session.execute(select(*(getattr(Device, n) for n in names))).all()
+    fields = [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in rows]
+    return {item["id"]: item for item in fields}
+
+
+def _field_of(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(row)"
+    return field, first["msg"]
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def import_devices(
+    service: RegistryService,
+    rows: list[SourceRow],
+    *,
+    actor: str,
+    dry_run: bool = False,
+    all_or_nothing: bool = False,
+    issue_credentials: bool = True,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Validate and (unless dry run) upsert devices by id in one transaction."""
+    errors: list[RowError] = []
+    valid: list[tuple[SourceRow, DeviceCreate, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    total = len(rows)
+    # A row for a known device may carry only the columns it changes: it is validated
+    # as the stored device with those columns applied.
+    stored = _stored_fields(service)
+    for index, row in enumerate(rows, start=1):
+        if "__error__" in row.data:
+            errors.append(RowError(line=row.line, field="(row)", message=row.data["__error__"]))
+            continue
+        current = stored.get(str(row.data.get("id")))
+        if current is not None and current["state"] == "retired":
+            errors.append(RowError(line=row.line, field="id", message="device is retired"))
+            continue
+        try:
+            model = DeviceCreate.model_validate({**(current or {}), **row.data})
+        except ValidationError as err:
+            field, message = _field_of(err)
+            errors.append(RowError(line=row.line, field=field, message=message))
+            continue
+        if model.id in seen:
+            errors.append(
+                RowError(line=row.line, field="id", message=f"duplicate of line {seen[model.id]}")
+            )
+            continue
+        seen[model.id] = row.line
+        valid.append((row, model, model.model_dump(exclude_unset=True)))
+        if progress and index % 1000 == 0:
+            progress(index // 2, total)
+
+    with service.write_transaction() as (session, pending, issued):
+        types = {t.name: t for t in session.scalars(select(DeviceType))}
+        sites = set(session.scalars(select(Site.id)))
+        teams = set(session.scalars(select(Team.id)))
+        columns = [getattr(Device, c) for c in _COMPARED]
+        existing: dict[str, dict[str, Any]] = {
+            r[0]: dict(zip(_COMPARED, r, strict=True))
+            for r in session.execute(select(*columns)).all()
+        }
+        with_identity = set(session.scalars(select(MqttIdentity.device_id)))
+        gateways = {
+            key
+            for key, row in existing.items()
+            if types[row["device_type"]].is_gateway and row["state"] != "retired"
+        }
+        gateways |= {
+            m.id
+            for _r, m, _v in valid
+            if m.device_type in types and types[m.device_type].is_gateway
+        }
+        live_ids = {k for k, r in existing.items() if r["state"] != "retired"} | set(seen)
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
+        unchanged = 0
+        now = utc_now()
+        for row, model, values in valid:
+            problem = _check_row(model, values, existing, types, sites, teams, gateways, live_ids)
+            if problem:
+                errors.append(RowError(line=row.line, field=problem[0], message=problem[1]))
+                continue
+            old = existing.get(model.id)
+            if old is None:
+                record: dict[str, Any] = dict.fromkeys(_COMPARED)
+                record.update(owner_kind="city", state="planned", tags={}, driver_config={})
+                record.update(model.model_dump(exclude_none=True))
+                record.update(
+                    family=types[model.device_type].family, created_at=now, updated_at=now
+                )
+                inserts.append(record)
+                audits.append(_audit(actor, "import_create", model.id, None, record))
+                new_state, device_type = record["state"], model.device_type
+                gateway = record["gateway_id"]
+            else:
+                merged = {**old, **values}
+                merged["family"] = types[merged["device_type"]].family
+                if merged == old:
+                    unchanged += 1
+                    continue
+                updates.append({**merged, "updated_at": now})
+                audits.append(_audit(actor, "import_update", model.id, old, merged))
+                new_state, device_type = merged["state"], merged["device_type"]
+                gateway = merged["gateway_id"]
+            kind_type = types[device_type]
+            if (
+                issue_credentials
+                and new_state in LIVE_STATES
+                and model.id not in with_identity
+                and (kind_type.is_gateway or (kind_type.protocol == "mqtt" and gateway is None))
+            ):
+                kind: Literal["device", "gateway"] = "gateway" if kind_type.is_gateway else "device"
+                pending.create.append(IdentitySpec(device_id=model.id, kind=kind))
+        errors.sort(key=lambda e: e.line)
+        report = ImportReport(
+            rows=total,
+            created=len(inserts),
+            updated=len(updates),
+            unchanged=unchanged,
+            errors=errors,
+            dry_run=dry_run,
+            applied=False,
+        )
+        if dry_run or (all_or_nothing and errors):
+            pending.create.clear()
+            session.rollback()
+            return report
+        for wave in _waves(inserts):
+            session.execute(insert(Device), wave)
+        if updates:
+            session.execute(update(Device), updates)
+        if audits:
+            session.execute(insert(AuditEntry), audits)
+        if inserts or updates:
+            service.bump_revision(session)
+        if progress:
+            progress(total, total)
+    report.applied = True
+    if len(inserts) + len(updates) >= ANALYZE_AFTER_ROWS:
+        service.database.analyze()
+    report.credentials = [credentials_public(item) for item in issued]
+    return report
+
+
+_COMPARED: tuple[str, ...] = tuple(
+    c.key for c in Device.__table__.columns if c.key not in ("created_at", "updated_at")
+)
+
+
+def _audit(
+    actor: str, action: str, key: str, before: dict[str, Any] | None, after: dict[str, Any]
+) -> dict[str, Any]:
+    clean = {k: _jsonable(v) for k, v in after.items() if k not in ("created_at", "updated_at")}
+    return {
+        "at": utc_now(),
+        "actor": actor,
+        "action": action,
+        "entity_kind": "device",
+        "entity_id": key,
+        "before": {k: _jsonable(v) for k, v in before.items()} if before else None,
+        "after": clean,
+    }
+
+
+def _check_row(
+    model: DeviceCreate,
+    values: dict[str, Any],
+    existing: dict[str, dict[str, Any]],
+    types: dict[str, DeviceType],
+    sites: set[str],
+    teams: set[str],
+    gateways: set[str],
+    live_ids: set[str],
+) -> tuple[str, str] | None:
+    old = existing.get(model.id)
+    if old is not None and old["state"] == "retired":
+        return "id", f"device {model.id!r} is retired"
+    merged = {**(old or {}), **values}
+    if merged.get("device_type") not in types:
+        return "device_type", f"unknown device type {merged.get('device_type')!r}"
+    if merged.get("site_id") and merged["site_id"] not in sites:
+        return "site_id", f"unknown site {merged['site_id']!r}"
+    if merged.get("team_id") and merged["team_id"] not in teams:
+        return "team_id", f"unknown team {merged['team_id']!r}"
+    if merged.get("parent_id") and merged["parent_id"] not in live_ids:
+        return "parent_id", f"unknown or retired device {merged['parent_id']!r}"
+    if merged.get("gateway_id") and merged["gateway_id"] not in gateways:
+        return "gateway_id", f"{merged['gateway_id']!r} is not a registered gateway"
+    return None
+
+
+def _waves(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """Inserts ordered so that a gateway or parent is written before its devices."""
+    remaining = {row["id"]: row for row in rows}
+    while remaining:
+        wave = [
+            row
+            for row in remaining.values()
+            if row.get("gateway_id") not in remaining and row.get("parent_id") not in remaining
+        ]
+        if not wave:
+            raise ValueError("gateway/parent references form a cycle")
+        for row in wave:
+            del remaining[row["id"]]
+        yield wave
+
+
+# -- export ---------------------------------------------------------------------------
+def _all_devices(service: RegistryService, query: DeviceQuery) -> list[dict[str, Any]]:
+    with service.database.session() as session:
+        stmt = select(Device).order_by(Device.id)
+        rows = session.scalars(device_filters(stmt, query)).all()
+        return [device_public(d, None).model_dump(mode="json") for d in rows]
+
+
+def export_csv(service: RegistryService, query: DeviceQuery | None = None) -> str:
+    """Devices as CSV in the import format (``tag.<key>`` columns for tags)."""
+    devices = _all_devices(service, query or DeviceQuery())
+    tag_keys = sorted({key for d in devices for key in d["tags"]})
+    header = [*EXPORT_COLUMNS, *(TAG_PREFIX + k for k in tag_keys)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for d in devices:
+        cells = [d.get(c) for c in CSV_FIELDS]
+        cells.append(json.dumps(d["driver_config"]) if d["driver_config"] else "")
+        cells += [d["tags"].get(k, "") for k in tag_keys]
+        writer.writerow(["" if c is None else c for c in cells])
+    return out.getvalue()
+
+
+def export_geojson(service: RegistryService, query: DeviceQuery | None = None) -> str:
+    """Devices as a GeoJSON FeatureCollection (devices without a position have no geometry)."""
+    features = []
+    for d in _all_devices(service, query or DeviceQuery()):
+        lat, lon = d.pop("latitude"), d.pop("longitude")
+        properties = {k: v for k, v in d.items() if k in DeviceCreate.model_fields}
+        geometry = {"type": "Point", "coordinates": [lon, lat]} if lat is not None else None
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
+    return json.dumps({"type": "FeatureCollection", "features": features})

@@ -1,0 +1,406 @@
+"""Pydantic models at the registry's edges: what the API, CLI and importer accept and return.
+
+Create/Update/Public per resource, as in the full-stack FastAPI template. Updates are
+partial: only the fields sent are changed; ``null`` clears an optional field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DeviceStateName = Literal["planned", "active", "maintenance", "retired"]
+OwnerKind = Literal["city", "corporate", "community"]
+Role = Literal["admin", "technician", "viewer", "provisioner"]
+ROLES: tuple[Role, ...] = ("admin", "technician", "viewer", "provisioner")
+
+# Ids become MQTT topic levels and usernames: no '/', '+', '#', spaces or leading dots.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+METRIC_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=64)]
+ShortText = Annotated[str, Field(min_length=1, max_length=100)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+AREA_LEVELS: tuple[str, ...] = ("kota", "kecamatan", "kelurahan", "rw", "rt")
+# Ids the broker reserves for Kotahub's own services.
+RESERVED_PREFIX = "kotahub"
+T = TypeVar("T")
+
+
+class _Strict(BaseModel):
+    """Base of input models: unknown fields are refused, strings are trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class MetricSpec(_Strict):
+    """One metric a device type reports, with its unit."""
+
+    name: str = Field(pattern=METRIC_PATTERN)
+    unit: str = Field(default="", max_length=32)
+    kind: Literal["number", "boolean", "string"] = "number"
+
+
+class DeviceTypeCreate(_Strict):
+    """A new device type."""
+
+    name: Identifier
+    family: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    protocol: str = Field(pattern=r"^[a-z][a-z0-9_+-]{0,31}$")
+    expected_interval_s: float = Field(gt=0, le=7 * 86400)
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    is_gateway: bool = False
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, value: list[MetricSpec]) -> list[MetricSpec]:
+        names = [m.name for m in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate metric name(s) {duplicates}")
+        return value
+
+
+class DeviceTypeUpdate(_Strict):
+    """Changes to a device type."""
+
+    expected_interval_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    metrics: list[MetricSpec] | None = None
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class DeviceTypePublic(BaseModel):
+    """A device type as the API returns it."""
+
+    name: str
+    family: str
+    protocol: str
+    expected_interval_s: float
+    metrics: list[MetricSpec]
+    is_gateway: bool
+    description: str
+
+
+class SiteCreate(_Strict):
+    """A new site."""
+
+    id: Identifier
+    name: ShortText
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    address: str = Field(default="", max_length=500)
+    kecamatan: str | None = Field(default=None, max_length=100)
+    kelurahan: str | None = Field(default=None, max_length=100)
+
+
+class SiteUpdate(_Strict):
+    """Changes to a site."""
+
+    name: ShortText | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    address: str | None = Field(default=None, max_length=500)
+    kecamatan: str | None = Field(default=None, max_length=100)
+    kelurahan: str | None = Field(default=None, max_length=100)
+
+
+class SitePublic(BaseModel):
+    """A site as the API returns it."""
+
+    id: str
+    name: str
+    latitude: float | None
+    longitude: float | None
+    address: str
+    kecamatan: str | None
+    kelurahan: str | None
+
+
+class TeamMember(_Strict):
+    """A person in a field team."""
+
+    name: ShortText
+    role: str = Field(default="", max_length=100)
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{5,20}$")
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ContactChannel(_Strict):
+    """Where a team is paged."""
+
+    kind: Literal["telegram", "whatsapp", "sms", "email", "phone", "webhook"]
+    address: str = Field(min_length=1, max_length=300)
+
+
+class TeamCreate(_Strict):
+    """A new team."""
+
+    id: Identifier
+    name: ShortText
+    members: list[TeamMember] = Field(default_factory=list)
+    contact_channels: list[ContactChannel] = Field(default_factory=list)
+
+
+class TeamUpdate(_Strict):
+    """Changes to a team."""
+
+    name: ShortText | None = None
+    members: list[TeamMember] | None = None
+    contact_channels: list[ContactChannel] | None = None
+
+
+class TeamPublic(BaseModel):
+    """A team as the API returns it."""
+
+    id: str
+    name: str
+    members: list[TeamMember]
+    contact_channels: list[ContactChannel]
+
+
+class _DeviceFields(_Strict):
+    """Fields that a device create and a device update share."""
+
+    vendor: str | None = Field(default=None, max_length=100)
+    model: str | None = Field(default=None, max_length=100)
+    serial: str | None = Field(default=None, max_length=100)
+    firmware_version: str | None = Field(default=None, max_length=64)
+    protocol_address: str | None = Field(default=None, max_length=255)
+    credentials_ref: str | None = Field(default=None, max_length=255)
+    gateway_id: Identifier | None = None
+    parent_id: Identifier | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    site_id: Identifier | None = None
+    kota: str | None = Field(default=None, max_length=100)
+    kecamatan: str | None = Field(default=None, max_length=100)
+    kelurahan: str | None = Field(default=None, max_length=100)
+    rw: str | None = Field(default=None, pattern=r"^[0-9]{1,3}$")
+    rt: str | None = Field(default=None, pattern=r"^[0-9]{1,3}$")
+    team_id: Identifier | None = None
+    install_date: dt.date | None = None
+    tags: dict[str, Annotated[str, Field(max_length=200)]] | None = None
+    driver_config: dict[str, Any] | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if not key or len(key) > 64 or not key.replace("_", "").isalnum():
+                raise ValueError(f"tag key {key!r} must be 1-64 letters, digits or '_'")
+        return value
+
+
+def check_area(values: dict[str, Any]) -> None:
+    """Kota > kecamatan > kelurahan > RW > RT: a level needs every level above it."""
+    for upper, lower in itertools.pairwise(AREA_LEVELS):
+        if values.get(lower) and not values.get(upper):
+            raise ValueError(f"{lower} is set but {upper} is not (kota > kecamatan > ... > rt)")
+
+
+def check_position(values: dict[str, Any]) -> None:
+    """Latitude and longitude come together."""
+    if (values.get("latitude") is None) != (values.get("longitude") is None):
+        raise ValueError("latitude and longitude must be given together")
+
+
+class DeviceCreate(_DeviceFields):
+    """A new device."""
+
+    id: Identifier
+    device_type: Identifier
+    owner_kind: OwnerKind = "city"
+    state: DeviceStateName = "planned"
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower().startswith(RESERVED_PREFIX):
+            raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are reserved")
+        return value
+
+    @field_validator("state")
+    @classmethod
+    def _not_retired(cls, value: str) -> str:
+        if value == "retired":
+            raise ValueError("a new device cannot start retired")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceCreate:
+        check_area(self.model_dump())
+        check_position(self.model_dump())
+        if self.gateway_id == self.id or self.parent_id == self.id:
+            raise ValueError("a device cannot be its own gateway or parent")
+        return self
+
+
+class DeviceUpdate(_DeviceFields):
+    """Changes to a device; only the fields sent change."""
+
+    device_type: Identifier | None = None
+    owner_kind: OwnerKind | None = None
+    state: Literal["planned", "active", "maintenance"] | None = None
+
+
+class DeviceReplace(_Strict):
+    """The new physical unit that takes over a device id."""
+
+    serial: str = Field(min_length=1, max_length=100)
+    vendor: str | None = Field(default=None, max_length=100)
+    model: str | None = Field(default=None, max_length=100)
+    firmware_version: str | None = Field(default=None, max_length=64)
+    protocol_address: str | None = Field(default=None, max_length=255)
+    reason: str = Field(default="", max_length=500)
+
+
+class DevicePublic(BaseModel):
+    """A device as the API returns it."""
+
+    id: str
+    device_type: str
+    family: str
+    vendor: str | None
+    model: str | None
+    serial: str | None
+    firmware_version: str | None
+    protocol_address: str | None
+    credentials_ref: str | None
+    gateway_id: str | None
+    parent_id: str | None
+    latitude: float | None
+    longitude: float | None
+    site_id: str | None
+    kota: str | None
+    kecamatan: str | None
+    kelurahan: str | None
+    rw: str | None
+    rt: str | None
+    team_id: str | None
+    owner_kind: str
+    install_date: dt.date | None
+    state: str
+    tags: dict[str, str]
+    driver_config: dict[str, Any]
+    mqtt_username: str | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class MqttCredentials(BaseModel):
+    """An MQTT identity's secret: returned once, never stored in clear."""
+
+    username: str
+    client_id: str
+    password: str
+    publish_prefix: str
+
+
+class DeviceWritten(BaseModel):
+    """A device after a write, with new MQTT credentials when the write created some."""
+
+    device: DevicePublic
+    credentials: MqttCredentials | None = None
+
+
+class DeviceStatusUpdate(_Strict):
+    """A status report for one device (from the hub)."""
+
+    device_id: Identifier
+    online: bool
+    reason: str = Field(default="", max_length=200)
+    last_seen: dt.datetime | None = None
+    last_readings: dict[str, float | bool | str] = Field(default_factory=dict)
+
+
+class DeviceStatusPublic(BaseModel):
+    """Last known status and readings of a device."""
+
+    device_id: str
+    online: bool | None
+    reason: str
+    last_seen: dt.datetime | None
+    last_readings: dict[str, Any]
+    expected_interval_s: float
+
+
+class ReplacementPublic(BaseModel):
+    """One unit swap in a device's history."""
+
+    at: dt.datetime
+    actor: str
+    reason: str
+    old_unit: dict[str, Any]
+    new_unit: dict[str, Any]
+
+
+class AuditPublic(BaseModel):
+    """One audit log entry."""
+
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    entity_kind: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class DeviceQuery(_Strict):
+    """Search and filter parameters for listing devices."""
+
+    q: str | None = Field(default=None, max_length=100)
+    serial: str | None = Field(default=None, max_length=100)
+    family: str | None = Field(default=None, max_length=32)
+    device_type: str | None = Field(default=None, max_length=64)
+    state: DeviceStateName | None = None
+    team_id: str | None = Field(default=None, max_length=64)
+    site_id: str | None = Field(default=None, max_length=64)
+    gateway_id: str | None = Field(default=None, max_length=64)
+    owner_kind: OwnerKind | None = None
+    kota: str | None = Field(default=None, max_length=100)
+    kecamatan: str | None = Field(default=None, max_length=100)
+    kelurahan: str | None = Field(default=None, max_length=100)
+    rw: str | None = Field(default=None, max_length=8)
+    rt: str | None = Field(default=None, max_length=8)
+    online: bool | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, with the total that matched."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class TokenCreate(_Strict):
+    """A new API token."""
+
+    name: ShortText
+    role: Role
+
+
+class TokenPublic(BaseModel):
+    """An API token's metadata (never its secret)."""
+
+    id: str
+    name: str
+    role: str
+    created_at: dt.datetime
+    created_by: str
+    revoked_at: dt.datetime | None
+
+
+class TokenCreated(TokenPublic):
+    """A new token, with its secret shown this once."""
+
+    token: str

@@ -1,0 +1,437 @@
+"""The registry's REST API (FastAPI; OpenAPI at ``/docs``), under ``/api/v1``.
+
+Every route but the documentation needs a bearer token whose role grants the route's
+permission (see ``api_tokens.PERMISSIONS``). Errors are RFC 9457 problem details
+(``application/problem+json``) with a ``field`` member naming the field at fault and, for
+validation errors, an ``errors`` list with every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from device_registry.api_tokens import PERMISSIONS, create_token, list_tokens, revoke_token
+from device_registry.api_tokens import verify_token as verify_api_token
+from device_registry.bulk_import import (
+    ImportFileError,
+    ImportReport,
+    SourceRow,
+    export_csv,
+    export_geojson,
+    import_devices,
+    parse_file,
+)
+from device_registry.database import DatabaseError
+from device_registry.errors import ConflictError, CredentialsError, FieldError, NotFoundError
+from device_registry.registry_service import RegistryService
+from device_registry.schemas import (
+    AuditPublic,
+    DeviceCreate,
+    DevicePublic,
+    DeviceQuery,
+    DeviceReplace,
+    DeviceStatusPublic,
+    DeviceStatusUpdate,
+    DeviceTypeCreate,
+    DeviceTypePublic,
+    DeviceTypeUpdate,
+    DeviceUpdate,
+    DeviceWritten,
+    Page,
+    ReplacementPublic,
+    SiteCreate,
+    SitePublic,
+    SiteUpdate,
+    TeamCreate,
+    TeamPublic,
+    TeamUpdate,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+)
+
+PROBLEM_JSON = "application/problem+json"
+PREFIX = "/api/v1"
+# The hub may plug in a live source of last readings (e.g. from InfluxDB); without one
+# the status endpoint serves what the hub last pushed to PUT /api/v1/status.
+ReadingsSource = Callable[[str], dict[str, Any] | None]
+
+
+class Caller(BaseModel):
+    """Who is calling: the token's id, name and role."""
+
+    token_id: str
+    name: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"token:{self.token_id}:{self.name}"
+
+
+class RetireRequest(BaseModel):
+    """Why a device is retired."""
+
+    model_config = {"extra": "forbid"}
+    reason: str = Field(default="", max_length=500)
+
+
+class ExportQuery(DeviceQuery):
+    """Device filters plus the export format."""
+
+    format: Literal["csv", "geojson"] = "csv"
+
+
+class DeviceHistory(BaseModel):
+    """A device's audit trail and unit replacements."""
+
+    audit: list[AuditPublic]
+    replacements: list[ReplacementPublic]
+
+
+def problem(
+    status: int, title: str, detail: str, *, field: str | None = None, **extra: Any
+) -> JSONResponse:
+    """An RFC 9457 problem details response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None:
+        raise StarletteHTTPException(401, "missing bearer token")
+    token = verify_api_token(request.app.state.registry_database, credentials.credentials)
+    if token is None:
+        raise StarletteHTTPException(401, "unknown or revoked token")
+    return Caller(token_id=token.id, name=token.name, role=token.role)
+
+
+def _need(permission: str) -> Callable[..., Caller]:
+    def check(who: Annotated[Caller, Depends(_caller)]) -> Caller:
+        if permission not in PERMISSIONS.get(who.role, frozenset()):
+            raise StarletteHTTPException(
+                403, f"role {who.role!r} may not do this (needs {permission!r})"
+            )
+        return who
+
+    return check
+
+
+Reader = Annotated[Caller, Depends(_need("read"))]
+Writer = Annotated[Caller, Depends(_need("device.write"))]
+Bulk = Annotated[Caller, Depends(_need("device.bulk"))]
+Rotator = Annotated[Caller, Depends(_need("credentials"))]
+StatusWriter = Annotated[Caller, Depends(_need("status"))]
+Catalog = Annotated[Caller, Depends(_need("catalog"))]
+Admin = Annotated[Caller, Depends(_need("tokens"))]
+
+
+def create_app(
+    service: RegistryService,
+    *,
+    readings_source: ReadingsSource | None = None,
+    title: str = "Kotahub device registry",
+) -> FastAPI:
+    """The registry API over a service (database + optional MQTT identities)."""
+    app = FastAPI(title=title, version="1", docs_url="/docs", openapi_url="/openapi.json")
+    app.state.registry_database = database = service.database
+
+    # -- error handlers -----------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        # A JSON syntax error's location ends in a character offset, not a field.
+        errors = [
+            {"field": "body" if e["type"] == "json_invalid" else _loc(e["loc"]), "detail": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "(request)", "detail": "invalid"}
+        return problem(
+            422,
+            "Invalid request",
+            f"{first['field']}: {first['detail']}",
+            field=first["field"],
+            errors=errors,
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_r: Request, exc: ValidationError) -> JSONResponse:
+        errors = [{"field": _loc(e["loc"]), "detail": e["msg"]} for e in exc.errors()]
+        return problem(
+            422,
+            "Invalid request",
+            f"{errors[0]['field']}: {errors[0]['detail']}",
+            field=errors[0]["field"],
+            errors=errors,
+        )
+
+    @app.exception_handler(FieldError)
+    async def _field(_r: Request, exc: FieldError) -> JSONResponse:
+        return problem(422, "Invalid request", str(exc), field=exc.field)
+
+    @app.exception_handler(NotFoundError)
+    async def _missing(_r: Request, exc: NotFoundError) -> JSONResponse:
+        return problem(404, "Not found", str(exc), field="id")
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
+        return problem(409, "Conflict", str(exc), field=exc.field)
+
+    @app.exception_handler(CredentialsError)
+    async def _broker(_r: Request, exc: CredentialsError) -> JSONResponse:
+        return problem(502, "MQTT broker refused", f"{exc}; nothing was changed")
+
+    @app.exception_handler(ImportFileError)
+    async def _bad_file(_r: Request, exc: ImportFileError) -> JSONResponse:
+        return problem(422, "Unreadable import file", str(exc), field="body")
+
+    @app.exception_handler(DatabaseError)
+    async def _database(_r: Request, exc: DatabaseError) -> JSONResponse:
+        return problem(503, "Database unavailable", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
+        response = problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        if exc.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    # -- devices ------------------------------------------------------------------------
+    @app.get(f"{PREFIX}/devices", tags=["devices"])
+    def list_devices(_who: Reader, query: Annotated[DeviceQuery, Query()]) -> Page[DevicePublic]:
+        """Search (q: id, serial, vendor, model) and filter devices, paginated by id."""
+        return service.list_devices(query)
+
+    @app.post(f"{PREFIX}/devices", status_code=201, tags=["devices"])
+    def create_device(who: Writer, body: DeviceCreate, credentials: bool = True) -> DeviceWritten:
+        """Register a device; a live MQTT device or gateway gets credentials, shown once."""
+        return service.create_device(body, actor=who.actor, issue_credentials=credentials)
+
+    @app.get(f"{PREFIX}/devices/export", tags=["bulk"])
+    def export_devices(_who: Reader, query: Annotated[ExportQuery, Query()]) -> Response:
+        """All matching devices (paging ignored) as CSV or GeoJSON."""
+        filters = DeviceQuery.model_validate(query.model_dump(exclude={"format"}))
+        if query.format == "csv":
+            return Response(export_csv(service, filters), media_type="text/csv")
+        return Response(export_geojson(service, filters), media_type="application/geo+json")
+
+    @app.post(f"{PREFIX}/devices/import", tags=["bulk"])
+    async def import_file(
+        who: Bulk,
+        request: Request,
+        format: Literal["csv", "geojson"] = "csv",
+        dry_run: bool = True,
+        all_or_nothing: bool = False,
+        credentials: bool = True,
+    ) -> ImportReport:
+        """Import a CSV or GeoJSON body; a dry run (the default) only validates."""
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ImportFileError(f"body is not UTF-8: {err}") from err
+        rows = parse_file(text, format)
+        return import_devices(
+            service,
+            rows,
+            actor=who.actor,
+            dry_run=dry_run,
+            all_or_nothing=all_or_nothing,
+            issue_credentials=credentials,
+        )
+
+    @app.post(f"{PREFIX}/devices/bulk", tags=["bulk"])
+    def bulk_upsert(
+        who: Bulk,
+        body: Annotated[list[dict[str, Any]], Body(max_length=20000)],
+        dry_run: bool = True,
+        all_or_nothing: bool = False,
+        credentials: bool = True,
+    ) -> ImportReport:
+        """Upsert devices from a JSON list (item N is reported as line N)."""
+        rows = [SourceRow(n, item) for n, item in enumerate(body, start=1)]
+        return import_devices(
+            service,
+            rows,
+            actor=who.actor,
+            dry_run=dry_run,
+            all_or_nothing=all_or_nothing,
+            issue_credentials=credentials,
+        )
+
+    @app.get(f"{PREFIX}/devices/{{device_id}}", tags=["devices"])
+    def get_device(_who: Reader, device_id: str) -> DevicePublic:
+        """One device."""
+        return service.get_device(device_id)
+
+    @app.patch(f"{PREFIX}/devices/{{device_id}}", tags=["devices"])
+    def update_device(who: Writer, device_id: str, body: DeviceUpdate) -> DeviceWritten:
+        """Change fields; state planned/active/maintenance (retire has its own route)."""
+        return service.update_device(device_id, body, actor=who.actor)
+
+    @app.post(f"{PREFIX}/devices/{{device_id}}/retire", tags=["devices"])
+    def retire_device(
+        who: Writer, device_id: str, body: RetireRequest | None = None
+    ) -> DevicePublic:
+        """Retire a device; its MQTT identity is revoked at once."""
+        reason = body.reason if body else ""
+        return service.retire_device(device_id, actor=who.actor, reason=reason)
+
+    @app.post(f"{PREFIX}/devices/{{device_id}}/replace", tags=["devices"])
+    def replace_device(who: Writer, device_id: str, body: DeviceReplace) -> DeviceWritten:
+        """Swap the failed unit: same id and history, new serial, credentials moved."""
+        return service.replace_device(device_id, body, actor=who.actor)
+
+    @app.post(f"{PREFIX}/devices/{{device_id}}/rotate-credentials", tags=["devices"])
+    def rotate(who: Rotator, device_id: str) -> DeviceWritten:
+        """New MQTT secret (shown once); the old one stops working at once."""
+        return service.rotate_credentials(device_id, actor=who.actor)
+
+    @app.get(f"{PREFIX}/devices/{{device_id}}/status", tags=["status"])
+    def device_status(_who: Reader, device_id: str) -> DeviceStatusPublic:
+        """Online state and last readings."""
+        status = service.get_status(device_id)
+        if readings_source is not None:
+            live = readings_source(device_id)
+            if live:
+                status.last_readings = live
+        return status
+
+    @app.get(f"{PREFIX}/devices/{{device_id}}/history", tags=["devices"])
+    def device_history(_who: Reader, device_id: str) -> DeviceHistory:
+        """Audit entries and unit replacements, newest first."""
+        audit, swaps = service.history(device_id)
+        return DeviceHistory(audit=audit, replacements=swaps)
+
+    @app.put(f"{PREFIX}/status", tags=["status"])
+    def push_status(
+        _who: StatusWriter, body: Annotated[list[DeviceStatusUpdate], Body(max_length=20000)]
+    ) -> dict[str, int]:
+        """The hub reports device status (online, reason, last readings)."""
+        return {"stored": service.set_status(body)}
+
+    # -- catalog ------------------------------------------------------------------------
+    @app.get(f"{PREFIX}/device-types", tags=["catalog"])
+    def list_types(_who: Reader) -> list[DeviceTypePublic]:
+        """Every device type."""
+        return service.list_types()
+
+    @app.post(f"{PREFIX}/device-types", status_code=201, tags=["catalog"])
+    def create_type(who: Catalog, body: DeviceTypeCreate) -> DeviceTypePublic:
+        """Register a device type."""
+        return service.create_type(body, actor=who.actor)
+
+    @app.get(f"{PREFIX}/device-types/{{name}}", tags=["catalog"])
+    def get_type(_who: Reader, name: str) -> DeviceTypePublic:
+        """One device type."""
+        return service.get_type(name)
+
+    @app.patch(f"{PREFIX}/device-types/{{name}}", tags=["catalog"])
+    def update_type(who: Catalog, name: str, body: DeviceTypeUpdate) -> DeviceTypePublic:
+        """Change a device type."""
+        return service.update_type(name, body, actor=who.actor)
+
+    @app.get(f"{PREFIX}/sites", tags=["catalog"])
+    def list_sites(_who: Reader) -> list[SitePublic]:
+        """Every site."""
+        return service.list_sites()
+
+    @app.post(f"{PREFIX}/sites", status_code=201, tags=["catalog"])
+    def create_site(who: Catalog, body: SiteCreate) -> SitePublic:
+        """Register a site."""
+        return service.create_site(body, actor=who.actor)
+
+    @app.get(f"{PREFIX}/sites/{{site_id}}", tags=["catalog"])
+    def get_site(_who: Reader, site_id: str) -> SitePublic:
+        """One site."""
+        return service.get_site(site_id)
+
+    @app.patch(f"{PREFIX}/sites/{{site_id}}", tags=["catalog"])
+    def update_site(who: Catalog, site_id: str, body: SiteUpdate) -> SitePublic:
+        """Change a site."""
+        return service.update_site(site_id, body, actor=who.actor)
+
+    @app.get(f"{PREFIX}/teams", tags=["catalog"])
+    def list_teams(_who: Reader) -> list[TeamPublic]:
+        """Every team."""
+        return service.list_teams()
+
+    @app.post(f"{PREFIX}/teams", status_code=201, tags=["catalog"])
+    def create_team(who: Catalog, body: TeamCreate) -> TeamPublic:
+        """Register a team."""
+        return service.create_team(body, actor=who.actor)
+
+    @app.get(f"{PREFIX}/teams/{{team_id}}", tags=["catalog"])
+    def get_team(_who: Reader, team_id: str) -> TeamPublic:
+        """One team."""
+        return service.get_team(team_id)
+
+    @app.patch(f"{PREFIX}/teams/{{team_id}}", tags=["catalog"])
+    def update_team(who: Catalog, team_id: str, body: TeamUpdate) -> TeamPublic:
+        """Change a team."""
+        return service.update_team(team_id, body, actor=who.actor)
+
+    # -- audit, tokens, identity ----------------------------------------------------------
+    @app.get(f"{PREFIX}/audit", tags=["audit"])
+    def audit(
+        _who: Admin,
+        entity_kind: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[AuditPublic]:
+        """Recent audit entries, newest first."""
+        return service.audit_log(entity_kind=entity_kind, limit=limit, offset=offset)
+
+    @app.get(f"{PREFIX}/tokens", tags=["tokens"])
+    def tokens(_who: Admin) -> list[TokenPublic]:
+        """Every API token (never their secrets)."""
+        return list_tokens(database)
+
+    @app.post(f"{PREFIX}/tokens", status_code=201, tags=["tokens"])
+    def new_token(who: Admin, body: TokenCreate) -> TokenCreated:
+        """Make a token; its secret is shown once."""
+        return create_token(database, name=body.name, role=body.role, actor=who.actor)
+
+    @app.delete(f"{PREFIX}/tokens/{{token_id}}", tags=["tokens"])
+    def delete_token(who: Admin, token_id: str) -> TokenPublic:
+        """Revoke a token at once."""
+        return revoke_token(database, token_id, actor=who.actor)
+
+    @app.get(f"{PREFIX}/me", tags=["tokens"])
+    def me(who: Reader) -> dict[str, Any]:
+        """The calling token's name, role and permissions (for a UI to adapt)."""
+        return {
+            "token_id": who.token_id,
+            "name": who.name,
+            "role": who.role,
+            "permissions": sorted(PERMISSIONS[who.role]),
+        }
+
+    return app
