@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the stack and the tests run for real.
 APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium
 
-.PHONY: help system-deps venv lint test demo stack-up stack-down clean
+.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-registry bench-ingest bench-faults
 
 help:
 	@echo "make demo   - start the local stack (Mosquitto + InfluxDB) and the hub"
@@ -68,6 +68,22 @@ demo: system-deps venv
 	@echo
 	@echo "The local stack is up. The hub and the simulated Semarang fleet arrive with the hub issue;"
 	@echo "until then: 'kotahub stack status', and 'make stack-down' to stop."
+
+# One agent polls 500 simulated Modbus devices every 10 s (needs mosquitto; about 90 s).
+bench-agent: system-deps venv
+	$(BIN)/python bench/agent.py
+
+bench-registry: venv
+	$(BIN)/python -m bench.registry
+
+# Hub ingest vs InfluxDB ceiling and broker drain, 15,000 devices (a few minutes); see bench/README.md.
+# Each starts its own Mosquitto + InfluxDB on free ports in a temp folder, never .kotahub.
+bench-ingest: system-deps venv
+	$(BIN)/python -m bench.ingest
+
+# Hub kill -9, InfluxDB outage, broker restart; prints what was lost (must be nothing).
+bench-faults: system-deps venv
+	$(BIN)/python -m bench.faults
 
 clean:
 	-$(BIN)/kotahub stack down

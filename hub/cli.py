@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hub.local_stack import LocalStack, StackError
+from device_registry import cli as registry_cli
+from device_registry.mqtt_identities import BrokerAdmin
+from hub.local_stack import LocalStack, StackError, mqtt_password
 from hub.settings import ConfigError, Settings, load_settings, redacted
 
 app = typer.Typer(
@@ -21,8 +24,14 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="Run the local Mosquitto and InfluxDB.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+hub_app = typer.Typer(help="Run the hub (MQTT ingest to InfluxDB).", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(config_app, name="config")
+app.add_typer(registry_cli.devices_app, name="devices")
+app.add_typer(registry_cli.teams_app, name="teams")
+app.add_typer(registry_cli.sites_app, name="sites")
+app.add_typer(registry_cli.registry_app, name="registry")
+app.add_typer(hub_app, name="hub")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,6 +55,36 @@ def settings_or_exit(config: Path | None) -> Settings:
     except ConfigError as err:
         err_console.print(f"[red]configuration error[/red]\n{err}", highlight=False)
         raise typer.Exit(2) from err
+
+
+def _registry_runtime(config: Path | None) -> registry_cli.RegistryRuntime:
+    """Registry commands: database URL and broker login from the settings."""
+    settings = settings_or_exit(config)
+    registry = settings.registry
+    broker = None
+    if registry.mqtt_identities:
+        try:
+            password = mqtt_password(settings)
+        except ConfigError as err:
+            err_console.print(f"[red]configuration error[/red]\n{err}", highlight=False)
+            raise typer.Exit(2) from err
+        broker = BrokerAdmin(
+            host=settings.mqtt.host,
+            port=settings.mqtt.port,
+            username=settings.mqtt.username,
+            password=password,
+            timeout_s=registry.dynsec_timeout_s,
+        )
+    return registry_cli.RegistryRuntime(
+        database_url=registry.resolved_database_url(settings.state_dir),
+        broker=broker,
+        dynsec_batch=registry.dynsec_batch,
+        api_host=registry.api_host,
+        api_port=registry.api_port,
+    )
+
+
+registry_cli.set_runtime_loader(_registry_runtime)
 
 
 def _stack(config: Path | None) -> LocalStack:
@@ -102,6 +141,59 @@ def stack_status(config: ConfigOption = None) -> None:
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective settings as JSON, secrets masked."""
     console.print_json(json.dumps(redacted(settings_or_exit(config))))
+
+
+@app.command("agent")
+def agent_command(
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", "-g", help="Gateway id (default: agent.gateway_id).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Poll the devices assigned to a gateway and publish them to the broker."""
+    from hub.agent.cli import AgentStartError, run_agent
+
+    try:
+        run_agent(settings_or_exit(config), gateway)
+    except (AgentStartError, ConfigError) as err:
+        err_console.print(f"[red]agent cannot start[/red]: {err}", highlight=False)
+        raise typer.Exit(2) from err
+
+
+@app.command("run")
+def run_command(config: ConfigOption = None) -> None:
+    """Run Kotahub on one machine: for now the agent of agent.gateway_id, in-process."""
+    from hub.agent.cli import AgentStartError, run_agent
+
+    try:
+        run_agent(settings_or_exit(config), None)
+    except (AgentStartError, ConfigError) as err:
+        err_console.print(f"[red]kotahub run cannot start[/red]: {err}", highlight=False)
+        raise typer.Exit(2) from err
+
+
+@hub_app.command("run")
+def hub_run(config: ConfigOption = None) -> None:
+    """Ingest MQTT into InfluxDB until SIGTERM or SIGINT (see docs/ingest.md)."""
+    import logging
+
+    from device_registry.directory import DirectoryError
+    from hub.ingest import IngestError, IngestService
+    from hub.ingest.write_ahead_log import WalError
+    from hub.local_stack import mqtt_password
+
+    settings = settings_or_exit(config)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        service = IngestService(settings, mqtt_password(settings))
+        service.run_until_signal()
+    except (ConfigError, DirectoryError, IngestError, WalError, OSError) as err:
+        err_console.print(f"[red]hub failed[/red]: {err}", highlight=False)
+        raise typer.Exit(1) from err
 
 
 def main() -> None:

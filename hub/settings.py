@@ -12,13 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from device_registry.registry_settings import RegistrySettings
 
 DEFAULT_CONFIG_FILE = Path("kotahub.toml")
 CONFIG_ENV_VAR = "KOTAHUB_CONFIG"
@@ -93,6 +95,56 @@ class InfluxSettings(_Section):
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+class IngestSettings(_Section):
+    """How the hub ingests MQTT into InfluxDB (see docs/ingest.md)."""
+
+    devices_file: Path | None = Field(
+        default=None,
+        description="JSON device list (FileDeviceDirectory); unset: accept no device.",
+    )
+    client_id: str = Field(default="kotahub-hub-1", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    shared_group: str | None = Field(default="kotahub", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    wal_dir: Path | None = Field(
+        default=None, description="Write-ahead log folder; unset: <state_dir>/wal/<client_id>."
+    )
+    batch_lines: int = Field(default=5000, ge=1, le=1_000_000)
+    batch_interval_s: float = Field(default=1.0, gt=0, le=60)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables /metrics.")
+    self_metrics_interval_s: float = Field(default=10.0, gt=0)
+    wal_warn_fill: float = Field(default=0.8, gt=0, le=1)
+    # One hour at 10,000 msg/s is about 36 million lines of ~200 bytes: 7 GB.
+    wal_max_bytes: int = Field(default=16 * 1024**3, ge=1024 * 1024)
+    max_clock_skew_s: float = Field(default=300.0, ge=0)
+    max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    offline_factor: float = Field(default=3.0, gt=0)
+
+    @field_validator("shared_group", "devices_file", "wal_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """TOML and the environment have no null: an empty string means unset."""
+        return None if value == "" else value
+
+
+class AgentSettings(_Section):
+    """The field agent: the gateway it speaks for, its devices, MQTT identity, policies."""
+
+    gateway_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    devices_file: Path | None = Field(
+        default=None,
+        description="Device list (until the registry serves it); unset: state_dir/devices.json",
+    )
+    buffer_dir: Path | None = Field(default=None, description="Unset: state_dir/agent")
+    buffer_max_messages: int = Field(default=1_000_000, ge=1)
+    mqtt_username: str | None = Field(default=None, description="Unset: mqtt.username")
+    mqtt_password: SecretStr | None = Field(default=None, description="Unset: mqtt.password")
+    offline_after_failures: int = Field(default=3, ge=1)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=60.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    refresh_interval_s: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of Kotahub's settings."""
 
@@ -108,6 +160,9 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
+    registry: RegistrySettings = RegistrySettings()
+    agent: AgentSettings = AgentSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(

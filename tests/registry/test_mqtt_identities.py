@@ -88,7 +88,13 @@ def test_gateway_cannot_publish_under_another_gateway(
     )
     assert cam.credentials is None
     watcher = mqtt_client()
-    watcher.subscribe("kota/v1/#")
+    # Only this test's topics: other tests leave retained messages elsewhere under kota/v1.
+    for own_topic in (
+        f"kota/v1/gw/{unique_id}-gw1/#",
+        f"kota/v1/gw/{unique_id}-gw2/#",
+        f"kota/v1/dev/{unique_id}-cam/#",
+    ):
+        watcher.subscribe(own_topic)
     client = mqtt_client(
         gw1.credentials.username, gw1.credentials.password, client_id=gw1.credentials.client_id
     )
@@ -97,6 +103,10 @@ def test_gateway_cannot_publish_under_another_gateway(
     assert [m.topic for m in watcher.wait_for(1)] == [mine]
     assert publish_reason(client, f"kota/v1/gw/{unique_id}-gw2/dev/x/telemetry") == "Not authorized"
     assert publish_reason(client, f"kota/v1/dev/{unique_id}-cam/telemetry") == "Not authorized"
+    # A marker sent last by the admin: once it arrives, nothing refused can still be in flight.
+    marker = f"kota/v1/gw/{unique_id}-gw2/dev/marker/telemetry"
+    mqtt_client().publish(marker, b"{}")
+    assert [m.topic for m in watcher.wait_for(2)] == [mine, marker]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

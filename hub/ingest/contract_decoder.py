@@ -1,0 +1,368 @@
+"""Decode and validate one MQTT message against contract v1 and the device registry.
+
+``ContractDecoder.decode`` never raises: it returns an ``Accepted`` (points to write, as
+line protocol) or a ``Rejected`` (a reason from ``Reason`` and a detail for the
+dead-letter). It is called from the MQTT thread only, so it keeps its memory (metric
+types, cached tag prefixes) without locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from device_registry.directory import ENRICHMENT_TAGS, DeviceDirectory, DeviceRecord
+from hub.ingest.line_protocol import FieldValue, format_field, format_line, tag_prefix
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_METRICS = 200
+MAX_STRING_CHARS = 256
+METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Names InfluxDB refuses as a field key, or that would shadow a registry tag in queries.
+RESERVED_METRIC_NAMES = frozenset({"time", "device_id", "family", *ENRICHMENT_TAGS})
+EXCERPT_BYTES = 256
+DEADLETTER_PAYLOAD_MAX = 4096
+DEADLETTER_TOPIC = "kota/v1/hub/deadletter"
+GOOD_NAME_CACHE = 100_000
+# Bounds the metric-type memory (13,000 devices x ~20 metrics fit many times over).
+TYPE_MEMORY_LIMIT = 2_000_000
+
+Kind = Literal["telemetry", "event", "status"]
+_KINDS: frozenset[str] = frozenset({"telemetry", "event", "status"})
+
+
+class Reason(StrEnum):
+    """Why an input went to the dead-letter."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    WRONG_TYPE = "wrong_type"
+    NOT_FINITE = "not_finite"
+    UNKNOWN_DEVICE = "unknown_device"
+    RETIRED_DEVICE = "retired_device"
+    FOREIGN_DEVICE = "foreign_device"
+    TS_TOO_OLD = "ts_too_old"
+    TS_IN_FUTURE = "ts_in_future"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    TOO_MANY_METRICS = "too_many_metrics"
+    BAD_METRIC_NAME = "bad_metric_name"
+    TYPE_CHANGED = "type_changed"
+    BAD_TOPIC = "bad_topic"
+    REFUSED_BY_INFLUX = "refused_by_influx"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid message: its device, kind, time, and the lines to write."""
+
+    device: DeviceRecord
+    kind: Kind
+    time_ms: int
+    lines: tuple[str, ...]
+    seq: int | None = None
+    online: bool | None = None
+    status_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that broke the contract, with everything the dead-letter needs."""
+
+    reason: Reason
+    detail: str
+    topic: str
+    device_id: str | None
+    payload: bytes
+    time_ms: int
+
+    def excerpt(self) -> str:
+        """The first bytes of the payload as text, undecodable bytes replaced."""
+        return self.payload[:EXCERPT_BYTES].decode("utf-8", "replace")
+
+    def deadletter_line(self, *, hub: str | None = None, time_ms: int | None = None) -> str:
+        """The point for the ``deadletter`` measurement (tagged with the hub that refused)."""
+        tags = {"reason": self.reason.value}
+        if self.device_id:
+            tags["device_id"] = self.device_id
+        if hub:
+            tags["hub"] = hub
+        fields: dict[str, FieldValue] = {
+            "count": 1.0,
+            "topic": self.topic[:256],
+            "detail": self.detail[:256],
+            "excerpt": self.excerpt(),
+            "payload_bytes": float(len(self.payload)),
+        }
+        return format_line("deadletter", tags, fields, self.time_ms if time_ms is None else time_ms)
+
+    def deadletter_message(self) -> bytes:
+        """The JSON published on ``kota/v1/hub/deadletter``."""
+        body: dict[str, object] = {
+            "device": self.device_id,
+            "topic": self.topic,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "received_ms": self.time_ms,
+            "payload_bytes": len(self.payload),
+        }
+        try:
+            if len(self.payload) > DEADLETTER_PAYLOAD_MAX:
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, "too long")
+            body["payload"] = self.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            body["payload_excerpt_b64"] = base64.b64encode(self.payload[:EXCERPT_BYTES]).decode()
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+Decoded = Accepted | Rejected
+
+
+class _RefusalError(Exception):
+    """Internal: carries a reason out of the nested checks."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_topic(topic: str) -> tuple[str | None, str, Kind] | None:
+    """``(gateway_id or None, device_id, kind)`` for a contract topic, else None."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[:3] == ["kota", "v1", "dev"]:
+        gateway, device, kind = None, parts[3], parts[4]
+    elif len(parts) == 7 and parts[:3] == ["kota", "v1", "gw"] and parts[4] == "dev":
+        gateway, device, kind = parts[3], parts[5], parts[6]
+    else:
+        return None
+    if not device or gateway == "" or kind not in _KINDS:
+        return None
+    return gateway, device, kind  # type: ignore[return-value]
+
+
+def parse_ts(value: object, received_ms: int) -> int:
+    """Milliseconds since the epoch from RFC 3339 text or epoch milliseconds."""
+    if value is None:
+        return received_ms
+    if isinstance(value, bool):
+        raise _RefusalError(Reason.WRONG_TYPE, "ts must be RFC 3339 text or epoch milliseconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise _RefusalError(Reason.NOT_FINITE, "ts is not a finite number")
+        if abs(value) > 1e16:
+            raise _RefusalError(
+                Reason.TS_IN_FUTURE if value > 0 else Reason.TS_TOO_OLD, "ts out of range"
+            )
+        return round(value)
+    if isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            raise _RefusalError(Reason.WRONG_TYPE, "ts is not RFC 3339") from None
+        if stamp.tzinfo is None:
+            raise _RefusalError(Reason.WRONG_TYPE, "ts has no UTC offset")
+        try:
+            return round(stamp.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            raise _RefusalError(Reason.WRONG_TYPE, "ts out of range") from None
+    raise _RefusalError(Reason.WRONG_TYPE, "ts must be RFC 3339 text or epoch milliseconds")
+
+
+def metric_value(name: str, value: object) -> FieldValue:
+    """A metric as a field value: finite float, bool, or a short one-line string."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _RefusalError(Reason.NOT_FINITE, f"metric {name} is out of range") from None
+        if not math.isfinite(number):
+            raise _RefusalError(Reason.NOT_FINITE, f"metric {name} is NaN or infinite")
+        return number
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS or "\n" in value or "\r" in value:
+            raise _RefusalError(
+                Reason.WRONG_TYPE, f"metric {name}: strings are one line of <= {MAX_STRING_CHARS}"
+            )
+        return value
+    raise _RefusalError(Reason.WRONG_TYPE, f"metric {name} must be a number, boolean or string")
+
+
+def _type_code(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    return "number"
+
+
+class ContractDecoder:
+    """Turns (topic, payload) into points or a dead-letter reason; never raises."""
+
+    def __init__(
+        self,
+        directory: DeviceDirectory,
+        *,
+        max_age_s: float = 7 * 24 * 3600.0,
+        max_clock_skew_s: float = 300.0,
+    ) -> None:
+        self.directory = directory
+        self.max_age_ms = round(max_age_s * 1000)
+        self.max_skew_ms = round(max_clock_skew_s * 1000)
+        self.metric_types: dict[tuple[str, str], str] = {}
+        self.type_memory_resets = 0
+        self._prefixes: dict[tuple[str, str], str] = {}
+        self._good_names: set[str] = set()
+        self._generation = -1
+
+    def remember_type(self, device_id: str, metric: str, type_name: str) -> None:
+        """Seed the metric-type memory (e.g. from what InfluxDB already holds)."""
+        self.metric_types[(device_id, metric)] = type_name
+
+    def decode(self, topic: str, payload: bytes, received_ms: int) -> Decoded:
+        """Validate one message; return Accepted or Rejected, never raise."""
+        parsed = parse_topic(topic)
+        device_id = parsed[1][:128] if parsed else None
+        try:
+            if parsed is None:
+                raise _RefusalError(Reason.BAD_TOPIC, "not a contract v1 device topic")
+            gateway_id, _, kind = parsed
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise _RefusalError(
+                    Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}"
+                )
+            record = self._device(parsed[1], gateway_id)
+            if kind == "status":
+                return self._status(record, payload, received_ms)
+            return self._readings(record, kind, payload, received_ms)
+        except _RefusalError as refusal:
+            return Rejected(refusal.reason, refusal.detail, topic, device_id, payload, received_ms)
+        except Exception as err:  # a decoder bug must not stop ingest
+            detail = f"decoder error {type(err).__name__}"
+            return Rejected(Reason.WRONG_TYPE, detail, topic, device_id, payload, received_ms)
+
+    def _device(self, device_id: str, gateway_id: str | None) -> DeviceRecord:
+        record = self.directory.get(device_id)
+        if record is None:
+            raise _RefusalError(
+                Reason.UNKNOWN_DEVICE, f"device {device_id[:128]} is not registered"
+            )
+        if not record.accepts_data:
+            raise _RefusalError(Reason.RETIRED_DEVICE, f"device {device_id} is retired")
+        if gateway_id is not None and record.gateway_id != gateway_id:
+            raise _RefusalError(
+                Reason.FOREIGN_DEVICE,
+                f"gateway {gateway_id[:128]} speaks for {device_id}, "
+                f"which the registry assigns to {record.gateway_id or 'no gateway'}",
+            )
+        return record
+
+    def _load_object(self, payload: bytes) -> dict[str, object]:
+        try:
+            # The contract says UTF-8: decoding first also skips json's encoding sniffing.
+            data = json.loads(payload.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise _RefusalError(Reason.NOT_JSON, "payload is not UTF-8 JSON") from None
+        if not isinstance(data, dict):
+            raise _RefusalError(Reason.NOT_OBJECT, f"payload is a JSON {type(data).__name__}")
+        return data
+
+    def _check_time(self, time_ms: int, received_ms: int) -> None:
+        if time_ms < received_ms - self.max_age_ms:
+            raise _RefusalError(Reason.TS_TOO_OLD, f"ts {time_ms} is older than the accepted age")
+        if time_ms > received_ms + self.max_skew_ms:
+            raise _RefusalError(Reason.TS_IN_FUTURE, f"ts {time_ms} is ahead of the hub clock")
+
+    def _prefix(self, record: DeviceRecord, measurement: str) -> str:
+        generation = self.directory.generation
+        if generation != self._generation:
+            # Registry tags may have changed: rebuild prefixes lazily.
+            self._prefixes.clear()
+            self._generation = generation
+        key = (record.device_id, measurement)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = tag_prefix(measurement, record.influx_tags())
+            self._prefixes[key] = prefix
+        return prefix
+
+    def _readings(
+        self, record: DeviceRecord, kind: Kind, payload: bytes, received_ms: int
+    ) -> Accepted:
+        data = self._load_object(payload)
+        time_ms = parse_ts(data.get("ts"), received_ms)
+        self._check_time(time_ms, received_ms)
+        seq = data.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+            raise _RefusalError(Reason.WRONG_TYPE, "seq must be a non-negative integer")
+        metrics = data.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise _RefusalError(Reason.WRONG_TYPE, "metrics must be an object")
+        if len(metrics) > MAX_METRICS:
+            raise _RefusalError(Reason.TOO_MANY_METRICS, f"{len(metrics)} metrics > {MAX_METRICS}")
+        parts: list[str] = []
+        new_types: list[tuple[tuple[str, str], str]] = []
+        device_id = record.device_id
+        for name, raw in metrics.items():
+            if name not in self._good_names:
+                if not METRIC_NAME.fullmatch(name) or name in RESERVED_METRIC_NAMES:
+                    raise _RefusalError(Reason.BAD_METRIC_NAME, f"bad metric name {name[:80]!r}")
+                if len(self._good_names) < GOOD_NAME_CACHE:
+                    self._good_names.add(name)
+            # Hot path: exact type checks and direct formatting (names need no escaping).
+            kind_of = type(raw)
+            if kind_of is float and math.isfinite(raw):
+                type_name, text = "number", repr(raw)
+            elif kind_of is bool:
+                type_name, text = "boolean", ("true" if raw else "false")
+            else:
+                value = metric_value(name, raw)
+                type_name, text = _type_code(value), format_field(value)
+            key = (device_id, name)
+            known = self.metric_types.get(key)
+            if known is None:
+                new_types.append((key, type_name))
+            elif known != type_name:
+                raise _RefusalError(
+                    Reason.TYPE_CHANGED, f"metric {name} was {known}, now {type_name}"
+                )
+            parts.append(f"{name}={text}")
+        if new_types:
+            if len(self.metric_types) + len(new_types) > TYPE_MEMORY_LIMIT:
+                self.metric_types.clear()
+                self.type_memory_resets += 1
+            for key, type_name in new_types:
+                self.metric_types[key] = type_name
+        measurement = record.family if kind == "telemetry" else f"{record.family}_event"
+        lines: tuple[str, ...] = ()
+        if parts:
+            prefix = self._prefix(record, measurement)
+            lines = (f"{prefix} {','.join(parts)} {time_ms}",)
+        return Accepted(record, kind, time_ms, lines, seq=seq)
+
+    def _status(self, record: DeviceRecord, payload: bytes, received_ms: int) -> Accepted:
+        text = payload.strip()
+        if not payload:
+            # An empty retained message clears the retained status: nothing to record.
+            return Accepted(record, "status", received_ms, ())
+        if len(text) > 2 and text[:1] == text[-1:] == b'"':
+            text = text[1:-1]
+        if text in (b"online", b"offline"):
+            return Accepted(record, "status", received_ms, (), online=text == b"online")
+        data = self._load_object(payload)
+        online = data.get("online")
+        if not isinstance(online, bool):
+            raise _RefusalError(Reason.WRONG_TYPE, "status needs a boolean 'online'")
+        reason = data.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_STRING_CHARS):
+            raise _RefusalError(Reason.WRONG_TYPE, "status reason must be a short string")
+        time_ms = parse_ts(data.get("ts"), received_ms)
+        self._check_time(time_ms, received_ms)
+        return Accepted(record, "status", time_ms, (), online=online, status_reason=reason)

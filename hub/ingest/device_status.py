@@ -1,0 +1,152 @@
+"""Device online/offline state: from status messages (retained, Last Will) and from silence.
+
+Every change is written to ``device_status`` (online 0/1, reason) and handed to the
+subscribers, e.g. the alert engine. Callbacks run on the hub's threads and must be
+quick; ``asyncio_forwarder`` moves changes into an asyncio queue of another loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from device_registry.directory import DeviceRecord
+from hub.ingest.line_protocol import FieldValue, format_line, tag_prefix
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[["StatusChange"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A device went online or offline."""
+
+    device_id: str
+    family: str
+    online: bool
+    reason: str
+    time_ms: int
+    tags: tuple[tuple[str, str], ...]
+
+    def line(self) -> str:
+        """The ``device_status`` point for this change."""
+        prefix = tag_prefix("device_status", dict(self.tags))
+        fields: dict[str, FieldValue] = {
+            "online": 1.0 if self.online else 0.0,
+            "reason": self.reason,
+        }
+        return format_line("device_status", {}, fields, self.time_ms, prefix=prefix)
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    record: DeviceRecord
+    online: bool | None
+    last_seen_ms: int
+
+
+class DeviceStatusTracker:
+    """Keeps each seen device's state; thread-safe."""
+
+    def __init__(self, *, offline_factor: float = 3.0) -> None:
+        self.offline_factor = offline_factor
+        self._lock = threading.Lock()
+        self._states: dict[str, _DeviceState] = {}
+        self._subscribers: list[StatusCallback] = []
+        self.changes = 0
+
+    def subscribe(self, callback: StatusCallback) -> Callable[[], None]:
+        """Call ``callback`` on every change; return a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def online(self, device_id: str) -> bool | None:
+        """True/False once known, None for a device not seen since start."""
+        with self._lock:
+            state = self._states.get(device_id)
+            return None if state is None else state.online
+
+    def seen(self, record: DeviceRecord, now_ms: int) -> StatusChange | None:
+        """Data arrived from the device: it is online."""
+        with self._lock:
+            state = self._states.get(record.device_id)
+            if state is not None and state.online:
+                state.last_seen_ms = now_ms
+                state.record = record
+                return None
+        return self._set(record, True, "data", now_ms, now_ms)
+
+    def reported(
+        self, record: DeviceRecord, online: bool, reason: str | None, time_ms: int, now_ms: int
+    ) -> StatusChange | None:
+        """The device (or its Last Will) published its status."""
+        default = "status online" if online else "status offline"
+        return self._set(record, online, reason or default, time_ms, now_ms)
+
+    def check_silence(self, now_ms: int) -> list[StatusChange]:
+        """Mark offline every online device silent for offline_factor x its interval."""
+        silent: list[DeviceRecord] = []
+        with self._lock:
+            for state in self._states.values():
+                limit_ms = self.offline_factor * state.record.expected_interval_s * 1000
+                if state.online and now_ms - state.last_seen_ms > limit_ms:
+                    silent.append(state.record)
+        changes = []
+        for record in silent:
+            change = self._set(record, False, "silent", now_ms, None)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _set(
+        self, record: DeviceRecord, online: bool, reason: str, time_ms: int, now_ms: int | None
+    ) -> StatusChange | None:
+        with self._lock:
+            state = self._states.get(record.device_id)
+            if state is None:
+                state = _DeviceState(record, None, now_ms or time_ms)
+                self._states[record.device_id] = state
+            if now_ms is not None:
+                state.last_seen_ms = now_ms
+            state.record = record
+            if state.online == online:
+                return None
+            state.online = online
+            self.changes += 1
+            subscribers = list(self._subscribers)
+        change = StatusChange(
+            record.device_id,
+            record.family,
+            online,
+            reason,
+            time_ms,
+            tuple(sorted(record.influx_tags().items())),
+        )
+        for callback in subscribers:
+            try:
+                callback(change)
+            except Exception:
+                log.exception("device status subscriber failed")
+        return change
+
+
+def asyncio_forwarder(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StatusChange]
+) -> StatusCallback:
+    """A callback that puts each change into ``queue`` on ``loop`` (thread-safe)."""
+
+    def forward(change: StatusChange) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, change)
+
+    return forward

@@ -1,0 +1,552 @@
+"""The ingest runtime: MQTT -> decode -> write-ahead log (fsync) -> ack -> InfluxDB.
+
+Threads, each owned and joined by ``IngestService.stop``:
+
+* paho's network thread (``loop_start``) runs ``_on_message``: decode, validate, enrich,
+  queue the lines and the message id for the next fsync group;
+* ``ingest-flusher`` appends each group to the WAL, fsyncs once, then sends the PUBACKs:
+  a message is acknowledged only when it is on disk;
+* ``ingest-writer`` drains the WAL to InfluxDB in batches and deletes written segments;
+* ``ingest-housekeeping`` refreshes the device list (1 s), detects silent devices, writes
+  the ``hub`` measurement and warns when the WAL fills up;
+* ``ingest-metrics`` serves ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from device_registry.directory import (
+    DeviceDirectory,
+    DirectoryError,
+    FileDeviceDirectory,
+    SnapshotDirectory,
+)
+from hub.ingest.contract_decoder import (
+    DEADLETTER_TOPIC,
+    Accepted,
+    ContractDecoder,
+    Reason,
+    Rejected,
+)
+from hub.ingest.device_status import DeviceStatusTracker, StatusChange
+from hub.ingest.influx_writer import InfluxLineWriter, RefusedLine, WriterStoppedError
+from hub.ingest.line_protocol import line_measurement, line_tag
+from hub.ingest.self_metrics import HubMeasurement, IngestStats, MetricsServer
+from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
+from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONTRACT_TOPICS = tuple(
+    f"kota/v1/{scope}/{kind}"
+    for scope in ("dev/+", "gw/+/dev/+")
+    for kind in ("telemetry", "event", "status")
+)
+SESSION_EXPIRY_S = 24 * 3600
+RECEIVE_MAXIMUM = 1000
+# Wait this long after the first message of a group before the fsync, to gather more.
+GROUP_DELAY_S = 0.004
+GROUP_MAX_MESSAGES = 2000
+READ_CHUNK_BYTES = 256 * 1024
+HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status")
+
+
+class IngestError(Exception):
+    """The ingest service cannot start."""
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Ack:
+    generation: int
+    mid: int
+
+
+def subscription_topics(shared_group: str | None) -> list[str]:
+    """The contract topics, behind ``$share/<group>/`` when a group is set."""
+    prefix = f"$share/{shared_group}/" if shared_group else ""
+    return [prefix + topic for topic in CONTRACT_TOPICS]
+
+
+def wal_directory(settings: Settings) -> Path:
+    """``ingest.wal_dir`` or ``<state_dir>/wal/<client_id>``."""
+    ingest = settings.ingest
+    return ingest.wal_dir or settings.state_dir / "wal" / ingest.client_id
+
+
+class IngestService:
+    """One hub ingest worker; ``start`` then ``stop`` (or ``run_until_signal``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        mqtt_password: str,
+        *,
+        directory: DeviceDirectory | None = None,
+        segment_bytes: int | None = None,
+    ) -> None:
+        self.settings = settings
+        cfg = settings.ingest
+        self.client_id = cfg.client_id
+        if directory is None:
+            directory = (
+                FileDeviceDirectory(cfg.devices_file) if cfg.devices_file else SnapshotDirectory()
+            )
+        self.directory = directory
+        self.decoder = ContractDecoder(
+            directory, max_age_s=cfg.max_age_s, max_clock_skew_s=cfg.max_clock_skew_s
+        )
+        self.status = DeviceStatusTracker(offline_factor=cfg.offline_factor)
+        self.stats = IngestStats()
+        self.hub_measurement = HubMeasurement(cfg.client_id)
+        self.wal_dir = wal_directory(settings)
+        self._segment_bytes = segment_bytes
+        self._password = mqtt_password
+        self.wal: WriteAheadLog | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._stop_intake = threading.Event()
+        self._stop_flusher = threading.Event()
+        self._stop_writer = threading.Event()
+        self._stop_house = threading.Event()
+        self._ready = threading.Event()
+        self._group_lock = threading.Condition()
+        self._group_lines: list[str] = []
+        self._group_acks: list[_Ack] = []
+        self._generation = 0
+        self._threads: list[threading.Thread] = []
+        self._client: mqtt.Client | None = None
+        self._committed: WalPosition | None = None
+        self._wal_warned = False
+        self._writer_failing = False
+        self._deadletter_lock = threading.Lock()
+        self._deadletter_ms = 0
+        self._dir_error: str | None = None
+        self._started = False
+
+    # -- life cycle --------------------------------------------------------------
+    def start(self, ready_timeout_s: float = 30.0) -> None:
+        """Open the WAL, start the threads, connect and subscribe; log 'ingest ready'."""
+        cfg = self.settings.ingest
+        kwargs = {"segment_bytes": self._segment_bytes} if self._segment_bytes else {}
+        self.wal = WriteAheadLog(self.wal_dir, max_bytes=cfg.wal_max_bytes, **kwargs)
+        if self.wal.recovered_records:
+            log.warning(
+                "replaying %d WAL record(s) from %s", self.wal.recovered_records, self.wal_dir
+            )
+        self._started = True
+        self._spawn("ingest-flusher", self._flusher_loop)
+        self._spawn("ingest-writer", self._writer_loop)
+        self._spawn("ingest-housekeeping", self._housekeeping_loop)
+        if cfg.metrics_port:
+            self.metrics_server = MetricsServer(cfg.metrics_host, cfg.metrics_port, self.render)
+            self.metrics_server.start()
+        self._client = self._make_client()
+        mqtt_cfg = self.settings.mqtt
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
+        connect_props.ReceiveMaximum = RECEIVE_MAXIMUM
+        self._client.connect_async(
+            mqtt_cfg.host,
+            mqtt_cfg.port,
+            keepalive=mqtt_cfg.keepalive_s,
+            clean_start=False,
+            properties=connect_props,
+        )
+        self._client.loop_start()
+        if not self._ready.wait(ready_timeout_s):
+            self.stop()
+            raise IngestError(
+                f"not subscribed to {mqtt_cfg.host}:{mqtt_cfg.port} within {ready_timeout_s} s"
+            )
+        port = self.metrics_server.port if self.metrics_server else 0
+        print(
+            f"ingest ready: client_id={self.client_id} wal={self.wal_dir} metrics_port={port}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self, drain_timeout_s: float = 5.0) -> None:
+        """Stop intake, fsync and ack what came in, drain to InfluxDB briefly, close the WAL."""
+        if not self._started:
+            return
+        self._started = False
+        self._stop_intake.set()
+        self._stop_house.set()
+        self._stop_flusher.set()
+        with self._group_lock:
+            self._group_lock.notify_all()
+        self._join("ingest-flusher")
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        self._join("ingest-housekeeping")
+        self._flush_group()  # lines the housekeeping thread queued at the very end
+        deadline = time.monotonic() + drain_timeout_s
+        assert self.wal is not None
+        while time.monotonic() < deadline and self._committed != self.wal.durable:
+            if not self._writer_alive() or self._writer_failing:
+                break  # InfluxDB is down: the WAL keeps the rest for the next start
+            time.sleep(0.02)
+        self._stop_writer.set()
+        self._join("ingest-writer")
+        self._flush_group()  # dead-letters of points InfluxDB refused in the last batch
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.wal.close()
+        log.info("ingest stopped")
+
+    def _writer_alive(self) -> bool:
+        return any(t.name == "ingest-writer" and t.is_alive() for t in self._threads)
+
+    def _join(self, name: str) -> None:
+        for thread in self._threads:
+            if thread.name == name:
+                thread.join(timeout=30)
+                if thread.is_alive():
+                    log.error("thread %s did not stop", name)
+
+    def run_until_signal(self) -> None:
+        """Start, run until SIGTERM or SIGINT, then stop cleanly."""
+        stop = threading.Event()
+
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- MQTT ----------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        client.username_pw_set(self.settings.mqtt.username, self._password)
+        client.manual_ack_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        with self._group_lock:
+            # Acks of the previous connection must not be sent on this one: the broker
+            # redelivers those messages and their ids may now mean something else.
+            self._generation += 1
+        self.stats.mqtt_connects += 1
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        options = SubscribeOptions(qos=1)
+        topics = subscription_topics(self.settings.ingest.shared_group)
+        client.subscribe([(topic, options) for topic in topics])
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if not self._stop_intake.is_set():
+            log.warning("disconnected from the broker: %s; reconnecting", reason)
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        codes: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
+        refused = [str(code) for code in codes if code.is_failure]
+        if refused:
+            log.error("subscriptions refused: %s", refused)
+            return
+        self._ready.set()
+
+    def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._stop_intake.is_set():
+            return  # not acked: the broker redelivers it to the next session
+        received = now_ms()
+        self.stats.messages_in += 1
+        result = self.decoder.decode(msg.topic, bytes(msg.payload), received)
+        lines: list[str]
+        if isinstance(result, Rejected):
+            lines = [self._deadletter(result)]
+        else:
+            self.stats.messages_accepted += 1
+            lines = list(result.lines)
+            change = self._track_status(result, received)
+            if change is not None:
+                lines.append(change.line())
+        self._wait_for_wal_room()
+        self._queue(lines, _Ack(self._generation, msg.mid) if msg.qos > 0 else None)
+
+    def _track_status(self, result: Accepted, received: int) -> StatusChange | None:
+        if result.kind == "status":
+            if result.online is None:
+                return None  # a retained status being cleared
+            change = self.status.reported(
+                result.device, result.online, result.status_reason, result.time_ms, received
+            )
+        else:
+            if result.seq is not None:
+                self.stats.record_seq(result.device.device_id, result.seq)
+            change = self.status.seen(result.device, received)
+        if change is not None:
+            self.stats.status_changes += 1
+        return change
+
+    def _deadletter(self, rejected: Rejected) -> str:
+        """Count and publish a rejection; return its ``deadletter`` line."""
+        self.stats.deadletters[rejected.reason.value] += 1
+        client = self._client
+        if client is not None:
+            # Best effort: the durable record is the deadletter point in the WAL.
+            client.publish(DEADLETTER_TOPIC, rejected.deadletter_message(), qos=1)
+        with self._deadletter_lock:
+            # One millisecond per rejection of this hub, so that two rejections of the
+            # same device and reason never share a point (same series + time overwrites).
+            self._deadletter_ms = max(rejected.time_ms, self._deadletter_ms + 1)
+            time_ms = self._deadletter_ms
+        return rejected.deadletter_line(hub=self.client_id, time_ms=time_ms)
+
+    def _wait_for_wal_room(self) -> None:
+        wal = self.wal
+        if wal is None or wal.total_bytes < wal.max_bytes:
+            return
+        # Blocking the network thread stops reading from the broker, which keeps
+        # queueing for this persistent session: nothing is lost while the disk is full.
+        self.stats.wal_full_waits += 1
+        log.error("WAL is full (%d bytes); pausing intake until InfluxDB catches up", wal.max_bytes)
+        started = time.monotonic()
+        while not self._stop_intake.is_set() and not wal.wait_for_room(1.0):
+            pass
+        self.stats.backpressure_s += time.monotonic() - started
+
+    def _queue(self, lines: list[str], ack: _Ack | None) -> None:
+        with self._group_lock:
+            self._group_lines.extend(lines)
+            if ack is not None:
+                self._group_acks.append(ack)
+            self._group_lock.notify()
+
+    # -- fsync groups ----------------------------------------------------------------
+    def _flusher_loop(self) -> None:
+        while True:
+            with self._group_lock:
+                self._group_lock.wait_for(
+                    lambda: (
+                        bool(self._group_lines or self._group_acks) or self._stop_flusher.is_set()
+                    ),
+                    timeout=0.5,
+                )
+                pending = len(self._group_acks)
+            if pending and pending < GROUP_MAX_MESSAGES and not self._stop_flusher.is_set():
+                time.sleep(GROUP_DELAY_S)
+            self._flush_group()
+            if self._stop_flusher.is_set():
+                self._flush_group()
+                return
+
+    def _flush_group(self) -> None:
+        with self._group_lock:
+            lines, acks = self._group_lines, self._group_acks
+            self._group_lines, self._group_acks = [], []
+            generation = self._generation
+        if not lines and not acks:
+            return
+        assert self.wal is not None
+        if lines:
+            self.wal.append("\n".join(lines).encode("utf-8"))
+            self.wal.sync()
+            self.stats.lines_appended += len(lines)
+        client = self._client
+        if client is None:
+            return
+        for ack in acks:
+            if ack.generation == generation:
+                client.ack(ack.mid, 1)
+                self.stats.messages_acked += 1
+
+    # -- InfluxDB writer -------------------------------------------------------------
+    def _writer_loop(self) -> None:
+        assert self.wal is not None
+        wal = self.wal
+        cfg = self.settings.ingest
+        writer = InfluxLineWriter(
+            self.settings.influx, stop=self._stop_writer, on_retry=self._count_retry
+        )
+        position = wal.first_position()
+        self._committed = position
+        try:
+            while not self._stop_writer.is_set():
+                if not wal.wait_for_data(position, timeout_s=0.2):
+                    continue
+                lines, end = self._collect(position, cfg.batch_lines, cfg.batch_interval_s)
+                if lines:
+                    started = time.monotonic()
+                    outcome = writer.write(lines)
+                    self._writer_failing = False
+                    self.stats.record_batch(outcome.lines, time.monotonic() - started)
+                    if outcome.refused:
+                        self._refused(outcome.refused)
+                position = end
+                self._committed = end
+                wal.release(end)
+        except WriterStoppedError:
+            log.info("writer stopped with data left in the WAL; it is replayed at next start")
+        except Exception:
+            log.exception("InfluxDB writer failed; the WAL keeps the data for the next start")
+        finally:
+            writer.close()
+
+    def _collect(
+        self, start: WalPosition, max_lines: int, interval_s: float
+    ) -> tuple[list[bytes], WalPosition]:
+        assert self.wal is not None
+        lines: list[bytes] = []
+        position = start
+        deadline = time.monotonic() + interval_s
+        while True:
+            records, position = self.wal.read(position, READ_CHUNK_BYTES)
+            for record in records:
+                lines.extend(record.split(b"\n"))
+            remaining = deadline - time.monotonic()
+            if len(lines) >= max_lines or remaining <= 0 or self._stop_writer.is_set():
+                return lines, position
+            if self._stop_intake.is_set() and not records:
+                return lines, position  # draining at stop: do not wait for more
+            if not records:
+                self.wal.wait_for_data(position, timeout_s=min(remaining, 0.25))
+
+    def _count_retry(self, _problem: str) -> None:
+        self.stats.write_retries += 1
+        self._writer_failing = True
+
+    def _refused(self, refused: list[RefusedLine]) -> None:
+        self.stats.refused_lines += len(refused)
+        lines: list[str] = []
+        for item in refused:
+            measurement = line_measurement(item.line)
+            log.warning("InfluxDB refused a %s point: %s", measurement, item.error)
+            if measurement.encode() in HUB_MEASUREMENTS:
+                continue  # never dead-letter the hub's own points: that could loop
+            rejected = Rejected(
+                Reason.REFUSED_BY_INFLUX,
+                f"{measurement}: {item.error}",
+                "",
+                line_tag(item.line, "device_id"),
+                item.line,
+                now_ms(),
+            )
+            lines.append(self._deadletter(rejected))
+        if lines:
+            self._queue(lines, None)
+
+    # -- housekeeping ----------------------------------------------------------------
+    def _housekeeping_loop(self) -> None:
+        interval = self.settings.ingest.self_metrics_interval_s
+        next_metrics = time.monotonic() + interval
+        while not self._stop_house.wait(1.0):
+            self._refresh_directory()
+            now = now_ms()
+            changes = self.status.check_silence(now)
+            if changes:
+                self.stats.status_changes += len(changes)
+                self._queue([change.line() for change in changes], None)
+            self._update_wal_gauges()
+            if time.monotonic() >= next_metrics:
+                next_metrics += interval
+                self._queue(self.hub_measurement.lines(self.stats, now), None)
+
+    def _refresh_directory(self) -> None:
+        try:
+            self.directory.refresh()
+        except DirectoryError as err:
+            if self._dir_error != str(err):
+                log.error("device list not reloaded, keeping the last good one: %s", err)
+                self._dir_error = str(err)
+        else:
+            if self._dir_error is not None:
+                log.warning("device list readable again")
+                self._dir_error = None
+
+    def _update_wal_gauges(self) -> None:
+        wal = self.wal
+        if wal is None:
+            return
+        total = wal.total_bytes
+        self.stats.wal_bytes = total
+        self.stats.wal_segments = wal.segment_count
+        committed = self._committed
+        self.stats.wal_depth_bytes = wal.bytes_after(committed) if committed else total
+        fill = total / wal.max_bytes
+        warn = self.settings.ingest.wal_warn_fill
+        if fill >= warn and not self._wal_warned:
+            log.warning("WAL is %.0f%% full (%d bytes); InfluxDB is behind", fill * 100, total)
+            self._wal_warned = True
+        elif fill < warn * 0.9 and self._wal_warned:
+            log.warning("WAL fill back to %.0f%%", fill * 100)
+            self._wal_warned = False
+
+    # -- observation -------------------------------------------------------------------
+    def render(self) -> str:
+        """The /metrics page."""
+        self._update_wal_gauges()
+        return self.stats.prometheus(self.client_id)
+
+    @property
+    def metrics_port(self) -> int:
+        """Port /metrics listens on (0 when disabled)."""
+        return self.metrics_server.port if self.metrics_server else 0
+
+    @property
+    def committed(self) -> WalPosition | None:
+        """How far InfluxDB holds the WAL."""
+        return self._committed

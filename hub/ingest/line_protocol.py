@@ -1,0 +1,117 @@
+"""InfluxDB line protocol: escaping and one point per line, millisecond timestamps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+FieldValue = float | bool | str
+
+_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "\n": " ", "\r": " "})
+_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " ", "\r": " "})
+
+
+def escape_measurement(name: str) -> str:
+    """Escape a measurement name (commas and spaces)."""
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_tag(text: str) -> str:
+    """Escape a tag key or value (commas, equals signs, spaces; newlines become spaces).
+
+    A trailing backslash would escape the separator that follows, so it is doubled.
+    """
+    out = text.translate(_TAG_ESCAPES)
+    if out.endswith("\\"):
+        out += "\\"
+    return out
+
+
+def _string_field(value: str) -> str:
+    # Newlines would split the point; the decoder refuses them in metrics, and
+    # hub-made strings (dead-letter excerpts) have them replaced here.
+    cleaned = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + cleaned.replace("\n", "\\n").replace("\r", "\\r") + '"'
+
+
+def format_field(value: FieldValue) -> str:
+    """One field value: floats as floats, booleans as true/false, strings quoted."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _string_field(value)
+    return repr(float(value))
+
+
+def tag_prefix(measurement: str, tags: Mapping[str, str]) -> str:
+    """``measurement,tag=value,...`` with tags sorted (InfluxDB's fastest order)."""
+    parts = [escape_measurement(measurement)]
+    for key in sorted(tags):
+        value = tags[key]
+        if value:
+            parts.append(f"{escape_tag(key)}={escape_tag(value)}")
+    return ",".join(parts)
+
+
+def format_line(
+    measurement: str,
+    tags: Mapping[str, str],
+    fields: Mapping[str, FieldValue],
+    time_ms: int,
+    *,
+    prefix: str | None = None,
+) -> str:
+    """One point; ``prefix`` is a cached ``tag_prefix`` for the same measurement and tags."""
+    head = prefix if prefix is not None else tag_prefix(measurement, tags)
+    body = ",".join(f"{escape_tag(key)}={format_field(value)}" for key, value in fields.items())
+    return f"{head} {body} {time_ms}"
+
+
+def line_measurement(line: bytes) -> str:
+    """The measurement of an encoded line (for reports about dropped points)."""
+    end = 0
+    while end < len(line):
+        char = line[end : end + 1]
+        if char == b"\\":
+            end += 2
+            continue
+        if char in (b",", b" "):
+            break
+        end += 1
+    return line[:end].decode("utf-8", "replace").replace("\\", "")
+
+
+def line_tag(line: bytes, key: str) -> str | None:
+    """The value of one tag of an encoded line, or None (best effort, for reports)."""
+    head = _series_key(line).decode("utf-8", "replace")
+    needle = "," + key + "="
+    start = head.find(needle)
+    if start < 0:
+        return None
+    rest = head[start + len(needle) :]
+    out = []
+    i = 0
+    while i < len(rest):
+        if rest[i] == "\\" and i + 1 < len(rest):
+            out.append(rest[i + 1])
+            i += 2
+            continue
+        if rest[i] == ",":
+            break
+        out.append(rest[i])
+        i += 1
+    return "".join(out)
+
+
+def _series_key(line: bytes) -> bytes:
+    """Measurement and tags: everything before the first unescaped space."""
+    i = 0
+    while i < len(line):
+        if line[i] == 0x5C:  # backslash escapes the next byte
+            i += 2
+            continue
+        if line[i] == 0x20:
+            return line[:i]
+        i += 1
+    return line

@@ -1,0 +1,242 @@
+"""The hub's own health: counters, the ``hub`` measurement and ``/metrics`` (Prometheus text).
+
+Counters are plain integers bumped by the thread that owns the event (the GIL keeps a
+single ``+=`` from one thread exact); readers take a consistent-enough snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from hub.ingest.line_protocol import FieldValue, format_line
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Per-device gap counters are kept for this many devices at most; the rest is summed.
+MAX_GAP_DEVICES = 100_000
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Everything the hub counts about itself."""
+
+    messages_in: int = 0
+    messages_accepted: int = 0
+    messages_acked: int = 0
+    lines_appended: int = 0
+    lines_written: int = 0
+    batches: int = 0
+    write_retries: int = 0
+    refused_lines: int = 0
+    deadletters: Counter[str] = field(default_factory=Counter)
+    seq_gaps_total: int = 0
+    seq_gaps: dict[str, int] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
+    latency_count: int = 0
+    latency_sum_s: float = 0.0
+    last_batch_lines: int = 0
+    mqtt_connects: int = 0
+    wal_bytes: int = 0
+    wal_depth_bytes: int = 0
+    wal_segments: int = 0
+    wal_full_waits: int = 0
+    status_changes: int = 0
+    backpressure_s: float = 0.0
+
+    def record_seq(self, device_id: str, seq: int) -> None:
+        """Count the numbers ``seq`` skipped since the device's last one.
+
+        A lower seq is a redelivery or reordering (ignored), unless it is far lower or
+        zero: then the device restarted its counter.
+        """
+        last = self.last_seq.get(device_id)
+        if last is None:
+            if len(self.last_seq) < MAX_GAP_DEVICES:
+                self.last_seq[device_id] = seq
+            return
+        if seq > last:
+            if seq > last + 1:
+                gap = seq - last - 1
+                self.seq_gaps_total += gap
+                if device_id in self.seq_gaps or len(self.seq_gaps) < MAX_GAP_DEVICES:
+                    self.seq_gaps[device_id] = self.seq_gaps.get(device_id, 0) + gap
+            self.last_seq[device_id] = seq
+        elif seq == 0 or seq < last // 2:
+            self.last_seq[device_id] = seq
+
+    def record_batch(self, lines: int, seconds: float) -> None:
+        """A batch went to InfluxDB in ``seconds``."""
+        self.batches += 1
+        self.last_batch_lines = lines
+        self.lines_written += lines
+        self.latency_count += 1
+        self.latency_sum_s += seconds
+        for index, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                self.latency_buckets[index] += 1
+                break
+
+    def prometheus(self, hub: str) -> str:
+        """All counters in the Prometheus text exposition format."""
+        label = f'hub="{_label(hub)}"'
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, value: float) -> None:
+            out.append(f"# HELP kotahub_ingest_{name} {help_text}")
+            out.append(f"# TYPE kotahub_ingest_{name} {kind}")
+            out.append(f"kotahub_ingest_{name}{{{label}}} {value}")
+
+        metric("messages_total", "counter", "MQTT messages received.", self.messages_in)
+        metric(
+            "accepted_total", "counter", "Messages that passed validation.", self.messages_accepted
+        )
+        metric(
+            "acked_total", "counter", "Messages acknowledged to the broker.", self.messages_acked
+        )
+        metric("lines_appended_total", "counter", "Lines put in the WAL.", self.lines_appended)
+        metric("lines_written_total", "counter", "Lines InfluxDB accepted.", self.lines_written)
+        metric("batches_total", "counter", "Batches written to InfluxDB.", self.batches)
+        metric("last_batch_lines", "gauge", "Lines in the last batch.", self.last_batch_lines)
+        metric("write_retries_total", "counter", "Retried InfluxDB writes.", self.write_retries)
+        metric("refused_lines_total", "counter", "Lines InfluxDB refused.", self.refused_lines)
+        metric("seq_gaps_total", "counter", "Messages missing by seq.", self.seq_gaps_total)
+        metric("wal_bytes", "gauge", "Bytes in the write-ahead log.", self.wal_bytes)
+        metric("wal_depth_bytes", "gauge", "WAL bytes not yet in InfluxDB.", self.wal_depth_bytes)
+        metric("wal_segments", "gauge", "WAL segment files.", self.wal_segments)
+        metric(
+            "wal_full_waits_total",
+            "counter",
+            "Times intake waited for WAL room.",
+            self.wal_full_waits,
+        )
+        metric("mqtt_connects_total", "counter", "MQTT (re)connections.", self.mqtt_connects)
+        metric(
+            "status_changes_total", "counter", "Device online/offline changes.", self.status_changes
+        )
+        out.append("# HELP kotahub_ingest_deadletters_total Rejected inputs by reason.")
+        out.append("# TYPE kotahub_ingest_deadletters_total counter")
+        for reason, count in sorted(self.deadletters.items()):
+            out.append(
+                f'kotahub_ingest_deadletters_total{{{label},reason="{_label(reason)}"}} {count}'
+            )
+        out.append("# HELP kotahub_ingest_write_seconds InfluxDB write latency per batch.")
+        out.append("# TYPE kotahub_ingest_write_seconds histogram")
+        running = 0
+        for bound, count in zip(LATENCY_BUCKETS_S, self.latency_buckets, strict=True):
+            running += count
+            out.append(f'kotahub_ingest_write_seconds_bucket{{{label},le="{bound}"}} {running}')
+        out.append(f'kotahub_ingest_write_seconds_bucket{{{label},le="+Inf"}} {self.latency_count}')
+        out.append(f"kotahub_ingest_write_seconds_sum{{{label}}} {self.latency_sum_s}")
+        out.append(f"kotahub_ingest_write_seconds_count{{{label}}} {self.latency_count}")
+        out.append(
+            "# HELP kotahub_ingest_device_seq_gaps_total Messages missing by seq, per device."
+        )
+        out.append("# TYPE kotahub_ingest_device_seq_gaps_total counter")
+        for device_id, gaps in sorted(dict(self.seq_gaps).items()):
+            out.append(
+                f'kotahub_ingest_device_seq_gaps_total{{{label},device_id="{_label(device_id)}"}}'
+                f" {gaps}"
+            )
+        return "\n".join(out) + "\n"
+
+
+def _label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class HubMeasurement:
+    """Turns counter snapshots into ``hub`` points with per-second rates."""
+
+    def __init__(self, hub: str) -> None:
+        self.hub = hub
+        self._last_time = time.monotonic()
+        self._last: dict[str, float] = {}
+        self._last_gaps: dict[str, int] = {}
+
+    def lines(self, stats: IngestStats, now_ms: int) -> list[str]:
+        """Points for this interval: rates, totals, gauges, and changed per-device gaps."""
+        now = time.monotonic()
+        elapsed = max(now - self._last_time, 1e-6)
+        totals = {
+            "messages_in": stats.messages_in,
+            "lines_written": stats.lines_written,
+            "batches": stats.batches,
+            "latency_sum_s": stats.latency_sum_s,
+            "latency_count": stats.latency_count,
+        }
+        delta = {key: value - self._last.get(key, 0) for key, value in totals.items()}
+        fields: dict[str, FieldValue] = {
+            "messages_in_per_s": delta["messages_in"] / elapsed,
+            "written_per_s": delta["lines_written"] / elapsed,
+            "batch_lines_mean": (
+                delta["lines_written"] / delta["batches"] if delta["batches"] else 0.0
+            ),
+            "write_latency_mean_s": (
+                delta["latency_sum_s"] / delta["latency_count"] if delta["latency_count"] else 0.0
+            ),
+            "messages_in": float(stats.messages_in),
+            "lines_written": float(stats.lines_written),
+            "write_retries": float(stats.write_retries),
+            "refused_lines": float(stats.refused_lines),
+            "wal_bytes": float(stats.wal_bytes),
+            "wal_depth_bytes": float(stats.wal_depth_bytes),
+            "wal_segments": float(stats.wal_segments),
+            "seq_gaps": float(stats.seq_gaps_total),
+            "deadletters": float(sum(stats.deadletters.values())),
+        }
+        for reason, count in stats.deadletters.items():
+            fields[f"deadletter_{reason}"] = float(count)
+        self._last_time, self._last = now, dict(totals)
+        out = [format_line("hub", {"hub": self.hub}, fields, now_ms)]
+        for device_id, gaps in list(stats.seq_gaps.items()):
+            if self._last_gaps.get(device_id) != gaps:
+                self._last_gaps[device_id] = gaps
+                tags = {"hub": self.hub, "device_id": device_id}
+                out.append(format_line("hub", tags, {"seq_gaps": float(gaps)}, now_ms))
+        return out
+
+
+class MetricsServer:
+    """Serves ``/metrics`` on a thread of its own."""
+
+    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                """Answer /metrics; 404 for anything else."""
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = render().encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Scrapes are not worth a log line."""
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ingest-metrics", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

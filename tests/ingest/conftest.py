@@ -1,0 +1,150 @@
+"""Fixtures for hub ingest tests: device lists, hub settings, a running in-process hub."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device_registry.directory import DeviceRecord, save_device_file
+from hub.ingest import IngestService
+from hub.settings import Settings, load_settings
+from tests.conftest import RunningStack, free_port
+
+
+def device(device_id: str, **extra: Any) -> DeviceRecord:
+    """A flood gauge with registry tags, unless told otherwise."""
+    fields: dict[str, Any] = {
+        "family": "flood",
+        "device_type": "vegapuls-c21",
+        "tags": {"site": "Kali Banger", "kecamatan": "Semarang Timur", "team": "pompa-1"},
+        "expected_interval_s": 60.0,
+    }
+    fields.update(extra)
+    return DeviceRecord(device_id=device_id, **fields)
+
+
+def hub_settings(
+    base: Settings,
+    tmp_path: Path,
+    client_id: str,
+    influx: dict[str, Any] | None = None,
+    **ingest: Any,
+) -> Settings:
+    """Settings for one hub worker of a test: own client id, WAL and metrics port."""
+    section: dict[str, Any] = {
+        "client_id": client_id,
+        "shared_group": None,
+        "metrics_port": free_port(),
+        "batch_interval_s": 0.2,
+        "devices_file": str(tmp_path / "devices.json"),
+        "wal_dir": str(tmp_path / "wal" / client_id),
+    }
+    section.update(ingest)
+    data = base.model_dump(mode="python")
+    data["ingest"] = section
+    data["influx"].update(influx or {})
+    return load_settings(None, **data)
+
+
+def forget_session(stack: RunningStack, client_id: str) -> None:
+    """Remove a hub's persistent session from the shared broker (clean start, expiry 0)."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(stack.settings.mqtt.username, stack.mqtt_password)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    try:
+        client.connect(stack.mqtt_host, stack.mqtt_port, clean_start=True, properties=props)
+        client.loop_start()
+        time.sleep(0.2)
+        client.disconnect()
+        client.loop_stop()
+    except OSError:
+        pass
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 15.0, what: str = "") -> None:
+    """Poll ``check`` until true; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+def count_points(stack: RunningStack, database: str, query: str) -> int:
+    """Number of rows a query returns."""
+    return len(stack.influx.rows(query, database=database))
+
+
+def payload(metrics: dict[str, Any], *, ts: int | str | None = None, seq: int | None = None) -> str:
+    """A contract v1 payload."""
+    body: dict[str, Any] = {"metrics": metrics}
+    if ts is not None:
+        body["ts"] = ts
+    if seq is not None:
+        body["seq"] = seq
+    return json.dumps(body)
+
+
+class HubFactory:
+    """Starts in-process hubs for a test and stops them (and their sessions) afterwards."""
+
+    def __init__(self, stack: RunningStack, base: Settings, tmp_path: Path, unique_id: str):
+        self.stack, self.base, self.tmp_path, self.unique_id = stack, base, tmp_path, unique_id
+        self.devices_path = tmp_path / "devices.json"
+        self.hubs: list[IngestService] = []
+        self.client_ids: set[str] = set()
+
+    def devices(self, *records: DeviceRecord) -> None:
+        """Write the device list the hubs read."""
+        save_device_file(self.devices_path, records)
+
+    def settings(
+        self, name: str = "hub", influx: dict[str, Any] | None = None, **ingest: Any
+    ) -> Settings:
+        """Settings of a hub worker named ``name`` in this test."""
+        client_id = f"{self.unique_id}-{name}"
+        self.client_ids.add(client_id)
+        return hub_settings(self.base, self.tmp_path, client_id, influx, **ingest)
+
+    def start(
+        self, name: str = "hub", influx: dict[str, Any] | None = None, **ingest: Any
+    ) -> IngestService:
+        """Start a hub worker and wait until it is subscribed."""
+        if not self.devices_path.exists():
+            self.devices()
+        service = IngestService(self.settings(name, influx, **ingest), self.stack.mqtt_password)
+        service.start()
+        self.hubs.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        """Stop every hub still running and forget their broker sessions."""
+        for service in self.hubs:
+            service.stop()
+        for client_id in self.client_ids:
+            forget_session(self.stack, client_id)
+
+
+@pytest.fixture
+def hubs(
+    running_stack: RunningStack, test_settings: Settings, tmp_path: Path, unique_id: str
+) -> Iterator[HubFactory]:
+    """Factory of in-process hub workers on the session broker and this test's database."""
+    factory = HubFactory(running_stack, test_settings, tmp_path, unique_id)
+    yield factory
+    factory.stop_all()

@@ -1,0 +1,125 @@
+"""Device online/offline: retained status, Last Will, silence; points and events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from hub.ingest import StatusChange
+from tests.conftest import MqttClientFactory, RunningStack
+from tests.ingest.conftest import HubFactory, device, payload, wait_until
+
+
+def _status_rows(stack: RunningStack, database: str, device_id: str) -> list[tuple[float, str]]:
+    rows = stack.influx.rows(
+        f"SELECT online, reason FROM device_status WHERE device_id = '{device_id}'",
+        database=database,
+    )
+    return [(float(r["online"]), str(r["reason"])) for r in rows]
+
+
+def test_retained_status_and_last_will(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    known, gauge = f"{unique_id}-known", f"{unique_id}-g1"
+    hubs.devices(device(known), device(gauge))
+    admin = mqtt_client()
+    # Retained before the hub starts: the hub learns it when it subscribes.
+    admin.publish(f"kota/v1/dev/{known}/status", "online", retain=True)
+    service = hubs.start()
+    events: list[StatusChange] = []
+    service.status.subscribe(events.append)
+    wait_until(lambda: service.status.online(known) is True, what="retained online")
+
+    # A device that says it is online and has a Last Will saying offline.
+    dev = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{unique_id}-device",
+        protocol=mqtt.MQTTv5,
+    )
+    dev.username_pw_set(running_stack.settings.mqtt.username, running_stack.mqtt_password)
+    dev.will_set(
+        f"kota/v1/dev/{gauge}/status",
+        '{"online": false, "reason": "connection lost"}',
+        qos=1,
+        retain=True,
+    )
+    connected = threading.Event()
+    dev.on_connect = lambda *_args: connected.set()
+    dev.connect(running_stack.mqtt_host, running_stack.mqtt_port, keepalive=30)
+    dev.loop_start()
+    assert connected.wait(10)
+    dev.publish(f"kota/v1/dev/{gauge}/status", "online", qos=1, retain=True).wait_for_publish(10)
+    wait_until(lambda: service.status.online(gauge) is True, what="device online")
+    # "Disconnect with Will Message" (reason 4): the broker publishes the will, as on a crash.
+    dev.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+    dev.loop_stop()
+    wait_until(lambda: service.status.online(gauge) is False, what="last will")
+    # Clear the retained messages this test left on the shared broker.
+    admin.publish(f"kota/v1/dev/{known}/status", b"", retain=True)
+    admin.publish(f"kota/v1/dev/{gauge}/status", b"", retain=True)
+
+    # The retained status of `known` may arrive before or after subscribe(): only `gauge`.
+    assert [(e.online, e.reason) for e in events if e.device_id == gauge] == [
+        (True, "status online"),
+        (False, "connection lost"),
+    ]
+    wait_until(
+        lambda: (
+            _status_rows(running_stack, influx_db, gauge)
+            == [(1.0, "status online"), (0.0, "connection lost")]
+        ),
+        what="device_status points",
+    )
+    assert _status_rows(running_stack, influx_db, known) == [(1.0, "status online")]
+    assert service.stats.deadletters.total() == 0  # clearing a retained status is no error
+    assert service.status.online(gauge) is False
+    row = running_stack.influx.rows(
+        f"SELECT * FROM device_status WHERE device_id = '{gauge}'", database=influx_db
+    )[0]
+    assert row["site"] == "Kali Banger"
+
+
+def test_silence_marks_offline_and_data_brings_back(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    gauge = f"{unique_id}-g1"
+    hubs.devices(device(gauge, expected_interval_s=0.5))
+    service = hubs.start(offline_factor=3.0)
+    events: list[StatusChange] = []
+    unsubscribe = service.status.subscribe(events.append)
+    publisher = mqtt_client()
+    topic = f"kota/v1/dev/{gauge}/telemetry"
+    publisher.publish(topic, payload({"level_m": 1.0}))
+    wait_until(lambda: service.status.online(gauge) is True, what="online from data")
+    started = time.monotonic()
+    wait_until(lambda: service.status.online(gauge) is False, what="offline from silence")
+    assert time.monotonic() - started >= 1.0  # not before 3 x 0.5 s of silence
+    publisher.publish(topic, payload({"level_m": 1.1}))
+    wait_until(lambda: service.status.online(gauge) is True, what="back online")
+    unsubscribe()
+    assert [(e.online, e.reason) for e in events] == [
+        (True, "data"),
+        (False, "silent"),
+        (True, "data"),
+    ]
+    wait_until(
+        lambda: (
+            _status_rows(running_stack, influx_db, gauge)
+            == [(1.0, "data"), (0.0, "silent"), (1.0, "data")]
+        ),
+        what="device_status points",
+    )

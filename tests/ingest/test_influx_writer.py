@@ -1,0 +1,219 @@
+"""Writing to InfluxDB: partial writes, outages, and the v2 API (against a stand-in)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from hub.ingest.influx_writer import InfluxLineWriter
+from hub.settings import InfluxSettings
+from tests.conftest import MqttClientFactory, RunningStack, free_port
+from tests.ingest.conftest import HubFactory, device, payload, wait_until
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_partial_write_dead_letters_bad_points_and_writes_the_rest(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    gauges = [f"{unique_id}-g{i}" for i in range(6)]
+    hubs.devices(*(device(g) for g in gauges))
+    influx = running_stack.settings.influx.url
+    running_stack.influx.query(
+        f'CREATE RETENTION POLICY "short" ON "{influx_db}" DURATION 1h REPLICATION 1'
+    )
+    # InfluxDB already holds level_m as a string; the hub has not seen it (it restarted).
+    resp = httpx.post(
+        f"{influx}/write",
+        params={"db": influx_db, "rp": "short", "precision": "ms"},
+        content=f'flood,device_id=someone level_m="high" {_now_ms() - 60_000}',
+        timeout=5,
+    )
+    assert resp.status_code == 204
+    service = hubs.start(batch_interval_s=1.0, influx={"retention_policy": "short"})
+    watcher = mqtt_client()
+    watcher.subscribe("kota/v1/hub/deadletter")
+    publisher = mqtt_client()
+    now = _now_ms()
+    good = 0
+    for i, gauge in enumerate(gauges):
+        topic = f"kota/v1/dev/{gauge}/telemetry"
+        for k in range(20):
+            publisher.publish(topic, payload({"flow_m3s": float(k)}, ts=now - 10_000 + k))
+            good += 1
+        if i == 2:  # a number where InfluxDB has a string: field type conflict
+            publisher.publish(topic, payload({"level_m": 1.5}, ts=now - 5000))
+        if i == 4:  # within the hub's 7 days, beyond the 1 h retention policy
+            publisher.publish(topic, payload({"flow_m3s": 9.0}, ts=now - 3 * 3600 * 1000))
+
+    def flow_count() -> int:
+        rows = running_stack.influx.rows(
+            'SELECT count(flow_m3s) FROM "short".flood', database=influx_db
+        )
+        return int(rows[0]["count"]) if rows else 0
+
+    wait_until(lambda: service.stats.refused_lines == 2, what="two refused lines")
+    wait_until(lambda: flow_count() == good, what="all good points")
+    reports = [json.loads(m.payload) for m in watcher.wait_for(2)]
+    assert sorted(r["device"] for r in reports) == [gauges[2], gauges[4]]
+    assert {r["reason"] for r in reports} == {"refused_by_influx"}
+    details = " ".join(r["detail"] for r in reports)
+    assert "field type conflict" in details
+    assert "retention" in details
+
+    def dead_devices() -> list[str]:
+        rows = running_stack.influx.rows(
+            'SELECT * FROM "short".deadletter GROUP BY device_id', database=influx_db
+        )
+        return sorted(str(r["device_id"]) for r in rows)
+
+    wait_until(lambda: dead_devices() == [gauges[2], gauges[4]], what="deadletter points")
+    assert service.stats.deadletters["refused_by_influx"] == 2
+
+
+def test_influx_unreachable_then_back_loses_nothing(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    gauge = f"{unique_id}-g1"
+    hubs.devices(device(gauge))
+    dead = f"http://127.0.0.1:{free_port()}"
+    first = hubs.start(influx={"url": dead})
+    publisher = mqtt_client()
+    base = _now_ms() - 100_000
+    for seq in range(50):
+        publisher.publish(
+            f"kota/v1/dev/{gauge}/telemetry", payload({"level_m": seq / 10}, ts=base + seq, seq=seq)
+        )
+    wait_until(lambda: first.stats.messages_acked == 50, what="50 acks")
+    wait_until(lambda: first.stats.write_retries >= 2, what="retries against the dead port")
+    assert first.stats.lines_written == 0
+    first.stop()
+    # The same worker (client id and WAL) comes back with InfluxDB reachable.
+    second = hubs.start()
+    wait_until(lambda: second.stats.lines_written >= 50, what="the WAL replayed")
+    rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
+    assert rows[0]["count"] == 50
+    assert second.wal is not None
+    wait_until(lambda: second.wal is not None and second.wal.segment_count == 1, what="release")
+
+
+@dataclass
+class _Recorded:
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class InfluxV2StandIn:
+    """A STAND-IN for an InfluxDB 2.x /api/v2/write endpoint (none can run here).
+
+    It records each request and answers with the statuses queued in ``answers``
+    (then 204), so the test checks exactly what the hub sends.
+    """
+
+    answers: list[int] = field(default_factory=list)
+    requests: list[_Recorded] = field(default_factory=list)
+    port: int = 0
+
+
+@pytest.fixture
+def v2_stand_in() -> Iterator[InfluxV2StandIn]:
+    """Run the recording v2 stand-in on a free port."""
+    state = InfluxV2StandIn()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            raw = self.rfile.read(length)
+            body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
+            parts = urlsplit(self.path)
+            state.requests.append(
+                _Recorded(parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
+            )
+            status = state.answers.pop(0) if state.answers else 204
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = int(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_v2_api_request_shape_against_stand_in(v2_stand_in: InfluxV2StandIn) -> None:
+    v2_stand_in.answers = [503, 500]
+    settings = InfluxSettings(
+        url=f"http://127.0.0.1:{v2_stand_in.port}",
+        api="v2",
+        org="semarang",
+        bucket="kotahub/raw",
+        token="s3cret-token",
+    )
+    retries: list[str] = []
+    writer = InfluxLineWriter(
+        settings, stop=threading.Event(), backoff_initial_s=0.01, on_retry=retries.append
+    )
+    lines = [b"flood,device_id=g1 level_m=1.5 1795000000000", b"flood,device_id=g2 x=true 1"]
+    outcome = writer.write(lines)
+    writer.close()
+    assert outcome.lines == 2
+    assert outcome.refused == []
+    assert len(retries) == 2
+    assert "HTTP 503" in retries[0]
+    assert len(v2_stand_in.requests) == 3
+    last = v2_stand_in.requests[-1]
+    assert last.path == "/api/v2/write"
+    assert last.query == {"org": ["semarang"], "bucket": ["kotahub/raw"], "precision": ["ms"]}
+    assert last.headers["Authorization"] == "Token s3cret-token"
+    assert last.headers["Content-Encoding"] == "gzip"
+    assert last.headers["Content-Type"].startswith("text/plain")
+    assert last.body == b"\n".join(lines)
+
+
+def test_v1_request_carries_db_rp_and_basic_auth(v2_stand_in: InfluxV2StandIn) -> None:
+    v2_stand_in.answers = [400, 204, 400]  # batch refused, first half fine, second line bad
+    settings = InfluxSettings(
+        url=f"http://127.0.0.1:{v2_stand_in.port}",
+        database="kotahub",
+        retention_policy="raw",
+        username="writer",
+        password="pw",
+    )
+    writer = InfluxLineWriter(settings, stop=threading.Event())
+    outcome = writer.write([b"a x=1 1", b"b x=1 1"])
+    writer.close()
+    assert [r.line for r in outcome.refused] == [b"b x=1 1"]
+    assert outcome.lines == 1
+    first = v2_stand_in.requests[0]
+    assert first.path == "/write"
+    assert first.query == {"db": ["kotahub"], "precision": ["ms"], "rp": ["raw"]}
+    assert first.headers["Authorization"].startswith("Basic ")
