@@ -15,7 +15,7 @@ APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium
 .PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-registry bench-ingest bench-faults
 
 help:
-	@echo "make demo   - start the local stack (Mosquitto + InfluxDB) and the hub"
+	@echo "make demo   - start the local stack (Mosquitto + InfluxDB) and run Kotahub (hub, registry)"
 	@echo "make test   - lint (ruff, mypy --strict) and run the test suite"
 	@echo "make lint   - only the linters"
 	@echo "make stack-down - stop what 'make demo' started"
@@ -66,8 +66,12 @@ stack-down: venv
 demo: system-deps venv
 	$(BIN)/kotahub stack up
 	@echo
-	@echo "The local stack is up. The hub and the simulated Semarang fleet arrive with the hub issue;"
-	@echo "until then: 'kotahub stack status', and 'make stack-down' to stop."
+	@echo "Kotahub now runs in this terminal until Ctrl-C: hub ingest (MQTT -> InfluxDB), the registry"
+	@echo "API (http://127.0.0.1:18090/docs) and the technician page (http://127.0.0.1:18090/)."
+	@echo "In another terminal:  .venv/bin/kotahub registry token create me --role admin"
+	@echo "The simulated Semarang fleet arrives with the demo issue. Stop the stack: make stack-down"
+	@echo
+	$(BIN)/kotahub run
 
 # One agent polls 500 simulated Modbus devices every 10 s (needs mosquitto; about 90 s).
 bench-agent: system-deps venv

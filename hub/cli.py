@@ -161,13 +161,31 @@ def agent_command(
 
 
 @app.command("run")
-def run_command(config: ConfigOption = None) -> None:
-    """Run Kotahub on one machine: for now the agent of agent.gateway_id, in-process."""
-    from hub.agent.cli import AgentStartError, run_agent
+def run_command(
+    config: ConfigOption = None,
+    api: Annotated[
+        bool, typer.Option("--api/--no-api", help="Also serve the registry API and page.")
+    ] = True,
+) -> None:
+    """Run Kotahub on one machine: hub ingest, registry API and page, and the agent.
 
+    The agent starts when agent.gateway_id is set. Stop with Ctrl-C or SIGTERM.
+    """
+    import asyncio
+    import logging
+
+    from device_registry.directory import DirectoryError
+    from device_registry.errors import RegistryError
+    from hub.ingest.ingest_service import IngestError
+    from hub.one_machine import run_one_machine
+
+    settings = settings_or_exit(config)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
-        run_agent(settings_or_exit(config), None)
-    except (AgentStartError, ConfigError) as err:
+        asyncio.run(run_one_machine(settings, with_api=api))
+    except (ConfigError, DirectoryError, RegistryError, IngestError, OSError) as err:
         err_console.print(f"[red]kotahub run cannot start[/red]: {err}", highlight=False)
         raise typer.Exit(2) from err
 

@@ -1,0 +1,203 @@
+"""``kotahub run``: the whole of Kotahub for one machine, in one process.
+
+It runs the hub ingest (MQTT -> write-ahead log -> InfluxDB), the registry's REST API and
+technician page, and, when ``agent.gateway_id`` is set, the field agent. The hub and the
+agent read devices from the registry database (or from a JSON file when one is
+configured), and the hub's online/offline changes flow back into the registry so that
+the API's ``online`` filter and the technician page show them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+from datetime import UTC, datetime
+from pathlib import Path
+
+from device_registry.database import RegistryDatabase, open_database
+from device_registry.database_directory import DatabaseDeviceDirectory
+from device_registry.directory import DeviceDirectory, FileDeviceDirectory
+from device_registry.errors import FieldError, RegistryError
+from device_registry.registry_service import RegistryService
+from device_registry.schemas import DeviceStatusUpdate
+from hub.ingest.device_status import StatusChange
+from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+STATUS_FLUSH_INTERVAL_S = 1.0
+STATUS_BATCH = 500
+
+
+def open_directory(
+    settings: Settings, devices_file: Path | None, database: RegistryDatabase | None
+) -> DeviceDirectory:
+    """A JSON file when one is configured, else the registry database."""
+    if devices_file is not None:
+        return FileDeviceDirectory(devices_file)
+    if database is None:
+        database = open_database(settings.registry.resolved_database_url(settings.state_dir))
+    return DatabaseDeviceDirectory(database)
+
+
+class StatusToRegistry:
+    """Carries the hub's online/offline changes into the registry, in batches.
+
+    The hub calls ``__call__`` from its own threads, so it only enqueues; ``run`` writes
+    a batch a second, keeping database latency off the ingest path.
+    """
+
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
+        self._pending: queue.SimpleQueue[StatusChange] = queue.SimpleQueue()
+        self.written = 0
+        self.refused = 0
+
+    def __call__(self, change: StatusChange) -> None:
+        """Queue one change (thread-safe, never blocks)."""
+        self._pending.put(change)
+
+    def flush(self) -> None:
+        """Write what is queued; a device the registry no longer knows is skipped."""
+        latest: dict[str, StatusChange] = {}
+        while True:
+            try:
+                change = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            latest[change.device_id] = change
+        reports = [
+            DeviceStatusUpdate(
+                device_id=c.device_id,
+                online=c.online,
+                reason=c.reason[:200],
+                last_seen=datetime.fromtimestamp(c.time_ms / 1000, tz=UTC),
+            )
+            for c in latest.values()
+        ]
+        for start in range(0, len(reports), STATUS_BATCH):
+            self._write(reports[start : start + STATUS_BATCH])
+
+    def _write(self, batch: list[DeviceStatusUpdate]) -> None:
+        while batch:
+            try:
+                self.written += self.service.set_status(batch)
+                return
+            except FieldError as err:
+                # "[i].device_id: unknown device": drop that one report, keep the others.
+                index = _index_of(err.field)
+                if index is None or index >= len(batch):
+                    raise
+                self.refused += 1
+                log.info("status of %s not stored: %s", batch[index].device_id, err)
+                batch = batch[:index] + batch[index + 1 :]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush once a second until ``stop``, then once more."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_FLUSH_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.flush)
+            except RegistryError as err:
+                log.warning("device status not stored in the registry: %s", err)
+
+
+def _index_of(field: str) -> int | None:
+    if field.startswith("[") and "]" in field:
+        with contextlib.suppress(ValueError):
+            return int(field[1 : field.index("]")])
+    return None
+
+
+async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
+    """Run ingest, the registry API and (if configured) the agent until SIGINT/SIGTERM."""
+    import signal
+
+    import uvicorn
+
+    from device_registry.mqtt_identities import (
+        BrokerAdmin,
+        DynamicSecurityClient,
+        DynsecIdentities,
+    )
+    from device_registry.web_api import create_app
+    from hub.agent.agent import Agent
+    from hub.ingest.ingest_service import IngestService
+    from hub.local_stack import mqtt_password
+
+    # Local checks first (device lists, database), so a bad file is named before the
+    # network is touched.
+    database = open_database(settings.registry.resolved_database_url(settings.state_dir))
+    ingest_directory = open_directory(settings, settings.ingest.devices_file, database)
+    agent_directory = (
+        open_directory(settings, settings.agent.devices_file, database)
+        if settings.agent.gateway_id
+        else None
+    )
+    password = mqtt_password(settings)
+    dynsec: DynamicSecurityClient | None = None
+    if settings.registry.mqtt_identities:
+        dynsec = DynamicSecurityClient(
+            BrokerAdmin(
+                host=settings.mqtt.host,
+                port=settings.mqtt.port,
+                username=settings.mqtt.username,
+                password=password,
+                timeout_s=settings.registry.dynsec_timeout_s,
+            ),
+            batch_size=settings.registry.dynsec_batch,
+        )
+    service = RegistryService(database, DynsecIdentities(dynsec) if dynsec else None)
+    status_sink = StatusToRegistry(service)
+
+    ingest = IngestService(settings, password, directory=ingest_directory)
+    ingest.status.subscribe(status_sink)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server: uvicorn.Server | None = None
+    if with_api:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(service),
+                host=settings.registry.api_host,
+                port=settings.registry.api_port,
+                log_level="warning",
+            )
+        )
+    await asyncio.to_thread(ingest.start)
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(status_sink.run(stop), name="status-to-registry")
+            if server is not None:
+                # _serve, not serve: serve() swaps in uvicorn's own SIGINT/SIGTERM handlers,
+                # and here one handler must stop ingest, agent and API together.
+                group.create_task(server._serve(), name="registry-api")
+                log.info(
+                    "registry API and technician page on http://%s:%d/ (OpenAPI at /docs)",
+                    settings.registry.api_host,
+                    settings.registry.api_port,
+                )
+            if settings.agent.gateway_id and agent_directory is not None:
+                agent = Agent(
+                    settings=settings,
+                    gateway_id=settings.agent.gateway_id,
+                    directory=agent_directory,
+                )
+                group.create_task(agent.run(stop), name="agent")
+                log.info("agent for gateway %s started", settings.agent.gateway_id)
+            await stop.wait()
+            if server is not None:
+                server.should_exit = True
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(ingest.stop)
+        await asyncio.to_thread(status_sink.flush)
+        if dynsec is not None:
+            dynsec.close()
+        database.close()
