@@ -434,4 +434,8 @@ def create_app(
             "permissions": sorted(PERMISSIONS[who.role]),
         }
 
+    # The technician's phone page at /app/ (static files; "/" redirects there).
+    from device_registry.technician_page import mount_technician_page
+
+    mount_technician_page(app)
     return app

@@ -1,0 +1,99 @@
+"""The technician's web page: static files the registry app serves at ``/app/``.
+
+The page is plain HTML, CSS and JavaScript with Leaflet vendored under ``static/vendor``,
+so it works on a phone that can reach the registry but not the internet. It talks only to
+the registry's own ``/api/v1`` with the bearer token the technician pastes once.
+
+Map tiles are optional: ``/app/settings.json`` tells the page which tile URL to use; when
+it is empty the map shows a plain coordinate grid and click-to-pin still works.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGE_PATH = "/app"
+TILE_URL_ENV = "KOTAHUB_TECHNICIAN_TILE_URL"
+TILE_ATTRIBUTION_ENV = "KOTAHUB_TECHNICIAN_TILE_ATTRIBUTION"
+_TILE_URL = re.compile(r"^(https?://|/)\S*$")
+
+
+class TechnicianPageError(ValueError):
+    """The page's configuration is invalid (raised at start-up, naming the setting)."""
+
+
+class TileSettings(BaseModel):
+    """Where the page's map gets its tiles; an empty URL means a coordinate grid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(
+        default="",
+        max_length=500,
+        description="Tile URL template with {z}, {x} and {y}, e.g. a city tile server.",
+    )
+    attribution: str = Field(default="", max_length=300)
+    max_zoom: int = Field(default=19, ge=1, le=22)
+
+    @field_validator("url")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        if not _TILE_URL.match(value):
+            raise ValueError("must be an http(s) URL or an absolute path")
+        missing = [part for part in ("{z}", "{x}", "{y}") if part not in value]
+        if missing:
+            raise ValueError(f"tile URL template lacks {', '.join(missing)}")
+        return value
+
+    @classmethod
+    def from_environment(cls) -> TileSettings:
+        """Tile settings from KOTAHUB_TECHNICIAN_TILE_URL / _ATTRIBUTION (default: none)."""
+        try:
+            return cls(
+                url=os.environ.get(TILE_URL_ENV, ""),
+                attribution=os.environ.get(TILE_ATTRIBUTION_ENV, ""),
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise TechnicianPageError(f"{TILE_URL_ENV}: {first['msg']}") from err
+
+
+async def _page_settings(request: Request) -> Response:
+    tiles: TileSettings = request.app.state.technician_tiles
+    return JSONResponse(
+        {"tile_url": tiles.url, "tile_attribution": tiles.attribution, "max_zoom": tiles.max_zoom},
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def _to_page(_request: Request) -> Response:
+    return RedirectResponse(f"{PAGE_PATH}/", status_code=307)
+
+
+def mount_technician_page(app: FastAPI, *, tiles: TileSettings | None = None) -> None:
+    """Serve the page at /app/ (and redirect / there), with its settings at /app/settings.json.
+
+    The routes are plain Starlette routes, not API routes: the page and its settings are
+    public (the page holds no data until a token is pasted), and they stay out of OpenAPI.
+    """
+    app.state.technician_tiles = tiles if tiles is not None else TileSettings.from_environment()
+    app.add_route("/", _to_page, methods=["GET"], include_in_schema=False)
+    app.add_route(f"{PAGE_PATH}/settings.json", _page_settings, methods=["GET"])
+    app.mount(PAGE_PATH, StaticFiles(directory=STATIC_DIR, html=True), name="technician-page")
+
+
+def set_tile_settings(app: FastAPI, tiles: TileSettings) -> None:
+    """Change the map tiles an already-built app tells the page to use."""
+    app.state.technician_tiles = tiles
