@@ -3,48 +3,69 @@
 The hub's CLI registers these Typer apps and installs a loader that turns ``--config``
 into a ``RegistryRuntime`` (database URL, broker admin login); the registry never imports
 the hub. Writes are audited as ``cli:<login>``.
+
+The options of ``devices add|update|list|export`` are derived from the pydantic models
+(``DeviceCreate``, ``DeviceUpdate``, ``DeviceQuery``), so a field added to a model is a
+CLI option at once, and pydantic validates every value: the CLI has no second copy of
+the rules. Exit codes: 2 for invalid input (the option or field is named), 1 when the
+registry refuses (unknown id, conflict, broker or database trouble, rejected rows).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
+import inspect
 import json
 import os
+import types
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from device_registry.api_tokens import create_token, list_tokens, revoke_token
-from device_registry.bulk_import import (
-    ImportFileError,
-    ImportFormat,
-    export_csv,
-    export_geojson,
-    import_devices,
-    parse_file,
-)
-from device_registry.database import open_database
-from device_registry.errors import RegistryError
-from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, DynsecIdentities
-from device_registry.registry_service import RegistryService
+from device_registry.errors import FieldError, RegistryError
 from device_registry.schemas import (
+    ROLES,
+    ContactChannel,
     DeviceCreate,
     DevicePublic,
     DeviceQuery,
+    DeviceReplace,
+    DeviceTypeCreate,
+    DeviceTypePublic,
+    DeviceTypeUpdate,
     DeviceUpdate,
     DeviceWritten,
     Role,
     SiteCreate,
+    SitePublic,
+    SiteUpdate,
     TeamCreate,
+    TeamMember,
+    TeamPublic,
+    TeamUpdate,
 )
+
+if TYPE_CHECKING:
+    # SQLAlchemy and Alembic are imported when a registry command runs, not when the
+    # `kotahub` command starts (every other subcommand would pay ~0.4 s for them).
+    from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient
+    from device_registry.registry_service import RegistryService
+
+F = TypeVar("F", bound=Callable[..., Any])
+ImportFormat = Literal["csv", "geojson"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,14 +82,18 @@ class RegistryRuntime:
 RuntimeLoader = Callable[[Path | None], RegistryRuntime]
 _loader: list[RuntimeLoader] = []
 
-console = Console()
-err_console = Console(stderr=True)
 devices_app = typer.Typer(help="Register, find, change and retire devices.", no_args_is_help=True)
-teams_app = typer.Typer(help="Field teams.", no_args_is_help=True)
+teams_app = typer.Typer(
+    help="Field teams, their members and contact channels.", no_args_is_help=True
+)
 sites_app = typer.Typer(help="Sites.", no_args_is_help=True)
-registry_app = typer.Typer(help="The registry service and its API tokens.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="The registry service, device types and API tokens.", no_args_is_help=True
+)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+types_app = typer.Typer(help="Device types (family, protocol, interval, metrics).")
 registry_app.add_typer(token_app, name="token")
+registry_app.add_typer(types_app, name="types", no_args_is_help=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -76,6 +101,18 @@ ConfigOption = Annotated[
         "--config", "-c", help="Settings file.", envvar="KOTAHUB_CONFIG", show_envvar=False
     ),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+STATE_COLOURS = {"active": "green", "maintenance": "yellow", "planned": "cyan", "retired": "dim"}
+
+
+def out() -> Console:
+    """Standard output (made per command, so that COLUMNS and redirection are honoured)."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err() -> Console:
+    """Standard error, for errors and the progress bar."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def set_runtime_loader(loader: RuntimeLoader) -> None:
@@ -90,51 +127,250 @@ def _actor() -> str:
         return f"cli:uid{os.getuid()}"
 
 
+# -- options derived from the pydantic models --------------------------------------------
+# Short spellings kept from the first CLI (and easier to type in the field).
+OPTION_ALIASES: dict[str, str] = {
+    "device_type": "--type",
+    "gateway_id": "--gateway",
+    "parent_id": "--parent",
+    "site_id": "--site",
+    "team_id": "--team",
+    "latitude": "--lat",
+    "longitude": "--lon",
+    "firmware_version": "--firmware",
+    "owner_kind": "--owner",
+    "expected_interval_s": "--interval",
+}
+BOOL_FLAGS: dict[str, str] = {
+    "online": "--online/--offline",
+    "is_gateway": "--gateway/--no-gateway",
+}
+# Fields with an option of their own shape (KEY=VALUE, JSON) or given as an argument.
+SPECIAL_FIELDS = frozenset({"id", "tags", "driver_config", "metrics"})
+# Field -> the option that sets it, for error messages ("--lat (latitude): ...").
+_FIELD_OPTIONS: dict[str, str] = {}
+
+
+def option_name(field: str) -> str:
+    """The option a model field is set with."""
+    return OPTION_ALIASES.get(field) or "--" + field.replace("_", "-")
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """``Annotated[X, ...] | None`` -> ``X`` and the constraints found on the way."""
+    metadata: list[Any] = []
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else str
+    if typing.get_origin(annotation) is Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        for item in extra:
+            metadata += getattr(item, "metadata", [item])
+    return annotation, metadata
+
+
+# Help for fields whose type alone says little.
+FIELD_HELP: dict[str, str] = {
+    "q": "substring of id, serial, vendor or model",
+    "gateway_id": "id of the gateway or agent it reports through",
+    "parent_id": "id of its parent device (camera -> NVR, AP -> switch)",
+    "site_id": "id of a registered site",
+    "team_id": "id of the owning team",
+    "device_type": "name of a device type (`kotahub registry types list`)",
+    "rw": "RW number (1-3 digits); needs --kelurahan",
+    "rt": "RT number (1-3 digits); needs --rw",
+    "kecamatan": "needs --kota",
+    "kelurahan": "needs --kecamatan",
+    "family": "e.g. cctv, flood, gateway",
+    "protocol": "e.g. mqtt, onvif, modbus",
+    "is_gateway": "a gateway or agent: gets an MQTT identity, devices report through it",
+    "expected_interval_s": "seconds between two reports",
+}
+
+
+def _describe(name: str, info: FieldInfo) -> tuple[Any, str]:
+    """The Python type of a field's option and a short help text."""
+    bare, metadata = _unwrap(info.annotation)
+    metadata += info.metadata
+    extra = FIELD_HELP.get(name, "")
+    if typing.get_origin(bare) is Literal:
+        return str, "one of: " + ", ".join(str(a) for a in typing.get_args(bare))
+    if bare in (float, int):
+        limits = {k: getattr(m, k) for m in metadata for k in ("ge", "gt", "le") if hasattr(m, k)}
+        low = f"{limits['ge']}" if "ge" in limits else f">{limits['gt']}" if "gt" in limits else ""
+        text = "number" if bare is float else "integer"
+        text = f"{extra}: {text}" if extra else text
+        if low or "le" in limits:
+            text += f" {low}..{limits.get('le', '')}"
+        return bare, text
+    if bare is bool:
+        return bool, extra
+    if bare is dt.date:
+        return str, "date YYYY-MM-DD"
+    return str, extra
+
+
+def model_options(
+    model: type[BaseModel], *, skip: frozenset[str] = frozenset()
+) -> Callable[[F], F]:
+    """Add one ``--option`` per field of ``model`` to a command taking ``**fields``.
+
+    Every option defaults to None (not given); the command passes the given ones to the
+    model, which validates them. ``device_type`` becomes ``--type`` and so on
+    (OPTION_ALIASES) next to its long name ``--device-type``.
+    """
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        explicit = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        # Arguments first, then the model's options (most used first), then the rest.
+        params = [p for p in explicit if p.default is p.empty]
+        taken = {p.name for p in explicit}
+        first = ("device_type", "state")
+        names = sorted(model.model_fields, key=lambda n: first.index(n) if n in first else 9)
+        for name in names:
+            info = model.model_fields[name]
+            if name in SPECIAL_FIELDS or name in skip or name in taken:
+                continue
+            python_type, text = _describe(name, info)
+            if python_type is bool:
+                declarations: tuple[str, ...] = (BOOL_FLAGS.get(name, f"--{name}/--no-{name}"),)
+                _FIELD_OPTIONS[name] = declarations[0].split("/")[0]
+            else:
+                long_name = "--" + name.replace("_", "-")
+                alias = OPTION_ALIASES.get(name)
+                declarations = (alias, long_name) if alias else (long_name,)
+                _FIELD_OPTIONS[name] = declarations[0]
+            option = typer.Option(*declarations, help=text, show_default=False)
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[python_type | None, option],
+                )
+            )
+        params += [p.replace(kind=p.KEYWORD_ONLY) for p in explicit if p.default is not p.empty]
+        setattr(func, "__signature__", signature.replace(parameters=params))  # noqa: B010
+        return func
+
+    return decorate
+
+
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+# -- errors ----------------------------------------------------------------------------------
+def _where(loc: tuple[int | str, ...]) -> str:
+    path = ".".join(str(part) for part in loc)
+    if not path:
+        return "(input)"
+    head = str(loc[0])
+    if head == "body":  # the service's name for "the device as a whole"
+        return "(device)"
+    option = _FIELD_OPTIONS.get(head)
+    return f"{option} ({path})" if option else path
+
+
+def invalid(field: str, message: str) -> typer.Exit:
+    """Print 'invalid FIELD: reason' and return the exit (status 2) to raise."""
+    err().print(f"[red]invalid[/red] {escape(_where((field,)))}: {escape(message)}")
+    return typer.Exit(2)
+
+
 @contextmanager
 def _service(config: Path | None, *, broker: bool = True) -> Iterator[RegistryService]:
+    from device_registry.database import open_database
+    from device_registry.mqtt_identities import DynamicSecurityClient, DynsecIdentities
+    from device_registry.registry_service import RegistryService
+
     if not _loader:
         raise RuntimeError("no runtime loader installed (use the `kotahub` command)")
     runtime = _loader[0](config)
     dynsec: DynamicSecurityClient | None = None
+    database = None
+    console = err()
     try:
         database = open_database(runtime.database_url)
         if broker and runtime.broker is not None:
             dynsec = DynamicSecurityClient(runtime.broker, batch_size=runtime.dynsec_batch)
         yield RegistryService(database, DynsecIdentities(dynsec) if dynsec else None)
-    except (RegistryError, ImportFileError) as err:
-        err_console.print(f"[red]error[/red]: {err}", highlight=False)
-        raise typer.Exit(1) from err
-    except ValidationError as err:
-        for item in err.errors():
-            where = ".".join(str(p) for p in item["loc"]) or "(input)"
-            err_console.print(f"[red]invalid[/red] {where}: {item['msg']}", highlight=False)
-        raise typer.Exit(2) from err
+    except ValidationError as error:
+        for item in error.errors():
+            where = escape(_where(item["loc"]))
+            console.print(f"[red]invalid[/red] {where}: {escape(item['msg'])}")
+        raise typer.Exit(2) from error
+    except FieldError as error:
+        raise invalid(error.field, error.message) from error
+    except RegistryError as error:
+        console.print(f"[red]error[/red]: {escape(str(error))}")
+        raise typer.Exit(1) from error
+    except Exception as error:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from device_registry.bulk_import import ImportFileError
+
+        if isinstance(error, ImportFileError):
+            console.print(f"[red]unreadable file[/red]: {escape(str(error))}")
+            raise typer.Exit(2) from error
+        if isinstance(error, SQLAlchemyError):
+            console.print(f"[red]database error[/red]: {escape(str(error))}")
+            raise typer.Exit(1) from error
+        raise
     finally:
         if dynsec is not None:
             dynsec.close()
+        if database is not None:
+            database.close()
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    if value is None or value in ({}, [], ""):
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, dt.datetime):
+        # SQLite hands back naive datetimes; the registry writes UTC.
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    return str(value)
+
+
+def _card(title: str, values: dict[str, Any]) -> Table:
+    """A two-column table of the fields that have a value."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in values.items():
+        if value is not None and value not in ({}, [], ""):
+            _add(table, key, value)
+    return table
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_COLOURS.get(state, "white"))
+
+
+def _add(table: Table, *values: Any) -> None:
+    """Add a row; stored text is shown as is (never read as rich markup)."""
+    table.add_row(*(v if isinstance(v, Text) else Text(_text(v)) for v in values))
 
 
 def _device_table(devices: list[DevicePublic], title: str) -> Table:
     table = Table(title=title)
-    for column in (
-        "id",
-        "type",
-        "state",
-        "kecamatan",
-        "kelurahan",
-        "RW/RT",
-        "team",
-        "gateway",
-        "serial",
-    ):
+    table.add_column("id", no_wrap=True)
+    for column in ("type", "state", "kecamatan", "kelurahan", "RW/RT", "team", "gateway"):
         table.add_column(column)
-    colours = {"active": "green", "maintenance": "yellow", "planned": "cyan", "retired": "dim"}
+    table.add_column("serial", overflow="fold")
     for d in devices:
-        colour = colours.get(d.state, "white")
-        table.add_row(
+        _add(
+            table,
             d.id,
             d.device_type,
-            f"[{colour}]{d.state}[/{colour}]",
+            _state(d.state),
             d.kecamatan or "-",
             d.kelurahan or "-",
             f"{d.rw or '-'}/{d.rt or '-'}",
@@ -145,167 +381,231 @@ def _device_table(devices: list[DevicePublic], title: str) -> Table:
     return table
 
 
-def _print_written(written: DeviceWritten) -> None:
-    console.print_json(written.device.model_dump_json(exclude={"created_at", "updated_at"}))
+def _device_card(device: DevicePublic) -> Table:
+    values = device.model_dump(exclude={"id"})
+    values["state"] = _state(device.state)
+    return _card(f"Device {device.id}", values)
+
+
+def _print_written(written: DeviceWritten, *, as_json: bool = False) -> None:
+    console = out()
+    if as_json:
+        console.print_json(written.model_dump_json())
+        return
+    console.print(_device_card(written.device))
     if written.credentials:
         console.print(
             "[bold yellow]MQTT credentials (shown once, store them on the device now):[/]\n"
             f"  username/client id: {written.credentials.username}\n"
             f"  password:           {written.credentials.password}\n"
             f"  publish under:      {written.credentials.publish_prefix}",
-            highlight=False,
+            soft_wrap=True,
         )
 
 
-def _parse_tags(tags: list[str] | None) -> dict[str, str] | None:
-    if not tags:
-        return None
-    out = {}
-    for item in tags:
+def _key_values(items: list[str] | None, option: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--tag {item!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=option)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"not valid JSON: {error}", param_hint=option) from error
+    if not isinstance(value, dict):
+        raise typer.BadParameter("expected a JSON object {...}", param_hint=option)
+    return value
+
+
+def _cleared(
+    fields: list[str] | None, model: type[BaseModel], created: type[BaseModel]
+) -> dict[str, Any]:
+    """``--clear`` values: None, or "" for a text field that is never null (an address)."""
+    values: dict[str, Any] = {}
+    for item in fields or []:
+        name = _field_of_option(item, model)
+        info = created.model_fields.get(name)
+        values[name] = "" if info is not None and info.default == "" else None
+    return values
+
+
+def _field_of_option(text: str, model: type[BaseModel]) -> str:
+    """``--lat``, ``lat``, ``latitude`` or ``--site-id`` -> the model field name."""
+    bare = text.lstrip("-").replace("-", "_")
+    by_alias = {alias.lstrip("-"): field for field, alias in OPTION_ALIASES.items()}
+    field = by_alias.get(bare, bare)
+    if field not in model.model_fields:
+        known = ", ".join(sorted(model.model_fields))
+        raise typer.BadParameter(f"{text!r} is not a field; fields: {known}", param_hint="--clear")
+    return field
+
+
+# -- devices -------------------------------------------------------------------------------------
+TagOption = Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")]
+DriverConfigOption = Annotated[
+    str | None, typer.Option("--driver-config", help='JSON object, e.g. {"unit_id": 3}.')
+]
 
 
 @devices_app.command("add")
+@model_options(DeviceCreate)
 def devices_add(
     device_id: Annotated[str, typer.Argument(help="Device id (also its MQTT username).")],
-    device_type: Annotated[str, typer.Option("--type", help="Device type name.")],
-    state: str = "planned",
-    serial: str | None = None,
-    vendor: str | None = None,
-    model: str | None = None,
-    gateway: str | None = None,
-    parent: str | None = None,
-    site: str | None = None,
-    team: str | None = None,
-    kota: str | None = None,
-    kecamatan: str | None = None,
-    kelurahan: str | None = None,
-    rw: str | None = None,
-    rt: str | None = None,
-    lat: float | None = None,
-    lon: float | None = None,
-    owner: str = "city",
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
-    no_credentials: bool = False,
+    tag: TagOption = None,
+    driver_config: DriverConfigOption = None,
+    no_credentials: Annotated[
+        bool, typer.Option("--no-credentials", help="Create no MQTT identity now.")
+    ] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
+    **fields: Any,
 ) -> None:
     """Register a device; a live MQTT device or gateway gets credentials (shown once)."""
-    fields: dict[str, Any] = {
-        "id": device_id,
-        "device_type": device_type,
-        "state": state,
-        "serial": serial,
-        "vendor": vendor,
-        "model": model,
-        "gateway_id": gateway,
-        "parent_id": parent,
-        "site_id": site,
-        "team_id": team,
-        "kota": kota,
-        "kecamatan": kecamatan,
-        "kelurahan": kelurahan,
-        "rw": rw,
-        "rt": rt,
-        "latitude": lat,
-        "longitude": lon,
-        "owner_kind": owner,
-        "tags": _parse_tags(tag),
-    }
+    values = _given(fields) | {"id": device_id}
+    if tag:
+        values["tags"] = _key_values(tag, "--tag")
+    config_object = _json_object(driver_config, "--driver-config")
+    if config_object is not None:
+        values["driver_config"] = config_object
     with _service(config) as service:
-        data = DeviceCreate.model_validate({k: v for k, v in fields.items() if v is not None})
-        _print_written(
-            service.create_device(data, actor=_actor(), issue_credentials=not no_credentials)
-        )
+        data = DeviceCreate.model_validate(values)
+        written = service.create_device(data, actor=_actor(), issue_credentials=not no_credentials)
+        _print_written(written, as_json=as_json)
 
 
 @devices_app.command("list")
-def devices_list(
-    q: str | None = None,
-    family: str | None = None,
-    state: str | None = None,
-    team: str | None = None,
-    kecamatan: str | None = None,
-    kelurahan: str | None = None,
-    online: bool | None = None,
-    limit: int = 50,
-    offset: int = 0,
-    config: ConfigOption = None,
-) -> None:
-    """Search and filter devices."""
+@model_options(DeviceQuery)
+def devices_list(as_json: JsonOption = False, config: ConfigOption = None, **fields: Any) -> None:
+    """Search (--q: id, serial, vendor, model) and filter devices, a page at a time."""
     with _service(config, broker=False) as service:
-        query = DeviceQuery.model_validate(
-            {
-                k: v
-                for k, v in {
-                    "q": q,
-                    "family": family,
-                    "state": state,
-                    "team_id": team,
-                    "kecamatan": kecamatan,
-                    "kelurahan": kelurahan,
-                    "online": online,
-                    "limit": limit,
-                    "offset": offset,
-                }.items()
-                if v is not None
-            }
-        )
+        query = DeviceQuery.model_validate(_given(fields))
         page = service.list_devices(query)
-        shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "0"
-        console.print(_device_table(page.items, f"Devices {shown} of {page.total}"))
+        if as_json:
+            out().print_json(page.model_dump_json())
+            return
+        shown = f"{query.offset + 1}-{query.offset + len(page.items)}" if page.items else "0"
+        out().print(_device_table(page.items, f"Devices {shown} of {page.total}"))
 
 
 @devices_app.command("show")
-def devices_show(device_id: str, config: ConfigOption = None) -> None:
-    """One device, its status and its history."""
+def devices_show(device_id: str, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """One device, its status and last readings, and its history."""
     with _service(config, broker=False) as service:
         device = service.get_device(device_id)
-        console.print_json(device.model_dump_json())
-        console.print_json(service.get_status(device_id).model_dump_json())
+        status = service.get_status(device_id)
         audit, swaps = service.history(device_id)
-        table = Table(title="History")
-        for column in ("when", "who", "action"):
-            table.add_column(column)
-        for entry in audit:
-            table.add_row(entry.at.isoformat(timespec="seconds"), entry.actor, entry.action)
-        console.print(table)
-        for swap in swaps:
-            console.print(f"replaced {swap.old_unit} -> {swap.new_unit} ({swap.reason})")
+    console = out()
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "device": device.model_dump(mode="json"),
+                    "status": status.model_dump(mode="json"),
+                    "history": [a.model_dump(mode="json") for a in audit],
+                    "replacements": [s.model_dump(mode="json") for s in swaps],
+                }
+            )
+        )
+        return
+    console.print(_device_card(device))
+    online = {
+        True: Text("online", style="green"),
+        False: Text("offline", style="red"),
+        None: Text("unknown"),
+    }
+    console.print(
+        _card(
+            "Status",
+            {
+                "online": online[status.online],
+                "reason": status.reason,
+                "last seen": status.last_seen,
+                "expected interval (s)": status.expected_interval_s,
+                **{f"reading {k}": v for k, v in status.last_readings.items()},
+            },
+        )
+    )
+    table = Table(title="History", title_justify="left")
+    for column in ("when", "who", "action"):
+        table.add_column(column)
+    for entry in audit:
+        _add(table, entry.at, entry.actor, entry.action)
+    console.print(table)
+    for swap in swaps:
+        old, new = swap.old_unit.get("serial"), swap.new_unit.get("serial")
+        console.print(
+            f"unit replaced {swap.at:%Y-%m-%d}: serial {old} -> {new} ({swap.reason})",
+            markup=False,
+        )
 
 
 @devices_app.command("update")
+@model_options(DeviceUpdate)
 def devices_update(
     device_id: str,
-    state: str | None = None,
-    serial: str | None = None,
-    firmware: str | None = None,
-    gateway: str | None = None,
-    site: str | None = None,
-    team: str | None = None,
-    lat: float | None = None,
-    lon: float | None = None,
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Set a tag KEY=VALUE, repeatable.")
+    ] = None,
+    remove_tag: Annotated[
+        list[str] | None, typer.Option("--remove-tag", help="Remove a tag KEY, repeatable.")
+    ] = None,
+    driver_config: DriverConfigOption = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option("--clear", help="Empty an optional field (e.g. --clear site), repeatable."),
+    ] = None,
+    no_credentials: Annotated[
+        bool, typer.Option("--no-credentials", help="Create no MQTT identity on activation.")
+    ] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
+    **fields: Any,
 ) -> None:
-    """Change some fields of a device."""
-    fields = {
-        "state": state,
-        "serial": serial,
-        "firmware_version": firmware,
-        "gateway_id": gateway,
-        "site_id": site,
-        "team_id": team,
-        "latitude": lat,
-        "longitude": lon,
-        "tags": _parse_tags(tag),
-    }
+    """Change any field of a device; only the options given change (state: planned,
+    active or maintenance; use `retire` to retire)."""
+    values = _given(fields)
+    cleared = _cleared(clear, DeviceUpdate, DeviceCreate)
+    if set(cleared) & set(values):
+        both = ", ".join(sorted(set(cleared) & set(values)))
+        raise typer.BadParameter(f"{both}: both set and cleared", param_hint="--clear")
+    values |= cleared
+    config_object = _json_object(driver_config, "--driver-config")
+    if config_object is not None:
+        values["driver_config"] = config_object
     with _service(config) as service:
-        data = DeviceUpdate.model_validate({k: v for k, v in fields.items() if v is not None})
-        _print_written(service.update_device(device_id, data, actor=_actor()))
+        if tag or remove_tag:
+            # Tags are one field: merge the changes into the stored tags.
+            tags = dict(service.get_device(device_id).tags)
+            tags.update(_key_values(tag, "--tag"))
+            for key in remove_tag or []:
+                tags.pop(key, None)
+            values["tags"] = tags
+        if not values:
+            raise typer.BadParameter("nothing to change: give at least one field option")
+        data = DeviceUpdate.model_validate(values)
+        written = service.update_device(
+            device_id, data, actor=_actor(), issue_credentials=not no_credentials
+        )
+        _print_written(written, as_json=as_json)
+
+
+@devices_app.command("replace")
+@model_options(DeviceReplace)
+def devices_replace(
+    device_id: str, as_json: JsonOption = False, config: ConfigOption = None, **fields: Any
+) -> None:
+    """Swap a failed unit (--serial required): same id and history, new MQTT secret."""
+    with _service(config) as service:
+        data = DeviceReplace.model_validate(_given(fields))
+        _print_written(service.replace_device(device_id, data, actor=_actor()), as_json=as_json)
 
 
 @devices_app.command("retire")
@@ -313,180 +613,483 @@ def devices_retire(device_id: str, reason: str = "", config: ConfigOption = None
     """Retire a device and revoke its MQTT identity at once."""
     with _service(config) as service:
         device = service.retire_device(device_id, actor=_actor(), reason=reason)
-        console.print(f"retired {device.id}")
+    out().print(f"retired {device.id}; its MQTT identity (if any) is revoked")
 
 
 @devices_app.command("rotate-credentials")
-def devices_rotate(device_id: str, config: ConfigOption = None) -> None:
+def devices_rotate(
+    device_id: str, as_json: JsonOption = False, config: ConfigOption = None
+) -> None:
     """Issue a new MQTT secret; the old one stops working at once."""
     with _service(config) as service:
-        _print_written(service.rotate_credentials(device_id, actor=_actor()))
+        _print_written(service.rotate_credentials(device_id, actor=_actor()), as_json=as_json)
+
+
+def _file_format(path: Path, given: str | None) -> ImportFormat:
+    if given is not None:
+        if given not in ("csv", "geojson"):
+            raise typer.BadParameter(f"{given!r}: csv or geojson", param_hint="--format")
+        return "geojson" if given == "geojson" else "csv"
+    return "geojson" if path.suffix.lower() in (".geojson", ".json") else "csv"
+
+
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="csv or geojson (default: by the file's suffix).")
+]
 
 
 @devices_app.command("import")
 def devices_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    apply: Annotated[bool, typer.Option("--apply", help="Write (default: dry run).")] = False,
-    all_or_nothing: bool = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run/--apply", help="Check every row and write nothing (the default), or write."
+        ),
+    ] = True,
+    all_or_nothing: Annotated[
+        bool, typer.Option("--all-or-nothing", help="Any bad row and nothing is written.")
+    ] = False,
     no_credentials: Annotated[
-        bool, typer.Option(help="Create no MQTT identities now (they come on activation).")
+        bool,
+        typer.Option("--no-credentials", help="Create no MQTT identities now (on activation)."),
     ] = False,
     secrets_out: Annotated[
         Path | None, typer.Option(help="Write new MQTT credentials here (mode 600).")
     ] = None,
+    file_format: FormatOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Import devices from CSV or GeoJSON (by suffix); a dry run unless --apply."""
-    file_format: ImportFormat = "geojson" if file.suffix.lower() in (".geojson", ".json") else "csv"
+    """Import devices from CSV or GeoJSON, upserting by id; a dry run unless --apply."""
+    from device_registry.bulk_import import import_devices, parse_file
+
+    kind = _file_format(file, file_format)
+    console = out()
     with _service(config, broker=not no_credentials) as service:
-        rows = parse_file(file.read_text(encoding="utf-8-sig"), file_format)
+        rows = parse_file(file.read_text(encoding="utf-8-sig"), kind)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=err_console,
+            console=err(),
         ) as bar:
-            task = bar.add_task("dry run" if not apply else "importing", total=len(rows))
+            task = bar.add_task("checking (dry run)" if dry_run else "importing", total=len(rows))
             report = import_devices(
                 service,
                 rows,
                 actor=_actor(),
-                dry_run=not apply,
+                dry_run=dry_run,
                 all_or_nothing=all_or_nothing,
                 issue_credentials=not no_credentials,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
             bar.update(task, completed=len(rows))
-    table = Table(title=f"{file.name}: {'applied' if report.applied else 'not applied'}")
+    verdict = "applied" if report.applied else "dry run, nothing written"
+    if not dry_run and not report.applied:
+        verdict = "NOT applied (--all-or-nothing and errors), nothing written"
+    table = Table(title=f"{file.name}: {verdict}", title_justify="left")
     for column in ("rows", "created", "updated", "unchanged", "errors"):
-        table.add_column(column)
-    table.add_row(
-        *(
-            str(v)
-            for v in (
-                report.rows,
-                report.created,
-                report.updated,
-                report.unchanged,
-                len(report.errors),
-            )
-        )
-    )
+        table.add_column(column, justify="right")
+    counts = (report.rows, report.created, report.updated, report.unchanged, len(report.errors))
+    _add(table, *(str(v) for v in counts))
     console.print(table)
-    for error in report.errors[:50]:
-        err_console.print(f"  line {error.line}: {error.field}: {error.message}", highlight=False)
-    if len(report.errors) > 50:
-        err_console.print(f"  ... and {len(report.errors) - 50} more")
+    if report.errors:
+        errors = Table(title="Rejected rows", title_justify="left")
+        for column in ("line", "field", "reason"):
+            errors.add_column(column)
+        for error in report.errors[:50]:
+            _add(errors, str(error.line), error.field, error.message)
+        console.print(errors)
+        if len(report.errors) > 50:
+            console.print(f"... and {len(report.errors) - 50} more rejected rows")
     if report.credentials:
         target = secrets_out or file.with_suffix(".credentials.json")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump([c.model_dump() for c in report.credentials], handle, indent=1)
         console.print(f"{len(report.credentials)} MQTT credential(s) written to {target}")
+    if dry_run and not report.errors:
+        console.print("dry run: all rows are valid; run again with --apply to write them")
     if report.errors:
         raise typer.Exit(1)
 
 
 @devices_app.command("export")
+@model_options(DeviceQuery, skip=frozenset({"limit", "offset"}))
 def devices_export(
-    output: Annotated[Path, typer.Argument(help="File to write (.csv or .geojson).")],
-    family: str | None = None,
-    state: str | None = None,
+    output: Annotated[Path, typer.Argument(help="File to write (.csv or .geojson), - for stdout.")],
+    file_format: FormatOption = None,
     config: ConfigOption = None,
+    **fields: Any,
 ) -> None:
-    """Export devices as CSV or GeoJSON (by suffix)."""
+    """Export devices (all, or those matching the filters) as CSV or GeoJSON."""
+    from device_registry.bulk_import import export_csv, export_geojson
+
+    kind = _file_format(output, file_format)
     with _service(config, broker=False) as service:
-        query = DeviceQuery.model_validate({"family": family, "state": state})
-        geo = output.suffix.lower() in (".geojson", ".json")
-        text = export_geojson(service, query) if geo else export_csv(service, query)
-        output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}")
+        query = DeviceQuery.model_validate(_given(fields))
+        text = export_geojson(service, query) if kind == "geojson" else export_csv(service, query)
+    if str(output) == "-":
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    err().print(f"wrote {output}")
+
+
+# -- teams ---------------------------------------------------------------------------------------
+def _channel(text: str) -> ContactChannel:
+    kind, sep, address = text.partition("=")
+    if not sep:
+        raise typer.BadParameter(f"{text!r}: expected KIND=ADDRESS", param_hint="--channel")
+    try:
+        return ContactChannel.model_validate({"kind": kind.strip(), "address": address.strip()})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise typer.BadParameter(
+            f"{text!r}: {first['loc'][0]}: {first['msg']}", param_hint="--channel"
+        ) from error
+
+
+def _team_card(team: TeamPublic, devices: int) -> list[Table]:
+    card = _card(f"Team {team.id}", {"name": team.name, "devices": devices})
+    members = Table(title="Members", title_justify="left")
+    for column in ("name", "role", "phone", "email"):
+        members.add_column(column)
+    for m in team.members:
+        _add(members, m.name, m.role or "-", m.phone or "-", m.email or "-")
+    channels = Table(title="Contact channels", title_justify="left")
+    for column in ("kind", "address"):
+        channels.add_column(column)
+    for c in team.contact_channels:
+        _add(channels, c.kind, c.address)
+    return [card, members, channels]
+
+
+ChannelOption = Annotated[
+    list[str] | None,
+    typer.Option("--channel", help="KIND=ADDRESS (telegram, whatsapp, sms, ...), repeatable."),
+]
 
 
 @teams_app.command("add")
 def teams_add(
     team_id: str,
     name: str,
-    channel: Annotated[list[str] | None, typer.Option(help="KIND=ADDRESS, repeatable.")] = None,
+    channel: ChannelOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Register a team."""
-    channels = [
-        dict(zip(("kind", "address"), c.split("=", 1), strict=False)) for c in channel or []
-    ]
+    """Register a team (members: `teams add-member`)."""
+    channels = [_channel(c).model_dump() for c in channel or []]
     with _service(config, broker=False) as service:
         data = TeamCreate.model_validate(
             {"id": team_id, "name": name, "contact_channels": channels}
         )
-        console.print_json(service.create_team(data, actor=_actor()).model_dump_json())
+        team = service.create_team(data, actor=_actor())
+    out().print(_team_card(team, 0)[0])
 
 
 @teams_app.command("list")
-def teams_list(config: ConfigOption = None) -> None:
+def teams_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Every team."""
     with _service(config, broker=False) as service:
-        table = Table(title="Teams")
-        for column in ("id", "name", "members", "channels"):
-            table.add_column(column)
-        for team in service.list_teams():
-            table.add_row(
-                team.id,
-                team.name,
-                str(len(team.members)),
-                ", ".join(f"{c.kind}:{c.address}" for c in team.contact_channels),
-            )
-        console.print(table)
+        teams = service.list_teams()
+    if as_json:
+        out().print_json(json.dumps([t.model_dump(mode="json") for t in teams]))
+        return
+    table = Table(title="Teams")
+    for column in ("id", "name", "members", "channels"):
+        table.add_column(column)
+    for team in teams:
+        _add(
+            table,
+            team.id,
+            team.name,
+            ", ".join(m.name for m in team.members) or "-",
+            ", ".join(f"{c.kind}:{c.address}" for c in team.contact_channels) or "-",
+        )
+    out().print(table)
+
+
+@teams_app.command("show")
+def teams_show(team_id: str, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """One team: members, contact channels and how many devices it owns."""
+    with _service(config, broker=False) as service:
+        team = service.get_team(team_id)
+        devices = service.list_devices(DeviceQuery(team_id=team_id, limit=1)).total
+    if as_json:
+        out().print_json(json.dumps({**team.model_dump(mode="json"), "devices": devices}))
+        return
+    for table in _team_card(team, devices):
+        out().print(table)
+
+
+@teams_app.command("update")
+def teams_update(
+    team_id: str,
+    name: Annotated[str | None, typer.Option(help="New name.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Rename a team."""
+    if name is None:
+        raise typer.BadParameter("nothing to change: give --name")
+    with _service(config, broker=False) as service:
+        team = service.update_team(team_id, TeamUpdate(name=name), actor=_actor())
+    out().print(f"team {team.id} is now {team.name!r}", markup=False)
+
+
+def _edit_team(config: Path | None, team_id: str, edit: Callable[[TeamPublic], TeamUpdate]) -> None:
+    with _service(config, broker=False) as service:
+        team = service.edit_team(team_id, edit, actor=_actor())
+        devices = service.list_devices(DeviceQuery(team_id=team_id, limit=1)).total
+    for table in _team_card(team, devices):
+        out().print(table)
+
+
+@teams_app.command("add-member")
+def teams_add_member(
+    team_id: str,
+    name: Annotated[str, typer.Argument(help="The member's name (unique in the team).")],
+    role: Annotated[str, typer.Option(help="E.g. technician, supervisor.")] = "",
+    phone: Annotated[str | None, typer.Option(help="+62 ...")] = None,
+    email: str | None = None,
+    config: ConfigOption = None,
+) -> None:
+    """Add a member to a team."""
+
+    def edit(team: TeamPublic) -> TeamUpdate:
+        if any(m.name == name.strip() for m in team.members):
+            raise FieldError("members", f"team {team.id!r} already has a member {name!r}")
+        member = TeamMember.model_validate(
+            _given({"name": name, "role": role, "phone": phone, "email": email})
+        )
+        return TeamUpdate(members=[*team.members, member])
+
+    _edit_team(config, team_id, edit)
+
+
+@teams_app.command("remove-member")
+def teams_remove_member(team_id: str, name: str, config: ConfigOption = None) -> None:
+    """Remove a member (by name) from a team."""
+
+    def edit(team: TeamPublic) -> TeamUpdate:
+        kept = [m for m in team.members if m.name != name]
+        if len(kept) == len(team.members):
+            known = ", ".join(m.name for m in team.members) or "none"
+            raise FieldError("members", f"team {team.id!r} has no member {name!r} ({known})")
+        return TeamUpdate(members=kept)
+
+    _edit_team(config, team_id, edit)
+
+
+@teams_app.command("add-channel")
+def teams_add_channel(
+    team_id: str,
+    channel: Annotated[str, typer.Argument(help="KIND=ADDRESS, e.g. telegram=@dpu_drainase")],
+    config: ConfigOption = None,
+) -> None:
+    """Add a contact channel (where the team is paged)."""
+    new = _channel(channel)
+
+    def edit(team: TeamPublic) -> TeamUpdate:
+        if new in team.contact_channels:
+            raise FieldError("contact_channels", f"team {team.id!r} already has {channel!r}")
+        return TeamUpdate(contact_channels=[*team.contact_channels, new])
+
+    _edit_team(config, team_id, edit)
+
+
+@teams_app.command("remove-channel")
+def teams_remove_channel(
+    team_id: str,
+    channel: Annotated[str, typer.Argument(help="KIND=ADDRESS as listed by `teams show`.")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a contact channel."""
+    gone = _channel(channel)
+
+    def edit(team: TeamPublic) -> TeamUpdate:
+        kept = [c for c in team.contact_channels if c != gone]
+        if len(kept) == len(team.contact_channels):
+            raise FieldError("contact_channels", f"team {team.id!r} has no channel {channel!r}")
+        return TeamUpdate(contact_channels=kept)
+
+    _edit_team(config, team_id, edit)
+
+
+# -- sites ---------------------------------------------------------------------------------------
+def _site_card(site: SitePublic, devices: int) -> Table:
+    return _card(f"Site {site.id}", {**site.model_dump(exclude={"id"}), "devices": devices})
 
 
 @sites_app.command("add")
-def sites_add(
-    site_id: str,
-    name: str,
-    lat: float | None = None,
-    lon: float | None = None,
-    kecamatan: str | None = None,
-    kelurahan: str | None = None,
-    config: ConfigOption = None,
-) -> None:
+@model_options(SiteCreate)
+def sites_add(site_id: str, name: str, config: ConfigOption = None, **fields: Any) -> None:
     """Register a site."""
     with _service(config, broker=False) as service:
-        data = SiteCreate.model_validate(
-            {
-                k: v
-                for k, v in {
-                    "id": site_id,
-                    "name": name,
-                    "latitude": lat,
-                    "longitude": lon,
-                    "kecamatan": kecamatan,
-                    "kelurahan": kelurahan,
-                }.items()
-                if v is not None
-            }
-        )
-        console.print_json(service.create_site(data, actor=_actor()).model_dump_json())
+        data = SiteCreate.model_validate({**_given(fields), "id": site_id, "name": name})
+        out().print(_site_card(service.create_site(data, actor=_actor()), 0))
 
 
 @sites_app.command("list")
-def sites_list(config: ConfigOption = None) -> None:
+def sites_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Every site."""
     with _service(config, broker=False) as service:
-        table = Table(title="Sites")
-        for column in ("id", "name", "lat", "lon", "kecamatan", "kelurahan"):
-            table.add_column(column)
-        for site in service.list_sites():
-            table.add_row(
-                site.id,
-                site.name,
-                str(site.latitude),
-                str(site.longitude),
-                site.kecamatan or "-",
-                site.kelurahan or "-",
+        sites = service.list_sites()
+    if as_json:
+        out().print_json(json.dumps([s.model_dump(mode="json") for s in sites]))
+        return
+    table = Table(title="Sites")
+    for column in ("id", "name", "lat", "lon", "kecamatan", "kelurahan", "address"):
+        table.add_column(column)
+    for site in sites:
+        _add(
+            table,
+            site.id,
+            site.name,
+            _text(site.latitude),
+            _text(site.longitude),
+            site.kecamatan or "-",
+            site.kelurahan or "-",
+            site.address or "-",
+        )
+    out().print(table)
+
+
+@sites_app.command("show")
+def sites_show(site_id: str, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """One site and how many devices it holds."""
+    with _service(config, broker=False) as service:
+        site = service.get_site(site_id)
+        devices = service.list_devices(DeviceQuery(site_id=site_id, limit=1)).total
+    if as_json:
+        out().print_json(json.dumps({**site.model_dump(mode="json"), "devices": devices}))
+        return
+    out().print(_site_card(site, devices))
+
+
+@sites_app.command("update")
+@model_options(SiteUpdate)
+def sites_update(
+    site_id: str,
+    clear: Annotated[
+        list[str] | None, typer.Option("--clear", help="Empty an optional field, repeatable.")
+    ] = None,
+    config: ConfigOption = None,
+    **fields: Any,
+) -> None:
+    """Change a site; only the options given change."""
+    values = _given(fields) | _cleared(clear, SiteUpdate, SiteCreate)
+    if not values:
+        raise typer.BadParameter("nothing to change: give at least one field option")
+    with _service(config, broker=False) as service:
+        site = service.update_site(site_id, SiteUpdate.model_validate(values), actor=_actor())
+        devices = service.list_devices(DeviceQuery(site_id=site_id, limit=1)).total
+    out().print(_site_card(site, devices))
+
+
+# -- device types --------------------------------------------------------------------------------
+def _metrics(items: list[str] | None) -> list[dict[str, str]] | None:
+    if not items:
+        return None
+    metrics = []
+    for item in items:
+        parts = item.split(":")
+        if len(parts) > 3:
+            raise typer.BadParameter(
+                f"{item!r}: expected NAME[:UNIT[:KIND]]", param_hint="--metric"
             )
-        console.print(table)
+        metrics.append(dict(zip(("name", "unit", "kind"), parts, strict=False)))
+    return metrics
 
 
+MetricOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metric", help="NAME[:UNIT[:KIND]] (kind: number, boolean, string), repeatable."
+    ),
+]
+
+
+def _type_card(device_type: DeviceTypePublic) -> list[Table]:
+    values = device_type.model_dump(exclude={"name", "metrics"})
+    metrics = Table(title="Metrics", title_justify="left")
+    for column in ("name", "unit", "kind"):
+        metrics.add_column(column)
+    for m in device_type.metrics:
+        _add(metrics, m.name, m.unit or "-", m.kind)
+    return [_card(f"Device type {device_type.name}", values), metrics]
+
+
+@types_app.command("add")
+@model_options(DeviceTypeCreate)
+def types_add(
+    name: str,
+    metric: MetricOption = None,
+    config: ConfigOption = None,
+    **fields: Any,
+) -> None:
+    """Register a device type (--family, --protocol, --expected-interval-s; --gateway for
+    gateways and agents)."""
+    values = {**_given(fields), "name": name}
+    metrics = _metrics(metric)
+    if metrics is not None:
+        values["metrics"] = metrics
+    with _service(config, broker=False) as service:
+        created = service.create_type(DeviceTypeCreate.model_validate(values), actor=_actor())
+    for table in _type_card(created):
+        out().print(table)
+
+
+@types_app.command("list")
+def types_list(config: ConfigOption = None) -> None:
+    """Every device type."""
+    with _service(config, broker=False) as service:
+        found = service.list_types()
+    table = Table(title="Device types")
+    for column in ("name", "family", "protocol", "interval s", "gateway", "metrics"):
+        table.add_column(column)
+    for t in found:
+        _add(
+            table,
+            t.name,
+            t.family,
+            t.protocol,
+            f"{t.expected_interval_s:g}",
+            "yes" if t.is_gateway else "-",
+            ", ".join(f"{m.name} [{m.unit}]" if m.unit else m.name for m in t.metrics) or "-",
+        )
+    out().print(table)
+
+
+@types_app.command("show")
+def types_show(name: str, config: ConfigOption = None) -> None:
+    """One device type and its metrics."""
+    with _service(config, broker=False) as service:
+        found = service.get_type(name)
+    for table in _type_card(found):
+        out().print(table)
+
+
+@types_app.command("update")
+@model_options(DeviceTypeUpdate)
+def types_update(
+    name: str, metric: MetricOption = None, config: ConfigOption = None, **fields: Any
+) -> None:
+    """Change a type's expected interval, metrics (replaced as a whole) or description."""
+    values = _given(fields)
+    metrics = _metrics(metric)
+    if metrics is not None:
+        values["metrics"] = metrics
+    if not values:
+        raise typer.BadParameter("nothing to change: give at least one option")
+    with _service(config, broker=False) as service:
+        changed = service.update_type(name, DeviceTypeUpdate.model_validate(values), actor=_actor())
+    for table in _type_card(changed):
+        out().print(table)
+
+
+# -- tokens and the server -----------------------------------------------------------------------
 @token_app.command("create")
 def token_create(
     name: str,
@@ -494,13 +1097,13 @@ def token_create(
     config: ConfigOption = None,
 ) -> None:
     """Make an API token; its secret is printed once."""
+    from device_registry.api_tokens import create_token
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"{role!r}: not one of {', '.join(ROLES)}", param_hint="--role")
     with _service(config, broker=False) as service:
-        if role not in ("admin", "technician", "viewer", "provisioner"):
-            raise typer.BadParameter(
-                f"--role {role!r}: not one of admin, technician, viewer, provisioner"
-            )
         created = create_token(service.database, name=name, role=role_name(role), actor=_actor())
-        console.print(f"token {created.id} ({created.role}): {created.token}", highlight=False)
+    out().print(f"token {created.id} ({created.role}), shown once: {created.token}", soft_wrap=True)
 
 
 def role_name(value: str) -> Role:
@@ -511,27 +1114,33 @@ def role_name(value: str) -> Role:
 @token_app.command("list")
 def token_list(config: ConfigOption = None) -> None:
     """Every token's metadata."""
+    from device_registry.api_tokens import list_tokens
+
     with _service(config, broker=False) as service:
-        table = Table(title="API tokens")
-        for column in ("id", "name", "role", "created", "revoked"):
-            table.add_column(column)
-        for t in list_tokens(service.database):
-            table.add_row(
-                t.id,
-                t.name,
-                t.role,
-                t.created_at.isoformat(timespec="seconds"),
-                t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-",
-            )
-        console.print(table)
+        tokens = list_tokens(service.database)
+    table = Table(title="API tokens")
+    for column in ("id", "name", "role", "created", "revoked"):
+        table.add_column(column)
+    for t in tokens:
+        _add(
+            table,
+            t.id,
+            t.name,
+            t.role,
+            t.created_at,
+            t.revoked_at,
+        )
+    out().print(table)
 
 
 @token_app.command("revoke")
 def token_revoke(token_id: str, config: ConfigOption = None) -> None:
     """Revoke a token at once."""
+    from device_registry.api_tokens import revoke_token
+
     with _service(config, broker=False) as service:
         revoke_token(service.database, token_id, actor=_actor())
-        console.print(f"revoked {token_id}")
+    out().print(f"revoked {token_id}")
 
 
 @registry_app.command("serve")

@@ -9,7 +9,7 @@ are revoked again. The API, the CLI and the importer all go through this class.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,6 +289,42 @@ class RegistryService:
     def update_team(self, key: str, data: TeamUpdate, *, actor: str) -> TeamPublic:
         """Change a team."""
         return TeamPublic.model_validate(self._update_simple(Team, "team", key, data, actor))
+
+    def edit_team(
+        self, key: str, edit: Callable[[TeamPublic], TeamUpdate], *, actor: str
+    ) -> TeamPublic:
+        """Change a team from its current value (add or remove one member) in one transaction.
+
+        ``edit`` gets the team as stored and returns the changes; the row is read ``FOR
+        UPDATE`` (PostgreSQL; SQLite serialises writers), so two concurrent edits cannot
+        lose one another. An edit that changes nothing writes nothing.
+        """
+        keys = list(TeamUpdate.model_fields)
+        with self.write_transaction() as (session, _pending, _issued):
+            row = session.get(Team, key, with_for_update=True)
+            if row is None:
+                raise NotFoundError("team", key)
+            current = TeamPublic.model_validate(row, from_attributes=True)
+            before = row_snapshot(row, keys)
+            for name, value in edit(current).model_dump(mode="json", exclude_unset=True).items():
+                if value is None:
+                    raise FieldError(name, "cannot be cleared")
+                setattr(row, name, value)
+            after = row_snapshot(row, keys)
+            if after == before:
+                return current
+            row.updated_at = utc_now()
+            self._audit(
+                session,
+                actor=actor,
+                action="update",
+                kind="team",
+                key=key,
+                before=before,
+                after=after,
+            )
+            self.bump_revision(session)
+        return TeamPublic.model_validate({"id": key, **after})
 
     def _create_simple(
         self, model: type[Site] | type[Team], kind: str, data: SiteCreate | TeamCreate, actor: str
