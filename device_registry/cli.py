@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -79,7 +79,14 @@ class RegistryRuntime:
     api_port: int = 18090
 
 
-RuntimeLoader = Callable[[Path | None], RegistryRuntime]
+class RuntimeLoader(Protocol):
+    """Turns ``--config`` into a RegistryRuntime; read-only commands need no broker login."""
+
+    def __call__(self, config: Path | None, *, with_broker: bool = True) -> RegistryRuntime:
+        """Load the settings (exit 2 with the reason when they are invalid)."""
+        ...
+
+
 _loader: list[RuntimeLoader] = []
 
 devices_app = typer.Typer(help="Register, find, change and retire devices.", no_args_is_help=True)
@@ -149,11 +156,6 @@ BOOL_FLAGS: dict[str, str] = {
 SPECIAL_FIELDS = frozenset({"id", "tags", "driver_config", "metrics"})
 # Field -> the option that sets it, for error messages ("--lat (latitude): ...").
 _FIELD_OPTIONS: dict[str, str] = {}
-
-
-def option_name(field: str) -> str:
-    """The option a model field is set with."""
-    return OPTION_ALIASES.get(field) or "--" + field.replace("_", "-")
 
 
 def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
@@ -287,7 +289,7 @@ def _service(config: Path | None, *, broker: bool = True) -> Iterator[RegistrySe
 
     if not _loader:
         raise RuntimeError("no runtime loader installed (use the `kotahub` command)")
-    runtime = _loader[0](config)
+    runtime = _loader[0](config, with_broker=broker)
     dynsec: DynamicSecurityClient | None = None
     database = None
     console = err()
@@ -475,7 +477,8 @@ def devices_add(
     config_object = _json_object(driver_config, "--driver-config")
     if config_object is not None:
         values["driver_config"] = config_object
-    with _service(config) as service:
+    # A new device has no identity to revoke: without credentials the broker is not needed.
+    with _service(config, broker=not no_credentials) as service:
         data = DeviceCreate.model_validate(values)
         written = service.create_device(data, actor=_actor(), issue_credentials=not no_credentials)
         _print_written(written, as_json=as_json)
@@ -665,7 +668,8 @@ def devices_import(
 
     kind = _file_format(file, file_format)
     console = out()
-    with _service(config, broker=not no_credentials) as service:
+    # A dry run never reaches the broker, so it needs no broker login either.
+    with _service(config, broker=not (no_credentials or dry_run)) as service:
         rows = parse_file(file.read_text(encoding="utf-8-sig"), kind)
         with Progress(
             TextColumn("{task.description}"),

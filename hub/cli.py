@@ -57,12 +57,14 @@ def settings_or_exit(config: Path | None) -> Settings:
         raise typer.Exit(2) from err
 
 
-def _registry_runtime(config: Path | None) -> registry_cli.RegistryRuntime:
-    """Registry commands: database URL and broker login from the settings."""
+def _registry_runtime(
+    config: Path | None, *, with_broker: bool = True
+) -> registry_cli.RegistryRuntime:
+    """Registry commands: database URL and (if needed) broker login from the settings."""
     settings = settings_or_exit(config)
     registry = settings.registry
     broker = None
-    if registry.mqtt_identities:
+    if registry.mqtt_identities and with_broker:
         try:
             password = mqtt_password(settings)
         except ConfigError as err:
