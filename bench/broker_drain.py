@@ -1,0 +1,152 @@
+"""The broker reference: how fast a bare subscriber drains a backlog held for it.
+
+The subscriber does nothing with a message but count it (paho acknowledges each QoS 1
+message after ``on_message``), so its rate is what one MQTT connection in Python can
+take from Mosquitto: the most any single hub worker could ingest.
+
+The backlog is the same one the hub later drains: a persistent session (MQTT v5, clean
+start off, session expiry) subscribes, goes away, the fleet publishes, and the
+subscriber comes back; the clock runs from its reconnect to its last message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bench.bench_stack import BenchError
+
+TELEMETRY_FILTER = "kota/v1/dev/+/telemetry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainResult:
+    """How long the subscriber took to receive a backlog."""
+
+    client: str
+    messages: int
+    seconds: float
+
+    @property
+    def mps(self) -> float:
+        """Messages per second."""
+        return self.messages / max(self.seconds, 1e-9)
+
+
+class PahoDrain:
+    """A bare paho QoS 1 subscriber with a persistent session, driven without threads."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        client_id: str,
+        protocol: MQTTProtocolVersion = mqtt.MQTTv5,
+    ) -> None:
+        self.host, self.port = host, port
+        self.protocol = protocol
+        version = "v5" if protocol == mqtt.MQTTv5 else "v3.1.1"
+        self.name = f"paho-mqtt 2.2, QoS 1, MQTT {version}, loop()"
+        self.received = 0
+        self._connected = False
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            clean_session=None if protocol == mqtt.MQTTv5 else False,
+        )
+        self._username, self._password = username, password
+        self.client_id = client_id
+        self.client.username_pw_set(username, password)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+
+    def _on_message(self, _c: object, _u: object, _msg: object) -> None:
+        self.received += 1
+
+    def _on_connect(self, *_args: object) -> None:
+        self._connected = True
+
+    def _connect(self, expiry_s: int) -> None:
+        self._connected = False
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = expiry_s
+            self.client.connect(
+                self.host, self.port, keepalive=60, clean_start=False, properties=props
+            )
+        else:
+            self.client.connect(self.host, self.port, keepalive=60)
+        deadline = time.monotonic() + 30
+        while not self._connected:
+            if time.monotonic() > deadline:
+                raise BenchError("drain subscriber: no CONNACK")
+            self.client.loop(timeout=0.05)
+
+    def open_session(self) -> None:
+        """Create the persistent session and subscription, then leave it to be queued."""
+        self._connect(expiry_s=3600)
+        _rc, mid = self.client.subscribe(TELEMETRY_FILTER, qos=1)
+        granted = False
+
+        def on_subscribe(*_args: object) -> None:
+            nonlocal granted
+            granted = True
+
+        self.client.on_subscribe = on_subscribe
+        deadline = time.monotonic() + 30
+        while not granted:
+            if time.monotonic() > deadline:
+                raise BenchError(f"drain subscriber: no SUBACK for message {mid}")
+            self.client.loop(timeout=0.05)
+        self.client.disconnect()
+        self.client.loop(timeout=0.05)
+
+    def _end_session(self) -> None:
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+            self.client.loop(timeout=0.05)
+            return
+        # MQTT 3.1.1 has no expiry: a clean-session connect discards the stored session.
+        self.client.disconnect()
+        self.client.loop(timeout=0.05)
+        cleaner = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        cleaner.username_pw_set(self._username, self._password)
+        cleaner.connect(self.host, self.port, keepalive=60)
+        cleaner.loop(timeout=0.5)
+        cleaner.disconnect()
+        cleaner.loop(timeout=0.05)
+
+    def drain(self, expected: int, timeout_s: float) -> DrainResult:
+        """Reconnect and receive ``expected`` queued messages; then end the session."""
+        self.received = 0
+        start = time.perf_counter()
+        self._connect(expiry_s=3600)
+        deadline = time.monotonic() + timeout_s
+        while self.received < expected:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"drain subscriber: {self.received} of {expected} messages after "
+                    f"{timeout_s:.0f} s"
+                )
+            self.client.loop(timeout=0.5)
+        seconds = time.perf_counter() - start
+        # Session expiry 0 on DISCONNECT: the broker forgets the session and stops
+        # queueing for it, so later phases do not pay for a subscriber that is gone.
+        self._end_session()
+        return DrainResult(client=self.name, messages=self.received, seconds=seconds)

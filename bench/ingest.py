@@ -1,0 +1,592 @@
+"""Hub ingest benchmark (``make bench-ingest``): the hub against its references, one run.
+
+Phases, all on one private stack (Mosquitto + InfluxDB on free ports, temp state):
+
+1. **InfluxDB ceiling**: the backlog's points as prebuilt, gzipped 5,000-line batches
+   posted one after the other to ``/write`` (one writer, as one hub worker has).
+2. **Broker drain**: a bare paho QoS 1 subscriber with a persistent session drains the
+   backlog that the fleet published while it was away.
+3. **Hub sustained rate**: the same backlog queued for the hub's persistent session while
+   it is stopped; the clock runs from "ingest ready" until every point is queryable.
+   CPU seconds and peak RSS of the hub process tree are read during this phase and the next.
+4. **Latency**: the fleet publishes at ``--rate`` msg/s while probe devices publish a few
+   messages a second stamped with their publish time (``ts``); a poller queries InfluxDB
+   every 100 ms, and publish -> queryable is the difference (an upper bound: it includes
+   up to one poll interval).
+
+Prints a table, then ONE JSON line (the last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from rich.console import Console
+from rich.table import Table
+
+from bench.bench_stack import (
+    FAMILY,
+    TELEMETRY_TOPIC,
+    BenchError,
+    BenchStack,
+    HubProcess,
+    RssSampler,
+    count_points,
+    device_id,
+    fleet_records,
+    hub_config_text,
+    percentile,
+    write_fleet,
+)
+from bench.broker_drain import DrainResult, PahoDrain
+from bench.fleet_publisher import Fleet, FleetRun, telemetry_fields, telemetry_payload
+from device_registry.directory import DeviceRecord
+from hub.influxql import InfluxQL
+
+CEILING_DB = "bench_ceiling"
+HUB_DB = "kotahub"
+BATCH_LINES = 5000
+PROBE_PREFIX = "bench-probe"
+JSON_KEYS = (
+    "influx_ceiling_pps",
+    "broker_drain_mps",
+    "hub_mps",
+    "p50_ms",
+    "p99_ms",
+    "cpu_s_per_million",
+    "rss_mb",
+    "ratio_influx",
+    "ratio_broker",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """Sizes of one run."""
+
+    devices: int
+    rate: float
+    seconds: float
+    backlog_rounds: int
+    processes: int
+    clients_per_process: int
+    probes: int
+    probe_rate: float
+    json_only: bool
+    references_only: bool
+    clients_compare: bool
+    keep_state: bool
+    hub_workers: int
+
+    @property
+    def backlog(self) -> int:
+        """Messages in the backlog phases."""
+        return self.devices * self.backlog_rounds
+
+    @property
+    def live_rounds(self) -> int:
+        """Rounds over all devices that the latency phase publishes."""
+        return max(1, math.ceil(self.rate * self.seconds / self.devices))
+
+
+def parse_options(argv: list[str]) -> Options:
+    """Command-line options; ``--quick`` shrinks every size for the smoke test."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--devices", type=int, help="simulated devices (default 15000)")
+    parser.add_argument("--rate", type=float, help="offered msg/s in the latency phase (10000)")
+    parser.add_argument("--seconds", type=float, help="length of the latency phase (30)")
+    parser.add_argument("--backlog-rounds", type=int, help="messages per device in backlogs (20)")
+    parser.add_argument("--processes", type=int, help="publishing processes (3)")
+    parser.add_argument("--clients-per-process", type=int, help="MQTT connections each (12)")
+    parser.add_argument("--probes", type=int, help="latency probe devices (20)")
+    parser.add_argument("--probe-rate", type=float, help="probe messages per second (20)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--references-only",
+        action="store_true",
+        help="measure only the InfluxDB ceiling and the broker drain (no hub)",
+    )
+    parser.add_argument(
+        "--clients-compare",
+        action="store_true",
+        help="also drain with other MQTT client set-ups, to justify the hub's client",
+    )
+    parser.add_argument("--keep-state", action="store_true", help="keep the temp state folder")
+    parser.add_argument(
+        "--hub-workers",
+        type=int,
+        default=1,
+        help="hub processes sharing the load via $share/kotahub/ (1)",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    return Options(
+        devices=args.devices or (300 if quick else 15_000),
+        rate=args.rate or (600.0 if quick else 10_000.0),
+        seconds=args.seconds or (3.0 if quick else 30.0),
+        backlog_rounds=args.backlog_rounds or (4 if quick else 20),
+        processes=args.processes or (1 if quick else 3),
+        clients_per_process=args.clients_per_process or (4 if quick else 12),
+        probes=args.probes or (5 if quick else 20),
+        probe_rate=args.probe_rate or (10.0 if quick else 20.0),
+        json_only=args.json_only,
+        references_only=args.references_only,
+        clients_compare=args.clients_compare,
+        keep_state=args.keep_state,
+        hub_workers=args.hub_workers,
+    )
+
+
+# -- 1. InfluxDB ceiling -------------------------------------------------------------
+def _escape_tag(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _series_key(record: DeviceRecord) -> str:
+    tags = sorted(record.influx_tags().items())
+    return FAMILY + "".join(f",{k}={_escape_tag(v)}" for k, v in tags)
+
+
+def ceiling_batches(records: list[DeviceRecord], rounds: int, ts_base_ms: int) -> list[bytes]:
+    """The backlog's points as gzipped 5,000-line batches, in publishing order."""
+    keys = [_series_key(r) for r in records]
+    lines = [
+        f"{keys[index]} {telemetry_fields(index, seq)} {ts_base_ms + seq}"
+        for seq in range(rounds)
+        for index in range(len(records))
+    ]
+    return [
+        gzip.compress("\n".join(lines[i : i + BATCH_LINES]).encode(), compresslevel=1)
+        for i in range(0, len(lines), BATCH_LINES)
+    ]
+
+
+def influx_ceiling(stack: BenchStack, batches: list[bytes], points: int) -> float:
+    """Points per second that InfluxDB takes from one writer posting prebuilt batches."""
+    stack.create_database(CEILING_DB)
+    url = f"{stack.settings.influx.url}/write"
+    params = {"db": CEILING_DB, "precision": "ms"}
+    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+    with httpx.Client(timeout=60.0) as client:
+        start = time.perf_counter()
+        for body in batches:
+            resp = client.post(url, params=params, content=body, headers=headers)
+            if resp.status_code != 204:
+                raise BenchError(f"ceiling write answered {resp.status_code}: {resp.text[:200]}")
+        seconds = time.perf_counter() - start
+    written = count_points(stack.influx, CEILING_DB, "level_m", 0, 2**62 // 1_000_000)
+    if written != points:
+        raise BenchError(f"ceiling: InfluxDB holds {written} of {points} points")
+    return points / seconds
+
+
+# -- 2. broker drain -----------------------------------------------------------------
+def publish_backlog(
+    stack: BenchStack, opts: Options, ts_base_ms: int, prefix: str, rounds: int | None = None
+) -> FleetRun:
+    """Publish ``rounds`` (default ``backlog_rounds``) messages per device, as fast as it can."""
+    fleet = Fleet(
+        host=stack.mqtt_host,
+        port=stack.mqtt_port,
+        username=stack.username,
+        password=stack.password,
+        devices=opts.devices,
+        rounds=rounds or opts.backlog_rounds,
+        ts_base_ms=ts_base_ms,
+        processes=opts.processes,
+        clients_per_process=opts.clients_per_process,
+        rate_per_s=0,
+        client_prefix=prefix,
+    )
+    fleet.prepare()
+    fleet.go()
+    return fleet.wait(timeout_s=600)
+
+
+def broker_drain(stack: BenchStack, opts: Options, ts_base_ms: int) -> tuple[DrainResult, float]:
+    """Drain rate of a bare subscriber; also returns the fleet's publish rate."""
+    drain = PahoDrain(
+        host=stack.mqtt_host,
+        port=stack.mqtt_port,
+        username=stack.username,
+        password=stack.password,
+        client_id="bench-drain",
+    )
+    drain.open_session()
+    run = publish_backlog(stack, opts, ts_base_ms, "bench-pub-drain")
+    return drain.drain(run.acked, timeout_s=600), run.offered_mps
+
+
+# -- 3. hub sustained rate -----------------------------------------------------------
+@dataclass
+class HubFigures:
+    """What the hub phases measured."""
+
+    mps: float = float("nan")
+    seconds: float = float("nan")
+    cpu_s: float = 0.0
+    messages: int = 0
+    live_offered_mps: float = float("nan")
+    live_written: int = 0
+    live_sent: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    probes_sent: int = 0
+    probes_lost: int = 0
+
+
+def wait_written(
+    stack: BenchStack, ts_base_ms: int, rounds: int, devices: int, timeout_s: float
+) -> float:
+    """Wait until all ``rounds`` x ``devices`` points are queryable; return when (monotonic).
+
+    The last round is polled alone (cheap for InfluxDB); then the whole range is checked.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_round = ts_base_ms + rounds - 1
+    while True:
+        if count_points(stack.influx, HUB_DB, "level_m", last_round, last_round + 1) >= devices:
+            seen = time.monotonic()
+            total = count_points(stack.influx, HUB_DB, "level_m", ts_base_ms, last_round + 1)
+            if total >= devices * rounds:
+                return seen
+        if time.monotonic() > deadline:
+            total = count_points(stack.influx, HUB_DB, "level_m", ts_base_ms, last_round + 1)
+            raise BenchError(
+                f"hub wrote {total} of {devices * rounds} points within {timeout_s:.0f} s"
+            )
+        time.sleep(0.2)
+
+
+class LatencyProbe:
+    """Publishes probe messages stamped with their publish time and polls InfluxDB for them."""
+
+    def __init__(self, stack: BenchStack, probes: int, rate: float) -> None:
+        self.stack = stack
+        self.ids = [device_id(i, PROBE_PREFIX) for i in range(probes)]
+        self.interval_s = 1.0 / rate
+        self.sent: dict[int, float] = {}  # ts ms -> publish time, wall clock ms
+        self.seen: dict[int, float] = {}  # ts ms -> first seen queryable, wall clock ms
+        self._lock = threading.Lock()
+        self._stop_publishing = threading.Event()
+        self._stop_polling = threading.Event()
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="bench-probe",
+            protocol=mqtt.MQTTv311,
+        )
+        self._client.username_pw_set(stack.username, stack.password)
+        self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
+        self._poller = threading.Thread(target=self._poll_loop, daemon=True)
+        self._influx = InfluxQL(stack.settings.influx.url, timeout_s=10.0)
+
+    def start(self) -> None:
+        """Connect and start publishing and polling."""
+        self._client.connect(self.stack.mqtt_host, self.stack.mqtt_port, keepalive=60)
+        self._client.loop_start()
+        self._publisher.start()
+        self._poller.start()
+
+    def _publish_loop(self) -> None:
+        seq = 0
+        last_ts = 0
+        next_at = time.monotonic()
+        while not self._stop_publishing.is_set():
+            # A strictly increasing ts makes each probe's time its unique key.
+            ts = max(int(time.time() * 1000), last_ts + 1)
+            last_ts = ts
+            probe = seq % len(self.ids)
+            topic = TELEMETRY_TOPIC.format(device_id=self.ids[probe])
+            with self._lock:
+                self.sent[ts] = time.time() * 1000.0
+            self._client.publish(topic, telemetry_payload(probe, seq, ts), qos=1)
+            seq += 1
+            next_at += self.interval_s
+            self._stop_publishing.wait(max(0.0, next_at - time.monotonic()))
+
+    def _poll_loop(self) -> None:
+        while not self._stop_polling.wait(0.1):
+            with self._lock:
+                pending = [ts for ts in self.sent if ts not in self.seen]
+            if not pending:
+                continue
+            asked_at = time.time() * 1000.0
+            try:
+                series = self._influx.query(
+                    f"SELECT bench_seq FROM \"{FAMILY}\" WHERE site = '{PROBE_PREFIX}' "
+                    f"AND time >= {min(pending)}ms",
+                    database=HUB_DB,
+                )
+            except Exception:  # a failed poll is simply retried at the next tick
+                continue
+            with self._lock:
+                for item in series:
+                    for row in item.values:
+                        ts = int(row[0])
+                        if ts in self.sent and ts not in self.seen:
+                            self.seen[ts] = asked_at
+
+    def stop_publishing(self) -> None:
+        """Stop sending probes (polling goes on)."""
+        self._stop_publishing.set()
+        self._publisher.join(5)
+
+    def finish(self, grace_s: float) -> tuple[list[float], int]:
+        """Wait up to ``grace_s`` for the last probes; return latencies (ms) and lost count."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.seen) >= len(self.sent):
+                    break
+            time.sleep(0.1)
+        self._stop_polling.set()
+        self._poller.join(15)
+        self._client.loop_stop()
+        self._client.disconnect()
+        with self._lock:
+            latencies = [self.seen[ts] - self.sent[ts] for ts in self.seen]
+            return latencies, len(self.sent) - len(self.seen)
+
+
+class HubWorkers:
+    """One or more hub processes sharing the load through ``$share/kotahub/...``."""
+
+    def __init__(self, stack: BenchStack, count: int) -> None:
+        self.hubs: list[HubProcess] = []
+        for worker in range(count):
+            config = stack.root / f"hub-{worker}.toml"
+            config.write_text(
+                hub_config_text(
+                    stack,
+                    devices_file=stack.root / "devices.json",
+                    client_id=f"kotahub-bench-hub-{worker}",
+                    wal_dir=stack.root / f"hub-wal-{worker}",
+                    database=HUB_DB,
+                )
+            )
+            self.hubs.append(HubProcess(config, stack.root / f"hub-{worker}.log"))
+
+    def start(self) -> float:
+        """Start every worker; return when the first was ready (messages flow from then)."""
+        return min(hub.start() for hub in self.hubs)
+
+    def stop(self) -> None:
+        """SIGTERM every running worker."""
+        for hub in self.hubs:
+            if hub.running:
+                hub.stop()
+
+    def cpu_s(self) -> float:
+        """CPU seconds of all workers' process trees."""
+        return sum(hub.cpu_s() for hub in self.hubs)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """Peak RSS of the largest worker (each holds the whole device list)."""
+        return max(hub.peak_rss_bytes for hub in self.hubs) / 1e6
+
+    @property
+    def log_path(self) -> Path:
+        """The first worker's log."""
+        return self.hubs[0].log_path
+
+
+def hub_phases(
+    stack: BenchStack, opts: Options, backlog_base_ms: int, live_base_ms: int
+) -> tuple[HubFigures, HubWorkers]:
+    """Run the hub over the backlog, then under live load with latency probes."""
+    figures = HubFigures()
+    workers = HubWorkers(stack, opts.hub_workers)
+    # A first start creates each worker's persistent session; while they are stopped the
+    # broker queues the backlog for them, exactly as during a hub restart in production.
+    workers.start()
+    workers.stop()
+    run = publish_backlog(stack, opts, backlog_base_ms, "bench-pub-hub")
+    figures.messages = run.acked
+    try:
+        with contextlib.ExitStack() as samplers:
+            for hub in workers.hubs:
+                samplers.enter_context(RssSampler(hub))
+            ready_at = workers.start()
+            cpu_before = workers.cpu_s()
+            done_at = wait_written(
+                stack, backlog_base_ms, opts.backlog_rounds, opts.devices, timeout_s=900
+            )
+            figures.cpu_s = workers.cpu_s() - cpu_before
+            figures.seconds = done_at - ready_at
+            figures.mps = run.acked / figures.seconds
+            _live_phase(stack, opts, live_base_ms, figures, workers)
+    finally:
+        workers.stop()
+    return figures, workers
+
+
+def _live_phase(
+    stack: BenchStack, opts: Options, live_base_ms: int, figures: HubFigures, hub: HubWorkers
+) -> None:
+    fleet = Fleet(
+        host=stack.mqtt_host,
+        port=stack.mqtt_port,
+        username=stack.username,
+        password=stack.password,
+        devices=opts.devices,
+        rounds=opts.live_rounds,
+        ts_base_ms=live_base_ms,
+        processes=opts.processes,
+        clients_per_process=opts.clients_per_process,
+        rate_per_s=opts.rate,
+        client_prefix="bench-pub-live",
+    )
+    fleet.prepare()
+    probe = LatencyProbe(stack, opts.probes, opts.probe_rate)
+    probe.start()
+    cpu_before = hub.cpu_s()
+    fleet.go()
+    run = fleet.wait(timeout_s=opts.seconds * 10 + 120)
+    probe.stop_publishing()
+    wait_written(stack, live_base_ms, opts.live_rounds, opts.devices, timeout_s=300)
+    figures.cpu_s += hub.cpu_s() - cpu_before
+    figures.messages += run.acked + len(probe.sent)
+    figures.live_offered_mps = run.offered_mps
+    figures.live_sent = run.acked
+    figures.live_written = count_points(
+        stack.influx, HUB_DB, "level_m", live_base_ms, live_base_ms + opts.live_rounds
+    )
+    figures.latencies_ms, figures.probes_lost = probe.finish(grace_s=30.0)
+    figures.probes_sent = len(probe.sent)
+
+
+# -- report --------------------------------------------------------------------------
+def _round(value: float, digits: int = 1) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def run(opts: Options) -> dict[str, float | None]:
+    """Run every phase and return the JSON figures (also printing the table)."""
+    console = Console(stderr=opts.json_only, quiet=opts.json_only)
+    now_ms = int(time.time() * 1000)
+    backlog_base = now_ms - 3_600_000
+    live_base = now_ms - 1_800_000
+    records = fleet_records(opts.devices)
+    probes = fleet_records(opts.probes, prefix=PROBE_PREFIX, site=PROBE_PREFIX)
+    if not opts.references_only and not HubProcess.available():
+        raise BenchError(
+            "the hub's ingest runtime (hub/ingest, `python -m hub hub run`) is not available; "
+            "use --references-only to measure only InfluxDB and the broker"
+        )
+    with BenchStack(keep_state=opts.keep_state) as stack:
+        write_fleet(stack, records + probes)
+        console.print(
+            f"stack up in {stack.root} (MQTT :{stack.mqtt_port}, InfluxDB "
+            f"{stack.settings.influx.url}); {opts.devices} devices, backlog {opts.backlog}"
+        )
+        batches = ceiling_batches(records, opts.backlog_rounds, backlog_base)
+        ceiling = influx_ceiling(stack, batches, opts.backlog)
+        console.print(f"InfluxDB ceiling: {ceiling:,.0f} points/s")
+        drain, publish_mps = broker_drain(stack, opts, backlog_base)
+        console.print(f"broker drain: {drain.mps:,.0f} msg/s (fleet published {publish_mps:,.0f})")
+        compare: list[DrainResult] = []
+        if opts.clients_compare:
+            from bench.client_compare import compare_clients
+
+            compare = compare_clients(stack, opts, backlog_base)
+        figures = HubFigures()
+        hub_log = None
+        if not opts.references_only:
+            figures, workers = hub_phases(stack, opts, backlog_base, live_base)
+            hub_log = workers.log_path
+            rss_mb = workers.peak_rss_mb
+        else:
+            rss_mb = float("nan")
+        p50 = percentile(figures.latencies_ms, 50)
+        p99 = percentile(figures.latencies_ms, 99)
+        cpu_per_million = (
+            figures.cpu_s / figures.messages * 1e6 if figures.messages else float("nan")
+        )
+        result = {
+            "influx_ceiling_pps": _round(ceiling, 0),
+            "broker_drain_mps": _round(drain.mps, 0),
+            "hub_mps": _round(figures.mps, 0),
+            "p50_ms": _round(p50),
+            "p99_ms": _round(p99),
+            "cpu_s_per_million": _round(cpu_per_million),
+            "rss_mb": _round(rss_mb),
+            "ratio_influx": _round(figures.mps / ceiling, 3),
+            "ratio_broker": _round(figures.mps / drain.mps, 3),
+        }
+        table = Table(title="Kotahub hub ingest benchmark")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        table.add_column("how")
+        table.add_row("devices", f"{opts.devices:,}", f"+{opts.probes} latency probes")
+        table.add_row(
+            "connections",
+            f"{opts.processes * opts.clients_per_process}",
+            f"{opts.processes} processes, paho QoS 1",
+        )
+        table.add_row("influx_ceiling_pps", f"{ceiling:,.0f}", "prebuilt gzip 5,000-line batches")
+        table.add_row("broker_drain_mps", f"{drain.mps:,.0f}", drain.client)
+        for item in compare:
+            table.add_row("  drain (compare)", f"{item.mps:,.0f}", item.client)
+        table.add_row("fleet publish rate", f"{publish_mps:,.0f}", "backlog, msg/s acked")
+        table.add_row(
+            "hub_mps",
+            f"{figures.mps:,.0f}",
+            f"backlog of {opts.backlog:,} msg, {opts.hub_workers} worker(s)",
+        )
+        table.add_row(
+            "live offered / written",
+            f"{figures.live_offered_mps:,.0f}",
+            f"{figures.live_written:,} of {figures.live_sent:,} points",
+        )
+        if figures.live_sent and figures.live_offered_mps < 0.9 * opts.rate:
+            table.add_row(
+                "[yellow]warning[/yellow]",
+                "",
+                f"the fleet offered only {figures.live_offered_mps:,.0f} of {opts.rate:,.0f} "
+                "msg/s: latency is not at the target rate",
+            )
+        table.add_row(
+            "p50 / p99 ms",
+            f"{p50:,.0f} / {p99:,.0f}",
+            f"{len(figures.latencies_ms)} probes, {figures.probes_lost} never seen",
+        )
+        table.add_row("cpu_s_per_million", f"{cpu_per_million:,.1f}", "hub tree user+system")
+        table.add_row("rss_mb", f"{rss_mb:,.1f}", "peak, largest hub process tree")
+        table.add_row("ratio_influx", f"{figures.mps / ceiling:.3f}", "target >= 0.5")
+        table.add_row("ratio_broker", f"{figures.mps / drain.mps:.3f}", "")
+        console.print(table)
+        if hub_log is not None and figures.probes_lost:
+            console.print(f"[yellow]{figures.probes_lost} probes never became queryable[/yellow]")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the last line printed is the JSON object."""
+    opts = parse_options(sys.argv[1:] if argv is None else argv)
+    try:
+        result = run(opts)
+    except BenchError as err:
+        print(f"bench-ingest: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["JSON_KEYS", "Options", "main", "parse_options", "run"]
