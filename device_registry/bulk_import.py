@@ -20,18 +20,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from device_registry.models import AuditEntry, Device, DeviceType, MqttIdentity, Site, Team, utc_now
-from device_registry.mqtt_identities import IdentitySpec
 from device_registry.registry_service import (
-    LIVE_STATES,
     RegistryService,
     credentials_public,
     device_filters,
     device_public,
+    plan_identity_change,
 )
-from device_registry.schemas import DeviceCreate, DeviceQuery, MqttCredentials
+from device_registry.schemas import CrossFieldError, DeviceCreate, DeviceQuery, MqttCredentials
 
 ImportFormat = Literal["csv", "geojson"]
 CSV_FIELDS: tuple[str, ...] = tuple(
@@ -39,6 +38,10 @@ CSV_FIELDS: tuple[str, ...] = tuple(
 )
 EXPORT_COLUMNS: tuple[str, ...] = (*CSV_FIELDS, "driver_config")
 TAG_PREFIX = "tag."
+# A parse problem found before validation: (field, message) under this key of a row.
+ROW_ERROR = "__error__"
+# The field named when a problem is about the row as a whole (its shape, not a field).
+WHOLE_ROW = "(row)"
 # An import that writes this many rows refreshes the query planner's statistics.
 ANALYZE_AFTER_ROWS = 500
 # Written into the audit log as one entry per row; the report says how many.
@@ -93,7 +96,7 @@ def parse_csv(text: str) -> list[SourceRow]:
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            rows.append(SourceRow(line, {"__error__": "more cells than header columns"}))
+            rows.append(SourceRow(line, {ROW_ERROR: (WHOLE_ROW, "more cells than header columns")}))
             continue
         data: dict[str, Any] = {}
         tags: dict[str, str] = {}
@@ -106,7 +109,7 @@ def parse_csv(text: str) -> list[SourceRow]:
                 try:
                     data[key] = json.loads(cell) if cell else {}
                 except ValueError:
-                    data["__error__"] = "driver_config: not valid JSON"
+                    data[ROW_ERROR] = ("driver_config", "not valid JSON")
             else:
                 data[key] = cell if cell else None
         if any(h.startswith(TAG_PREFIX) for h in header):
@@ -129,14 +132,14 @@ def parse_geojson(text: str) -> list[SourceRow]:
     rows = []
     for number, feature in enumerate(features, start=1):
         if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
-            rows.append(SourceRow(number, {"__error__": "feature without a properties object"}))
+            rows.append(SourceRow(number, {ROW_ERROR: ("properties", "feature without an object")}))
             continue
         data = dict(feature["properties"])
         geometry = feature.get("geometry")
         if isinstance(geometry, dict):
             coords = geometry.get("coordinates")
             if geometry.get("type") != "Point" or not isinstance(coords, list) or len(coords) < 2:
-                data["__error__"] = "geometry: expected a Point [longitude, latitude]"
+                data[ROW_ERROR] = ("geometry", "expected a Point [longitude, latitude]")
             else:
                 data["longitude"], data["latitude"] = coords[0], coords[1]
         rows.append(SourceRow(number, data))
@@ -158,7 +161,12 @@ def _stored_fields(service: RegistryService) -> dict[str, dict[str, Any]]:
 
 def _field_of(err: ValidationError) -> tuple[str, str]:
     first = err.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(row)"
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, CrossFieldError):
+        # A whole-row check (latitude without longitude, rw without kelurahan...): name
+        # the fields it is about, not the row.
+        return cause.field, str(cause)
+    field = ".".join(str(part) for part in first["loc"]) or WHOLE_ROW
     return field, first["msg"]
 
 
@@ -185,8 +193,9 @@ def import_devices(
     # as the stored device with those columns applied.
     stored = _stored_fields(service)
     for index, row in enumerate(rows, start=1):
-        if "__error__" in row.data:
-            errors.append(RowError(line=row.line, field="(row)", message=row.data["__error__"]))
+        if ROW_ERROR in row.data:
+            field, message = row.data[ROW_ERROR]
+            errors.append(RowError(line=row.line, field=field, message=message))
             continue
         current = stored.get(str(row.data.get("id")))
         if current is not None and current["state"] == "retired":
@@ -217,7 +226,12 @@ def import_devices(
             r[0]: dict(zip(_COMPARED, r, strict=True))
             for r in session.execute(select(*columns)).all()
         }
-        with_identity = set(session.scalars(select(MqttIdentity.device_id)))
+        identity_kinds: dict[str, str] = {
+            device_id: kind
+            for device_id, kind in session.execute(
+                select(MqttIdentity.device_id, MqttIdentity.kind)
+            )
+        }
         gateways = {
             key
             for key, row in existing.items()
@@ -261,15 +275,20 @@ def import_devices(
                 audits.append(_audit(actor, "import_update", model.id, old, merged))
                 new_state, device_type = merged["state"], merged["device_type"]
                 gateway = merged["gateway_id"]
-            kind_type = types[device_type]
-            if (
-                issue_credentials
-                and new_state in LIVE_STATES
-                and model.id not in with_identity
-                and (kind_type.is_gateway or (kind_type.protocol == "mqtt" and gateway is None))
-            ):
-                kind: Literal["device", "gateway"] = "gateway" if kind_type.is_gateway else "device"
-                pending.create.append(IdentitySpec(device_id=model.id, kind=kind))
+            # The same rule as a single update: leaving service, moving behind a gateway
+            # or changing kind revokes the identity; coming into service creates one.
+            change = plan_identity_change(
+                device_id=model.id,
+                state=new_state,
+                gateway_id=gateway,
+                device_type=types[device_type],
+                existing_kind=identity_kinds.get(model.id),
+                issue_credentials=issue_credentials,
+            )
+            if change.revoke is not None:
+                pending.revoke.append(change.revoke)
+            if change.create is not None:
+                pending.create.append(change.create)
         errors.sort(key=lambda e: e.line)
         report = ImportReport(
             rows=total,
@@ -282,8 +301,12 @@ def import_devices(
         )
         if dry_run or (all_or_nothing and errors):
             pending.create.clear()
+            pending.revoke.clear()
             session.rollback()
             return report
+        if pending.revoke:
+            revoked = [spec.device_id for spec in pending.revoke]
+            session.execute(delete(MqttIdentity).where(MqttIdentity.device_id.in_(revoked)))
         for wave in _waves(inserts):
             session.execute(insert(Device), wave)
         if updates:

@@ -583,19 +583,24 @@ def devices_update(
     config_object = _json_object(driver_config, "--driver-config")
     if config_object is not None:
         values["driver_config"] = config_object
+    if not values and not tag and not remove_tag:
+        raise typer.BadParameter("nothing to change: give at least one field option")
+    set_tags = _key_values(tag, "--tag")
+
+    def edit(current: DevicePublic) -> DeviceUpdate:
+        if not tag and not remove_tag:
+            return DeviceUpdate.model_validate(values)
+        # Tags are one field: the changes are merged into the tags as stored, inside the
+        # update's transaction, so a concurrent tag edit is not lost.
+        tags = {**current.tags, **set_tags}
+        for key in remove_tag or []:
+            tags.pop(key, None)
+        return DeviceUpdate.model_validate({**values, "tags": tags})
+
     with _service(config) as service:
-        if tag or remove_tag:
-            # Tags are one field: merge the changes into the stored tags.
-            tags = dict(service.get_device(device_id).tags)
-            tags.update(_key_values(tag, "--tag"))
-            for key in remove_tag or []:
-                tags.pop(key, None)
-            values["tags"] = tags
-        if not values:
-            raise typer.BadParameter("nothing to change: give at least one field option")
-        data = DeviceUpdate.model_validate(values)
-        written = service.update_device(
-            device_id, data, actor=_actor(), issue_credentials=not no_credentials
+        DeviceUpdate.model_validate(values)  # bad options are refused before any write
+        written = service.edit_device(
+            device_id, edit, actor=_actor(), issue_credentials=not no_credentials
         )
         _print_written(written, as_json=as_json)
 

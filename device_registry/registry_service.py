@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,7 @@ from device_registry.mqtt_identities import (
 )
 from device_registry.schemas import (
     AuditPublic,
+    CrossFieldError,
     DeviceCreate,
     DevicePublic,
     DeviceQuery,
@@ -64,6 +65,7 @@ from device_registry.schemas import (
 )
 
 LIVE_STATES = ("active", "maintenance")
+LockedRow = TypeVar("LockedRow", Device, Team)
 DEVICE_COLUMNS: tuple[str, ...] = tuple(c.key for c in Device.__table__.columns)
 
 
@@ -109,11 +111,50 @@ def identity_spec(device: Device, device_type: DeviceType) -> IdentitySpec | Non
     Gateways (and agents) always speak MQTT; a device needs its own identity only when it
     speaks MQTT itself and reports directly, not through a gateway.
     """
+    return _identity_spec(device.id, device.gateway_id, device_type)
+
+
+def _identity_spec(
+    device_id: str, gateway_id: str | None, device_type: DeviceType
+) -> IdentitySpec | None:
     if device_type.is_gateway:
-        return IdentitySpec(device_id=device.id, kind="gateway")
-    if device_type.protocol == "mqtt" and device.gateway_id is None:
-        return IdentitySpec(device_id=device.id, kind="device")
+        return IdentitySpec(device_id=device_id, kind="gateway")
+    if device_type.protocol == "mqtt" and gateway_id is None:
+        return IdentitySpec(device_id=device_id, kind="device")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityChange:
+    """What a device's new state means for its MQTT identity: revoke the old, create a new."""
+
+    revoke: IdentitySpec | None = None
+    create: IdentitySpec | None = None
+
+
+def plan_identity_change(
+    *,
+    device_id: str,
+    state: str,
+    gateway_id: str | None,
+    device_type: DeviceType,
+    existing_kind: str | None,
+    issue_credentials: bool,
+) -> IdentityChange:
+    """The identity work a device's (new) state, gateway and type imply.
+
+    The one rule for every write path (single update, create, bulk import): a device keeps
+    an identity only while it is live and needs one of that kind; otherwise the existing
+    identity is revoked. A missing identity is created only when credentials are wanted.
+    """
+    spec = _identity_spec(device_id, gateway_id, device_type)
+    wanted = spec is not None and state in LIVE_STATES
+    revoke: IdentitySpec | None = None
+    if existing_kind is not None and (spec is None or not wanted or spec.kind != existing_kind):
+        revoke = IdentitySpec(device_id=device_id, kind=_kind(existing_kind))
+        existing_kind = None
+    create = spec if wanted and existing_kind is None and issue_credentials else None
+    return IdentityChange(revoke=revoke, create=create)
 
 
 @dataclass(slots=True)
@@ -187,6 +228,23 @@ class RegistryService:
         )
 
     @staticmethod
+    def lock_row(session: Session, model: type[LockedRow], key: str) -> LockedRow | None:
+        """Read a row for a read-modify-write, locked until the transaction ends.
+
+        PostgreSQL: ``SELECT ... FOR UPDATE``. SQLite ignores ``FOR UPDATE`` and runs a
+        SELECT outside any transaction until the first write, so a no-op write comes first:
+        it takes the database's write lock (waiting for the current writer), and the read
+        that follows sees the newest committed row and nobody can change it meanwhile.
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(
+                update(RegistryRevision)
+                .where(RegistryRevision.id == 1)
+                .values(counter=RegistryRevision.counter)
+            )
+        return session.get(model, key, with_for_update=True, populate_existing=True)
+
+    @staticmethod
     def _audit(
         session: Session,
         *,
@@ -243,9 +301,8 @@ class RegistryService:
             if row is None:
                 raise NotFoundError("device type", name)
             before = row_snapshot(row, keys)
+            # DeviceTypeUpdate refuses null for these NOT NULL columns at validation.
             for key, value in data.model_dump(mode="json", exclude_unset=True).items():
-                if value is None:
-                    raise FieldError(key, "cannot be cleared")
                 setattr(row, key, value)
             row.updated_at = utc_now()
             self._audit(
@@ -295,20 +352,18 @@ class RegistryService:
     ) -> TeamPublic:
         """Change a team from its current value (add or remove one member) in one transaction.
 
-        ``edit`` gets the team as stored and returns the changes; the row is read ``FOR
-        UPDATE`` (PostgreSQL; SQLite serialises writers), so two concurrent edits cannot
-        lose one another. An edit that changes nothing writes nothing.
+        ``edit`` gets the team as stored and returns the changes; the row is locked before
+        it is read (``lock_row``), so two concurrent edits cannot lose one another. An edit
+        that changes nothing writes nothing.
         """
         keys = list(TeamUpdate.model_fields)
         with self.write_transaction() as (session, _pending, _issued):
-            row = session.get(Team, key, with_for_update=True)
+            row = self.lock_row(session, Team, key)
             if row is None:
                 raise NotFoundError("team", key)
             current = TeamPublic.model_validate(row, from_attributes=True)
             before = row_snapshot(row, keys)
             for name, value in edit(current).model_dump(mode="json", exclude_unset=True).items():
-                if value is None:
-                    raise FieldError(name, "cannot be cleared")
                 setattr(row, name, value)
             after = row_snapshot(row, keys)
             if after == before:
@@ -361,9 +416,8 @@ class RegistryService:
             if row is None:
                 raise NotFoundError(kind, key)
             before = row_snapshot(row, keys)
+            # SiteUpdate/TeamUpdate refuse null for NOT NULL columns at validation.
             changes = data.model_dump(mode="json", exclude_unset=True)
-            if changes.get("name", "") is None:
-                raise FieldError("name", "cannot be cleared")
             for name, value in changes.items():
                 setattr(row, name, value)
             setattr(row, "updated_at", utc_now())  # noqa: B010 - Site | Team both have it
@@ -462,15 +516,20 @@ class RegistryService:
         issue_credentials: bool,
     ) -> None:
         """Queue the identity changes that a device's new state implies."""
-        spec = identity_spec(device, device_type)
         existing = session.get(MqttIdentity, device.id)
-        wanted = spec is not None and device.state in LIVE_STATES
-        if existing is not None and (not wanted or spec is None or spec.kind != existing.kind):
-            pending.revoke.append(IdentitySpec(device_id=device.id, kind=_kind(existing.kind)))
+        change = plan_identity_change(
+            device_id=device.id,
+            state=device.state,
+            gateway_id=device.gateway_id,
+            device_type=device_type,
+            existing_kind=existing.kind if existing is not None else None,
+            issue_credentials=issue_credentials,
+        )
+        if change.revoke is not None and existing is not None:
+            pending.revoke.append(change.revoke)
             session.delete(existing)
-            existing = None
-        if wanted and existing is None and spec is not None and issue_credentials:
-            pending.create.append(spec)
+        if change.create is not None:
+            pending.create.append(change.create)
 
     # -- devices: writes ----------------------------------------------------------------
     def create_device(
@@ -510,25 +569,40 @@ class RegistryService:
         self, device_id: str, data: DeviceUpdate, *, actor: str, issue_credentials: bool = True
     ) -> DeviceWritten:
         """Change a device; moving it into service creates its identity."""
+        return self.edit_device(
+            device_id, lambda _current: data, actor=actor, issue_credentials=issue_credentials
+        )
+
+    def edit_device(
+        self,
+        device_id: str,
+        edit: Callable[[DevicePublic], DeviceUpdate],
+        *,
+        actor: str,
+        issue_credentials: bool = True,
+    ) -> DeviceWritten:
+        """Change a device from its current value (e.g. merge tags) in one transaction.
+
+        ``edit`` gets the device as stored and returns the changes; the row is locked before
+        it is read (``lock_row``), so two concurrent edits cannot lose one another.
+        """
         with self.write_transaction() as (session, pending, issued):
-            device = session.get(Device, device_id)
+            device = self.lock_row(session, Device, device_id)
             if device is None:
                 raise NotFoundError("device", device_id)
             if device.state == "retired":
                 raise ConflictError("state", f"device {device_id!r} is retired")
             before = device_snapshot(device)
-            changes = data.model_dump(exclude_unset=True)
-            for key in ("device_type", "owner_kind", "state", "tags", "driver_config"):
-                if key in changes and changes[key] is None:
-                    raise FieldError(key, "cannot be cleared")
-            for key, value in changes.items():
+            data = edit(device_public(device, self._username(session, device_id)))
+            # DeviceUpdate refuses null for NOT NULL columns (type, state, tags...) itself.
+            for key, value in data.model_dump(exclude_unset=True).items():
                 setattr(device, key, value)
             merged = device_snapshot(device)
             try:
                 check_area(merged)
                 check_position(merged)
-            except ValueError as err:
-                raise FieldError("body", str(err)) from err
+            except CrossFieldError as err:
+                raise FieldError(err.field, str(err)) from err
             device_type = self.check_references(session, device)
             device.family = device_type.family
             after = device_snapshot(device)

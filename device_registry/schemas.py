@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from device_registry.models import Base, Device, DeviceType, Site, Team
 
 DeviceStateName = Literal["planned", "active", "maintenance", "retired"]
 OwnerKind = Literal["city", "corporate", "community"]
@@ -34,6 +43,31 @@ class _Strict(BaseModel):
     """Base of input models: unknown fields are refused, strings are trimmed."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _Update(_Strict):
+    """Base of partial updates: an explicit ``null`` clears a field only if its column may be NULL.
+
+    ``stored_in`` names the table the update writes; the nullability of its columns is the
+    one source of truth, so a new NOT NULL column is protected without touching this code.
+    """
+
+    stored_in: ClassVar[type[Base]]
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_only_where_nullable(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name in cls.not_clearable():
+            raise ValueError(f"{info.field_name} cannot be cleared (null): it always has a value")
+        return value
+
+    @classmethod
+    def not_clearable(cls) -> frozenset[str]:
+        """The fields whose column is NOT NULL: sending ``null`` for them is refused."""
+        columns = cls.stored_in.__table__.columns
+        return frozenset(
+            name for name in cls.model_fields if name in columns and not columns[name].nullable
+        )
 
 
 class MetricSpec(_Strict):
@@ -65,8 +99,10 @@ class DeviceTypeCreate(_Strict):
         return value
 
 
-class DeviceTypeUpdate(_Strict):
+class DeviceTypeUpdate(_Update):
     """Changes to a device type."""
+
+    stored_in = DeviceType
 
     expected_interval_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     metrics: list[MetricSpec] | None = None
@@ -97,8 +133,10 @@ class SiteCreate(_Strict):
     kelurahan: str | None = Field(default=None, max_length=100)
 
 
-class SiteUpdate(_Strict):
+class SiteUpdate(_Update):
     """Changes to a site."""
+
+    stored_in = Site
 
     name: ShortText | None = None
     latitude: Latitude | None = None
@@ -145,8 +183,10 @@ class TeamCreate(_Strict):
     contact_channels: list[ContactChannel] = Field(default_factory=list)
 
 
-class TeamUpdate(_Strict):
+class TeamUpdate(_Update):
     """Changes to a team."""
+
+    stored_in = Team
 
     name: ShortText | None = None
     members: list[TeamMember] | None = None
@@ -195,17 +235,38 @@ class _DeviceFields(_Strict):
         return value
 
 
+class CrossFieldError(ValueError):
+    """A check over several fields failed; ``fields`` names the ones at fault."""
+
+    def __init__(self, fields: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+    @property
+    def field(self) -> str:
+        """The fields at fault as one comma-separated name (``rw,kelurahan``)."""
+        return ",".join(self.fields)
+
+
 def check_area(values: dict[str, Any]) -> None:
     """Kota > kecamatan > kelurahan > RW > RT: a level needs every level above it."""
     for upper, lower in itertools.pairwise(AREA_LEVELS):
         if values.get(lower) and not values.get(upper):
-            raise ValueError(f"{lower} is set but {upper} is not (kota > kecamatan > ... > rt)")
+            raise CrossFieldError(
+                (lower, upper), f"{lower} is set but {upper} is not (kota > kecamatan > ... > rt)"
+            )
 
 
 def check_position(values: dict[str, Any]) -> None:
     """Latitude and longitude come together."""
-    if (values.get("latitude") is None) != (values.get("longitude") is None):
-        raise ValueError("latitude and longitude must be given together")
+    latitude, longitude = values.get("latitude"), values.get("longitude")
+    if (latitude is None) != (longitude is None):
+        given, missing = (
+            ("latitude", "longitude") if longitude is None else ("longitude", "latitude")
+        )
+        raise CrossFieldError(
+            (given, missing), f"{given} is given but {missing} is not: they come together"
+        )
 
 
 class DeviceCreate(_DeviceFields):
@@ -227,20 +288,23 @@ class DeviceCreate(_DeviceFields):
     @classmethod
     def _not_retired(cls, value: str) -> str:
         if value == "retired":
-            raise ValueError("a new device cannot start retired")
+            raise ValueError("retired is not set here: retire a device with its retire command")
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceCreate:
         check_area(self.model_dump())
         check_position(self.model_dump())
-        if self.gateway_id == self.id or self.parent_id == self.id:
-            raise ValueError("a device cannot be its own gateway or parent")
+        for name in ("gateway_id", "parent_id"):
+            if getattr(self, name) == self.id:
+                raise CrossFieldError((name,), "a device cannot be its own gateway or parent")
         return self
 
 
-class DeviceUpdate(_DeviceFields):
+class DeviceUpdate(_DeviceFields, _Update):
     """Changes to a device; only the fields sent change."""
+
+    stored_in = Device
 
     device_type: Identifier | None = None
     owner_kind: OwnerKind | None = None
@@ -326,6 +390,8 @@ class DeviceStatusPublic(BaseModel):
     last_seen: dt.datetime | None
     last_readings: dict[str, Any]
     expected_interval_s: float
+    # Set when the live readings source failed and ``last_readings`` are the pushed ones.
+    readings_source_error: str | None = None
 
 
 class ReplacementPublic(BaseModel):

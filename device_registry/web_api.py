@@ -8,6 +8,7 @@ validation errors, an ``errors`` list with every field.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -58,6 +59,7 @@ from device_registry.schemas import (
     TokenPublic,
 )
 
+logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 PREFIX = "/api/v1"
 # The hub may plug in a live source of last readings (e.g. from InfluxDB); without one
@@ -316,12 +318,20 @@ def create_app(
 
     @app.get(f"{PREFIX}/devices/{{device_id}}/status", tags=["status"])
     def device_status(_who: Reader, device_id: str) -> DeviceStatusPublic:
-        """Online state and last readings."""
+        """Online state and last readings (from the readings source when it answers)."""
         status = service.get_status(device_id)
         if readings_source is not None:
-            live = readings_source(device_id)
-            if live:
-                status.last_readings = live
+            try:
+                live = readings_source(device_id)
+            except Exception as err:  # any source failure means "fall back"
+                # The source is pluggable (InfluxDB, ...): when it is down the readings the
+                # hub last pushed are still worth serving, and the caller is told why.
+                reason = f"{type(err).__name__}: {err}"
+                logger.warning("readings source failed for %s: %s", device_id, reason)
+                status.readings_source_error = reason[:500]
+            else:
+                if live:
+                    status.last_readings = live
         return status
 
     @app.get(f"{PREFIX}/devices/{{device_id}}/history", tags=["devices"])

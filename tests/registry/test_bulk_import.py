@@ -7,6 +7,7 @@ import json
 import pytest
 
 from device_registry.bulk_import import (
+    ROW_ERROR,
     ImportFileError,
     export_csv,
     export_geojson,
@@ -96,4 +97,38 @@ def test_unreadable_files_are_refused_whole() -> None:
         '"geometry": {"type": "LineString", "coordinates": []}, '
         '"properties": {"id": "a"}}]}'
     )
-    assert rows[0].data["__error__"].startswith("geometry")
+    assert rows[0].data[ROW_ERROR][0] == "geometry"
+
+
+def test_whole_row_problems_name_the_fields_at_fault(service: RegistryService) -> None:
+    seed_catalog(service)
+    source = (
+        "id,device_type,latitude,longitude,kota,kecamatan,kelurahan,rw,parent_id,driver_config\n"
+        "p-1,flood-gauge,-6.9,,,,,,,\n"
+        "p-2,flood-gauge,,110.4,,,,,,\n"
+        "p-3,flood-gauge,,,Semarang,Tugu,,3,,\n"
+        "p-4,flood-gauge,,,,,,,p-4,\n"
+        "p-5,flood-gauge,,,,,,,,{not json\n"
+        "p-6,flood-gauge,,,,,,,,,one cell too many\n"
+        "p-7,flood-gauge,-6.9,110.4,Semarang,Tugu,,,,\n"
+    )
+    report = import_devices(service, parse_csv(source), actor="t", dry_run=True)
+    found = {e.line: (e.field, e.message) for e in report.errors}
+    assert {line: field for line, (field, _m) in found.items()} == {
+        2: "latitude,longitude",
+        3: "longitude,latitude",
+        4: "rw,kelurahan",
+        5: "parent_id",
+        6: "driver_config",
+        7: "(row)",  # the row's shape, not any one field
+    }
+    assert found[2][1] == "latitude is given but longitude is not: they come together"
+    assert found[4][1].startswith("rw is set but kelurahan is not")
+    assert report.created == 1
+    geo = parse_geojson(
+        '{"type": "FeatureCollection", "features": ['
+        '{"type": "Feature", "geometry": {"type": "LineString", "coordinates": []}, '
+        '"properties": {"id": "a", "device_type": "flood-gauge"}}, "not a feature"]}'
+    )
+    geo_report = import_devices(service, geo, actor="t", dry_run=True)
+    assert [(e.line, e.field) for e in geo_report.errors] == [(1, "geometry"), (2, "properties")]

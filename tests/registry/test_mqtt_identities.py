@@ -7,6 +7,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
+from device_registry.bulk_import import import_devices, parse_csv
 from device_registry.errors import FieldError
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceUpdate
@@ -170,3 +171,53 @@ def test_planned_device_gets_identity_on_activation(
     assert moved.device.mqtt_username is None
     with pytest.raises(FieldError):
         broker_service.update_device(device_id, DeviceUpdate(gateway_id=device_id), actor="t")
+
+
+def test_import_revokes_identities_like_a_single_update(
+    broker_service: RegistryService, mqtt_client: MqttClientFactory, unique_id: str
+) -> None:
+    seed_catalog(broker_service)
+    gauge, moved, gateway, kept = (f"{unique_id}-{n}" for n in ("a", "b", "gw", "gw2"))
+    first = import_devices(
+        broker_service,
+        parse_csv(
+            "id,device_type,state\n"
+            f"{gauge},flood-gauge,active\n{moved},flood-gauge,active\n"
+            f"{gateway},agent,active\n{kept},agent,active\n"
+        ),
+        actor="t",
+    )
+    assert (first.created, first.errors) == (4, [])
+    secret = {c.username: c.password for c in first.credentials}
+    assert set(secret) == {gauge, moved, gateway, kept}
+    live = mqtt_client(gauge, secret[gauge], client_id=gauge)
+    dropped = threading.Event()
+    live.client.on_disconnect = lambda *_args: dropped.set()
+    # The gauge goes back to planned, the other gauge moves behind a gateway, a gateway
+    # goes back to planned: all three lose their broker identity, as on a single update.
+    change = parse_csv(
+        f"id,state,gateway_id\n{gauge},planned,\n{moved},active,{kept}\n{gateway},planned,\n"
+    )
+    dry = import_devices(broker_service, change, actor="t", dry_run=True)
+    assert (dry.updated, dry.errors, dry.applied) == (3, [], False)
+    assert broker_service.get_device(moved).mqtt_username == moved
+    assert not dropped.is_set()
+    report = import_devices(broker_service, change, actor="t")
+    assert (report.updated, report.errors, report.credentials) == (3, [], [])
+    assert dropped.wait(10), "the planned gauge stayed connected"
+    live.client.loop_stop()
+    for device_id in (gauge, moved, gateway):
+        stale = mqtt_client(device_id, secret[device_id], client_id=device_id, connect=False)
+        assert stale.connect() == "Not authorized", device_id
+        assert broker_service.get_device(device_id).mqtt_username is None
+    assert mqtt_client(kept, secret[kept], client_id=kept).connect_reason == "Success"
+    # Back into service by import: a new identity, the old secret still refused.
+    again = import_devices(broker_service, parse_csv(f"id,state\n{gauge},active\n"), actor="t")
+    assert [c.username for c in again.credentials] == [gauge]
+    # Retiring is the retire command's job (it checks dependants): an import row is refused.
+    refused = import_devices(broker_service, parse_csv(f"id,state\n{gauge},retired\n"), actor="t")
+    assert [e.field for e in refused.errors] == ["state"]
+    assert "retire command" in refused.errors[0].message
+    assert broker_service.get_device(gauge).mqtt_username == gauge
+    fresh = mqtt_client(gauge, again.credentials[0].password, client_id=gauge)
+    assert fresh.connect_reason == "Success"

@@ -18,7 +18,8 @@ from device_registry.api_tokens import create_token
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceStatusUpdate
 from device_registry.web_api import create_app
-from tests.conftest import RunningStack
+from hub.influxql import InfluxQL
+from tests.conftest import RunningStack, free_port
 from tests.registry.conftest import seed_catalog
 
 
@@ -92,6 +93,7 @@ def test_status_serves_the_sources_last_readings(
         assert body["last_readings"] == {"level_m": 1.4, "rain_mm": 0.4}
         assert body["online"] is True
         assert body["expected_interval_s"] == 300
+        assert body["readings_source_error"] is None
 
         # No data in InfluxDB: the source says None and the pushed readings stand.
         quiet = client.get("/api/v1/devices/g-quiet/status").json()
@@ -123,3 +125,36 @@ def test_without_a_source_the_pushed_readings_are_served(service: RegistryServic
             "/api/v1/devices/g-1/status", headers={"Authorization": f"Bearer {token}"}
         ).json()
     assert body["last_readings"] == {"x": 1}
+
+
+def test_a_failing_source_falls_back_to_the_pushed_readings(
+    service: RegistryService, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_catalog(service)
+    service.create_device(DeviceCreate(id="g-down", device_type="flood-gauge"), actor="t")
+    service.set_status(
+        [DeviceStatusUpdate(device_id="g-down", online=True, last_readings={"level_m": 0.9})]
+    )
+    # A real InfluxDB client aimed at a port where nothing listens: "InfluxDB is down".
+    down = InfluxQL(f"http://127.0.0.1:{free_port()}", timeout_s=5)
+    calls: list[str] = []
+
+    def source(device_id: str) -> dict[str, Any] | None:
+        calls.append(device_id)
+        rows = down.rows(f"SELECT last(*) FROM flood WHERE device_id = '{device_id}'")
+        return rows[0] if rows else None
+
+    token = create_token(service.database, name="viewer", role="viewer", actor="t").token
+    with TestClient(create_app(service, readings_source=source)) as client:
+        response = client.get(
+            "/api/v1/devices/g-down/status", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert calls == ["g-down"]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["last_readings"] == {"level_m": 0.9}
+    assert body["online"] is True
+    assert body["readings_source_error"].startswith("InfluxQueryError: http://127.0.0.1:")
+    assert any("readings source failed for g-down" in r.getMessage() for r in caplog.records), (
+        caplog.text
+    )

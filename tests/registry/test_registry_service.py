@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import inspect
@@ -12,10 +15,14 @@ from device_registry.models import Base
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import (
     DeviceCreate,
+    DevicePublic,
     DeviceQuery,
     DeviceReplace,
     DeviceStatusUpdate,
     DeviceUpdate,
+    TeamMember,
+    TeamPublic,
+    TeamUpdate,
 )
 from tests.registry.conftest import seed_catalog
 
@@ -161,3 +168,64 @@ def test_gateway_with_children_cannot_retire(service: RegistryService) -> None:
         service.retire_device("nvr-404", actor="t")
     service.retire_device("cam-c", actor="t")
     service.retire_device("nvr-1", actor="t")
+
+
+def add_label(
+    service: RegistryService, kind: str, label: str, seen: Callable[[list[str]], None]
+) -> None:
+    """Add a tag to cam-1 or a member to the team from its current value, as the CLI does."""
+    if kind == "device tags":
+
+        def edit_device(current: DevicePublic) -> DeviceUpdate:
+            seen(sorted(current.tags))
+            return DeviceUpdate(tags={**current.tags, label: "x"})
+
+        service.edit_device("cam-1", edit_device, actor=label)
+    else:
+
+        def edit_team(current: TeamPublic) -> TeamUpdate:
+            seen(sorted(m.name for m in current.members))
+            return TeamUpdate(members=[*current.members, TeamMember(name=label)])
+
+        service.edit_team("dpu-drainage", edit_team, actor=label)
+
+
+@pytest.mark.parametrize("kind", ["device tags", "team members"])
+def test_concurrent_edits_from_the_current_value_lose_nothing(
+    service: RegistryService, kind: str
+) -> None:
+    seed_catalog(service)
+    service.create_device(camera("cam-1"), actor="t")
+    first_inside, second_inside = threading.Event(), threading.Event()
+    seen: dict[str, list[str]] = {}
+    failures: list[BaseException] = []
+
+    def first_seen(labels: list[str]) -> None:
+        seen["first"] = labels
+        first_inside.set()
+        # While the first edit holds the row, the second must not read it: if it could, it
+        # would write back the value without "first" (a lost update) and set the event.
+        second_inside.wait(0.5)
+
+    def second_seen(labels: list[str]) -> None:
+        seen["second"] = labels
+        second_inside.set()
+
+    def run_first() -> None:
+        try:
+            add_label(service, kind, "first", first_seen)
+        except BaseException as err:  # reported by the assertion below
+            failures.append(err)
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    assert first_inside.wait(10)
+    add_label(service, kind, "second", second_seen)
+    thread.join(10)
+    assert failures == []
+    assert seen == {"first": [], "second": ["first"]}
+    if kind == "device tags":
+        assert service.get_device("cam-1").tags == {"first": "x", "second": "x"}
+    else:
+        assert [m.name for m in service.get_team("dpu-drainage").members] == ["first", "second"]
+    assert [a.actor for a in service.audit_log(limit=2)] == ["second", "first"]
