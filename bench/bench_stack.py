@@ -157,7 +157,7 @@ def hub_config_text(
     client_id: str,
     wal_dir: Path,
     database: str,
-    shared_group: str = "kotahub",
+    shared_group: str = "",
 ) -> str:
     """The hub's TOML configuration for this stack (the interface agreed with the hub).
 

@@ -81,8 +81,9 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument(
         "--subscription",
         choices=("shared", "plain"),
-        default="shared",
-        help="hub subscribes via $share/kotahub/... (default, as in production) or plainly",
+        default="plain",
+        help="hub subscribes plainly (default: one worker, as ingest.shared_group unset) "
+        "or via $share/kotahub/... (a scale-out worker)",
     )
     parser.add_argument(
         "--scenario", action="append", choices=SCENARIOS, help="run only these (repeatable)"

@@ -374,6 +374,8 @@ class HubWorkers:
                     client_id=f"kotahub-bench-hub-{worker}",
                     wal_dir=stack.root / f"hub-wal-{worker}",
                     database=HUB_DB,
+                    # One worker: the default plain subscription; several share the load.
+                    shared_group="kotahub" if count > 1 else "",
                 )
             )
             self.hubs.append(HubProcess(config, stack.root / f"hub-{worker}.log"))

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -64,6 +64,16 @@ RECEIVE_MAXIMUM = 1000
 GROUP_DELAY_S = 0.004
 GROUP_MAX_MESSAGES = 2000
 READ_CHUNK_BYTES = 256 * 1024
+# Reconnect quickly: while the hub is away from a restarted broker, a shared
+# subscription receives nothing. Doubling up to the cap; an auth failure waits longer,
+# since retrying a wrong password quickly only fills the broker's log.
+RECONNECT_MIN_DELAY_S = 0.15
+RECONNECT_MAX_DELAY_S = 30.0
+AUTH_FAILURE_MIN_DELAY_S = 5.0
+# CONNACK reason codes (v5 values; paho maps 3.1.1 return codes 4 and 5 onto them).
+AUTH_FAILURE_CODES = frozenset({0x86, 0x87})  # bad user name or password, not authorized
+PUBACK_HEADER = 0x40  # MQTT PUBACK, remaining length 2 (the packet id)
+_PUBACK = struct.Struct("!BBH")
 HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status")
 
 
@@ -74,12 +84,6 @@ class IngestError(Exception):
 def now_ms() -> int:
     """Wall-clock milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Ack:
-    generation: int
-    mid: int
 
 
 def subscription_topics(shared_group: str | None) -> list[str]:
@@ -131,7 +135,7 @@ class IngestService:
         self._ready = threading.Event()
         self._group_lock = threading.Condition()
         self._group_lines: list[str] = []
-        self._group_acks: list[_Ack] = []
+        self._group_acks: list[int] = []
         self._generation = 0
         self._threads: list[threading.Thread] = []
         self._client: mqtt.Client | None = None
@@ -147,6 +151,9 @@ class IngestService:
     def start(self, ready_timeout_s: float = 30.0) -> None:
         """Open the WAL, start the threads, connect and subscribe; log 'ingest ready'."""
         cfg = self.settings.ingest
+        for noisy in ("httpx", "httpcore"):
+            # httpx logs every request at INFO: one line per batch written to InfluxDB.
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         kwargs = {"segment_bytes": self._segment_bytes} if self._segment_bytes else {}
         self.wal = WriteAheadLog(self.wal_dir, max_bytes=cfg.wal_max_bytes, **kwargs)
         if self.wal.recovered_records:
@@ -162,16 +169,22 @@ class IngestService:
             self.metrics_server.start()
         self._client = self._make_client()
         mqtt_cfg = self.settings.mqtt
-        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
-        connect_props.ReceiveMaximum = RECEIVE_MAXIMUM
-        self._client.connect_async(
-            mqtt_cfg.host,
-            mqtt_cfg.port,
-            keepalive=mqtt_cfg.keepalive_s,
-            clean_start=False,
-            properties=connect_props,
-        )
+        if cfg.mqtt_protocol == "5":
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
+            connect_props.ReceiveMaximum = RECEIVE_MAXIMUM
+            self._client.connect_async(
+                mqtt_cfg.host,
+                mqtt_cfg.port,
+                keepalive=mqtt_cfg.keepalive_s,
+                clean_start=False,
+                properties=connect_props,
+            )
+        else:
+            # 3.1.1: clean_session=False (set on the client) keeps the session; the
+            # broker's persistent_client_expiration bounds it, its max_inflight_messages
+            # plays the part of Receive Maximum.
+            self._client.connect_async(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive_s)
         self._client.loop_start()
         if not self._ready.wait(ready_timeout_s):
             self.stop()
@@ -249,14 +262,22 @@ class IngestService:
 
     # -- MQTT ----------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-        )
+        if self.settings.ingest.mqtt_protocol == "5":
+            client = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+            )
+        else:
+            client = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
         client.username_pw_set(self.settings.mqtt.username, self._password)
         client.manual_ack_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        _set_reconnect_delay(client, RECONNECT_MIN_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -273,16 +294,23 @@ class IngestService:
     ) -> None:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
+            if reason.value in AUTH_FAILURE_CODES:
+                _set_reconnect_delay(client, AUTH_FAILURE_MIN_DELAY_S)
             return
+        _set_reconnect_delay(client, RECONNECT_MIN_DELAY_S)
         with self._group_lock:
             # Acks of the previous connection must not be sent on this one: the broker
             # redelivers those messages and their ids may now mean something else.
             self._generation += 1
+            self._group_acks = []
         self.stats.mqtt_connects += 1
         log.info("connected to the broker (session present: %s)", flags.session_present)
-        options = SubscribeOptions(qos=1)
         topics = subscription_topics(self.settings.ingest.shared_group)
-        client.subscribe([(topic, options) for topic in topics])
+        if self.settings.ingest.mqtt_protocol == "5":
+            options = SubscribeOptions(qos=1)
+            client.subscribe([(topic, options) for topic in topics])
+        else:
+            client.subscribe([(topic, 1) for topic in topics])
 
     def _on_disconnect(
         self,
@@ -312,20 +340,31 @@ class IngestService:
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._stop_intake.is_set():
             return  # not acked: the broker redelivers it to the next session
-        received = now_ms()
-        self.stats.messages_in += 1
-        result = self.decoder.decode(msg.topic, bytes(msg.payload), received)
-        lines: list[str]
-        if isinstance(result, Rejected):
-            lines = [self._deadletter(result)]
+        received = time.time_ns() // 1_000_000
+        stats = self.stats
+        stats.messages_in += 1
+        payload = msg.payload  # bytes from paho 2.2's decoder; typed bytes | bytearray
+        if isinstance(payload, bytearray):
+            payload = bytes(payload)
+        result = self.decoder.decode(msg.topic, payload, received)
+        lines: tuple[str, ...] | list[str]
+        if type(result) is Rejected:
+            lines = (self._deadletter(result),)
         else:
-            self.stats.messages_accepted += 1
-            lines = list(result.lines)
+            assert type(result) is Accepted
+            stats.messages_accepted += 1
+            lines = result.lines
             change = self._track_status(result, received)
             if change is not None:
-                lines.append(change.line())
-        self._wait_for_wal_room()
-        self._queue(lines, _Ack(self._generation, msg.mid) if msg.qos > 0 else None)
+                lines = [*lines, change.line()]
+        wal = self.wal
+        if wal is not None and wal.total_bytes >= wal.max_bytes:
+            self._wait_for_wal_room()
+        with self._group_lock:
+            self._group_lines.extend(lines)
+            if msg.qos:
+                self._group_acks.append(msg.mid)
+            self._group_lock.notify()
 
     def _track_status(self, result: Accepted, received: int) -> StatusChange | None:
         if result.kind == "status":
@@ -369,11 +408,10 @@ class IngestService:
             pass
         self.stats.backpressure_s += time.monotonic() - started
 
-    def _queue(self, lines: list[str], ack: _Ack | None) -> None:
+    def _queue(self, lines: list[str]) -> None:
+        """Queue lines that acknowledge no message (status, dead-letters, hub points)."""
         with self._group_lock:
             self._group_lines.extend(lines)
-            if ack is not None:
-                self._group_acks.append(ack)
             self._group_lock.notify()
 
     # -- fsync groups ----------------------------------------------------------------
@@ -407,12 +445,13 @@ class IngestService:
             self.wal.sync()
             self.stats.lines_appended += len(lines)
         client = self._client
-        if client is None:
+        if client is None or not acks:
             return
-        for ack in acks:
-            if ack.generation == generation:
-                client.ack(ack.mid, 1)
-                self.stats.messages_acked += 1
+        with self._group_lock:
+            if generation != self._generation:
+                return  # reconnected meanwhile: the broker redelivers these
+        _send_pubacks(client, acks)
+        self.stats.messages_acked += len(acks)
 
     # -- InfluxDB writer -------------------------------------------------------------
     def _writer_loop(self) -> None:
@@ -487,7 +526,7 @@ class IngestService:
             )
             lines.append(self._deadletter(rejected))
         if lines:
-            self._queue(lines, None)
+            self._queue(lines)
 
     # -- housekeeping ----------------------------------------------------------------
     def _housekeeping_loop(self) -> None:
@@ -499,11 +538,11 @@ class IngestService:
             changes = self.status.check_silence(now)
             if changes:
                 self.stats.status_changes += len(changes)
-                self._queue([change.line() for change in changes], None)
+                self._queue([change.line() for change in changes])
             self._update_wal_gauges()
             if time.monotonic() >= next_metrics:
                 next_metrics += interval
-                self._queue(self.hub_measurement.lines(self.stats, now), None)
+                self._queue(self.hub_measurement.lines(self.stats, now))
 
     def _refresh_directory(self) -> None:
         try:
@@ -550,3 +589,31 @@ class IngestService:
     def committed(self) -> WalPosition | None:
         """How far InfluxDB holds the WAL."""
         return self._committed
+
+
+def _set_reconnect_delay(client: mqtt.Client, min_delay_s: float) -> None:
+    """Paho's exponential reconnect delay, from ``min_delay_s`` up to the cap."""
+    # paho annotates int, but its arithmetic takes fractions of a second.
+    client.reconnect_delay_set(
+        min_delay=min_delay_s,  # type: ignore[arg-type]
+        max_delay=RECONNECT_MAX_DELAY_S,  # type: ignore[arg-type]
+    )
+
+
+def _send_pubacks(client: mqtt.Client, mids: list[int]) -> None:
+    """PUBACK every message id of an fsync group, as one write to the socket.
+
+    ``client.ack`` queues one packet per message, wakes the network thread and sends
+    each with its own syscall; an fsync group holds up to 2,000 messages. One buffer of
+    concatenated PUBACKs (4 bytes each, same bytes in MQTT 3.1.1 and 5) goes out in one
+    ``send``. It uses paho 2.2's packet queue (pinned in pyproject), and falls back to
+    ``client.ack`` should that ever be missing.
+    """
+    packet_queue = getattr(client, "_packet_queue", None)
+    if packet_queue is None or len(mids) == 1:
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    pack = _PUBACK.pack
+    blob = b"".join([pack(PUBACK_HEADER, 2, mid) for mid in mids])
+    packet_queue(PUBACK_HEADER, blob, mids[-1], 1)

@@ -16,8 +16,9 @@ from paho.mqtt.properties import Properties
 
 from device_registry.directory import DeviceRecord, save_device_file
 from hub.ingest import IngestService
+from hub.local_stack import LocalStack, mqtt_password
 from hub.settings import Settings, load_settings
-from tests.conftest import RunningStack, free_port
+from tests.conftest import RunningStack, free_port, make_settings
 
 
 def device(device_id: str, **extra: Any) -> DeviceRecord:
@@ -42,7 +43,6 @@ def hub_settings(
     """Settings for one hub worker of a test: own client id, WAL and metrics port."""
     section: dict[str, Any] = {
         "client_id": client_id,
-        "shared_group": None,
         "metrics_port": free_port(),
         "batch_interval_s": 0.2,
         "devices_file": str(tmp_path / "devices.json"),
@@ -148,3 +148,21 @@ def hubs(
     factory = HubFactory(running_stack, test_settings, tmp_path, unique_id)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture(scope="package")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A Mosquitto + InfluxDB of the ingest tests' own.
+
+    A hub subscribes to every device topic, so on the session broker it would also see
+    the retained statuses and traffic that other packages' tests leave behind (unknown
+    devices, hence dead-letters) and counts would depend on test order.
+    """
+    state_dir = tmp_path_factory.mktemp("ingest-stack") / ".kotahub"
+    settings = make_settings(state_dir)
+    stack = LocalStack(settings)
+    stack.up()
+    try:
+        yield RunningStack(stack=stack, settings=settings, mqtt_password=mqtt_password(settings))
+    finally:
+        stack.down()

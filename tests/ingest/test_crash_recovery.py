@@ -94,7 +94,9 @@ def hub_config(
     forget_session(running_stack, client_id)
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_kill_9_loses_nothing_and_sigterm_stops_cleanly(
+    protocol: str,
     hub_config: tuple[Path, str, int],
     test_settings: Settings,
     mqtt_client: MqttClientFactory,
@@ -109,7 +111,7 @@ def test_kill_9_loses_nothing_and_sigterm_stops_cleanly(
     save_device_file(devices, [device(gauge)])
     ingest = {
         "client_id": client_id,
-        "shared_group": f"g{unique_id}",
+        "mqtt_protocol": protocol,  # shared_group left unset: the default, one worker
         "devices_file": str(devices),
         "metrics_port": metrics_port,
         "batch_interval_s": 0.2,

@@ -60,6 +60,12 @@ def test_retained_status_and_last_will(
     assert connected.wait(10)
     dev.publish(f"kota/v1/dev/{gauge}/status", "online", qos=1, retain=True).wait_for_publish(10)
     wait_until(lambda: service.status.online(gauge) is True, what="device online")
+    # Status points are stamped with the receive time: a Last Will arriving within the
+    # same millisecond would overwrite the online point. Let the online point land first.
+    wait_until(
+        lambda: _status_rows(running_stack, influx_db, gauge) == [(1.0, "status online")],
+        what="the online point",
+    )
     # "Disconnect with Will Message" (reason 4): the broker publishes the will, as on a crash.
     dev.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
     dev.loop_stop()

@@ -6,25 +6,30 @@ import json
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import MqttClientFactory, RunningStack
 from tests.ingest.conftest import HubFactory, device, payload, wait_until
+
+PROTOCOLS = ["3.1.1", "5"]
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_message_becomes_point_with_registry_tags(
     hubs: HubFactory,
     mqtt_client: MqttClientFactory,
     running_stack: RunningStack,
     influx_db: str,
     unique_id: str,
+    protocol: str,
 ) -> None:
     gauge, camera, gateway = f"{unique_id}-g1", f"{unique_id}-c1", f"{unique_id}-gw"
     hubs.devices(device(gauge), device(camera, family="cctv", gateway_id=gateway, tags={}))
-    hubs.start()
+    hubs.start(mqtt_protocol=protocol)
     publisher = mqtt_client()
     ts = _now_ms() - 5000
     metrics = {"level_m": 1.25, "pump_on": True, "sensor_status": "ok", "count": 3}
@@ -58,16 +63,18 @@ def test_message_becomes_point_with_registry_tags(
     assert event["time"] == ts
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_redelivered_message_is_written_once(
     hubs: HubFactory,
     mqtt_client: MqttClientFactory,
     running_stack: RunningStack,
     influx_db: str,
     unique_id: str,
+    protocol: str,
 ) -> None:
     gauge = f"{unique_id}-g1"
     hubs.devices(device(gauge))
-    service = hubs.start()
+    service = hubs.start(mqtt_protocol=protocol)
     publisher = mqtt_client()
     base = _now_ms() - 60_000
     for seq in range(10):
@@ -84,6 +91,42 @@ def test_redelivered_message_is_written_once(
     wait_until(lambda: service.stats.lines_written >= 14, what="14 lines written")
     assert count() == 10
     assert service.stats.seq_gaps_total == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_acked_messages_are_not_redelivered_but_queued_ones_are(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+    protocol: str,
+) -> None:
+    """The grouped PUBACKs reach the broker; the persistent session queues while away."""
+    gauge = f"{unique_id}-g1"
+    hubs.devices(device(gauge))
+    first = hubs.start("same", mqtt_protocol=protocol)
+    publisher = mqtt_client()
+    base = _now_ms() - 60_000
+    topic = f"kota/v1/dev/{gauge}/telemetry"
+    for seq in range(300):
+        publisher.client.publish(topic, payload({"level_m": 1.0}, ts=base + seq, seq=seq), qos=1)
+    publisher.publish(topic, payload({"level_m": 1.0}, ts=base + 300, seq=300))
+    wait_until(lambda: first.stats.messages_acked == 301, what="301 acks")
+    first.stop()
+    for seq in range(301, 311):  # queued by the broker for the stopped hub's session
+        publisher.publish(topic, payload({"level_m": 1.0}, ts=base + seq, seq=seq))
+    second = hubs.start("same", mqtt_protocol=protocol)
+    wait_until(lambda: second.stats.messages_acked >= 10, what="the queued messages")
+    time.sleep(0.5)  # a redelivery of acked messages would arrive with the queued ones
+    assert second.stats.messages_in == 10
+    assert second.stats.seq_gaps_total == 0
+
+    def count() -> int:
+        rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
+        return int(rows[0]["count"]) if rows else 0
+
+    wait_until(lambda: count() == 311, what="311 points")
 
 
 def test_metrics_endpoint_and_hub_measurement(

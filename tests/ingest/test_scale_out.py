@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import MqttClientFactory, RunningStack
 from tests.ingest.conftest import HubFactory, device, payload, wait_until
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_two_workers_write_every_message_exactly_once(
     hubs: HubFactory,
     mqtt_client: MqttClientFactory,
     running_stack: RunningStack,
     influx_db: str,
     unique_id: str,
+    protocol: str,
 ) -> None:
     gauges = [f"{unique_id}-g{i}" for i in range(20)]
     hubs.devices(*(device(g) for g in gauges))
     group = f"g{unique_id}"
-    workers = [hubs.start("w1", shared_group=group), hubs.start("w2", shared_group=group)]
+    workers = [
+        hubs.start(name, shared_group=group, mqtt_protocol=protocol) for name in ("w1", "w2")
+    ]
     publisher = mqtt_client()
     base = time.time_ns() // 1_000_000 - 300_000
     sent = 0
