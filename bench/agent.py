@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import socket
 import subprocess
 import tempfile
@@ -113,6 +114,12 @@ def p99(values: list[float]) -> float:
 
 
 def main() -> None:
+    try:
+        os.fstat(0)
+    except OSError:
+        # Started with stdin closed (as CI does): multiprocessing's spawn would hand fd 0
+        # to one of its pipes and the server processes never report ready.
+        os.open(os.devnull, os.O_RDONLY)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--servers", type=int, default=5)

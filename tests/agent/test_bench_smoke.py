@@ -24,6 +24,8 @@ def test_bench_agent_tiny_scale() -> None:
             "--seconds",
             "2",
         ],
+        # A closed stdin makes multiprocessing's spawn hand fd 0 to a pipe and hang.
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=120,
