@@ -13,6 +13,7 @@ import secrets
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +71,10 @@ class RunningStack:
         return self.settings.mqtt.port
 
 
-@pytest.fixture(scope="session")
-def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """Start the real Mosquitto + InfluxDB once per session; stop them afterwards."""
-    state_dir = tmp_path_factory.mktemp("stack") / ".kotahub"
+@contextmanager
+def own_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[RunningStack]:
+    """Start a Mosquitto + InfluxDB of their own under a temp folder; stop them after."""
+    state_dir = tmp_path_factory.mktemp(name) / ".kotahub"
     settings = make_settings(state_dir)
     stack = LocalStack(settings)
     stack.up()
@@ -81,6 +82,13 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         yield RunningStack(stack=stack, settings=settings, mqtt_password=mqtt_password(settings))
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """Start the real Mosquitto + InfluxDB once per session; stop them afterwards."""
+    with own_stack(tmp_path_factory, "stack") as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from paho.mqtt.properties import Properties
 
 from device_registry.directory import DeviceRecord, save_device_file
 from hub.ingest import IngestService
-from hub.local_stack import LocalStack, mqtt_password
 from hub.settings import Settings, load_settings
-from tests.conftest import RunningStack, free_port, make_settings
+from tests.conftest import RunningStack, free_port, own_stack
 
 
 def device(device_id: str, **extra: Any) -> DeviceRecord:
@@ -158,11 +157,5 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     the retained statuses and traffic that other packages' tests leave behind (unknown
     devices, hence dead-letters) and counts would depend on test order.
     """
-    state_dir = tmp_path_factory.mktemp("ingest-stack") / ".kotahub"
-    settings = make_settings(state_dir)
-    stack = LocalStack(settings)
-    stack.up()
-    try:
-        yield RunningStack(stack=stack, settings=settings, mqtt_password=mqtt_password(settings))
-    finally:
-        stack.down()
+    with own_stack(tmp_path_factory, "ingest-stack") as stack:
+        yield stack
