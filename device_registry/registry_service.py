@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -122,6 +123,10 @@ def _identity_spec(
     if device_type.protocol == "mqtt" and gateway_id is None:
         return IdentitySpec(device_id=device_id, kind="device")
     return None
+
+
+_CatalogRow = TypeVar("_CatalogRow", Site, Team)
+_PublicT = TypeVar("_PublicT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,37 +439,39 @@ class RegistryService:
             self.bump_revision(session)
         return {"id": key, **after}
 
-    def list_sites(self) -> list[SitePublic]:
-        """Every site."""
+    def _list_catalog(self, model: type[_CatalogRow], public: type[_PublicT]) -> list[_PublicT]:
+        """Every row of a catalog table (sites, teams), ordered by id."""
         with self.database.session() as session:
             return [
-                SitePublic.model_validate(r, from_attributes=True)
-                for r in session.scalars(select(Site).order_by(Site.id))
+                public.model_validate(r, from_attributes=True)
+                for r in session.scalars(select(model).order_by(model.id))
             ]
+
+    def _get_catalog(
+        self, model: type[_CatalogRow], public: type[_PublicT], kind: str, key: str
+    ) -> _PublicT:
+        """One row of a catalog table, or NotFoundError naming its kind."""
+        with self.database.session() as session:
+            row = session.get(model, key)
+            if row is None:
+                raise NotFoundError(kind, key)
+            return public.model_validate(row, from_attributes=True)
+
+    def list_sites(self) -> list[SitePublic]:
+        """Every site."""
+        return self._list_catalog(Site, SitePublic)
 
     def get_site(self, key: str) -> SitePublic:
         """One site."""
-        with self.database.session() as session:
-            row = session.get(Site, key)
-            if row is None:
-                raise NotFoundError("site", key)
-            return SitePublic.model_validate(row, from_attributes=True)
+        return self._get_catalog(Site, SitePublic, "site", key)
 
     def list_teams(self) -> list[TeamPublic]:
         """Every team."""
-        with self.database.session() as session:
-            return [
-                TeamPublic.model_validate(r, from_attributes=True)
-                for r in session.scalars(select(Team).order_by(Team.id))
-            ]
+        return self._list_catalog(Team, TeamPublic)
 
     def get_team(self, key: str) -> TeamPublic:
         """One team."""
-        with self.database.session() as session:
-            row = session.get(Team, key)
-            if row is None:
-                raise NotFoundError("team", key)
-            return TeamPublic.model_validate(row, from_attributes=True)
+        return self._get_catalog(Team, TeamPublic, "team", key)
 
     # -- devices: checks ----------------------------------------------------------------
     @staticmethod
