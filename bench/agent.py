@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import multiprocessing
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
+    # A watchdog: if a run ever hangs, the stacks of every thread say where.
+    faulthandler.dump_traceback_later(3 * args.seconds + 60, file=sys.stderr)
     per_server = -(-args.devices // args.servers)
     if per_server > UNITS_PER_SERVER_MAX:
         parser.error(f"more than {UNITS_PER_SERVER_MAX} devices per server: add --servers")

@@ -137,6 +137,7 @@ class Agent:
         )
         self.health: dict[str, DeviceHealth] = {}
         self._tasks: dict[str, tuple[PlannedDevice, asyncio.Task[None]]] = {}
+        self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; then stop every task and say offline on purpose."""
@@ -152,13 +153,22 @@ class Agent:
                             await stop.wait()
                     except TimeoutError:
                         self._refresh(group)
-                for _, task in self._tasks.values():
-                    task.cancel()
-                await asyncio.gather(*(t for _, t in self._tasks.values()), return_exceptions=True)
-                self._tasks.clear()
+                await self._stop_pollers()
                 publisher.cancel()
         finally:
             self.outbox.close()
+
+    async def _stop_pollers(self) -> None:
+        """Cancel every device task and wait until each has really ended."""
+        self._stopping = True
+        pending = {task for _, task in self._tasks.values()}
+        while pending:
+            # Python 3.11's asyncio.wait_for (inside pymodbus) can swallow a cancel that
+            # races a reply (CPython gh-86296), so a single cancel() may be lost: repeat it.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+        self._tasks.clear()
 
     def _refresh(self, group: asyncio.TaskGroup) -> None:
         try:
@@ -225,7 +235,7 @@ class Agent:
         due = loop.time() + start_delay
         late_tolerance = min(1.0, 0.1 * policy.interval_s)
         try:
-            while True:
+            while not self._stopping:
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 started = loop.time()
                 if started - due > late_tolerance:
