@@ -2,8 +2,8 @@
 
 Threads, each owned and joined by ``IngestService.stop``:
 
-* paho's network thread (``loop_start``) runs ``_on_message``: decode, validate, enrich,
-  queue the lines and the message id for the next fsync group;
+* ``mqtt-intake`` (``hub.ingest.mqtt_intake``) reads the broker and runs ``_on_message``:
+  decode, validate, enrich, queue the lines and the packet id for the next fsync group;
 * ``ingest-flusher`` appends each group to the WAL, fsyncs once, then sends the PUBACKs:
   a message is acknowledged only when it is on disk;
 * ``ingest-writer`` drains the WAL to InfluxDB in batches and deletes written segments;
@@ -16,20 +16,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device_registry.directory import (
     DeviceDirectory,
@@ -47,6 +39,7 @@ from hub.ingest.contract_decoder import (
 from hub.ingest.device_status import DeviceStatusTracker, StatusChange
 from hub.ingest.influx_writer import InfluxLineWriter, RefusedLine, WriterStoppedError
 from hub.ingest.line_protocol import line_measurement, line_tag
+from hub.ingest.mqtt_intake import IntakeOptions, MqttIntake
 from hub.ingest.self_metrics import HubMeasurement, IngestStats, MetricsServer
 from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
 from hub.settings import Settings
@@ -63,17 +56,13 @@ RECEIVE_MAXIMUM = 1000
 # Wait this long after the first message of a group before the fsync, to gather more.
 GROUP_DELAY_S = 0.004
 GROUP_MAX_MESSAGES = 2000
-READ_CHUNK_BYTES = 256 * 1024
+READ_CHUNK_BYTES = 256 * 1024  # WAL bytes the writer reads at a time
 # Reconnect quickly: while the hub is away from a restarted broker, a shared
 # subscription receives nothing. Doubling up to the cap; an auth failure waits longer,
 # since retrying a wrong password quickly only fills the broker's log.
 RECONNECT_MIN_DELAY_S = 0.15
 RECONNECT_MAX_DELAY_S = 30.0
 AUTH_FAILURE_MIN_DELAY_S = 5.0
-# CONNACK reason codes (v5 values; paho maps 3.1.1 return codes 4 and 5 onto them).
-AUTH_FAILURE_CODES = frozenset({0x86, 0x87})  # bad user name or password, not authorized
-PUBACK_HEADER = 0x40  # MQTT PUBACK, remaining length 2 (the packet id)
-_PUBACK = struct.Struct("!BBH")
 HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status")
 
 
@@ -138,7 +127,7 @@ class IngestService:
         self._group_acks: list[int] = []
         self._generation = 0
         self._threads: list[threading.Thread] = []
-        self._client: mqtt.Client | None = None
+        self._intake: MqttIntake | None = None
         self._committed: WalPosition | None = None
         self._wal_warned = False
         self._writer_failing = False
@@ -167,25 +156,31 @@ class IngestService:
         if cfg.metrics_port:
             self.metrics_server = MetricsServer(cfg.metrics_host, cfg.metrics_port, self.render)
             self.metrics_server.start()
-        self._client = self._make_client()
         mqtt_cfg = self.settings.mqtt
-        if cfg.mqtt_protocol == "5":
-            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
-            connect_props.ReceiveMaximum = RECEIVE_MAXIMUM
-            self._client.connect_async(
-                mqtt_cfg.host,
-                mqtt_cfg.port,
-                keepalive=mqtt_cfg.keepalive_s,
-                clean_start=False,
-                properties=connect_props,
-            )
-        else:
-            # 3.1.1: clean_session=False (set on the client) keeps the session; the
-            # broker's persistent_client_expiration bounds it, its max_inflight_messages
-            # plays the part of Receive Maximum.
-            self._client.connect_async(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive_s)
-        self._client.loop_start()
+        self._intake = MqttIntake(
+            IntakeOptions(
+                host=mqtt_cfg.host,
+                port=mqtt_cfg.port,
+                client_id=self.client_id,
+                username=mqtt_cfg.username,
+                password=self._password,
+                topics=subscription_topics(cfg.shared_group),
+                protocol=cfg.mqtt_protocol,
+                keepalive_s=mqtt_cfg.keepalive_s,
+                # 3.1.1 has neither: the broker's persistent_client_expiration bounds the
+                # session, its max_inflight_messages plays the part of Receive Maximum.
+                session_expiry_s=SESSION_EXPIRY_S,
+                receive_maximum=RECEIVE_MAXIMUM,
+                connect_timeout_s=mqtt_cfg.connect_timeout_s,
+                reconnect_min_s=RECONNECT_MIN_DELAY_S,
+                reconnect_max_s=RECONNECT_MAX_DELAY_S,
+                auth_failure_min_s=AUTH_FAILURE_MIN_DELAY_S,
+            ),
+            self._on_message,
+            on_connect=self._on_connect,
+            on_subscribed=self._ready.set,
+        )
+        self._intake.start()
         if not self._ready.wait(ready_timeout_s):
             self.stop()
             raise IngestError(
@@ -214,9 +209,8 @@ class IngestService:
         with self._group_lock:
             self._group_lock.notify_all()
         self._join("ingest-flusher")
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+        if self._intake is not None:
+            self._intake.stop()
         self._join("ingest-housekeeping")
         self._flush_group()  # lines the housekeeping thread queued at the very end
         deadline = time.monotonic() + drain_timeout_s
@@ -261,92 +255,21 @@ class IngestService:
                 signal.signal(sig, handler)
 
     # -- MQTT ----------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
-        if self.settings.ingest.mqtt_protocol == "5":
-            client = mqtt.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv5,
-            )
-        else:
-            client = mqtt.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=False,
-            )
-        client.username_pw_set(self.settings.mqtt.username, self._password)
-        client.manual_ack_set(True)
-        _set_reconnect_delay(client, RECONNECT_MIN_DELAY_S)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        _userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
-            if reason.value in AUTH_FAILURE_CODES:
-                _set_reconnect_delay(client, AUTH_FAILURE_MIN_DELAY_S)
-            return
-        _set_reconnect_delay(client, RECONNECT_MIN_DELAY_S)
+    def _on_connect(self, generation: int, _session_present: bool) -> None:
         with self._group_lock:
             # Acks of the previous connection must not be sent on this one: the broker
             # redelivers those messages and their ids may now mean something else.
-            self._generation += 1
+            self._generation = generation
             self._group_acks = []
         self.stats.mqtt_connects += 1
-        log.info("connected to the broker (session present: %s)", flags.session_present)
-        topics = subscription_topics(self.settings.ingest.shared_group)
-        if self.settings.ingest.mqtt_protocol == "5":
-            options = SubscribeOptions(qos=1)
-            client.subscribe([(topic, options) for topic in topics])
-        else:
-            client.subscribe([(topic, 1) for topic in topics])
 
-    def _on_disconnect(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if not self._stop_intake.is_set():
-            log.warning("disconnected from the broker: %s; reconnecting", reason)
-
-    def _on_subscribe(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _mid: int,
-        codes: list[ReasonCode],
-        _props: Properties | None,
-    ) -> None:
-        refused = [str(code) for code in codes if code.is_failure]
-        if refused:
-            log.error("subscriptions refused: %s", refused)
-            return
-        self._ready.set()
-
-    def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
         if self._stop_intake.is_set():
             return  # not acked: the broker redelivers it to the next session
         received = time.time_ns() // 1_000_000
         stats = self.stats
         stats.messages_in += 1
-        payload = msg.payload  # bytes from paho 2.2's decoder; typed bytes | bytearray
-        if isinstance(payload, bytearray):
-            payload = bytes(payload)
-        result = self.decoder.decode(msg.topic, payload, received)
+        result = self.decoder.decode(topic, payload, received)
         lines: tuple[str, ...] | list[str]
         if type(result) is Rejected:
             lines = (self._deadletter(result),)
@@ -362,8 +285,8 @@ class IngestService:
             self._wait_for_wal_room()
         with self._group_lock:
             self._group_lines.extend(lines)
-            if msg.qos:
-                self._group_acks.append(msg.mid)
+            if qos:
+                self._group_acks.append(packet_id)
             self._group_lock.notify()
 
     def _track_status(self, result: Accepted, received: int) -> StatusChange | None:
@@ -384,10 +307,10 @@ class IngestService:
     def _deadletter(self, rejected: Rejected) -> str:
         """Count and publish a rejection; return its ``deadletter`` line."""
         self.stats.deadletters[rejected.reason.value] += 1
-        client = self._client
-        if client is not None:
-            # Best effort: the durable record is the deadletter point in the WAL.
-            client.publish(DEADLETTER_TOPIC, rejected.deadletter_message(), qos=1)
+        intake = self._intake
+        if intake is not None:
+            # A live feed at QoS 0: the durable record is the deadletter point in the WAL.
+            intake.publish(DEADLETTER_TOPIC, rejected.deadletter_message())
         with self._deadletter_lock:
             # One millisecond per rejection of this hub, so that two rejections of the
             # same device and reason never share a point (same series + time overwrites).
@@ -444,14 +367,12 @@ class IngestService:
             self.wal.append("\n".join(lines).encode("utf-8"))
             self.wal.sync()
             self.stats.lines_appended += len(lines)
-        client = self._client
-        if client is None or not acks:
+        intake = self._intake
+        if intake is None or not acks:
             return
-        with self._group_lock:
-            if generation != self._generation:
-                return  # reconnected meanwhile: the broker redelivers these
-        _send_pubacks(client, acks)
-        self.stats.messages_acked += len(acks)
+        # Dropped when the connection changed meanwhile: the broker redelivers these.
+        if intake.ack(generation, acks):
+            self.stats.messages_acked += len(acks)
 
     # -- InfluxDB writer -------------------------------------------------------------
     def _writer_loop(self) -> None:
@@ -589,31 +510,3 @@ class IngestService:
     def committed(self) -> WalPosition | None:
         """How far InfluxDB holds the WAL."""
         return self._committed
-
-
-def _set_reconnect_delay(client: mqtt.Client, min_delay_s: float) -> None:
-    """Paho's exponential reconnect delay, from ``min_delay_s`` up to the cap."""
-    # paho annotates int, but its arithmetic takes fractions of a second.
-    client.reconnect_delay_set(
-        min_delay=min_delay_s,  # type: ignore[arg-type]
-        max_delay=RECONNECT_MAX_DELAY_S,  # type: ignore[arg-type]
-    )
-
-
-def _send_pubacks(client: mqtt.Client, mids: list[int]) -> None:
-    """PUBACK every message id of an fsync group, as one write to the socket.
-
-    ``client.ack`` queues one packet per message, wakes the network thread and sends
-    each with its own syscall; an fsync group holds up to 2,000 messages. One buffer of
-    concatenated PUBACKs (4 bytes each, same bytes in MQTT 3.1.1 and 5) goes out in one
-    ``send``. It uses paho 2.2's packet queue (pinned in pyproject), and falls back to
-    ``client.ack`` should that ever be missing.
-    """
-    packet_queue = getattr(client, "_packet_queue", None)
-    if packet_queue is None or len(mids) == 1:
-        for mid in mids:
-            client.ack(mid, 1)
-        return
-    pack = _PUBACK.pack
-    blob = b"".join([pack(PUBACK_HEADER, 2, mid) for mid in mids])
-    packet_queue(PUBACK_HEADER, blob, mids[-1], 1)
