@@ -1,8 +1,10 @@
 """The broker reference: how fast a bare subscriber drains a backlog held for it.
 
-The subscriber does nothing with a message but count it (paho acknowledges each QoS 1
-message after ``on_message``), so its rate is what one MQTT connection in Python can
-take from Mosquitto: the most any single hub worker could ingest.
+The subscriber does nothing with a message but count it and acknowledge it, so its rate
+is what one MQTT connection in Python can take from Mosquitto: the most any single hub
+worker could ingest. ``IntakeDrain`` (the reference of ``bench/ingest.py``) runs the hub's
+own MQTT intake; ``PahoDrain`` (paho-mqtt, for ``--clients-compare``) shows what the
+usual Python client takes.
 
 The backlog is the same one the hub later drains: a persistent session (MQTT v5, clean
 start off, session expiry) subscribes, goes away, the fleet publishes, and the
@@ -11,6 +13,7 @@ subscriber comes back; the clock runs from its reconnect to its last message.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -20,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.bench_stack import BenchError
+from hub.ingest.mqtt_intake import IntakeOptions, MqttIntake
 
 TELEMETRY_FILTER = "kota/v1/dev/+/telemetry"
 
@@ -150,3 +154,97 @@ class PahoDrain:
         # queueing for it, so later phases do not pay for a subscriber that is gone.
         self._end_session()
         return DrainResult(client=self.name, messages=self.received, seconds=seconds)
+
+
+class IntakeDrain:
+    """A bare subscriber on the hub's own MQTT intake: count, PUBACK in groups, nothing else.
+
+    The reference for ``ratio_broker``: the same connection code the hub runs, with none
+    of its work (decode, WAL, fsync), so the ratio is the cost of the hub's own work.
+    """
+
+    ACK_EVERY = 256  # well inside the broker's in-flight window (max_inflight_messages)
+
+    def __init__(
+        self, *, host: str, port: int, username: str, password: str, client_id: str
+    ) -> None:
+        self.name = "hub's MQTT intake (hub/ingest/mqtt_intake.py), QoS 1, MQTT 3.1.1"
+        self.received = 0
+        self._pending: list[int] = []
+        self._subscribed = threading.Event()
+        self._generation = 0
+        self._options = IntakeOptions(
+            host=host,
+            port=port,
+            client_id=client_id,
+            username=username,
+            password=password,
+            topics=[TELEMETRY_FILTER],
+        )
+        self._intake = self._new_intake()
+
+    def _new_intake(self) -> MqttIntake:
+        return MqttIntake(
+            self._options,
+            self._on_message,
+            on_connect=self._on_connect,
+            on_subscribed=self._subscribed.set,
+        )
+
+    def _on_connect(self, generation: int, _session_present: bool) -> None:
+        self._generation = generation
+        self._pending = []
+
+    def _on_message(self, _topic: str, _payload: bytes, qos: int, packet_id: int) -> None:
+        self.received += 1
+        if qos:
+            self._pending.append(packet_id)
+            if len(self._pending) >= self.ACK_EVERY:
+                self._intake.ack(self._generation, self._pending)
+                self._pending = []
+
+    def open_session(self) -> None:
+        """Create the persistent session and subscription, then leave it to be queued."""
+        self._intake.start()
+        try:
+            if not self._subscribed.wait(30):
+                raise BenchError("intake drain: no SUBACK")
+        finally:
+            self._intake.stop()
+
+    def drain(self, expected: int, timeout_s: float) -> DrainResult:
+        """Reconnect and receive ``expected`` queued messages; then end the session."""
+        self.received = 0
+        self._intake = self._new_intake()
+        start = time.perf_counter()
+        self._intake.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while self.received < expected:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"intake drain: {self.received} of {expected} messages after "
+                        f"{timeout_s:.0f} s"
+                    )
+                time.sleep(0.002)
+            seconds = time.perf_counter() - start
+            self._intake.ack(self._generation, self._pending)
+        finally:
+            self._intake.stop()
+        end_session(self._options)
+        return DrainResult(client=self.name, messages=self.received, seconds=seconds)
+
+
+def end_session(options: IntakeOptions) -> None:
+    """Discard a persistent session: a clean-session connect with its client id."""
+    cleaner = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=options.client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    cleaner.username_pw_set(options.username, options.password)
+    cleaner.connect(options.host, options.port, keepalive=60)
+    cleaner.loop(timeout=0.5)
+    cleaner.disconnect()
+    cleaner.loop(timeout=0.05)

