@@ -31,9 +31,10 @@ RESERVED_METRIC_NAMES = frozenset({"time", "device_id", "family", *ENRICHMENT_TA
 EXCERPT_BYTES = 256
 DEADLETTER_PAYLOAD_MAX = 4096
 DEADLETTER_TOPIC = "kota/v1/hub/deadletter"
-GOOD_NAME_CACHE = 100_000
 # Bounds the metric-type memory (13,000 devices x ~20 metrics fit many times over).
 TYPE_MEMORY_LIMIT = 2_000_000
+TOPIC_CACHE = 200_000
+_INT_LIMIT = 2**63  # ints beyond this take the slow path (float() may overflow)
 
 Kind = Literal["telemetry", "event", "status"]
 _KINDS: frozenset[str] = frozenset({"telemetry", "event", "status"})
@@ -218,19 +219,30 @@ class ContractDecoder:
         self.directory = directory
         self.max_age_ms = round(max_age_s * 1000)
         self.max_skew_ms = round(max_clock_skew_s * 1000)
-        self.metric_types: dict[tuple[str, str], str] = {}
+        # device id -> metric name -> type name; a name is in here only once validated.
+        self.metric_types: dict[str, dict[str, str]] = {}
+        self.type_memory_size = 0
         self.type_memory_resets = 0
         self._prefixes: dict[tuple[str, str], str] = {}
-        self._good_names: set[str] = set()
+        self._topics: dict[str, tuple[str | None, str, Kind] | None] = {}
         self._generation = -1
 
     def remember_type(self, device_id: str, metric: str, type_name: str) -> None:
         """Seed the metric-type memory (e.g. from what InfluxDB already holds)."""
-        self.metric_types[(device_id, metric)] = type_name
+        types = self.metric_types.setdefault(device_id, {})
+        if metric not in types:
+            self.type_memory_size += 1
+        types[metric] = type_name
 
     def decode(self, topic: str, payload: bytes, received_ms: int) -> Decoded:
         """Validate one message; return Accepted or Rejected, never raise."""
-        parsed = parse_topic(topic)
+        try:
+            parsed = self._topics[topic]
+        except KeyError:
+            parsed = parse_topic(topic)
+            if len(self._topics) >= TOPIC_CACHE:
+                self._topics.clear()
+            self._topics[topic] = parsed
         device_id = parsed[1][:128] if parsed else None
         try:
             if parsed is None:
@@ -318,38 +330,45 @@ class ContractDecoder:
         if len(metrics) > MAX_METRICS:
             raise _RefusalError(Reason.TOO_MANY_METRICS, f"{len(metrics)} metrics > {MAX_METRICS}")
         parts: list[str] = []
-        new_types: list[tuple[tuple[str, str], str]] = []
+        new_types: list[tuple[str, str]] = []
         device_id = record.device_id
+        types = self.metric_types.get(device_id)
+        if types is None:
+            types = {}
         for name, raw in metrics.items():
-            if name not in self._good_names:
-                if not METRIC_NAME.fullmatch(name) or name in RESERVED_METRIC_NAMES:
-                    raise _RefusalError(Reason.BAD_METRIC_NAME, f"bad metric name {name[:80]!r}")
-                if len(self._good_names) < GOOD_NAME_CACHE:
-                    self._good_names.add(name)
             # Hot path: exact type checks and direct formatting (names need no escaping).
+            # ``raw - raw`` is 0.0 for every finite float and NaN for NaN and infinities.
             kind_of = type(raw)
-            if kind_of is float and math.isfinite(raw):
+            if kind_of is float and raw - raw == 0.0:
                 type_name, text = "number", repr(raw)
+            elif kind_of is int and -_INT_LIMIT < raw < _INT_LIMIT:
+                type_name, text = "number", repr(float(raw))
             elif kind_of is bool:
                 type_name, text = "boolean", ("true" if raw else "false")
             else:
                 value = metric_value(name, raw)
                 type_name, text = _type_code(value), format_field(value)
-            key = (device_id, name)
-            known = self.metric_types.get(key)
+            known = types.get(name)
             if known is None:
-                new_types.append((key, type_name))
+                # First time for this device: the name is checked once, then remembered.
+                if not METRIC_NAME.fullmatch(name) or name in RESERVED_METRIC_NAMES:
+                    raise _RefusalError(Reason.BAD_METRIC_NAME, f"bad metric name {name[:80]!r}")
+                new_types.append((name, type_name))
             elif known != type_name:
                 raise _RefusalError(
                     Reason.TYPE_CHANGED, f"metric {name} was {known}, now {type_name}"
                 )
             parts.append(f"{name}={text}")
         if new_types:
-            if len(self.metric_types) + len(new_types) > TYPE_MEMORY_LIMIT:
+            if self.type_memory_size + len(new_types) > TYPE_MEMORY_LIMIT:
                 self.metric_types.clear()
+                self.type_memory_size = 0
                 self.type_memory_resets += 1
-            for key, type_name in new_types:
-                self.metric_types[key] = type_name
+            types = self.metric_types.setdefault(device_id, {})
+            for name, type_name in new_types:
+                if name not in types:
+                    self.type_memory_size += 1
+                types[name] = type_name
         measurement = record.family if kind == "telemetry" else f"{record.family}_event"
         lines: tuple[str, ...] = ()
         if parts:

@@ -284,10 +284,13 @@ class IngestService:
         if wal is not None and wal.total_bytes >= wal.max_bytes:
             self._wait_for_wal_room()
         with self._group_lock:
+            # Only the first message of a group wakes the flusher (it gathers the rest).
+            wake = not self._group_lines and not self._group_acks
             self._group_lines.extend(lines)
             if qos:
                 self._group_acks.append(packet_id)
-            self._group_lock.notify()
+            if wake:
+                self._group_lock.notify()
 
     def _track_status(self, result: Accepted, received: int) -> StatusChange | None:
         if result.kind == "status":
