@@ -236,7 +236,10 @@ class MqttIntake:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.sendall(_packet(DISCONNECT, b""))
-                    sock.shutdown(socket.SHUT_RDWR)
+                    # Half-close only: the reader waits for the broker to close, so the
+                    # PUBACKs sent before are read. Closing at once makes the kernel send
+                    # a reset, and Mosquitto drops what it had not read yet (redeliveries).
+                    sock.shutdown(socket.SHUT_WR)
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout_s)
@@ -395,7 +398,10 @@ class MqttIntake:
         last_in = time.monotonic()
         handler = self.on_message
         v5 = opts.protocol == "5"
-        while not self._stopping.is_set():
+        while True:
+            if self._stopping.is_set():
+                self._wait_for_close(sock)
+                return
             if buf:
                 consumed = self._dispatch(buf, handler, v5)
                 if consumed:
@@ -409,7 +415,9 @@ class MqttIntake:
                 if keepalive:
                     if now - last_in > 1.5 * keepalive:
                         raise IntakeError(f"no packet from the broker for {1.5 * keepalive:g} s")
-                    if now - self._last_sent >= keepalive / 2:
+                    # Ping when either side has been quiet for half the keepalive: a
+                    # client that only sends would otherwise hear nothing back.
+                    if now - self._last_sent >= keepalive / 2 or now - last_in >= keepalive / 2:
                         self._send(sock, bytes([PINGREQ, 0]))
                 continue
             if not data:
@@ -418,6 +426,19 @@ class MqttIntake:
             buf += data
             if keepalive and now - self._last_sent >= keepalive / 2:
                 self._send(sock, bytes([PINGREQ, 0]))
+
+    def _wait_for_close(self, sock: socket.socket, timeout_s: float = 2.0) -> None:
+        """After our DISCONNECT: discard input until the broker closes (bounded)."""
+        deadline = time.monotonic() + timeout_s
+        sock.settimeout(0.1)
+        while time.monotonic() < deadline:
+            try:
+                if not sock.recv(READ_CHUNK_BYTES):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
 
     def _send(self, sock: socket.socket, packet: bytes) -> None:
         with self._send_lock:
