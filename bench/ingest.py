@@ -537,7 +537,7 @@ def run(opts: Options) -> dict[str, float | None]:
         table.add_row(
             "connections",
             f"{opts.processes * opts.clients_per_process}",
-            f"{opts.processes} processes, paho QoS 1",
+            f"{opts.processes} processes, QoS 1 on plain sockets",
         )
         table.add_row("influx_ceiling_pps", f"{ceiling:,.0f}", "prebuilt gzip 5,000-line batches")
         table.add_row("broker_drain_mps", f"{drain.mps:,.0f}", drain.client)
