@@ -124,17 +124,7 @@ class PahoDrain:
         # MQTT 3.1.1 has no expiry: a clean-session connect discards the stored session.
         self.client.disconnect()
         self.client.loop(timeout=0.05)
-        cleaner = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        cleaner.username_pw_set(self._username, self._password)
-        cleaner.connect(self.host, self.port, keepalive=60)
-        cleaner.loop(timeout=0.5)
-        cleaner.disconnect()
-        cleaner.loop(timeout=0.05)
+        discard_session(self.host, self.port, self._username, self._password, self.client_id)
 
     def drain(self, expected: int, timeout_s: float) -> DrainResult:
         """Reconnect and receive ``expected`` queued messages; then end the session."""
@@ -236,15 +226,24 @@ class IntakeDrain:
 
 
 def end_session(options: IntakeOptions) -> None:
+    """Discard the persistent session of an intake's client id."""
+    discard_session(
+        options.host, options.port, options.username, options.password, options.client_id
+    )
+
+
+def discard_session(
+    host: str, port: int, username: str | None, password: str | None, client_id: str
+) -> None:
     """Discard a persistent session: a clean-session connect with its client id."""
     cleaner = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=options.client_id,
+        client_id=client_id,
         protocol=mqtt.MQTTv311,
         clean_session=True,
     )
-    cleaner.username_pw_set(options.username, options.password)
-    cleaner.connect(options.host, options.port, keepalive=60)
+    cleaner.username_pw_set(username, password)
+    cleaner.connect(host, port, keepalive=60)
     cleaner.loop(timeout=0.5)
     cleaner.disconnect()
     cleaner.loop(timeout=0.05)

@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bench.bench_stack import TELEMETRY_TOPIC, BenchError, device_id
+from hub.ingest.mqtt_intake import mqtt_string, varint_bytes
 
 # paho message ids are 16 bit: keep fewer than that unacknowledged per connection.
 MAX_PENDING_PER_CLIENT = 30_000
@@ -60,7 +61,32 @@ def telemetry_fields(index: int, seq: int) -> str:
     return f"battery_v=3.71,bench_seq={seq},level_m={level},rain_mm={rain:.1f}"
 
 
-class FleetConnections:
+class _AckCounter:
+    """What both publishers share: counts of sent and acknowledged messages."""
+
+    sent: int
+    acked: int
+
+    def pump(self, wait_s: float = 0.0) -> None:
+        """Move bytes both ways once; sleep ``wait_s`` after."""
+        raise NotImplementedError
+
+    @property
+    def pending(self) -> int:
+        """Messages sent but not yet acknowledged by the broker."""
+        return self.sent - self.acked
+
+    def wait_acked(self, timeout_s: float) -> bool:
+        """Pump until every message is acknowledged; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending > 0:
+            if time.monotonic() > deadline:
+                return False
+            self.pump(0.002)
+        return True
+
+
+class FleetConnections(_AckCounter):
     """Several paho clients driven by one thread; counts sent and acknowledged messages.
 
     ``on_ack(token)`` is called for every PUBACK with the token given to ``publish``.
@@ -154,20 +180,6 @@ class FleetConnections:
         if wait_s > 0:
             time.sleep(wait_s)
 
-    @property
-    def pending(self) -> int:
-        """Messages sent but not yet acknowledged by the broker."""
-        return self.sent - self.acked
-
-    def wait_acked(self, timeout_s: float) -> bool:
-        """Pump until every message is acknowledged; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self.pending > 0:
-            if time.monotonic() > deadline:
-                return False
-            self.pump(0.002)
-        return True
-
     def close(self) -> None:
         """Disconnect every client."""
         for client in self.clients:
@@ -176,21 +188,7 @@ class FleetConnections:
                 client.loop(timeout=0.0)
 
 
-def _mqtt_text(value: str) -> bytes:
-    raw = value.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _mqtt_length(size: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, size = size % 128, size // 128
-        out.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes(out)
-
-
-class RawConnections:
+class RawConnections(_AckCounter):
     """Publishers on plain sockets: prebuilt QoS 1 PUBLISH packets, PUBACKs counted.
 
     A load generator, not a client: MQTT 3.1.1, clean session, no keepalive, no
@@ -215,12 +213,12 @@ class RawConnections:
     def connect(self, timeout_s: float = 30.0) -> None:
         """Open every connection and wait for each CONNACK."""
         for client_id in self.client_ids:
-            body = _mqtt_text("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 0)
-            body += _mqtt_text(client_id) + _mqtt_text(self._username)
-            body += _mqtt_text(self._password)
+            body = mqtt_string("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 0)
+            body += mqtt_string(client_id) + mqtt_string(self._username)
+            body += mqtt_string(self._password)
             sock = socket.create_connection((self.host, self.port), timeout=timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(bytes([0x10]) + _mqtt_length(len(body)) + body)
+            sock.sendall(bytes([0x10]) + varint_bytes(len(body)) + body)
             answer = b""
             while len(answer) < 4:
                 chunk = sock.recv(4 - len(answer))
@@ -235,9 +233,9 @@ class RawConnections:
     @staticmethod
     def packet_parts(topic: str, payload: bytes) -> tuple[bytes, bytes]:
         """(fixed header + topic, payload) of a QoS 1 PUBLISH; the packet id goes between."""
-        topic_bytes = _mqtt_text(topic)
+        topic_bytes = mqtt_string(topic)
         size = len(topic_bytes) + 2 + len(payload)
-        return bytes([0x32]) + _mqtt_length(size) + topic_bytes, payload
+        return bytes([0x32]) + varint_bytes(size) + topic_bytes, payload
 
     def publish(self, index: int, head: bytes, payload: bytes) -> None:
         """Queue one prebuilt QoS 1 PUBLISH on connection ``index``."""
@@ -276,20 +274,6 @@ class RawConnections:
             self.acked += acks
         if wait_s > 0:
             time.sleep(wait_s)
-
-    @property
-    def pending(self) -> int:
-        """Messages sent but not yet acknowledged by the broker."""
-        return self.sent - self.acked
-
-    def wait_acked(self, timeout_s: float) -> bool:
-        """Pump until every message is acknowledged; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self.pending > 0:
-            if time.monotonic() > deadline:
-                return False
-            self.pump(0.002)
-        return True
 
     def close(self) -> None:
         """DISCONNECT and close every socket."""

@@ -104,7 +104,8 @@ class IntakeStats:
     refusals: dict[int, int] = field(default_factory=dict)
 
 
-def _varint(value: int) -> bytes:
+def varint_bytes(value: int) -> bytes:
+    """An MQTT variable byte integer (the remaining length of a packet)."""
     out = bytearray()
     while True:
         byte, value = value % 128, value // 128
@@ -114,10 +115,11 @@ def _varint(value: int) -> bytes:
 
 
 def _packet(header: int, body: bytes) -> bytes:
-    return bytes([header]) + _varint(len(body)) + body
+    return bytes([header]) + varint_bytes(len(body)) + body
 
 
-def _text(value: str) -> bytes:
+def mqtt_string(value: str) -> bytes:
+    """An MQTT UTF-8 string: two bytes of length, then the bytes."""
     raw = value.encode("utf-8")
     if len(raw) > 0xFFFF:
         raise ValueError("MQTT strings are at most 65,535 bytes")
@@ -147,16 +149,16 @@ def connect_packet(options: IntakeOptions) -> bytes:
         flags |= 0x80
         if options.password is not None:
             flags |= 0x40
-    body = _text("MQTT") + bytes([5 if v5 else 4, flags]) + _U16.pack(options.keepalive_s)
+    body = mqtt_string("MQTT") + bytes([5 if v5 else 4, flags]) + _U16.pack(options.keepalive_s)
     if v5:
         props = bytes([PROP_SESSION_EXPIRY]) + struct.pack("!I", options.session_expiry_s)
         props += bytes([PROP_RECEIVE_MAXIMUM]) + _U16.pack(options.receive_maximum)
-        body += _varint(len(props)) + props
-    body += _text(options.client_id)
+        body += varint_bytes(len(props)) + props
+    body += mqtt_string(options.client_id)
     if options.username is not None:
-        body += _text(options.username)
+        body += mqtt_string(options.username)
         if options.password is not None:
-            body += _text(options.password)
+            body += mqtt_string(options.password)
     return _packet(CONNECT, body)
 
 
@@ -166,13 +168,13 @@ def subscribe_packet(options: IntakeOptions, packet_id: int, qos: int = 1) -> by
     if options.protocol == "5":
         body += b"\x00"  # no properties
     for topic in options.topics:
-        body += _text(topic) + bytes([qos])
+        body += mqtt_string(topic) + bytes([qos])
     return _packet(SUBSCRIBE, body)
 
 
 def publish_packet(options: IntakeOptions, topic: str, payload: bytes) -> bytes:
     """A QoS 0 PUBLISH, not retained."""
-    body = _text(topic) + (b"\x00" if options.protocol == "5" else b"") + payload
+    body = mqtt_string(topic) + (b"\x00" if options.protocol == "5" else b"") + payload
     return _packet(PUBLISH, body)
 
 
