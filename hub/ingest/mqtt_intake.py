@@ -304,6 +304,10 @@ class MqttIntake:
                 log.error("%s (%s:%d)", reason, opts.host, opts.port)
             except (OSError, IntakeError) as err:
                 reason = f"{type(err).__name__}: {err}"
+            except Exception as err:
+                # A bug here must not end intake silently: log it, reconnect, go on.
+                log.exception("MQTT intake error")
+                reason = f"{type(err).__name__}: {err}"
             finally:
                 was_up = self._close(sock)
             if self._stopping.is_set():
@@ -321,12 +325,13 @@ class MqttIntake:
 
     def _close(self, sock: socket.socket | None) -> bool:
         with self._send_lock:
-            was_up = self._sock is not None
-            self._sock = None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-        return was_up
+            current, self._sock = self._sock, None
+        # ``current`` is set even when _open failed after the CONNACK (a callback raised).
+        for item in (sock, current):
+            if item is not None:
+                with contextlib.suppress(OSError):
+                    item.close()  # closing twice is harmless
+        return current is not None
 
     def _open(self) -> socket.socket:
         """TCP connect, CONNECT/CONNACK, SUBSCRIBE; returns the socket, now current."""
@@ -476,7 +481,10 @@ class MqttIntake:
             stats.packets_in += 1
             if kind == PUBLISH:
                 topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                topic = buf[i + 2 : topic_end].decode("utf-8")
+                try:
+                    topic = buf[i + 2 : topic_end].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise IntakeError("PUBLISH topic is not UTF-8") from None
                 qos = (header >> 1) & 0x03
                 packet_id = 0
                 if qos:

@@ -151,9 +151,10 @@ def settle(intake: MqttIntake, seen: Recorder, topic_root: str) -> None:
     """Wait until the broker has read everything the intake sent so far.
 
     The broker handles a client's packets in order, so once the intake's own QoS 0
-    message comes back, every PUBACK sent before it has been taken. Tests that stop and
-    restart an intake need this because ``stop()`` does not wait for it: see
-    ``test_acknowledgements_sent_before_stop_count_for_the_next_connection``.
+    message comes back, every PUBACK sent before it has been taken. ``stop()`` itself
+    waits for the broker to close the connection (see
+    ``test_acknowledgements_sent_before_stop_count_for_the_next_connection``); the
+    barrier keeps the session tests independent of that.
     """
     token = f"barrier-{secrets.token_hex(4)}".encode()
     assert intake.publish(f"{topic_root}/barrier", token)
@@ -815,6 +816,34 @@ def test_handler_failure_on_a_live_connection_does_not_stop_the_intake(
     assert payloads(seen.wait_messages(3)) == [b"good-1", b"bad", b"good-2"]
     assert intake.connected
     assert intake.stats.connection_losses == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_failing_connect_callback_costs_one_connection_not_the_intake(
+    intakes: IntakeFactory, mqtt_client: MqttClientFactory, protocol: Protocol
+) -> None:
+    seen = Recorder()
+    failures: list[int] = []
+
+    def on_connect(generation: int, session_present: bool) -> None:
+        if not failures:
+            failures.append(generation)
+            raise RuntimeError("connect callback failure on purpose")
+        seen.on_connect(generation, session_present)
+
+    intake = MqttIntake(
+        intakes.options(protocol),
+        seen.on_message,
+        on_connect=on_connect,
+        on_subscribed=seen.on_subscribed,
+    )
+    intakes.made.append(intake)
+    start_and_wait(intake, seen)
+    assert failures == [1]
+    assert [generation for generation, _ in seen.connects] == [2]
+    mqtt_client().publish(f"{intakes.topic_root}/after", b"after")
+    assert payloads(seen.wait_messages(1)) == [b"after"]
+    assert "connect callback failure" in intake.stats.last_error
 
 
 # -- stop() and the broker's view of the acknowledgements -------------------------------------
