@@ -19,7 +19,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Geolocation, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Geolocation,
+    Page,
+    Playwright,
+    Route,
+    expect,
+    sync_playwright,
+)
 
 from device_registry.api_tokens import create_token
 from device_registry.database import open_database
@@ -319,6 +327,29 @@ def test_scan_serial_reads_the_camera_with_barcode_detector(
     expect(phone.locator("#results .result-id")).to_have_text([f"{PREFIX}-cam-scan"])
     # The camera is released after the scan.
     assert phone.evaluate("document.querySelector('#scan-video').srcObject") is None
+
+
+def test_a_gps_fix_before_the_register_view_has_loaded_places_the_pin(
+    phone: Page, page_server: PageServer
+) -> None:
+    # Hold the catalogue request, so the fix arrives before the view built its map
+    # (a race CI once hit: "Cannot read properties of undefined (reading 'setView')").
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    phone.route("**/api/v1/device-types*", hold)
+    sign_in(phone, page_server, "technician")
+    phone.click("#tab-register")
+    phone.click("#use-gps")
+    expect(phone.locator("#location-note")).to_have_text("GPS fix, accuracy ±8 m")
+    expect(phone.locator("#register-map .leaflet-marker-icon")).to_have_count(1)
+    assert held, "the catalogue request was not held"
+    for route in held:
+        route.continue_()
+    expect(phone.locator("#reg-type option")).not_to_have_count(0)
+    expect(phone.locator("#register-map .leaflet-marker-icon")).to_have_count(1)
 
 
 def test_register_with_the_phones_gps(phone: Page, page_server: PageServer) -> None:

@@ -775,6 +775,8 @@
   }
 
   function setLocation(lat, lon, source, accuracy) {
+    // A GPS fix can arrive before the register view has loaded its catalogue and map.
+    ensureMap();
     $("#reg-lat").value = lat.toFixed(6);
     $("#reg-lon").value = lon.toFixed(6);
     placeMarker(lat, lon);
