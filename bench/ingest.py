@@ -195,23 +195,35 @@ def influx_ceiling(stack: BenchStack, batches: list[bytes], points: int) -> floa
 
 
 # -- 2. broker drain -----------------------------------------------------------------
-def publish_backlog(
-    stack: BenchStack, opts: Options, ts_base_ms: int, prefix: str, rounds: int | None = None
-) -> FleetRun:
-    """Publish ``rounds`` (default ``backlog_rounds``) messages per device, as fast as it can."""
-    fleet = Fleet(
+def make_fleet(
+    stack: BenchStack,
+    opts: Options,
+    rounds: int,
+    ts_base_ms: int,
+    rate_per_s: float,
+    prefix: str,
+) -> Fleet:
+    """The simulated fleet on this stack, sized by ``opts`` (rate 0: as fast as it can)."""
+    return Fleet(
         host=stack.mqtt_host,
         port=stack.mqtt_port,
         username=stack.username,
         password=stack.password,
         devices=opts.devices,
-        rounds=rounds or opts.backlog_rounds,
+        rounds=rounds,
         ts_base_ms=ts_base_ms,
         processes=opts.processes,
         clients_per_process=opts.clients_per_process,
-        rate_per_s=0,
+        rate_per_s=rate_per_s,
         client_prefix=prefix,
     )
+
+
+def publish_backlog(
+    stack: BenchStack, opts: Options, ts_base_ms: int, prefix: str, rounds: int | None = None
+) -> FleetRun:
+    """Publish ``rounds`` (default ``backlog_rounds``) messages per device, as fast as it can."""
+    fleet = make_fleet(stack, opts, rounds or opts.backlog_rounds, ts_base_ms, 0, prefix)
     fleet.prepare()
     fleet.go()
     return fleet.wait(timeout_s=600)
@@ -439,19 +451,7 @@ def hub_phases(
 def _live_phase(
     stack: BenchStack, opts: Options, live_base_ms: int, figures: HubFigures, hub: HubWorkers
 ) -> None:
-    fleet = Fleet(
-        host=stack.mqtt_host,
-        port=stack.mqtt_port,
-        username=stack.username,
-        password=stack.password,
-        devices=opts.devices,
-        rounds=opts.live_rounds,
-        ts_base_ms=live_base_ms,
-        processes=opts.processes,
-        clients_per_process=opts.clients_per_process,
-        rate_per_s=opts.rate,
-        client_prefix="bench-pub-live",
-    )
+    fleet = make_fleet(stack, opts, opts.live_rounds, live_base_ms, opts.rate, "bench-pub-live")
     fleet.prepare()
     probe = LatencyProbe(stack, opts.probes, opts.probe_rate)
     probe.start()

@@ -224,7 +224,6 @@ class ContractDecoder:
         self.type_memory_size = 0
         self.type_memory_resets = 0
         self._prefixes: dict[tuple[str, str], str] = {}
-        self._telemetry_prefixes: dict[str, str] = {}  # the hot path's copy, by device
         self._topics: dict[str, tuple[str | None, str, Kind] | None] = {}
         self._generation = -1
 
@@ -306,7 +305,6 @@ class ContractDecoder:
         if generation != self._generation:
             # Registry tags may have changed: rebuild prefixes lazily.
             self._prefixes.clear()
-            self._telemetry_prefixes.clear()
             self._generation = generation
         key = (record.device_id, measurement)
         prefix = self._prefixes.get(key)
@@ -318,19 +316,11 @@ class ContractDecoder:
     def _readings(
         self, record: DeviceRecord, kind: Kind, payload: bytes, received_ms: int
     ) -> Accepted:
-        # Runs once per message: the common case is checked inline, the rest falls back
-        # to the general helpers (which give the precise reason).
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            data = self._load_object(payload)
-        if type(data) is not dict:
-            data = self._load_object(payload)
+        data = self._load_object(payload)
         ts = data.get("ts")
         # Epoch milliseconds (what most devices send) skip parse_ts's checks for text.
         time_ms = ts if type(ts) is int and 0 < ts < 10**16 else parse_ts(ts, received_ms)
-        if not received_ms - self.max_age_ms <= time_ms <= received_ms + self.max_skew_ms:
-            self._check_time(time_ms, received_ms)
+        self._check_time(time_ms, received_ms)
         seq = data.get("seq")
         if seq is not None and (type(seq) is not int or seq < 0):
             raise _RefusalError(Reason.WRONG_TYPE, "seq must be a non-negative integer")
@@ -381,14 +371,8 @@ class ContractDecoder:
                 types[name] = type_name
         lines: tuple[str, ...] = ()
         if parts:
-            if kind == "telemetry":
-                prefix = self._telemetry_prefixes.get(device_id)
-                if prefix is None or self._generation != self.directory.generation:
-                    prefix = self._telemetry_prefixes[device_id] = self._prefix(
-                        record, record.family
-                    )
-            else:
-                prefix = self._prefix(record, f"{record.family}_event")
+            measurement = record.family if kind == "telemetry" else f"{record.family}_event"
+            prefix = self._prefix(record, measurement)
             lines = (f"{prefix} {','.join(parts)} {time_ms}",)
         return Accepted(record, kind, time_ms, lines, seq=seq)
 

@@ -89,6 +89,12 @@ def count_points(stack: RunningStack, database: str, query: str) -> int:
     return len(stack.influx.rows(query, database=database))
 
 
+def level_points(stack: RunningStack, database: str) -> int:
+    """How many ``level_m`` points the ``flood`` measurement holds."""
+    rows = stack.influx.rows("SELECT count(level_m) FROM flood", database=database)
+    return int(rows[0]["count"]) if rows else 0
+
+
 def payload(metrics: dict[str, Any], *, ts: int | str | None = None, seq: int | None = None) -> str:
     """A contract v1 payload."""
     body: dict[str, Any] = {"metrics": metrics}

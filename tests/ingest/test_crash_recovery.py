@@ -18,7 +18,7 @@ import pytest
 from device_registry.directory import save_device_file
 from hub.settings import Settings
 from tests.conftest import MqttClientFactory, RunningStack, free_port
-from tests.ingest.conftest import device, forget_session, payload, wait_until
+from tests.ingest.conftest import device, forget_session, level_points, payload, wait_until
 
 
 def write_config(path: Path, base: Settings, *, influx_url: str, **ingest: object) -> None:
@@ -136,11 +136,11 @@ def test_kill_9_loses_nothing_and_sigterm_stops_cleanly(
     second = HubProcess(config)
     second.wait_ready()
 
-    def count() -> int:
-        rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
-        return int(rows[0]["count"]) if rows else 0
-
-    wait_until(lambda: count() == 150, timeout_s=20, what="150 points after kill -9")
+    wait_until(
+        lambda: level_points(running_stack, influx_db) == 150,
+        timeout_s=20,
+        what="150 points after kill -9",
+    )
     second.proc.send_signal(signal.SIGTERM)
     assert second.finish() == 0
     assert any("ingest stopped" in line for line in second.stderr)

@@ -17,7 +17,7 @@ import pytest
 from hub.ingest.influx_writer import InfluxLineWriter
 from hub.settings import InfluxSettings
 from tests.conftest import MqttClientFactory, RunningStack, free_port
-from tests.ingest.conftest import HubFactory, device, payload, wait_until
+from tests.ingest.conftest import HubFactory, device, level_points, payload, wait_until
 
 
 def _now_ms() -> int:
@@ -110,8 +110,7 @@ def test_influx_unreachable_then_back_loses_nothing(
     # The same worker (client id and WAL) comes back with InfluxDB reachable.
     second = hubs.start()
     wait_until(lambda: second.stats.lines_written >= 50, what="the WAL replayed")
-    rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
-    assert rows[0]["count"] == 50
+    assert level_points(running_stack, influx_db) == 50
     assert second.wal is not None
     wait_until(lambda: second.wal is not None and second.wal.segment_count == 1, what="release")
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import MqttClientFactory, RunningStack
-from tests.ingest.conftest import HubFactory, device, payload, wait_until
+from tests.ingest.conftest import HubFactory, device, level_points, payload, wait_until
 
 PROTOCOLS = ["3.1.1", "5"]
 
@@ -84,12 +84,8 @@ def test_redelivered_message_is_written_once(
             publisher.publish(f"kota/v1/dev/{gauge}/telemetry", body)
     wait_until(lambda: service.stats.messages_in == 14, what="14 messages in")
 
-    def count() -> int:
-        rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
-        return int(rows[0]["count"]) if rows else 0
-
     wait_until(lambda: service.stats.lines_written >= 14, what="14 lines written")
-    assert count() == 10
+    assert level_points(running_stack, influx_db) == 10
     assert service.stats.seq_gaps_total == 0
 
 
@@ -122,11 +118,7 @@ def test_acked_messages_are_not_redelivered_but_queued_ones_are(
     assert second.stats.messages_in == 10
     assert second.stats.seq_gaps_total == 0
 
-    def count() -> int:
-        rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
-        return int(rows[0]["count"]) if rows else 0
-
-    wait_until(lambda: count() == 311, what="311 points")
+    wait_until(lambda: level_points(running_stack, influx_db) == 311, what="311 points")
 
 
 def test_metrics_endpoint_and_hub_measurement(

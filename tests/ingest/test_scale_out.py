@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import MqttClientFactory, RunningStack
-from tests.ingest.conftest import HubFactory, device, payload, wait_until
+from tests.ingest.conftest import HubFactory, device, level_points, payload, wait_until
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
@@ -38,11 +38,7 @@ def test_two_workers_write_every_message_exactly_once(
 
     wait_until(lambda: sum(w.stats.messages_in for w in workers) == sent + 1, what="all in")
 
-    def count() -> int:
-        rows = running_stack.influx.rows("SELECT count(level_m) FROM flood", database=influx_db)
-        return int(rows[0]["count"]) if rows else 0
-
-    wait_until(lambda: count() == sent, what="every point written")
+    wait_until(lambda: level_points(running_stack, influx_db) == sent, what="every point written")
     # Each message went to exactly one worker: the counters add up to what was sent,
     # and both workers took part.
     accepted = [w.stats.messages_accepted for w in workers]
