@@ -158,10 +158,12 @@ def hub_config_text(
     wal_dir: Path,
     database: str,
     shared_group: str = "",
+    metrics_port: int = 0,
 ) -> str:
     """The hub's TOML configuration for this stack (the interface agreed with the hub).
 
-    An empty ``shared_group`` means a plain subscription (the hub reads "" as unset).
+    An empty ``shared_group`` means a plain subscription (the hub reads "" as unset);
+    ``metrics_port`` 0 leaves ``/metrics`` off.
     """
     ix = stack.settings.influx
     return f"""# Written by the Kotahub benchmark for one run.
@@ -186,7 +188,7 @@ shared_group = "{shared_group}"
 wal_dir = "{wal_dir}"
 batch_lines = 5000
 batch_interval_s = 1.0
-metrics_port = 0
+metrics_port = {metrics_port}
 """
 
 

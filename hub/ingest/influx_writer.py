@@ -119,22 +119,29 @@ class InfluxLineWriter:
         """Close the HTTP connection pool."""
         self._client.close()
 
-    def write(self, lines: Sequence[bytes]) -> WriteOutcome:
-        """Post lines until all are written or refused; raise WriterStoppedError on stop."""
+    def write(self, chunks: Sequence[bytes]) -> WriteOutcome:
+        """Post lines until all are written or refused; raise WriterStoppedError on stop.
+
+        Each chunk is one line or several joined by newlines (a WAL record as it is):
+        the body is posted as is, and split into lines only if InfluxDB refuses some.
+        """
         outcome = WriteOutcome()
-        self._write_part(list(lines), outcome)
-        outcome.lines = len(lines) - len(outcome.refused)
+        body = b"\n".join(chunks)
+        if not body:
+            return outcome
+        status, error = self._post_until_answered(body, outcome)
+        if status >= 300:
+            self._split(body.split(b"\n"), error, outcome)
+        outcome.lines = body.count(b"\n") + 1 - len(outcome.refused)
         return outcome
 
     def _write_part(self, lines: list[bytes], outcome: WriteOutcome) -> None:
-        status, error = self._post_until_answered(lines, outcome)
-        if status < 300:
-            return
-        if status == 413 and len(lines) > 1:
-            middle = len(lines) // 2
-            self._write_part(lines[:middle], outcome)
-            self._write_part(lines[middle:], outcome)
-            return
+        status, error = self._post_until_answered(b"\n".join(lines), outcome)
+        if status >= 300:
+            self._split(lines, error, outcome)
+
+    def _split(self, lines: list[bytes], error: str, outcome: WriteOutcome) -> None:
+        """Bisect a refused (400/422) or too large (413) part until bad lines stand alone."""
         if len(lines) == 1:
             outcome.refused.append(RefusedLine(lines[0], error))
             return
@@ -142,9 +149,9 @@ class InfluxLineWriter:
         self._write_part(lines[:middle], outcome)
         self._write_part(lines[middle:], outcome)
 
-    def _post_until_answered(self, lines: list[bytes], outcome: WriteOutcome) -> tuple[int, str]:
+    def _post_until_answered(self, body: bytes, outcome: WriteOutcome) -> tuple[int, str]:
         """Post once per attempt; return (status, error) for a success or a bad-lines answer."""
-        body = gzip.compress(b"\n".join(lines), compresslevel=1)
+        body = gzip.compress(body, compresslevel=1)
         delay = self._backoff_initial
         while True:
             outcome.requests += 1

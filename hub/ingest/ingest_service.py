@@ -122,7 +122,10 @@ class IngestService:
         self._stop_writer = threading.Event()
         self._stop_house = threading.Event()
         self._ready = threading.Event()
-        self._group_lock = threading.Condition()
+        # The intake takes the bare lock once per message (a C-level context manager);
+        # the flusher waits on a condition over the same lock.
+        self._group_lock = threading.Lock()
+        self._group_ready = threading.Condition(self._group_lock)
         self._group_lines: list[str] = []
         self._group_acks: list[int] = []
         self._generation = 0
@@ -206,8 +209,8 @@ class IngestService:
         self._stop_intake.set()
         self._stop_house.set()
         self._stop_flusher.set()
-        with self._group_lock:
-            self._group_lock.notify_all()
+        with self._group_ready:
+            self._group_ready.notify_all()
         self._join("ingest-flusher")
         if self._intake is not None:
             self._intake.stop()
@@ -290,7 +293,7 @@ class IngestService:
             if qos:
                 self._group_acks.append(packet_id)
             if wake:
-                self._group_lock.notify()
+                self._group_ready.notify()
 
     def _track_status(self, result: Accepted, received: int) -> StatusChange | None:
         if result.kind == "status":
@@ -338,13 +341,13 @@ class IngestService:
         """Queue lines that acknowledge no message (status, dead-letters, hub points)."""
         with self._group_lock:
             self._group_lines.extend(lines)
-            self._group_lock.notify()
+            self._group_ready.notify()
 
     # -- fsync groups ----------------------------------------------------------------
     def _flusher_loop(self) -> None:
         while True:
-            with self._group_lock:
-                self._group_lock.wait_for(
+            with self._group_ready:
+                self._group_ready.wait_for(
                     lambda: (
                         bool(self._group_lines or self._group_acks) or self._stop_flusher.is_set()
                     ),
@@ -387,14 +390,20 @@ class IngestService:
         )
         position = wal.first_position()
         self._committed = position
+        catching_up = False
         try:
             while not self._stop_writer.is_set():
                 if not wal.wait_for_data(position, timeout_s=0.2):
                     continue
-                lines, end = self._collect(position, cfg.batch_lines, cfg.batch_interval_s)
-                if lines:
+                chunks, count, end = self._collect(
+                    position, cfg.batch_lines, cfg.batch_interval_s, catching_up=catching_up
+                )
+                # A full batch means the WAL is ahead of InfluxDB: the lines left over
+                # have waited already, so the next batch goes as soon as it is read.
+                catching_up = count >= cfg.batch_lines
+                if chunks:
                     started = time.monotonic()
-                    outcome = writer.write(lines)
+                    outcome = writer.write(chunks)
                     self._writer_failing = False
                     self.stats.record_batch(outcome.lines, time.monotonic() - started)
                     if outcome.refused:
@@ -410,21 +419,29 @@ class IngestService:
             writer.close()
 
     def _collect(
-        self, start: WalPosition, max_lines: int, interval_s: float
-    ) -> tuple[list[bytes], WalPosition]:
+        self, start: WalPosition, max_lines: int, interval_s: float, *, catching_up: bool = False
+    ) -> tuple[list[bytes], int, WalPosition]:
+        """WAL records holding about ``max_lines`` lines from ``start``, their line count and
+        the position after them, waiting at most ``interval_s``.
+
+        When ``catching_up``, return as soon as the WAL has nothing more to give.
+        """
         assert self.wal is not None
-        lines: list[bytes] = []
+        chunks: list[bytes] = []
+        count = 0
         position = start
         deadline = time.monotonic() + interval_s
         while True:
             records, position = self.wal.read(position, READ_CHUNK_BYTES)
             for record in records:
-                lines.extend(record.split(b"\n"))
+                # Records stay whole (lines joined by newlines): the writer posts them so.
+                chunks.append(record)
+                count += record.count(b"\n") + 1
             remaining = deadline - time.monotonic()
-            if len(lines) >= max_lines or remaining <= 0 or self._stop_writer.is_set():
-                return lines, position
-            if self._stop_intake.is_set() and not records:
-                return lines, position  # draining at stop: do not wait for more
+            if count >= max_lines or remaining <= 0 or self._stop_writer.is_set():
+                return chunks, count, position
+            if not records and (self._stop_intake.is_set() or (catching_up and chunks)):
+                return chunks, count, position  # draining at stop, or behind: post now
             if not records:
                 self.wal.wait_for_data(position, timeout_s=min(remaining, 0.25))
 

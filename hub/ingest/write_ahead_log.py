@@ -99,6 +99,8 @@ class WriteAheadLog:
             ) from err
         self._cond = threading.Condition()
         self._sizes: dict[int, int] = {}
+        # sum(_sizes.values()), kept up to date under _cond: the intake reads it per message.
+        self._total = 0
         self.recovered_records = 0
         for path in sorted(directory.glob("*" + SEGMENT_SUFFIX)):
             try:
@@ -121,6 +123,7 @@ class WriteAheadLog:
                 self._sizes[last] = valid
             for number in self._sizes:
                 self.recovered_records += scan_valid_end(directory / _segment_name(number))[1]
+        self._total = sum(self._sizes.values())
         self._active = max(self._sizes, default=0) + 1
         self._file: BinaryIO = self._open_segment(self._active)
         self._durable = WalPosition(self._active, 0)
@@ -148,6 +151,7 @@ class WriteAheadLog:
         self._file.flush()
         os.fsync(self._file.fileno())
         with self._cond:
+            self._total += self._written - self._sizes[self._active]
             self._sizes[self._active] = self._written
             self._durable = WalPosition(self._active, self._written)
             self._cond.notify_all()
@@ -182,8 +186,7 @@ class WriteAheadLog:
     @property
     def total_bytes(self) -> int:
         """Bytes in all segments (the disk the log uses)."""
-        with self._cond:
-            return sum(self._sizes.values())
+        return self._total  # one int read: no lock needed
 
     @property
     def segment_count(self) -> int:
@@ -221,9 +224,7 @@ class WriteAheadLog:
     def wait_for_room(self, timeout_s: float) -> bool:
         """Wait until the log is below max_bytes; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: sum(self._sizes.values()) < self.max_bytes, timeout=timeout_s
-            )
+            return self._cond.wait_for(lambda: self._total < self.max_bytes, timeout=timeout_s)
 
     def read(self, start: WalPosition, max_bytes: int) -> tuple[list[bytes], WalPosition]:
         """Durable records from ``start`` (about max_bytes of them) and the position after them."""
@@ -288,6 +289,6 @@ class WriteAheadLog:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / _segment_name(number)).unlink()
             with self._cond:
-                self._sizes.pop(number, None)
+                self._total -= self._sizes.pop(number, 0)
                 self._cond.notify_all()
         return len(doomed)

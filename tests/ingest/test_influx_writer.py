@@ -216,3 +216,42 @@ def test_v1_request_carries_db_rp_and_basic_auth(v2_stand_in: InfluxV2StandIn) -
     assert first.path == "/write"
     assert first.query == {"db": ["kotahub"], "precision": ["ms"], "rp": ["raw"]}
     assert first.headers["Authorization"].startswith("Basic ")
+
+
+def test_wal_records_are_posted_whole_and_split_into_lines_only_when_refused(
+    v2_stand_in: InfluxV2StandIn,
+) -> None:
+    # Whole body refused; then [a] ok, [b, c] refused, [b] refused (bad), [c] ok.
+    v2_stand_in.answers = [400, 204, 400, 400, 204]
+    settings = InfluxSettings(url=f"http://127.0.0.1:{v2_stand_in.port}", database="kotahub")
+    writer = InfluxLineWriter(settings, stop=threading.Event())
+    records = [b"a x=1 1\nb x=1 1", b"c x=1 1"]  # two WAL records, three lines
+    outcome = writer.write(records)
+    writer.close()
+    assert [r.line for r in outcome.refused] == [b"b x=1 1"]
+    assert outcome.lines == 2
+    bodies = [r.body for r in v2_stand_in.requests]
+    assert bodies == [
+        b"a x=1 1\nb x=1 1\nc x=1 1",
+        b"a x=1 1",
+        b"b x=1 1\nc x=1 1",
+        b"b x=1 1",
+        b"c x=1 1",
+    ]
+
+
+def test_a_clean_batch_of_records_is_one_request_with_the_records_as_they_are(
+    v2_stand_in: InfluxV2StandIn,
+) -> None:
+    settings = InfluxSettings(url=f"http://127.0.0.1:{v2_stand_in.port}", database="kotahub")
+    writer = InfluxLineWriter(settings, stop=threading.Event())
+    outcome = writer.write([b"a x=1 1\nb x=2 1", b"c x=3 1\nd x=4 1\ne x=5 1"])
+    empty = writer.write([])
+    writer.close()
+    assert outcome.lines == 5
+    assert outcome.requests == 1
+    assert empty.lines == 0
+    assert empty.requests == 0
+    assert [r.body for r in v2_stand_in.requests] == [
+        b"a x=1 1\nb x=2 1\nc x=3 1\nd x=4 1\ne x=5 1"
+    ]

@@ -77,3 +77,22 @@ def test_second_process_on_same_directory_is_refused(tmp_path: Path) -> None:
         WriteAheadLog(tmp_path)
     wal.close()
     WriteAheadLog(tmp_path).close()
+
+
+def test_total_bytes_follows_appends_rotation_and_release(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, segment_bytes=300)
+
+    def on_disk() -> int:
+        return sum(p.stat().st_size for p in tmp_path.glob("*.wal"))
+
+    for i in range(30):
+        wal.append(f"flood,device_id=g{i} level_m={i} 1".encode())
+        wal.sync()
+        assert wal.total_bytes == on_disk()
+    assert wal.segment_count >= 3
+    assert wal.release(wal.durable) >= 2
+    assert wal.total_bytes == on_disk()
+    wal.close()
+    reopened = WriteAheadLog(tmp_path, segment_bytes=300)
+    assert reopened.total_bytes == on_disk()
+    reopened.close()
