@@ -146,8 +146,12 @@ class BenchStack:
         self.stack.up()
 
     def create_database(self, name: str) -> None:
-        """A database of its own, for the InfluxDB ceiling reference."""
-        self.influx.query(f'CREATE DATABASE "{name}"')
+        """A database of its own with the stack's default retention policy (as the hub's)."""
+        ix = self.settings.influx
+        self.influx.query(
+            f'CREATE DATABASE "{name}" WITH DURATION {ix.retention} '
+            f'REPLICATION 1 NAME "{ix.retention_policy}"'
+        )
 
 
 def hub_config_text(

@@ -19,6 +19,10 @@ Phases, all on one private stack (Mosquitto + InfluxDB on free ports, temp state
    every 100 ms, and publish -> queryable is the difference (an upper bound: it includes
    up to one poll interval).
 
+Phases 1-3 run ``--repeat`` times (3 by default), each run into a database or session
+of its own, and the medians are reported: this machine is shared and a single run of
+any phase can be off by 15-20 %. Every run's figure is printed in the table.
+
 Prints a table, then ONE JSON line (the last line).
 """
 
@@ -29,6 +33,7 @@ import contextlib
 import gzip
 import json
 import math
+import statistics
 import sys
 import threading
 import time
@@ -56,7 +61,7 @@ from bench.bench_stack import (
     percentile,
     write_fleet,
 )
-from bench.broker_drain import DrainResult, IntakeDrain
+from bench.broker_drain import DrainResult, IntakeDrain, discard_session
 from bench.fleet_publisher import Fleet, FleetRun, telemetry_fields, telemetry_payload
 from device_registry.directory import DeviceRecord
 from hub.influxql import InfluxQL
@@ -95,6 +100,7 @@ class Options:
     clients_compare: bool
     keep_state: bool
     hub_workers: int
+    repeat: int
 
     @property
     def backlog(self) -> int:
@@ -132,6 +138,11 @@ def parse_options(argv: list[str]) -> Options:
     )
     parser.add_argument("--keep-state", action="store_true", help="keep the temp state folder")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        help="runs of the ceiling, drain and hub backlog phases; medians are reported (3)",
+    )
+    parser.add_argument(
         "--hub-workers",
         type=int,
         default=1,
@@ -153,6 +164,7 @@ def parse_options(argv: list[str]) -> Options:
         clients_compare=args.clients_compare,
         keep_state=args.keep_state,
         hub_workers=args.hub_workers,
+        repeat=max(1, args.repeat or (1 if quick else 3)),
     )
 
 
@@ -180,11 +192,17 @@ def ceiling_batches(records: list[DeviceRecord], rounds: int, ts_base_ms: int) -
     ]
 
 
-def influx_ceiling(stack: BenchStack, batches: list[bytes], points: int) -> float:
-    """Points per second that InfluxDB takes from one writer posting prebuilt batches."""
-    stack.create_database(CEILING_DB)
+def influx_ceiling(
+    stack: BenchStack, batches: list[bytes], points: int, database: str = CEILING_DB
+) -> float:
+    """Points per second that InfluxDB takes from one writer posting prebuilt batches.
+
+    Each run writes into a database of its own, so that every run creates its series
+    afresh, as the hub's backlog runs do.
+    """
+    stack.create_database(database)
     url = f"{stack.settings.influx.url}/write"
-    params = {"db": CEILING_DB, "precision": "ms"}
+    params = {"db": database, "precision": "ms"}
     headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
     with httpx.Client(timeout=60.0) as client:
         start = time.perf_counter()
@@ -193,7 +211,7 @@ def influx_ceiling(stack: BenchStack, batches: list[bytes], points: int) -> floa
             if resp.status_code != 204:
                 raise BenchError(f"ceiling write answered {resp.status_code}: {resp.text[:200]}")
         seconds = time.perf_counter() - start
-    written = count_points(stack.influx, CEILING_DB, "level_m", 0, 2**62 // 1_000_000)
+    written = count_points(stack.influx, database, "level_m", 0, 2**62 // 1_000_000)
     if written != points:
         raise BenchError(f"ceiling: InfluxDB holds {written} of {points} points")
     return points / seconds
@@ -234,14 +252,16 @@ def publish_backlog(
     return fleet.wait(timeout_s=600)
 
 
-def broker_drain(stack: BenchStack, opts: Options, ts_base_ms: int) -> tuple[DrainResult, float]:
+def broker_drain(
+    stack: BenchStack, opts: Options, ts_base_ms: int, client_id: str = "bench-drain"
+) -> tuple[DrainResult, float]:
     """Drain rate of a bare subscriber; also returns the fleet's publish rate."""
     drain = IntakeDrain(
         host=stack.mqtt_host,
         port=stack.mqtt_port,
         username=stack.username,
         password=stack.password,
-        client_id="bench-drain",
+        client_id=client_id,
     )
     drain.open_session()
     run = publish_backlog(stack, opts, ts_base_ms, "bench-pub-drain")
@@ -253,9 +273,9 @@ def broker_drain(stack: BenchStack, opts: Options, ts_base_ms: int) -> tuple[Dra
 class HubFigures:
     """What the hub phases measured."""
 
-    mps: float = float("nan")
-    seconds: float = float("nan")
+    mps_runs: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    peak_rss_mb: float = float("nan")
     messages: int = 0
     live_offered_mps: float = float("nan")
     live_written: int = 0
@@ -263,6 +283,11 @@ class HubFigures:
     latencies_ms: list[float] = field(default_factory=list)
     probes_sent: int = 0
     probes_lost: int = 0
+
+    @property
+    def mps(self) -> float:
+        """Median sustained rate over the backlog runs."""
+        return statistics.median(self.mps_runs) if self.mps_runs else float("nan")
 
 
 def wait_written(
@@ -319,6 +344,7 @@ def wait_backlog_written(
     and polling goes on if that count falls short.
     """
     expected = devices * rounds
+    database = workers.database
     step = max(1, devices // SAMPLED_DEVICES)
     sample = [device_id(i) for i in range(devices - 1, -1, -step)]
     sample_filter = " OR ".join(f"device_id = '{d}'" for d in sample)
@@ -334,14 +360,14 @@ def wait_backlog_written(
             for port in workers.metrics_ports
         )
         if acked >= expected:
-            rows = stack.influx.rows(sample_query, database=HUB_DB)
+            rows = stack.influx.rows(sample_query, database=database)
             seen = int(next(v for k, v in rows[0].items() if k != "time")) if rows else 0
             if seen >= len(sample):
-                held = count_points(stack.influx, HUB_DB, "level_m", ts_base_ms, last_round + 1)
+                held = count_points(stack.influx, database, "level_m", ts_base_ms, last_round + 1)
                 if held >= expected:
                     return time.monotonic()
         time.sleep(0.05)
-    total = count_points(stack.influx, HUB_DB, "level_m", ts_base_ms, last_round + 1)
+    total = count_points(stack.influx, database, "level_m", ts_base_ms, last_round + 1)
     raise BenchError(f"hub wrote {total} of {expected} points within {timeout_s:.0f} s")
 
 
@@ -438,25 +464,31 @@ class LatencyProbe:
 class HubWorkers:
     """One or more hub processes sharing the load through ``$share/kotahub/...``."""
 
-    def __init__(self, stack: BenchStack, count: int) -> None:
+    def __init__(
+        self, stack: BenchStack, count: int, *, database: str = HUB_DB, name: str = "hub"
+    ) -> None:
+        self.stack = stack
+        self.database = database
         self.hubs: list[HubProcess] = []
         self.metrics_ports: list[int] = []
+        self.client_ids: list[str] = []
         for worker in range(count):
             self.metrics_ports.append(free_port())
-            config = stack.root / f"hub-{worker}.toml"
+            self.client_ids.append(f"kotahub-bench-{name}-{worker}")
+            config = stack.root / f"{name}-{worker}.toml"
             config.write_text(
                 hub_config_text(
                     stack,
                     devices_file=stack.root / "devices.json",
-                    client_id=f"kotahub-bench-hub-{worker}",
-                    wal_dir=stack.root / f"hub-wal-{worker}",
-                    database=HUB_DB,
+                    client_id=self.client_ids[-1],
+                    wal_dir=stack.root / f"{name}-wal-{worker}",
+                    database=database,
                     # One worker: the default plain subscription; several share the load.
                     shared_group="kotahub" if count > 1 else "",
                     metrics_port=self.metrics_ports[-1],
                 )
             )
-            self.hubs.append(HubProcess(config, stack.root / f"hub-{worker}.log"))
+            self.hubs.append(HubProcess(config, stack.root / f"{name}-{worker}.log"))
 
     def start(self) -> float:
         """Start every worker; return when the first was ready (messages flow from then)."""
@@ -467,6 +499,14 @@ class HubWorkers:
         for hub in self.hubs:
             if hub.running:
                 hub.stop()
+
+    def end_sessions(self) -> None:
+        """Discard the workers' persistent sessions, so that later runs queue nothing here."""
+        stack = self.stack
+        for client_id in self.client_ids:
+            discard_session(
+                stack.mqtt_host, stack.mqtt_port, stack.username, stack.password, client_id
+            )
 
     def cpu_s(self) -> float:
         """CPU seconds of all workers' process trees."""
@@ -483,18 +523,18 @@ class HubWorkers:
         return self.hubs[0].log_path
 
 
-def hub_phases(
-    stack: BenchStack, opts: Options, backlog_base_ms: int, live_base_ms: int
-) -> tuple[HubFigures, HubWorkers]:
-    """Run the hub over the backlog, then under live load with latency probes."""
-    figures = HubFigures()
-    workers = HubWorkers(stack, opts.hub_workers)
+def backlog_run(
+    stack: BenchStack, opts: Options, backlog_base_ms: int, index: int, figures: HubFigures
+) -> None:
+    """One sustained-rate run: fresh workers and a fresh database, the backlog queued first."""
+    database = f"{HUB_DB}_backlog_{index}"
+    stack.create_database(database)
+    workers = HubWorkers(stack, opts.hub_workers, database=database, name=f"backlog{index}")
     # A first start creates each worker's persistent session; while they are stopped the
     # broker queues the backlog for them, exactly as during a hub restart in production.
     workers.start()
     workers.stop()
-    run = publish_backlog(stack, opts, backlog_base_ms, "bench-pub-hub")
-    figures.messages = run.acked
+    run = publish_backlog(stack, opts, backlog_base_ms, f"bench-pub-hub{index}")
     try:
         with contextlib.ExitStack() as samplers:
             for hub in workers.hubs:
@@ -504,12 +544,37 @@ def hub_phases(
             done_at = wait_backlog_written(
                 stack, workers, backlog_base_ms, opts.backlog_rounds, opts.devices, timeout_s=900
             )
-            figures.cpu_s = workers.cpu_s() - cpu_before
-            figures.seconds = done_at - ready_at
-            figures.mps = run.acked / figures.seconds
+            figures.cpu_s += workers.cpu_s() - cpu_before
+    finally:
+        workers.stop()
+        workers.end_sessions()
+    figures.messages += run.acked
+    figures.mps_runs.append(run.acked / (done_at - ready_at))
+    figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb, key=_nan_low)
+
+
+def _nan_low(value: float) -> float:
+    return -1.0 if math.isnan(value) else value
+
+
+def hub_phases(
+    stack: BenchStack, opts: Options, backlog_base_ms: int, live_base_ms: int
+) -> tuple[HubFigures, HubWorkers]:
+    """Run the hub over the backlog ``opts.repeat`` times, then under live load with probes."""
+    figures = HubFigures()
+    for index in range(opts.repeat):
+        backlog_run(stack, opts, backlog_base_ms, index, figures)
+    workers = HubWorkers(stack, opts.hub_workers, name="live")
+    try:
+        with contextlib.ExitStack() as samplers:
+            for hub in workers.hubs:
+                samplers.enter_context(RssSampler(hub))
+            workers.start()
             _live_phase(stack, opts, live_base_ms, figures, workers)
     finally:
         workers.stop()
+        workers.end_sessions()
+    figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb, key=_nan_low)
     return figures, workers
 
 
@@ -541,6 +606,10 @@ def _round(value: float, digits: int = 1) -> float | None:
     return None if math.isnan(value) else round(value, digits)
 
 
+def _runs(values: list[float]) -> str:
+    return " / ".join(f"{v:,.0f}" for v in values)
+
+
 def run(opts: Options) -> dict[str, float | None]:
     """Run every phase and return the JSON figures (also printing the table)."""
     console = Console(stderr=opts.json_only, quiet=opts.json_only)
@@ -561,10 +630,22 @@ def run(opts: Options) -> dict[str, float | None]:
             f"{stack.settings.influx.url}); {opts.devices} devices, backlog {opts.backlog}"
         )
         batches = ceiling_batches(records, opts.backlog_rounds, backlog_base)
-        ceiling = influx_ceiling(stack, batches, opts.backlog)
-        console.print(f"InfluxDB ceiling: {ceiling:,.0f} points/s")
-        drain, publish_mps = broker_drain(stack, opts, backlog_base)
-        console.print(f"broker drain: {drain.mps:,.0f} msg/s (fleet published {publish_mps:,.0f})")
+        ceilings: list[float] = []
+        for index in range(opts.repeat):
+            ceilings.append(influx_ceiling(stack, batches, opts.backlog, f"{CEILING_DB}_{index}"))
+            console.print(f"InfluxDB ceiling, run {index + 1}: {ceilings[-1]:,.0f} points/s")
+        ceiling = statistics.median(ceilings)
+        drains: list[float] = []
+        drain_client = ""
+        for index in range(opts.repeat):
+            drained, publish_mps = broker_drain(stack, opts, backlog_base, f"bench-drain-{index}")
+            drains.append(drained.mps)
+            drain_client = drained.client
+            console.print(
+                f"broker drain, run {index + 1}: {drained.mps:,.0f} msg/s "
+                f"(fleet published {publish_mps:,.0f})"
+            )
+        drain_mps = statistics.median(drains)
         compare: list[DrainResult] = []
         if opts.clients_compare:
             from bench.client_compare import compare_clients
@@ -575,9 +656,7 @@ def run(opts: Options) -> dict[str, float | None]:
         if not opts.references_only:
             figures, workers = hub_phases(stack, opts, backlog_base, live_base)
             hub_log = workers.log_path
-            rss_mb = workers.peak_rss_mb
-        else:
-            rss_mb = float("nan")
+        rss_mb = figures.peak_rss_mb
         p50 = percentile(figures.latencies_ms, 50)
         p99 = percentile(figures.latencies_ms, 99)
         cpu_per_million = (
@@ -585,14 +664,14 @@ def run(opts: Options) -> dict[str, float | None]:
         )
         result = {
             "influx_ceiling_pps": _round(ceiling, 0),
-            "broker_drain_mps": _round(drain.mps, 0),
+            "broker_drain_mps": _round(drain_mps, 0),
             "hub_mps": _round(figures.mps, 0),
             "p50_ms": _round(p50),
             "p99_ms": _round(p99),
             "cpu_s_per_million": _round(cpu_per_million),
             "rss_mb": _round(rss_mb),
             "ratio_influx": _round(figures.mps / ceiling, 3),
-            "ratio_broker": _round(figures.mps / drain.mps, 3),
+            "ratio_broker": _round(figures.mps / drain_mps, 3),
         }
         table = Table(title="Kotahub hub ingest benchmark")
         table.add_column("figure")
@@ -604,15 +683,22 @@ def run(opts: Options) -> dict[str, float | None]:
             f"{opts.processes * opts.clients_per_process}",
             f"{opts.processes} processes, QoS 1 on plain sockets",
         )
-        table.add_row("influx_ceiling_pps", f"{ceiling:,.0f}", "prebuilt gzip 5,000-line batches")
-        table.add_row("broker_drain_mps", f"{drain.mps:,.0f}", drain.client)
+        table.add_row(
+            "influx_ceiling_pps",
+            f"{ceiling:,.0f}",
+            f"prebuilt gzip 5,000-line batches; median of {_runs(ceilings)}",
+        )
+        table.add_row(
+            "broker_drain_mps", f"{drain_mps:,.0f}", f"{drain_client}; median of {_runs(drains)}"
+        )
         for item in compare:
             table.add_row("  drain (compare)", f"{item.mps:,.0f}", item.client)
         table.add_row("fleet publish rate", f"{publish_mps:,.0f}", "backlog, msg/s acked")
         table.add_row(
             "hub_mps",
             f"{figures.mps:,.0f}",
-            f"backlog of {opts.backlog:,} msg, {opts.hub_workers} worker(s)",
+            f"backlog of {opts.backlog:,} msg, {opts.hub_workers} worker(s); "
+            f"median of {_runs(figures.mps_runs)}",
         )
         table.add_row(
             "live offered / written",
@@ -634,7 +720,7 @@ def run(opts: Options) -> dict[str, float | None]:
         table.add_row("cpu_s_per_million", f"{cpu_per_million:,.1f}", "hub tree user+system")
         table.add_row("rss_mb", f"{rss_mb:,.1f}", "peak, largest hub process tree")
         table.add_row("ratio_influx", f"{figures.mps / ceiling:.3f}", "target >= 0.5")
-        table.add_row("ratio_broker", f"{figures.mps / drain.mps:.3f}", "")
+        table.add_row("ratio_broker", f"{figures.mps / drain_mps:.3f}", "")
         console.print(table)
         if hub_log is not None and figures.probes_lost:
             console.print(f"[yellow]{figures.probes_lost} probes never became queryable[/yellow]")
