@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 from device_registry.directory import (
     DeviceDirectory,
@@ -64,6 +65,15 @@ RECONNECT_MIN_DELAY_S = 0.15
 RECONNECT_MAX_DELAY_S = 30.0
 AUTH_FAILURE_MIN_DELAY_S = 5.0
 HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status")
+
+
+class WalBatch(NamedTuple):
+    """What the writer took from the WAL for one InfluxDB request."""
+
+    chunks: list[bytes]  # WAL records as they are: lines joined by newlines
+    lines: int  # lines in them
+    end: WalPosition  # the WAL position after them
+    behind: bool  # filled without waiting: the WAL is ahead of InfluxDB
 
 
 class IngestError(Exception):
@@ -395,12 +405,13 @@ class IngestService:
             while not self._stop_writer.is_set():
                 if not wal.wait_for_data(position, timeout_s=0.2):
                     continue
-                chunks, count, end = self._collect(
+                batch = self._collect(
                     position, cfg.batch_lines, cfg.batch_interval_s, catching_up=catching_up
                 )
-                # A full batch means the WAL is ahead of InfluxDB: the lines left over
-                # have waited already, so the next batch goes as soon as it is read.
-                catching_up = count >= cfg.batch_lines
+                chunks, end = batch.chunks, batch.end
+                # A batch filled without waiting means the WAL is ahead of InfluxDB: the
+                # lines left over have waited already, so the next one goes when read.
+                catching_up = batch.behind
                 if chunks:
                     started = time.monotonic()
                     outcome = writer.write(chunks)
@@ -420,17 +431,16 @@ class IngestService:
 
     def _collect(
         self, start: WalPosition, max_lines: int, interval_s: float, *, catching_up: bool = False
-    ) -> tuple[list[bytes], int, WalPosition]:
-        """WAL records holding about ``max_lines`` lines from ``start``, their line count and
-        the position after them, waiting at most ``interval_s``.
-
-        When ``catching_up``, return as soon as the WAL has nothing more to give.
+    ) -> WalBatch:
+        """WAL records holding about ``max_lines`` lines from ``start``, waiting at most
+        ``interval_s`` for them; when ``catching_up``, only as long as the WAL has more.
         """
         assert self.wal is not None
         chunks: list[bytes] = []
         count = 0
         position = start
         deadline = time.monotonic() + interval_s
+        waited = False
         while True:
             records, position = self.wal.read(position, READ_CHUNK_BYTES)
             for record in records:
@@ -439,10 +449,12 @@ class IngestService:
                 count += record.count(b"\n") + 1
             remaining = deadline - time.monotonic()
             if count >= max_lines or remaining <= 0 or self._stop_writer.is_set():
-                return chunks, count, position
+                return WalBatch(chunks, count, position, count >= max_lines and not waited)
             if not records and (self._stop_intake.is_set() or (catching_up and chunks)):
-                return chunks, count, position  # draining at stop, or behind: post now
+                # Draining at stop, or behind: post now.
+                return WalBatch(chunks, count, position, False)
             if not records:
+                waited = True
                 self.wal.wait_for_data(position, timeout_s=min(remaining, 0.25))
 
     def _count_retry(self, _problem: str) -> None:
