@@ -291,7 +291,12 @@ class HubFigures:
 
 
 def wait_written(
-    stack: BenchStack, ts_base_ms: int, rounds: int, devices: int, timeout_s: float
+    stack: BenchStack,
+    ts_base_ms: int,
+    rounds: int,
+    devices: int,
+    timeout_s: float,
+    database: str = HUB_DB,
 ) -> float:
     """Wait until all ``rounds`` x ``devices`` points are queryable; return when (monotonic).
 
@@ -300,13 +305,13 @@ def wait_written(
     deadline = time.monotonic() + timeout_s
     last_round = ts_base_ms + rounds - 1
     while True:
-        if count_points(stack.influx, HUB_DB, "level_m", last_round, last_round + 1) >= devices:
+        if count_points(stack.influx, database, "level_m", last_round, last_round + 1) >= devices:
             seen = time.monotonic()
-            total = count_points(stack.influx, HUB_DB, "level_m", ts_base_ms, last_round + 1)
+            total = count_points(stack.influx, database, "level_m", ts_base_ms, last_round + 1)
             if total >= devices * rounds:
                 return seen
         if time.monotonic() > deadline:
-            total = count_points(stack.influx, HUB_DB, "level_m", ts_base_ms, last_round + 1)
+            total = count_points(stack.influx, database, "level_m", ts_base_ms, last_round + 1)
             raise BenchError(
                 f"hub wrote {total} of {devices * rounds} points within {timeout_s:.0f} s"
             )
@@ -374,8 +379,9 @@ def wait_backlog_written(
 class LatencyProbe:
     """Publishes probe messages stamped with their publish time and polls InfluxDB for them."""
 
-    def __init__(self, stack: BenchStack, probes: int, rate: float) -> None:
+    def __init__(self, stack: BenchStack, probes: int, rate: float, database: str) -> None:
         self.stack = stack
+        self.database = database
         self.ids = [device_id(i, PROBE_PREFIX) for i in range(probes)]
         self.interval_s = 1.0 / rate
         self.sent: dict[int, float] = {}  # ts ms -> publish time, wall clock ms
@@ -428,7 +434,7 @@ class LatencyProbe:
                 series = self._influx.query(
                     f"SELECT bench_seq FROM \"{FAMILY}\" WHERE site = '{PROBE_PREFIX}' "
                     f"AND time >= {min(pending)}ms",
-                    database=HUB_DB,
+                    database=self.database,
                 )
             except Exception:  # a failed poll is simply retried at the next tick
                 continue
@@ -524,9 +530,19 @@ class HubWorkers:
 
 
 def backlog_run(
-    stack: BenchStack, opts: Options, backlog_base_ms: int, index: int, figures: HubFigures
-) -> None:
-    """One sustained-rate run: fresh workers and a fresh database, the backlog queued first."""
+    stack: BenchStack,
+    opts: Options,
+    backlog_base_ms: int,
+    index: int,
+    figures: HubFigures,
+    *,
+    keep_running: bool = False,
+) -> HubWorkers:
+    """One sustained-rate run: fresh workers and a fresh database, the backlog queued first.
+
+    With ``keep_running`` the workers are left running (warm, their series created) for the
+    latency phase; the caller stops them.
+    """
     database = f"{HUB_DB}_backlog_{index}"
     stack.create_database(database)
     workers = HubWorkers(stack, opts.hub_workers, database=database, name=f"backlog{index}")
@@ -545,12 +561,17 @@ def backlog_run(
                 stack, workers, backlog_base_ms, opts.backlog_rounds, opts.devices, timeout_s=900
             )
             figures.cpu_s += workers.cpu_s() - cpu_before
+    except BaseException:
+        keep_running = False
+        raise
     finally:
-        workers.stop()
-        workers.end_sessions()
+        if not keep_running:
+            workers.stop()
+            workers.end_sessions()
     figures.messages += run.acked
     figures.mps_runs.append(run.acked / (done_at - ready_at))
     figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb, key=_nan_low)
+    return workers
 
 
 def _nan_low(value: float) -> float:
@@ -560,16 +581,21 @@ def _nan_low(value: float) -> float:
 def hub_phases(
     stack: BenchStack, opts: Options, backlog_base_ms: int, live_base_ms: int
 ) -> tuple[HubFigures, HubWorkers]:
-    """Run the hub over the backlog ``opts.repeat`` times, then under live load with probes."""
+    """Run the hub over the backlog ``opts.repeat`` times, then under live load with probes.
+
+    The latency phase runs on the last backlog run's workers and database, as in steady
+    state: the hub warm, the devices' series existing in InfluxDB.
+    """
     figures = HubFigures()
+    last = opts.repeat - 1
     for index in range(opts.repeat):
-        backlog_run(stack, opts, backlog_base_ms, index, figures)
-    workers = HubWorkers(stack, opts.hub_workers, name="live")
+        workers = backlog_run(
+            stack, opts, backlog_base_ms, index, figures, keep_running=index == last
+        )
     try:
         with contextlib.ExitStack() as samplers:
             for hub in workers.hubs:
                 samplers.enter_context(RssSampler(hub))
-            workers.start()
             _live_phase(stack, opts, live_base_ms, figures, workers)
     finally:
         workers.stop()
@@ -583,19 +609,21 @@ def _live_phase(
 ) -> None:
     fleet = make_fleet(stack, opts, opts.live_rounds, live_base_ms, opts.rate, "bench-pub-live")
     fleet.prepare()
-    probe = LatencyProbe(stack, opts.probes, opts.probe_rate)
+    probe = LatencyProbe(stack, opts.probes, opts.probe_rate, hub.database)
     probe.start()
     cpu_before = hub.cpu_s()
     fleet.go()
     run = fleet.wait(timeout_s=opts.seconds * 10 + 120)
     probe.stop_publishing()
-    wait_written(stack, live_base_ms, opts.live_rounds, opts.devices, timeout_s=300)
+    wait_written(
+        stack, live_base_ms, opts.live_rounds, opts.devices, timeout_s=300, database=hub.database
+    )
     figures.cpu_s += hub.cpu_s() - cpu_before
     figures.messages += run.acked + len(probe.sent)
     figures.live_offered_mps = run.offered_mps
     figures.live_sent = run.acked
     figures.live_written = count_points(
-        stack.influx, HUB_DB, "level_m", live_base_ms, live_base_ms + opts.live_rounds
+        stack.influx, hub.database, "level_m", live_base_ms, live_base_ms + opts.live_rounds
     )
     figures.latencies_ms, figures.probes_lost = probe.finish(grace_s=30.0)
     figures.probes_sent = len(probe.sent)
