@@ -275,7 +275,7 @@ class HubFigures:
 
     mps_runs: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
-    peak_rss_mb: float = float("nan")
+    peak_rss_mb: float = 0.0
     messages: int = 0
     live_offered_mps: float = float("nan")
     live_written: int = 0
@@ -570,12 +570,8 @@ def backlog_run(
             workers.end_sessions()
     figures.messages += run.acked
     figures.mps_runs.append(run.acked / (done_at - ready_at))
-    figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb, key=_nan_low)
+    figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb)
     return workers
-
-
-def _nan_low(value: float) -> float:
-    return -1.0 if math.isnan(value) else value
 
 
 def hub_phases(
@@ -600,7 +596,7 @@ def hub_phases(
     finally:
         workers.stop()
         workers.end_sessions()
-    figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb, key=_nan_low)
+    figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb)
     return figures, workers
 
 
@@ -684,7 +680,7 @@ def run(opts: Options) -> dict[str, float | None]:
         if not opts.references_only:
             figures, workers = hub_phases(stack, opts, backlog_base, live_base)
             hub_log = workers.log_path
-        rss_mb = figures.peak_rss_mb
+        rss_mb = float("nan") if opts.references_only else figures.peak_rss_mb
         p50 = percentile(figures.latencies_ms, 50)
         p99 = percentile(figures.latencies_ms, 99)
         cpu_per_million = (

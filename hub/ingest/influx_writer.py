@@ -126,22 +126,18 @@ class InfluxLineWriter:
         the body is posted as is, and split into lines only if InfluxDB refuses some.
         """
         outcome = WriteOutcome()
-        body = b"\n".join(chunks)
-        if not body:
-            return outcome
-        status, error = self._post_until_answered(body, outcome)
-        if status >= 300:
-            self._split(body.split(b"\n"), error, outcome)
-        outcome.lines = body.count(b"\n") + 1 - len(outcome.refused)
+        if chunks:
+            self._write_part(list(chunks), outcome)
+        outcome.lines = sum(chunk.count(b"\n") + 1 for chunk in chunks) - len(outcome.refused)
         return outcome
 
-    def _write_part(self, lines: list[bytes], outcome: WriteOutcome) -> None:
-        status, error = self._post_until_answered(b"\n".join(lines), outcome)
-        if status >= 300:
-            self._split(lines, error, outcome)
-
-    def _split(self, lines: list[bytes], error: str, outcome: WriteOutcome) -> None:
-        """Bisect a refused (400/422) or too large (413) part until bad lines stand alone."""
+    def _write_part(self, parts: list[bytes], outcome: WriteOutcome) -> None:
+        """Post parts as one body; bisect by lines a refused (400/422) or too large (413) one."""
+        body = b"\n".join(parts)
+        status, error = self._post_until_answered(body, outcome)
+        if status < 300:
+            return
+        lines = body.split(b"\n")  # parts may be WAL records of many lines each
         if len(lines) == 1:
             outcome.refused.append(RefusedLine(lines[0], error))
             return

@@ -40,7 +40,7 @@ from hub.ingest.mqtt_intake import (
     publish_packet,
     subscribe_packet,
 )
-from tests.conftest import MqttClientFactory, RunningStack, free_port
+from tests.conftest import MqttClientFactory, MqttTestClient, RunningStack, free_port
 from tests.ingest.conftest import forget_session
 
 Protocol = Literal["3.1.1", "5"]
@@ -145,6 +145,21 @@ def start_and_wait(intake: MqttIntake, recorder: Recorder) -> None:
     expected = recorder.subscribed + 1
     intake.start()
     recorder.wait(lambda: recorder.subscribed >= expected, "SUBACK")
+
+
+def restart(intake: MqttIntake, seen: Recorder) -> None:
+    """Stop the intake and start it again on its session, with the record cleared."""
+    intake.stop()
+    seen.clear()
+    start_and_wait(intake, seen)
+
+
+def assert_nothing_left(
+    seen: Recorder, publisher: MqttTestClient, topic: str, marker: bytes
+) -> None:
+    """A new message arrives alone: the session held nothing more for the intake."""
+    publisher.publish(topic, marker)
+    assert payloads(seen.wait_payload(marker)) == [marker]
 
 
 def settle(intake: MqttIntake, seen: Recorder, topic_root: str) -> None:
@@ -374,11 +389,8 @@ def test_session_keeps_unacknowledged_and_offline_messages_across_stop_and_start
     assert intake.ack(intake.generation, [m.packet_id for m in got]) is True
     settle(intake, seen, intakes.topic_root)
 
-    intake.stop()
-    seen.clear()
-    start_and_wait(intake, seen)
-    publisher.publish(topic, b"marker-2")
-    assert payloads(seen.wait_payload(b"marker-2")) == [b"marker-2"]
+    restart(intake, seen)
+    assert_nothing_left(seen, publisher, topic, b"marker-2")
     assert intake.stats.connection_losses == 0  # stop() is not a loss
 
 
@@ -441,19 +453,14 @@ def test_ack_for_an_earlier_connection_is_dropped_and_messages_come_again(
     # Had they been sent, the broker would have taken them by now.
     settle(intake, seen, intakes.topic_root)
 
-    intake.stop()
-    seen.clear()
-    start_and_wait(intake, seen)
+    restart(intake, seen)
     third = seen.wait_messages(3)
     assert payloads(third) == expected  # none of them was acknowledged
     assert intake.ack(intake.generation, [m.packet_id for m in third]) is True
     settle(intake, seen, intakes.topic_root)
 
-    intake.stop()
-    seen.clear()
-    start_and_wait(intake, seen)
-    publisher.publish(topic, b"marker")
-    assert payloads(seen.wait_payload(b"marker")) == [b"marker"]
+    restart(intake, seen)
+    assert_nothing_left(seen, publisher, topic, b"marker")
 
 
 # -- 4. refused connection ------------------------------------------------------------------
