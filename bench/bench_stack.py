@@ -107,6 +107,7 @@ class BenchStack:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.influx.close()
         with contextlib.suppress(Exception):
             self.stack.down()
         if not self.keep_state:

@@ -318,9 +318,14 @@ def wait_written(
         time.sleep(0.2)
 
 
-def scrape_metrics(port: int) -> dict[str, float]:
-    """The hub's unlabelled-but-``hub`` counters and gauges from its ``/metrics`` page."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+def scrape_metrics(port: int, client: httpx.Client) -> dict[str, float]:
+    """The hub's unlabelled-but-``hub`` counters and gauges from its ``/metrics`` page.
+
+    ``client`` is kept across polls: a new one per request costs the bench about 40 ms
+    of CPU (a TLS context), which at 20 polls a second took most of a core from the
+    processes being measured.
+    """
+    text = client.get(f"http://127.0.0.1:{port}/metrics").text
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#") or "," in line.split(" ", 1)[0]:
@@ -359,19 +364,22 @@ def wait_backlog_written(
         f"AND time >= {last_round}ms AND time < {last_round + 1}ms"
     )
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        acked = sum(
-            scrape_metrics(port).get("kotahub_ingest_acked_total", 0.0)
-            for port in workers.metrics_ports
-        )
-        if acked >= expected:
-            rows = stack.influx.rows(sample_query, database=database)
-            seen = int(next(v for k, v in rows[0].items() if k != "time")) if rows else 0
-            if seen >= len(sample):
-                held = count_points(stack.influx, database, "level_m", ts_base_ms, last_round + 1)
-                if held >= expected:
-                    return time.monotonic()
-        time.sleep(0.05)
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            acked = sum(
+                scrape_metrics(port, client).get("kotahub_ingest_acked_total", 0.0)
+                for port in workers.metrics_ports
+            )
+            if acked >= expected:
+                rows = stack.influx.rows(sample_query, database=database)
+                seen = int(next(v for k, v in rows[0].items() if k != "time")) if rows else 0
+                if seen >= len(sample):
+                    held = count_points(
+                        stack.influx, database, "level_m", ts_base_ms, last_round + 1
+                    )
+                    if held >= expected:
+                        return time.monotonic()
+            time.sleep(0.05)
     total = count_points(stack.influx, database, "level_m", ts_base_ms, last_round + 1)
     raise BenchError(f"hub wrote {total} of {expected} points within {timeout_s:.0f} s")
 
@@ -460,6 +468,7 @@ class LatencyProbe:
             time.sleep(0.1)
         self._stop_polling.set()
         self._poller.join(15)
+        self._influx.close()
         self._client.loop_stop()
         self._client.disconnect()
         with self._lock:

@@ -463,21 +463,21 @@ class LocalStack:
     def _ensure_database(self) -> None:
         """Create the database with its default retention policy, once."""
         ix = self.settings.influx
-        client = InfluxQL(ix.url, timeout_s=ix.timeout_s)
         try:
-            if ix.database not in client.first_column("SHOW DATABASES"):
-                self._log(f"creating database {ix.database} (retention {ix.retention})")
-                client.query(
-                    f'CREATE DATABASE "{ix.database}" WITH DURATION {ix.retention} '
-                    f'REPLICATION 1 NAME "{ix.retention_policy}"'
-                )
-                return
-            policies = client.first_column(f'SHOW RETENTION POLICIES ON "{ix.database}"')
-            if ix.retention_policy not in policies:
-                client.query(
-                    f'CREATE RETENTION POLICY "{ix.retention_policy}" ON "{ix.database}" '
-                    f"DURATION {ix.retention} REPLICATION 1 DEFAULT"
-                )
+            with InfluxQL(ix.url, timeout_s=ix.timeout_s) as client:
+                if ix.database not in client.first_column("SHOW DATABASES"):
+                    self._log(f"creating database {ix.database} (retention {ix.retention})")
+                    client.query(
+                        f'CREATE DATABASE "{ix.database}" WITH DURATION {ix.retention} '
+                        f'REPLICATION 1 NAME "{ix.retention_policy}"'
+                    )
+                    return
+                policies = client.first_column(f'SHOW RETENTION POLICIES ON "{ix.database}"')
+                if ix.retention_policy not in policies:
+                    client.query(
+                        f'CREATE RETENTION POLICY "{ix.retention_policy}" ON "{ix.database}" '
+                        f"DURATION {ix.retention} REPLICATION 1 DEFAULT"
+                    )
         except InfluxQueryError as err:
             raise StackError(f"cannot prepare database {ix.database}: {err}") from err
 

@@ -78,9 +78,11 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[R
     settings = make_settings(state_dir)
     stack = LocalStack(settings)
     stack.up()
+    running = RunningStack(stack=stack, settings=settings, mqtt_password=mqtt_password(settings))
     try:
-        yield RunningStack(stack=stack, settings=settings, mqtt_password=mqtt_password(settings))
+        yield running
     finally:
+        running.influx.close()
         stack.down()
 
 

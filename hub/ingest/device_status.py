@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from device_registry.directory import DeviceRecord
-from hub.ingest.line_protocol import FieldValue, format_line, tag_prefix
+from hub.ingest.line_protocol import format_field, tag_prefix
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,8 @@ class StatusChange:
     def line(self) -> str:
         """The ``device_status`` point for this change."""
         prefix = tag_prefix("device_status", dict(self.tags))
-        fields: dict[str, FieldValue] = {
-            "online": 1.0 if self.online else 0.0,
-            "reason": self.reason,
-        }
-        return format_line("device_status", {}, fields, self.time_ms, prefix=prefix)
+        online = "1.0" if self.online else "0.0"
+        return f"{prefix} online={online},reason={format_field(self.reason)} {self.time_ms}"
 
 
 @dataclass(slots=True)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 FieldValue = float | bool | str
 
-_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "\n": " ", "\r": " "})
-_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " ", "\r": " "})
+# Newlines would end the point: they become escaped spaces (a bare space would end the
+# measurement or tag set early).
+_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "\n": "\\ ", "\r": "\\ "})
+_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\ ", "\r": "\\ "})
+# Any character that escape_tag would change or that needs the trailing-backslash rule.
+_TAG_SPECIAL = re.compile(r"[,= \n\r\\]")
 
 
 def escape_measurement(name: str) -> str:
@@ -18,12 +23,10 @@ def escape_measurement(name: str) -> str:
 def escape_tag(text: str) -> str:
     """Escape a tag key or value (commas, equals signs, spaces; newlines become spaces).
 
-    A trailing backslash would escape the separator that follows, so it is doubled.
+    InfluxDB 1.x reads a trailing backslash, even a doubled one, as escaping the separator
+    after it and refuses the line, so trailing backslashes are dropped.
     """
-    out = text.translate(_TAG_ESCAPES)
-    if out.endswith("\\"):
-        out += "\\"
-    return out
+    return text.translate(_TAG_ESCAPES).rstrip("\\")
 
 
 def _string_field(value: str) -> str:
@@ -46,11 +49,17 @@ def format_field(value: FieldValue) -> str:
 
 def tag_prefix(measurement: str, tags: Mapping[str, str]) -> str:
     """``measurement,tag=value,...`` with tags sorted (InfluxDB's fastest order)."""
+    # A hub builds a prefix for each device it first sees; most keys and values need no
+    # escaping, and a regex scan is cheaper than escaping each of them.
+    special = _TAG_SPECIAL.search
     parts = [escape_measurement(measurement)]
     for key in sorted(tags):
         value = tags[key]
         if value:
-            parts.append(f"{escape_tag(key)}={escape_tag(value)}")
+            key_text = key if special(key) is None else escape_tag(key)
+            value_text = value if special(value) is None else escape_tag(value)
+            if key_text and value_text:  # "\\" alone escapes to nothing
+                parts.append(f"{key_text}={value_text}")
     return ",".join(parts)
 
 
