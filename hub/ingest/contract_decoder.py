@@ -126,6 +126,19 @@ class Rejected:
 Decoded = Accepted | Rejected
 
 
+@dataclass(slots=True)
+class _Route:
+    """What a topic of a known, accepted device resolves to, kept while the registry holds.
+
+    Every device check (registered, not retired, its own gateway) ran when it was made.
+    """
+
+    record: DeviceRecord
+    kind: Kind
+    prefix: str  # measurement and tags of the kind's points ("" for status)
+    types: dict[str, str]  # the device's entry in ContractDecoder.metric_types
+
+
 class _RefusalError(Exception):
     """Internal: carries a reason out of the nested checks."""
 
@@ -147,6 +160,12 @@ def parse_topic(topic: str) -> tuple[str | None, str, Kind] | None:
     if not device or gateway == "" or kind not in _KINDS:
         return None
     return gateway, device, kind  # type: ignore[return-value]
+
+
+def _topic_device(topic: str) -> str | None:
+    """The device id of a contract topic (at most 128 characters), for dead-letters."""
+    parsed = parse_topic(topic)
+    return parsed[1][:128] if parsed else None
 
 
 def parse_ts(value: object, received_ms: int) -> int:
@@ -223,8 +242,9 @@ class ContractDecoder:
         self.metric_types: dict[str, dict[str, str]] = {}
         self.type_memory_size = 0
         self.type_memory_resets = 0
-        self._prefixes: dict[tuple[str, str], str] = {}
-        self._topics: dict[str, tuple[str | None, str, Kind] | None] = {}
+        # topic -> route, for topics of accepted devices; emptied when the registry
+        # changes or the type memory is reset (a route shares its device's types dict).
+        self._routes: dict[str, _Route] = {}
         self._generation = -1
 
     def remember_type(self, device_id: str, metric: str, type_name: str) -> None:
@@ -236,31 +256,52 @@ class ContractDecoder:
 
     def decode(self, topic: str, payload: bytes, received_ms: int) -> Decoded:
         """Validate one message; return Accepted or Rejected, never raise."""
+        generation = self.directory.generation
+        if generation != self._generation:
+            # The registry changed: devices, states and tags must be looked up again.
+            self._routes.clear()
+            self._generation = generation
+        route = self._routes.get(topic)
         try:
-            parsed = self._topics[topic]
-        except KeyError:
-            parsed = parse_topic(topic)
-            if len(self._topics) >= TOPIC_CACHE:
-                self._topics.clear()
-            self._topics[topic] = parsed
-        device_id = parsed[1][:128] if parsed else None
-        try:
-            if parsed is None:
-                raise _RefusalError(Reason.BAD_TOPIC, "not a contract v1 device topic")
-            gateway_id, _, kind = parsed
             if len(payload) > MAX_PAYLOAD_BYTES:
+                if route is None and parse_topic(topic) is None:
+                    raise _RefusalError(Reason.BAD_TOPIC, "not a contract v1 device topic")
                 raise _RefusalError(
                     Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}"
                 )
-            record = self._device(parsed[1], gateway_id)
-            if kind == "status":
-                return self._status(record, payload, received_ms)
-            return self._readings(record, kind, payload, received_ms)
+            if route is None:
+                route = self._route(topic)
+            if route.kind == "status":
+                return self._status(route.record, payload, received_ms)
+            return self._readings(route, payload, received_ms)
         except _RefusalError as refusal:
+            device_id = route.record.device_id if route is not None else _topic_device(topic)
             return Rejected(refusal.reason, refusal.detail, topic, device_id, payload, received_ms)
         except Exception as err:  # a decoder bug must not stop ingest
             detail = f"decoder error {type(err).__name__}"
-            return Rejected(Reason.WRONG_TYPE, detail, topic, device_id, payload, received_ms)
+            return Rejected(
+                Reason.WRONG_TYPE, detail, topic, _topic_device(topic), payload, received_ms
+            )
+
+    def _route(self, topic: str) -> _Route:
+        """Resolve and check a topic's device; remember the route for the next message."""
+        parsed = parse_topic(topic)
+        if parsed is None:
+            raise _RefusalError(Reason.BAD_TOPIC, "not a contract v1 device topic")
+        gateway_id, device_id, kind = parsed
+        record = self._device(device_id, gateway_id)
+        prefix = ""
+        if kind != "status":
+            measurement = record.family if kind == "telemetry" else f"{record.family}_event"
+            prefix = tag_prefix(measurement, record.influx_tags())
+        types = self.metric_types.get(device_id)
+        if types is None:
+            types = self.metric_types[device_id] = {}
+        route = _Route(record, kind, prefix, types)
+        if len(self._routes) >= TOPIC_CACHE:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
 
     def _device(self, device_id: str, gateway_id: str | None) -> DeviceRecord:
         record = self.directory.get(device_id)
@@ -300,22 +341,7 @@ class ContractDecoder:
         if time_ms > received_ms + self.max_skew_ms:
             raise _RefusalError(Reason.TS_IN_FUTURE, f"ts {time_ms} is ahead of the hub clock")
 
-    def _prefix(self, record: DeviceRecord, measurement: str) -> str:
-        generation = self.directory.generation
-        if generation != self._generation:
-            # Registry tags may have changed: rebuild prefixes lazily.
-            self._prefixes.clear()
-            self._generation = generation
-        key = (record.device_id, measurement)
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            prefix = tag_prefix(measurement, record.influx_tags())
-            self._prefixes[key] = prefix
-        return prefix
-
-    def _readings(
-        self, record: DeviceRecord, kind: Kind, payload: bytes, received_ms: int
-    ) -> Accepted:
+    def _readings(self, route: _Route, payload: bytes, received_ms: int) -> Accepted:
         data = self._load_object(payload)
         ts = data.get("ts")
         # Epoch milliseconds (what most devices send) skip parse_ts's checks for text.
@@ -331,10 +357,7 @@ class ContractDecoder:
             raise _RefusalError(Reason.TOO_MANY_METRICS, f"{len(metrics)} metrics > {MAX_METRICS}")
         parts: list[str] = []
         new_types: list[tuple[str, str]] = []
-        device_id = record.device_id
-        types = self.metric_types.get(device_id)
-        if types is None:
-            types = {}
+        types = route.types
         for name, raw in metrics.items():
             # Hot path: exact type checks and direct formatting (names need no escaping).
             # ``raw - raw`` is 0.0 for every finite float and NaN for NaN and infinities.
@@ -360,21 +383,25 @@ class ContractDecoder:
                 )
             parts.append(f"{name}={text}")
         if new_types:
-            if self.type_memory_size + len(new_types) > TYPE_MEMORY_LIMIT:
-                self.metric_types.clear()
-                self.type_memory_size = 0
-                self.type_memory_resets += 1
-            types = self.metric_types.setdefault(device_id, {})
-            for name, type_name in new_types:
-                if name not in types:
-                    self.type_memory_size += 1
-                types[name] = type_name
+            self._learn_types(route, new_types)
         lines: tuple[str, ...] = ()
         if parts:
-            measurement = record.family if kind == "telemetry" else f"{record.family}_event"
-            prefix = self._prefix(record, measurement)
-            lines = (f"{prefix} {','.join(parts)} {time_ms}",)
-        return Accepted(record, kind, time_ms, lines, seq=seq)
+            lines = (f"{route.prefix} {','.join(parts)} {time_ms}",)
+        return Accepted(route.record, route.kind, time_ms, lines, seq=seq)
+
+    def _learn_types(self, route: _Route, new_types: list[tuple[str, str]]) -> None:
+        if self.type_memory_size + len(new_types) > TYPE_MEMORY_LIMIT:
+            # Forget every device's types; routes share those dicts, so they go too.
+            self.metric_types.clear()
+            self._routes.clear()
+            self.type_memory_size = 0
+            self.type_memory_resets += 1
+            route.types = self.metric_types[route.record.device_id] = {}
+        types = route.types
+        for name, type_name in new_types:
+            if name not in types:
+                self.type_memory_size += 1
+            types[name] = type_name
 
     def _status(self, record: DeviceRecord, payload: bytes, received_ms: int) -> Accepted:
         text = payload.strip()

@@ -76,12 +76,14 @@ class DeviceStatusTracker:
 
     def seen(self, record: DeviceRecord, now_ms: int) -> StatusChange | None:
         """Data arrived from the device: it is online."""
-        with self._lock:
-            state = self._states.get(record.device_id)
-            if state is not None and state.online:
-                state.last_seen_ms = now_ms
-                state.record = record
-                return None
+        # Called for every message: no lock when the device is already online. A dict
+        # read and attribute writes are atomic under the GIL, and only _set (under the
+        # lock) adds states or changes ``online``.
+        state = self._states.get(record.device_id)
+        if state is not None and state.online:
+            state.last_seen_ms = now_ms
+            state.record = record
+            return None
         return self._set(record, True, "data", now_ms, now_ms)
 
     def reported(
@@ -93,24 +95,33 @@ class DeviceStatusTracker:
 
     def check_silence(self, now_ms: int) -> list[StatusChange]:
         """Mark offline every online device silent for offline_factor x its interval."""
-        silent: list[DeviceRecord] = []
+        silent: list[tuple[DeviceRecord, float]] = []
         with self._lock:
             for state in self._states.values():
                 limit_ms = self.offline_factor * state.record.expected_interval_s * 1000
                 if state.online and now_ms - state.last_seen_ms > limit_ms:
-                    silent.append(state.record)
+                    silent.append((state.record, now_ms - limit_ms))
         changes = []
-        for record in silent:
-            change = self._set(record, False, "silent", now_ms, None)
+        for record, quiet_since_ms in silent:
+            change = self._set(record, False, "silent", now_ms, None, quiet_since_ms)
             if change is not None:
                 changes.append(change)
         return changes
 
     def _set(
-        self, record: DeviceRecord, online: bool, reason: str, time_ms: int, now_ms: int | None
+        self,
+        record: DeviceRecord,
+        online: bool,
+        reason: str,
+        time_ms: int,
+        now_ms: int | None,
+        quiet_since_ms: float | None = None,
     ) -> StatusChange | None:
         with self._lock:
             state = self._states.get(record.device_id)
+            quiet = quiet_since_ms is None or state is None or state.last_seen_ms <= quiet_since_ms
+            if not quiet:
+                return None  # data came in since the silence check (seen takes no lock)
             if state is None:
                 state = _DeviceState(record, None, now_ms or time_ms)
                 self._states[record.device_id] = state
