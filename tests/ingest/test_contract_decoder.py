@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,6 +96,46 @@ def test_type_is_kept_per_device_and_metric() -> None:
     assert second.reason is Reason.TYPE_CHANGED
     assert isinstance(other, Rejected)
     assert other.reason is Reason.RETIRED_DEVICE
+
+
+def test_registry_changes_reach_a_topic_already_seen() -> None:
+    directory = SnapshotDirectory([device("g1")])
+    decoder = ContractDecoder(directory)
+    body = b'{"metrics": {"x": 1}}'
+    first = decoder.decode(TOPIC, body, NOW)
+    assert isinstance(first, Accepted)
+    assert "site=Kali\\ Banger" in first.lines[0]
+    directory.replace([device("g1", tags={"site": "Kali Garang"})])
+    moved = decoder.decode(TOPIC, body, NOW)
+    assert isinstance(moved, Accepted)
+    assert "site=Kali\\ Garang" in moved.lines[0]
+    directory.replace([device("g1", state="retired")])
+    retired = decoder.decode(TOPIC, body, NOW)
+    assert isinstance(retired, Rejected)
+    assert retired.reason is Reason.RETIRED_DEVICE
+    directory.replace([device("g2")])
+    unknown = decoder.decode(TOPIC, body, NOW)
+    assert isinstance(unknown, Rejected)
+    assert (unknown.reason, unknown.device_id) == (Reason.UNKNOWN_DEVICE, "g1")
+
+
+def test_type_memory_reset_keeps_checking_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hub.ingest.contract_decoder.TYPE_MEMORY_LIMIT", 2)
+    decoder = _decoder()
+    gateway_topic = "kota/v1/gw/gw1/dev/c1/telemetry"
+    assert isinstance(decoder.decode(TOPIC, b'{"metrics": {"a": 1, "b": 2}}', NOW), Accepted)
+    # A third name overflows the memory: it is forgotten and starts again with c1's.
+    assert isinstance(decoder.decode(gateway_topic, b'{"metrics": {"x": 1}}', NOW), Accepted)
+    assert decoder.type_memory_resets == 1
+    assert decoder.metric_types == {"c1": {"x": "number"}}
+    changed = decoder.decode(gateway_topic, b'{"metrics": {"x": true}}', NOW)
+    assert isinstance(changed, Rejected)
+    assert changed.reason is Reason.TYPE_CHANGED
+    # g1's types were forgotten: a boolean a is new to the hub, then remembered.
+    assert isinstance(decoder.decode(TOPIC, b'{"metrics": {"a": true}}', NOW), Accepted)
+    again = decoder.decode(TOPIC, b'{"metrics": {"a": 1}}', NOW)
+    assert isinstance(again, Rejected)
+    assert again.reason is Reason.TYPE_CHANGED
 
 
 def test_reasons_for_bad_input() -> None:

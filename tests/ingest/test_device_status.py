@@ -11,6 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.ingest import StatusChange
+from hub.ingest.device_status import DeviceStatusTracker
 from tests.conftest import MqttClientFactory, RunningStack
 from tests.ingest.conftest import HubFactory, device, payload, wait_until
 
@@ -129,3 +130,20 @@ def test_silence_marks_offline_and_data_brings_back(
         ),
         what="device_status points",
     )
+
+
+def test_silence_check_spares_a_device_heard_meanwhile() -> None:
+    tracker = DeviceStatusTracker()
+    record = device("g1")  # expected every 60 s: silent after 180 s
+    assert tracker.seen(record, 0) is not None
+    assert tracker.seen(record, 10_000) is None
+    assert [c.online for c in tracker.check_silence(150_000)] == []
+    # check_silence saw it quiet since 20 s, then data came (seen takes no lock) before
+    # the change was made: the change must not happen. (Calls the step directly: the
+    # interleaving cannot be produced reliably from outside.)
+    tracker.seen(record, 199_500)
+    assert tracker._set(record, False, "silent", 200_000, None, 20_000) is None
+    assert tracker.online("g1") is True
+    assert [(c.online, c.reason) for c in tracker.check_silence(400_000)] == [(False, "silent")]
+    assert tracker.seen(record, 400_100) is not None
+    assert tracker.online("g1") is True
