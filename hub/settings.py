@@ -122,6 +122,9 @@ class IngestSettings(_Section):
     max_clock_skew_s: float = Field(default=300.0, ge=0)
     max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     offline_factor: float = Field(default=3.0, gt=0)
+    # Read each device's last device_status from InfluxDB (v1 API) at start, so that a
+    # restart is not reported as thousands of devices coming online.
+    restore_status: bool = True
 
     @field_validator("shared_group", "devices_file", "wal_dir", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ class _DeviceState:
     record: DeviceRecord
     online: bool | None
     last_seen_ms: int
+    changed_ms: int = 0  # time of the change that set ``online``
 
 
 class DeviceStatusTracker:
@@ -93,6 +94,23 @@ class DeviceStatusTracker:
         default = "status online" if online else "status offline"
         return self._set(record, online, reason or default, time_ms, now_ms)
 
+    def restore(self, record: DeviceRecord, online: bool, changed_ms: int, now_ms: int) -> bool:
+        """Take a state from before this start (InfluxDB, the WAL), without a change event.
+
+        Ignored when the state known here changed later than ``changed_ms``. A restored
+        online device counts as seen at ``now_ms``: silence is measured from the start.
+        """
+        with self._lock:
+            state = self._states.get(record.device_id)
+            if state is None:
+                self._states[record.device_id] = _DeviceState(record, online, now_ms, changed_ms)
+                return True
+            if state.changed_ms >= changed_ms:
+                return False
+            state.online = online
+            state.changed_ms = changed_ms
+            return True
+
     def check_silence(self, now_ms: int) -> list[StatusChange]:
         """Mark offline every online device silent for offline_factor x its interval."""
         silent: list[tuple[DeviceRecord, float]] = []
@@ -131,6 +149,7 @@ class DeviceStatusTracker:
             if state.online == online:
                 return None
             state.online = online
+            state.changed_ms = time_ms
             self.changes += 1
             subscribers = list(self._subscribers)
         change = StatusChange(

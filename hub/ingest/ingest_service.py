@@ -30,6 +30,7 @@ from device_registry.directory import (
     FileDeviceDirectory,
     SnapshotDirectory,
 )
+from hub.influxql import InfluxQL, InfluxQueryError
 from hub.ingest.contract_decoder import (
     DEADLETTER_TOPIC,
     Accepted,
@@ -147,6 +148,7 @@ class IngestService:
         self._deadletter_lock = threading.Lock()
         self._deadletter_ms = 0
         self._dir_error: str | None = None
+        self._recovered_end: WalPosition | None = None
         self._started = False
 
     # -- life cycle --------------------------------------------------------------
@@ -162,6 +164,11 @@ class IngestService:
             log.warning(
                 "replaying %d WAL record(s) from %s", self.wal.recovered_records, self.wal_dir
             )
+        # Records written before this start: device_status points among them are newer
+        # than what InfluxDB holds, so the writer hands them to the status tracker.
+        self._recovered_end = self.wal.durable if self.wal.recovered_records else None
+        if cfg.restore_status:
+            self._restore_status()
         self._started = True
         self._spawn("ingest-flusher", self._flusher_loop)
         self._spawn("ingest-writer", self._writer_loop)
@@ -419,6 +426,8 @@ class IngestService:
                     self.stats.record_batch(outcome.lines, time.monotonic() - started)
                     if outcome.refused:
                         self._refused(outcome.refused)
+                    if self._recovered_end is not None and position < self._recovered_end:
+                        self._restore_from_records(chunks)
                 position = end
                 self._committed = end
                 wal.release(end)
@@ -456,6 +465,53 @@ class IngestService:
             if not records:
                 waited = True
                 self.wal.wait_for_data(position, timeout_s=min(remaining, 0.25))
+
+    # -- device status across restarts -----------------------------------------------
+    def _restore_status(self) -> None:
+        """Seed the status tracker with each device's last ``device_status`` point."""
+        ix = self.settings.influx
+        if ix.api != "v1":
+            log.info("device status is not restored with the v2 write API (no InfluxQL)")
+            return
+        password = ix.password.get_secret_value() if ix.password else None
+        # The policy name is checked by the settings (letters, digits, - and _ only).
+        rp = ix.retention_policy
+        statement = (
+            f'SELECT last("online") AS "online" FROM "{rp}"."device_status" GROUP BY "device_id"'  # noqa: S608
+        )
+        try:
+            with InfluxQL(
+                ix.url, username=ix.username, password=password, timeout_s=min(ix.timeout_s, 5.0)
+            ) as client:
+                rows = client.rows(statement, database=ix.database)
+        except InfluxQueryError as err:
+            log.warning("device status not restored (%s): devices start as unknown", err)
+            return
+        now = now_ms()
+        restored = 0
+        for row in rows:
+            record = self.directory.get(str(row.get("device_id", "")))
+            online, time_ms = row.get("online"), row.get("time")
+            if record is None or not isinstance(time_ms, int) or online not in (0, 1):
+                continue
+            restored += self.status.restore(record, online == 1, time_ms, now)
+        log.info("restored the last status of %d device(s) from InfluxDB", restored)
+
+    def _restore_from_records(self, chunks: list[bytes]) -> None:
+        """Hand device_status points replayed from the WAL to the tracker (newer wins)."""
+        now = now_ms()
+        for chunk in chunks:
+            if b"device_status," not in chunk:
+                continue
+            for line in chunk.split(b"\n"):
+                if not line.startswith(b"device_status,"):
+                    continue
+                record = self.directory.get(line_tag(line, "device_id") or "")
+                fields, _, stamp = line.rpartition(b" ")
+                if record is None or not stamp.isdigit():
+                    continue
+                online = b" online=1.0," in fields
+                self.status.restore(record, online, int(stamp), now)
 
     def _count_retry(self, _problem: str) -> None:
         self.stats.write_retries += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -12,8 +13,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.ingest import StatusChange
 from hub.ingest.device_status import DeviceStatusTracker
-from tests.conftest import MqttClientFactory, RunningStack
-from tests.ingest.conftest import HubFactory, device, payload, wait_until
+from tests.conftest import MqttClientFactory, RunningStack, free_port
+from tests.ingest.conftest import HubFactory, device, level_points, payload, wait_until
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _status_rows(stack: RunningStack, database: str, device_id: str) -> list[tuple[float, str]]:
@@ -147,3 +152,85 @@ def test_silence_check_spares_a_device_heard_meanwhile() -> None:
     assert [(c.online, c.reason) for c in tracker.check_silence(400_000)] == [(False, "silent")]
     assert tracker.seen(record, 400_100) is not None
     assert tracker.online("g1") is True
+
+
+def test_restart_is_not_a_status_change(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    steady, dropped = f"{unique_id}-steady", f"{unique_id}-dropped"
+    hubs.devices(device(steady), device(dropped))
+    publisher = mqtt_client()
+    first = hubs.start()
+    for gauge in (steady, dropped):
+        publisher.publish(f"kota/v1/dev/{gauge}/telemetry", payload({"level_m": 1.0}))
+    # A change in the same millisecond as the last would overwrite its point: the
+    # online points land first (as in test_retained_status_and_last_will).
+    wait_until(
+        lambda: _status_rows(running_stack, influx_db, dropped) == [(1.0, "data")],
+        what="dropped online",
+    )
+    publisher.publish(f"kota/v1/dev/{dropped}/status", '{"online": false, "reason": "bye"}')
+    wait_until(
+        lambda: _status_rows(running_stack, influx_db, dropped) == [(1.0, "data"), (0.0, "bye")],
+        what="dropped's two points",
+    )
+    wait_until(lambda: _status_rows(running_stack, influx_db, steady) == [(1.0, "data")])
+    first.stop()
+
+    second = hubs.start()
+    events: list[StatusChange] = []
+    second.status.subscribe(events.append)
+    # Known before any message: steady was online, dropped offline.
+    assert (second.status.online(steady), second.status.online(dropped)) == (True, False)
+    for gauge in (steady, dropped):
+        publisher.publish(f"kota/v1/dev/{gauge}/telemetry", payload({"level_m": 2.0}))
+    wait_until(lambda: level_points(running_stack, influx_db) == 4, what="the new readings")
+    wait_until(lambda: len(events) == 1, what="dropped coming back")
+    assert [(e.device_id, e.online) for e in events] == [(dropped, True)]
+    assert _status_rows(running_stack, influx_db, steady) == [(1.0, "data")]
+    wait_until(
+        lambda: (
+            _status_rows(running_stack, influx_db, dropped)
+            == [(1.0, "data"), (0.0, "bye"), (1.0, "data")]
+        ),
+        what="dropped's third point",
+    )
+
+
+def test_status_points_replayed_from_the_wal_win(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    gauge = f"{unique_id}-g1"
+    hubs.devices(device(gauge))
+    # An older offline point already in InfluxDB.
+    resp = httpx.post(
+        f"{running_stack.settings.influx.url}/write",
+        params={"db": influx_db, "precision": "ms"},
+        content=f'device_status,device_id={gauge} online=0.0,reason="old" {_now_ms() - 60_000}',
+    )
+    assert resp.status_code == 204
+    # InfluxDB unreachable: the online point stays in the WAL.
+    dead = f"http://127.0.0.1:{free_port()}"
+    first = hubs.start(influx={"url": dead, "timeout_s": 1.0})
+    mqtt_client().publish(f"kota/v1/dev/{gauge}/telemetry", payload({"level_m": 1.0}))
+    wait_until(lambda: first.stats.messages_acked == 1, what="the reading in the WAL")
+    first.stop(drain_timeout_s=0.5)
+
+    second = hubs.start()
+    wait_until(lambda: level_points(running_stack, influx_db) == 1, what="the replayed reading")
+    wait_until(lambda: second.status.online(gauge) is True, what="status from the WAL")
+    assert [r for _, r in _status_rows(running_stack, influx_db, gauge)] == ["old", "data"]
+    events: list[StatusChange] = []
+    second.status.subscribe(events.append)
+    mqtt_client().publish(f"kota/v1/dev/{gauge}/telemetry", payload({"level_m": 2.0}))
+    wait_until(lambda: level_points(running_stack, influx_db) == 2, what="the new reading")
+    assert events == []
+    assert len(_status_rows(running_stack, influx_db, gauge)) == 2
