@@ -65,6 +65,7 @@ from bench.broker_drain import DrainResult, IntakeDrain, discard_session
 from bench.fleet_publisher import Fleet, FleetRun, telemetry_fields, telemetry_payload
 from device_registry.directory import DeviceRecord
 from hub.influxql import InfluxQL
+from hub.ingest.device_status import StatusChange
 
 CEILING_DB = "bench_ceiling"
 HUB_DB = "kotahub"
@@ -101,6 +102,7 @@ class Options:
     keep_state: bool
     hub_workers: int
     repeat: int
+    first_start: bool = False
 
     @property
     def backlog(self) -> int:
@@ -143,6 +145,12 @@ def parse_options(argv: list[str]) -> Options:
         help="runs of the ceiling, drain and hub backlog phases; medians are reported (3)",
     )
     parser.add_argument(
+        "--first-start",
+        action="store_true",
+        help="backlog runs without the devices' status history (a city's very first start:"
+        " every device's first message is a status change and a new device_status series)",
+    )
+    parser.add_argument(
         "--hub-workers",
         type=int,
         default=1,
@@ -165,6 +173,7 @@ def parse_options(argv: list[str]) -> Options:
         keep_state=args.keep_state,
         hub_workers=args.hub_workers,
         repeat=max(1, args.repeat or (1 if quick else 3)),
+        first_start=args.first_start,
     )
 
 
@@ -538,9 +547,34 @@ class HubWorkers:
         return self.hubs[0].log_path
 
 
+def seed_status_history(
+    stack: BenchStack, records: list[DeviceRecord], database: str, time_ms: int
+) -> None:
+    """Each device's last status as online, as a city's database holds it after day one.
+
+    A hub restores these at start, so a restart (which the backlog runs model) is not
+    reported as every device coming online.
+    """
+    lines = [
+        StatusChange(
+            r.device_id, r.family, True, "data", time_ms, tuple(sorted(r.influx_tags().items()))
+        ).line()
+        for r in records
+    ]
+    url = f"{stack.settings.influx.url}/write"
+    params = {"db": database, "precision": "ms"}
+    with httpx.Client(timeout=60.0) as client:
+        for i in range(0, len(lines), BATCH_LINES):
+            body = "\n".join(lines[i : i + BATCH_LINES]).encode()
+            resp = client.post(url, params=params, content=body)
+            if resp.status_code != 204:
+                raise BenchError(f"status history write answered {resp.status_code}: {resp.text}")
+
+
 def backlog_run(
     stack: BenchStack,
     opts: Options,
+    records: list[DeviceRecord],
     backlog_base_ms: int,
     index: int,
     figures: HubFigures,
@@ -554,6 +588,8 @@ def backlog_run(
     """
     database = f"{HUB_DB}_backlog_{index}"
     stack.create_database(database)
+    if not opts.first_start:
+        seed_status_history(stack, records, database, backlog_base_ms - 60_000)
     workers = HubWorkers(stack, opts.hub_workers, database=database, name=f"backlog{index}")
     # A first start creates each worker's persistent session; while they are stopped the
     # broker queues the backlog for them, exactly as during a hub restart in production.
@@ -584,7 +620,11 @@ def backlog_run(
 
 
 def hub_phases(
-    stack: BenchStack, opts: Options, backlog_base_ms: int, live_base_ms: int
+    stack: BenchStack,
+    opts: Options,
+    records: list[DeviceRecord],
+    backlog_base_ms: int,
+    live_base_ms: int,
 ) -> tuple[HubFigures, HubWorkers]:
     """Run the hub over the backlog ``opts.repeat`` times, then under live load with probes.
 
@@ -595,7 +635,7 @@ def hub_phases(
     last = opts.repeat - 1
     for index in range(opts.repeat):
         workers = backlog_run(
-            stack, opts, backlog_base_ms, index, figures, keep_running=index == last
+            stack, opts, records, backlog_base_ms, index, figures, keep_running=index == last
         )
     try:
         with contextlib.ExitStack() as samplers:
@@ -687,7 +727,7 @@ def run(opts: Options) -> dict[str, float | None]:
         figures = HubFigures()
         hub_log = None
         if not opts.references_only:
-            figures, workers = hub_phases(stack, opts, backlog_base, live_base)
+            figures, workers = hub_phases(stack, opts, records, backlog_base, live_base)
             hub_log = workers.log_path
         rss_mb = float("nan") if opts.references_only else figures.peak_rss_mb
         p50 = percentile(figures.latencies_ms, 50)
@@ -730,7 +770,8 @@ def run(opts: Options) -> dict[str, float | None]:
         table.add_row(
             "hub_mps",
             f"{figures.mps:,.0f}",
-            f"backlog of {opts.backlog:,} msg, {opts.hub_workers} worker(s); "
+            f"backlog of {opts.backlog:,} msg, {opts.hub_workers} worker(s), "
+            f"{'first start' if opts.first_start else 'restart with status history'}; "
             f"median of {_runs(figures.mps_runs)}",
         )
         table.add_row(
