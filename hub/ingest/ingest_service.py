@@ -297,8 +297,15 @@ class IngestService:
             assert type(result) is Accepted
             stats.messages_accepted += 1
             lines = result.lines
-            change = self._track_status(result, received)
+            if result.kind != "status":
+                # Readings, inline (once per message): seq gaps, and the device is online.
+                if result.seq is not None:
+                    stats.record_seq(result.device.device_id, result.seq)
+                change = self.status.seen(result.device, received)
+            else:
+                change = self._reported(result, received)
             if change is not None:
+                stats.status_changes += 1
                 lines = [*lines, change.line()]
         wal = self.wal
         if wal is not None and wal.total_bytes >= wal.max_bytes:
@@ -312,20 +319,13 @@ class IngestService:
             if wake:
                 self._group_ready.notify()
 
-    def _track_status(self, result: Accepted, received: int) -> StatusChange | None:
-        if result.kind == "status":
-            if result.online is None:
-                return None  # a retained status being cleared
-            change = self.status.reported(
-                result.device, result.online, result.status_reason, result.time_ms, received
-            )
-        else:
-            if result.seq is not None:
-                self.stats.record_seq(result.device.device_id, result.seq)
-            change = self.status.seen(result.device, received)
-        if change is not None:
-            self.stats.status_changes += 1
-        return change
+    def _reported(self, result: Accepted, received: int) -> StatusChange | None:
+        """A status message: the device's own word (or its Last Will)."""
+        if result.online is None:
+            return None  # a retained status being cleared
+        return self.status.reported(
+            result.device, result.online, result.status_reason, result.time_ms, received
+        )
 
     def _deadletter(self, rejected: Rejected) -> str:
         """Count and publish a rejection; return its ``deadletter`` line."""
