@@ -342,17 +342,12 @@ class ContractDecoder:
             raise _RefusalError(Reason.TS_IN_FUTURE, f"ts {time_ms} is ahead of the hub clock")
 
     def _readings(self, route: _Route, payload: bytes, received_ms: int) -> Accepted:
-        try:
-            data = orjson.loads(payload)  # the common case, inline: once per message
-        except orjson.JSONDecodeError:
-            data = self._load_object(payload)
-        if type(data) is not dict:
-            data = self._load_object(payload)  # a dict subclass never comes from JSON
+        data = self._load_object(payload)
         ts = data.get("ts")
         # Epoch milliseconds (what most devices send) skip parse_ts's checks for text.
         time_ms = ts if type(ts) is int and 0 < ts < 10**16 else parse_ts(ts, received_ms)
         if not received_ms - self.max_age_ms <= time_ms <= received_ms + self.max_skew_ms:
-            self._check_time(time_ms, received_ms)
+            self._check_time(time_ms, received_ms)  # raises with the reason
         seq = data.get("seq")
         if seq is not None and (type(seq) is not int or seq < 0):
             raise _RefusalError(Reason.WRONG_TYPE, "seq must be a non-negative integer")
