@@ -345,6 +345,7 @@ def scrape_metrics(port: int, client: httpx.Client) -> dict[str, float]:
 
 
 SAMPLED_DEVICES = 30
+STALL_S = 60.0  # no message acked and no line written for this long: the run failed
 
 
 def wait_backlog_written(
@@ -373,12 +374,22 @@ def wait_backlog_written(
         f"AND time >= {last_round}ms AND time < {last_round + 1}ms"
     )
     deadline = time.monotonic() + timeout_s
+    progress, progress_at = -1.0, time.monotonic()
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
-            acked = sum(
-                scrape_metrics(port, client).get("kotahub_ingest_acked_total", 0.0)
-                for port in workers.metrics_ports
-            )
+            pages = [scrape_metrics(port, client) for port in workers.metrics_ports]
+            acked = sum(page.get("kotahub_ingest_acked_total", 0.0) for page in pages)
+            written = sum(page.get("kotahub_ingest_lines_written_total", 0.0) for page in pages)
+            if acked + written != progress:
+                progress, progress_at = acked + written, time.monotonic()
+            elif time.monotonic() - progress_at > STALL_S:
+                # E.g. InfluxDB refusing every write: fail now rather than at the timeout.
+                retries = sum(page.get("kotahub_ingest_write_retries_total", 0.0) for page in pages)
+                raise BenchError(
+                    f"the hub made no progress for {STALL_S:.0f} s: acked {acked:.0f} of "
+                    f"{expected}, wrote {written:.0f} lines, {retries:.0f} write retries; "
+                    f"see {workers.log_path}"
+                )
             if acked >= expected:
                 rows = stack.influx.rows(sample_query, database=database)
                 seen = int(next(v for k, v in rows[0].items() if k != "time")) if rows else 0

@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,33 @@ def test_mosquitto_forgets_shared_subscriptions_over_a_restart() -> None:
     assert "after-restart" in plain
     assert "before-restart" in shared
     assert "after-restart" not in shared
+
+
+def test_ingest_bench_fails_fast_when_the_hub_cannot_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hub whose retention policy does not exist retries for ever: the bench says so."""
+    from bench import ingest
+    from bench.bench_stack import BenchError, BenchStack
+
+    monkeypatch.setattr(ingest, "STALL_S", 3.0)
+    opts = ingest.parse_options(["--quick"])
+    with BenchStack() as stack:
+        ingest.write_fleet(stack, ingest.fleet_records(opts.devices))
+        stack.influx.query('CREATE DATABASE "stall_db"')  # no "raw" retention policy
+        workers = ingest.HubWorkers(stack, 1, database="stall_db", name="stall")
+        workers.start()
+        workers.stop()
+        base = int(time.time() * 1000) - 3_600_000
+        ingest.publish_backlog(stack, opts, base, "bench-pub-stall")
+        workers.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BenchError, match=r"no progress for 3 s: acked 1200 of 1200"):
+                ingest.wait_backlog_written(
+                    stack, workers, base, opts.backlog_rounds, opts.devices, timeout_s=120
+                )
+            assert time.monotonic() - started < 60
+        finally:
+            workers.stop()
+            workers.end_sessions()
