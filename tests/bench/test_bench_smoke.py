@@ -145,12 +145,12 @@ def test_ingest_bench_fails_fast_when_the_hub_cannot_write(
 ) -> None:
     """A hub whose retention policy does not exist retries for ever: the bench says so."""
     from bench import ingest
-    from bench.bench_stack import BenchError, BenchStack
+    from bench.bench_stack import BenchError, BenchStack, fleet_records, write_fleet
 
     monkeypatch.setattr(ingest, "STALL_S", 3.0)
     opts = ingest.parse_options(["--quick"])
     with BenchStack() as stack:
-        ingest.write_fleet(stack, ingest.fleet_records(opts.devices))
+        write_fleet(stack, fleet_records(opts.devices))
         stack.influx.query('CREATE DATABASE "stall_db"')  # no "raw" retention policy
         workers = ingest.HubWorkers(stack, 1, database="stall_db", name="stall")
         workers.start()
