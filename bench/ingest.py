@@ -195,10 +195,29 @@ def ceiling_batches(records: list[DeviceRecord], rounds: int, ts_base_ms: int) -
         for seq in range(rounds)
         for index in range(len(records))
     ]
+    return gzip_batches(lines)
+
+
+def gzip_batches(lines: list[str]) -> list[bytes]:
+    """Lines as gzipped bodies of ``BATCH_LINES`` lines each."""
     return [
         gzip.compress("\n".join(lines[i : i + BATCH_LINES]).encode(), compresslevel=1)
         for i in range(0, len(lines), BATCH_LINES)
     ]
+
+
+def post_batches(stack: BenchStack, database: str, bodies: list[bytes], what: str) -> float:
+    """Post gzipped bodies to ``/write`` one after the other; return the seconds it took."""
+    url = f"{stack.settings.influx.url}/write"
+    params = {"db": database, "precision": "ms"}
+    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+    with httpx.Client(timeout=60.0) as client:
+        start = time.perf_counter()
+        for body in bodies:
+            resp = client.post(url, params=params, content=body, headers=headers)
+            if resp.status_code != 204:
+                raise BenchError(f"{what} write answered {resp.status_code}: {resp.text[:200]}")
+        return time.perf_counter() - start
 
 
 def influx_ceiling(
@@ -210,16 +229,7 @@ def influx_ceiling(
     afresh, as the hub's backlog runs do.
     """
     stack.create_database(database)
-    url = f"{stack.settings.influx.url}/write"
-    params = {"db": database, "precision": "ms"}
-    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
-    with httpx.Client(timeout=60.0) as client:
-        start = time.perf_counter()
-        for body in batches:
-            resp = client.post(url, params=params, content=body, headers=headers)
-            if resp.status_code != 204:
-                raise BenchError(f"ceiling write answered {resp.status_code}: {resp.text[:200]}")
-        seconds = time.perf_counter() - start
+    seconds = post_batches(stack, database, batches, "ceiling")
     written = count_points(stack.influx, database, "level_m", 0, 2**62 // 1_000_000)
     if written != points:
         raise BenchError(f"ceiling: InfluxDB holds {written} of {points} points")
@@ -566,20 +576,8 @@ def seed_status_history(
     A hub restores these at start, so a restart (which the backlog runs model) is not
     reported as every device coming online.
     """
-    lines = [
-        StatusChange(
-            r.device_id, r.family, True, "data", time_ms, tuple(sorted(r.influx_tags().items()))
-        ).line()
-        for r in records
-    ]
-    url = f"{stack.settings.influx.url}/write"
-    params = {"db": database, "precision": "ms"}
-    with httpx.Client(timeout=60.0) as client:
-        for i in range(0, len(lines), BATCH_LINES):
-            body = "\n".join(lines[i : i + BATCH_LINES]).encode()
-            resp = client.post(url, params=params, content=body)
-            if resp.status_code != 204:
-                raise BenchError(f"status history write answered {resp.status_code}: {resp.text}")
+    lines = [StatusChange.of(r, True, "data", time_ms).line() for r in records]
+    post_batches(stack, database, gzip_batches(lines), "status history")
 
 
 def backlog_run(

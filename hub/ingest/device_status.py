@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from device_registry.directory import DeviceRecord
-from hub.ingest.line_protocol import format_field, tag_prefix
+from hub.ingest.line_protocol import format_field, line_tag, tag_prefix
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,29 @@ class StatusChange:
     time_ms: int
     tags: tuple[tuple[str, str], ...]
 
+    @classmethod
+    def of(cls, record: DeviceRecord, online: bool, reason: str, time_ms: int) -> StatusChange:
+        """The change of ``record`` to ``online``, with the device's point tags."""
+        tags = tuple(sorted(record.influx_tags().items()))
+        return cls(record.device_id, record.family, online, reason, time_ms, tags)
+
     def line(self) -> str:
-        """The ``device_status`` point for this change."""
+        """The ``device_status`` point for this change (``parse_status_line`` reads it)."""
         prefix = tag_prefix("device_status", dict(self.tags))
         online = "1.0" if self.online else "0.0"
         return f"{prefix} online={online},reason={format_field(self.reason)} {self.time_ms}"
+
+
+def parse_status_line(line: bytes) -> tuple[str, bool, int] | None:
+    """``(device_id, online, time_ms)`` of a ``StatusChange.line``; None for other lines."""
+    if not line.startswith(b"device_status,"):
+        return None
+    device_id = line_tag(line, "device_id")
+    fields, _, stamp = line.rpartition(b" ")
+    if not device_id or not stamp.isdigit():
+        return None
+    # Escaped spaces ("\\ ") are the only spaces in tags: this is the fields' start.
+    return device_id, b" online=1.0," in fields, int(stamp)
 
 
 @dataclass(slots=True)
@@ -152,14 +170,7 @@ class DeviceStatusTracker:
             state.changed_ms = time_ms
             self.changes += 1
             subscribers = list(self._subscribers)
-        change = StatusChange(
-            record.device_id,
-            record.family,
-            online,
-            reason,
-            time_ms,
-            tuple(sorted(record.influx_tags().items())),
-        )
+        change = StatusChange.of(record, online, reason, time_ms)
         for callback in subscribers:
             try:
                 callback(change)

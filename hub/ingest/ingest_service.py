@@ -38,7 +38,7 @@ from hub.ingest.contract_decoder import (
     Reason,
     Rejected,
 )
-from hub.ingest.device_status import DeviceStatusTracker, StatusChange
+from hub.ingest.device_status import DeviceStatusTracker, StatusChange, parse_status_line
 from hub.ingest.influx_writer import InfluxLineWriter, RefusedLine, WriterStoppedError
 from hub.ingest.line_protocol import line_measurement, line_tag
 from hub.ingest.mqtt_intake import IntakeOptions, MqttIntake
@@ -504,14 +504,10 @@ class IngestService:
             if b"device_status," not in chunk:
                 continue
             for line in chunk.split(b"\n"):
-                if not line.startswith(b"device_status,"):
-                    continue
-                record = self.directory.get(line_tag(line, "device_id") or "")
-                fields, _, stamp = line.rpartition(b" ")
-                if record is None or not stamp.isdigit():
-                    continue
-                online = b" online=1.0," in fields
-                self.status.restore(record, online, int(stamp), now)
+                state = parse_status_line(line)
+                record = self.directory.get(state[0]) if state else None
+                if state is not None and record is not None:
+                    self.status.restore(record, state[1], state[2], now)
 
     def _count_retry(self, _problem: str) -> None:
         self.stats.write_retries += 1
