@@ -113,6 +113,10 @@ class IngestSettings(_Section):
     )
     batch_lines: int = Field(default=5000, ge=1, le=1_000_000)
     batch_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Catching up (the WAL holds more than a batch), the writer takes up to this many
+    # lines at once and posts them grouped by series, which InfluxDB writes faster; they
+    # are committed together. 0 (or at most batch_lines): batch by batch in WAL order.
+    catchup_sort_lines: int = Field(default=100_000, ge=0, le=10_000_000)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables /metrics.")
     self_metrics_interval_s: float = Field(default=10.0, gt=0)

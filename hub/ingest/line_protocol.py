@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 FieldValue = float | bool | str
 
@@ -120,3 +120,28 @@ def _series_key(line: bytes) -> bytes:
             return line[:i]
         i += 1
     return line
+
+
+def _series_sort_key(line: bytes) -> bytes:
+    # Up to the first space: for a series this prefix is the same on every line, which
+    # is all the grouping needs (an escaped space in a tag cuts the key short for that
+    # series alone; the sort is stable, so each series keeps its order either way).
+    return line.split(b" ", 1)[0]
+
+
+def series_batches(chunks: Sequence[bytes], batch_lines: int) -> Iterator[bytes]:
+    """The lines of ``chunks`` grouped by series (stable), as near-equal bodies.
+
+    InfluxDB 1.x takes a body in which each series has several points much faster than
+    one with a point of many series (each series costs its index and cache lookups once
+    per body): on the bench's 15,000 gauges, sorting 100,000 lines this way let it write
+    1.3 to 1.6 times as many points per second (docs/scaling.md). The bodies together
+    hold every line exactly once, and each series keeps the order of its lines. They are
+    joined one at a time, so a window costs its lines' memory about twice, not three times.
+    """
+    lines = [line for chunk in chunks for line in chunk.split(b"\n") if line]
+    lines.sort(key=_series_sort_key)
+    parts = max(1, round(len(lines) / max(1, batch_lines)))
+    size = -(-len(lines) // parts)  # ceiling division: the last body is not a sliver
+    for start in range(0, len(lines), max(size, 1)):
+        yield b"\n".join(lines[start : start + size])

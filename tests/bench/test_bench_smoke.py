@@ -28,6 +28,8 @@ INGEST_KEYS = {
     "rss_mb",
     "ratio_influx",
     "ratio_broker",
+    "influx_sorted_pps",
+    "ratio_influx_sorted",
 }
 
 
@@ -60,6 +62,9 @@ def test_ingest_bench_reports_every_figure() -> None:
     )
     assert result["ratio_broker"] == pytest.approx(
         result["hub_mps"] / result["broker_drain_mps"], rel=0.01, abs=0.002
+    )
+    assert result["ratio_influx_sorted"] == pytest.approx(
+        result["hub_mps"] / result["influx_sorted_pps"], rel=0.01, abs=0.002
     )
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -165,3 +170,57 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     """
     with own_stack(tmp_path_factory, "ingest-stack") as stack:
         yield stack
+
+
+@dataclass
+class _Recorded:
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class InfluxV2StandIn:
+    """A STAND-IN for an InfluxDB write endpoint: v2's ``/api/v2/write`` (no InfluxDB 2.x
+    can run here), or v1's ``/write`` where a test scripts the answers.
+
+    It records each request and answers with the statuses queued in ``answers``
+    (then 204), so the test checks exactly what the hub sends.
+    """
+
+    answers: list[int] = field(default_factory=list)
+    requests: list[_Recorded] = field(default_factory=list)
+    port: int = 0
+
+
+@pytest.fixture
+def v2_stand_in() -> Iterator[InfluxV2StandIn]:
+    """Run the recording v2 stand-in on a free port."""
+    state = InfluxV2StandIn()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            raw = self.rfile.read(length)
+            body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
+            parts = urlsplit(self.path)
+            state.requests.append(
+                _Recorded(parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
+            )
+            status = state.answers.pop(0) if state.answers else 204
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = int(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(5)

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 
 from hub.ingest.influx_writer import InfluxLineWriter
 from hub.settings import InfluxSettings
 from tests.conftest import MqttClientFactory, RunningStack, free_port
-from tests.ingest.conftest import HubFactory, device, level_points, payload, wait_until
+from tests.ingest.conftest import (
+    HubFactory,
+    InfluxV2StandIn,
+    device,
+    level_points,
+    payload,
+    wait_until,
+)
 
 
 def _now_ms() -> int:
@@ -113,59 +114,6 @@ def test_influx_unreachable_then_back_loses_nothing(
     assert level_points(running_stack, influx_db) == 50
     assert second.wal is not None
     wait_until(lambda: second.wal is not None and second.wal.segment_count == 1, what="release")
-
-
-@dataclass
-class _Recorded:
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class InfluxV2StandIn:
-    """A STAND-IN for an InfluxDB 2.x /api/v2/write endpoint (none can run here).
-
-    It records each request and answers with the statuses queued in ``answers``
-    (then 204), so the test checks exactly what the hub sends.
-    """
-
-    answers: list[int] = field(default_factory=list)
-    requests: list[_Recorded] = field(default_factory=list)
-    port: int = 0
-
-
-@pytest.fixture
-def v2_stand_in() -> Iterator[InfluxV2StandIn]:
-    """Run the recording v2 stand-in on a free port."""
-    state = InfluxV2StandIn()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            raw = self.rfile.read(length)
-            body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-            parts = urlsplit(self.path)
-            state.requests.append(
-                _Recorded(parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
-            )
-            status = state.answers.pop(0) if state.answers else 204
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = int(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def test_v2_api_request_shape_against_stand_in(v2_stand_in: InfluxV2StandIn) -> None:
