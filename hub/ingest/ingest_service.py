@@ -439,9 +439,10 @@ class IngestService:
 
     def _post(self, writer: InfluxLineWriter, batch: WalBatch) -> None:
         """Write one batch, or a catch-up window as series-sorted batches, to InfluxDB."""
-        batch_lines = self.settings.ingest.batch_lines
+        cfg = self.settings.ingest
+        batch_lines = cfg.batch_lines
         requests: Iterable[Sequence[bytes]] = [batch.chunks]
-        if batch.lines >= 2 * batch_lines:
+        if cfg.catchup_sort_lines > batch_lines and batch.lines >= 2 * batch_lines:
             # Many batches were waiting: InfluxDB takes them faster grouped by series.
             requests = ([body] for body in series_batches(batch.chunks, batch_lines))
         for chunks in requests:

@@ -141,7 +141,9 @@ def series_batches(chunks: Sequence[bytes], batch_lines: int) -> Iterator[bytes]
     """
     lines = [line for chunk in chunks for line in chunk.split(b"\n") if line]
     lines.sort(key=_series_sort_key)
-    parts = max(1, round(len(lines) / max(1, batch_lines)))
-    size = -(-len(lines) // parts)  # ceiling division: the last body is not a sliver
-    for start in range(0, len(lines), max(size, 1)):
-        yield b"\n".join(lines[start : start + size])
+    if not lines:
+        return
+    count = len(lines)
+    parts = max(1, round(count / max(1, batch_lines)))
+    for part in range(parts):  # sizes differ by one line at most: no sliver at the end
+        yield b"\n".join(lines[part * count // parts : (part + 1) * count // parts])
