@@ -26,6 +26,7 @@ from hub.settings import InfluxSettings
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({401, 403, 404, 408, 429})
+PING_INTERVAL_S = 0.5  # how often an unreachable InfluxDB is asked whether it is back
 BAD_LINES_STATUS = frozenset({400, 422})
 
 
@@ -59,6 +60,7 @@ class WriteEndpoint:
     params: dict[str, str]
     headers: dict[str, str]
     auth: tuple[str, str] | None
+    ping_url: str
 
     @classmethod
     def from_settings(cls, settings: InfluxSettings) -> WriteEndpoint:
@@ -71,7 +73,7 @@ class WriteEndpoint:
                 params["org"] = settings.org
             if settings.token is not None:
                 headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
-            return cls(f"{base}/api/v2/write", params, headers, None)
+            return cls(f"{base}/api/v2/write", params, headers, None, f"{base}/ping")
         params = {"db": settings.database, "precision": "ms"}
         if settings.retention_policy:
             params["rp"] = settings.retention_policy
@@ -79,7 +81,7 @@ class WriteEndpoint:
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else ""
             auth = (settings.username, password)
-        return cls(f"{base}/write", params, headers, auth)
+        return cls(f"{base}/write", params, headers, auth, f"{base}/ping")
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -160,6 +162,7 @@ class InfluxLineWriter:
                 )
             except httpx.HTTPError as err:
                 problem = f"{type(err).__name__}: {err}"
+                unreachable = isinstance(err, httpx.ConnectError | httpx.ConnectTimeout)
             else:
                 status = response.status_code
                 if status < 300 or status in BAD_LINES_STATUS or status == 413:
@@ -171,6 +174,7 @@ class InfluxLineWriter:
                         self._failing_since = None
                     return status, _error_text(response) if status >= 300 else ""
                 problem = f"HTTP {status}: {_error_text(response)}"
+                unreachable = False
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
                 log.warning("InfluxDB write failed, retrying with backoff: %s", problem)
@@ -178,6 +182,28 @@ class InfluxLineWriter:
             if self._on_retry is not None:
                 self._on_retry(problem)
             # Jitter keeps N hubs from retrying in lock-step after an outage.
-            if self._stop.wait(delay * random.uniform(0.8, 1.2)):
+            if self._wait_before_retry(delay * random.uniform(0.8, 1.2), unreachable):
                 raise WriterStoppedError("stopping while InfluxDB is failing")
             delay = min(delay * 2, self._backoff_max)
+
+    def _wait_before_retry(self, seconds: float, unreachable: bool) -> bool:
+        """Wait out a backoff; True if the hub is stopping.
+
+        While InfluxDB does not even accept connections (down, restarting), its ``/ping``
+        is asked every ``PING_INTERVAL_S`` and the wait ends when it answers: the backlog
+        then starts draining within about a second of InfluxDB's return instead of up to
+        ``backoff_max_s`` later. A server that answers with errors (overloaded, 5xx) gets
+        the whole backoff: pinging says nothing about whether it can take writes again.
+        """
+        if not unreachable:
+            return self._stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(PING_INTERVAL_S, remaining)):
+                return True
+            try:
+                if self._client.get(self.endpoint.ping_url, timeout=PING_INTERVAL_S).is_success:
+                    return False
+            except httpx.HTTPError:
+                continue
+        return self._stop.is_set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
@@ -203,3 +204,71 @@ def test_a_clean_batch_of_records_is_one_request_with_the_records_as_they_are(
     assert [r.body for r in v2_stand_in.requests] == [
         b"a x=1 1\nb x=2 1\nc x=3 1\nd x=4 1\ne x=5 1"
     ]
+
+
+class _PingAndWrite(BaseHTTPRequestHandler):
+    """A STAND-IN InfluxDB that answers /ping and /write with 204 and notes the paths."""
+
+    paths: list[str] = []
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).paths.append(f"{self.command} {self.path.split('?')[0]}")
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_after_refused_connections_the_writer_retries_when_influx_answers_ping() -> None:
+    """InfluxDB down, then back: the write goes as soon as /ping answers, not after the
+    backoff (30 s here, so waiting it out would fail the test's 10 s bound)."""
+    port = free_port()
+    settings = InfluxSettings(url=f"http://127.0.0.1:{port}", database="kotahub")
+    retried = threading.Event()
+    writer = InfluxLineWriter(
+        settings, stop=threading.Event(), backoff_initial_s=30.0, on_retry=lambda _: retried.set()
+    )
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(writer.write([b"a x=1 1"]).lines))
+    thread.start()
+    assert retried.wait(10), "the first attempt should fail: nothing listens yet"
+    _PingAndWrite.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", port), _PingAndWrite)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    began = time.monotonic()
+    try:
+        thread.join(10)
+        assert not thread.is_alive(), "the writer waited out its backoff"
+        assert time.monotonic() - began < 10
+    finally:
+        writer.close()
+        server.shutdown()
+        server.server_close()
+    assert result == [1]
+    assert _PingAndWrite.paths[0] == "GET /ping"
+    assert _PingAndWrite.paths[-1] == "POST /write"
+
+
+def test_a_server_answering_errors_gets_the_backoff_and_no_ping(
+    v2_stand_in: InfluxV2StandIn,
+) -> None:
+    v2_stand_in.answers = [503, 503]
+    settings = InfluxSettings(url=f"http://127.0.0.1:{v2_stand_in.port}", database="kotahub")
+    writer = InfluxLineWriter(settings, stop=threading.Event(), backoff_initial_s=0.3)
+    began = time.monotonic()
+    outcome = writer.write([b"a x=1 1"])
+    writer.close()
+    # 0.3 s then 0.6 s of backoff (less 20 % jitter at most): the waits were kept.
+    assert time.monotonic() - began >= 0.7
+    assert outcome.retries == 2
+    assert [r.path for r in v2_stand_in.requests] == ["/write"] * 3  # the stand-in saw no GET
