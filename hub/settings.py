@@ -113,7 +113,7 @@ class IngestSettings(_Section):
     )
     batch_lines: int = Field(default=5000, ge=1, le=1_000_000)
     batch_interval_s: float = Field(default=1.0, gt=0, le=60)
-    # Catching up (the WAL holds more than a batch), the writer takes up to this many
+    # Catching up (the WAL holds two batches or more), the writer takes up to this many
     # lines at once and posts them grouped by series, which InfluxDB writes faster; they
     # are committed together. 0 (or at most batch_lines): batch by batch in WAL order.
     catchup_sort_lines: int = Field(default=100_000, ge=0, le=10_000_000)

@@ -422,7 +422,7 @@ class IngestService:
                 # lines left over have waited already, so the next one goes when read.
                 catching_up = batch.behind
                 if batch.chunks:
-                    self._post(writer, batch)
+                    self._post(writer, batch, sort=bool(window))
                     if self._recovered_end is not None and position < self._recovered_end:
                         self._restore_from_records(batch.chunks)
                 # Only now, with every line of the batch or window in InfluxDB (or in
@@ -437,16 +437,16 @@ class IngestService:
         finally:
             writer.close()
 
-    def _post(self, writer: InfluxLineWriter, batch: WalBatch) -> None:
+    def _post(self, writer: InfluxLineWriter, batch: WalBatch, *, sort: bool) -> None:
         """Write one batch, or a catch-up window as series-sorted batches, to InfluxDB."""
-        cfg = self.settings.ingest
-        batch_lines = cfg.batch_lines
+        batch_lines = self.settings.ingest.batch_lines
         requests: Iterable[Sequence[bytes]] = [batch.chunks]
-        if cfg.catchup_sort_lines > batch_lines and batch.lines >= 2 * batch_lines:
+        if sort and batch.lines >= 2 * batch_lines:
             # Many batches were waiting: InfluxDB takes them faster grouped by series.
             requests = ([body] for body in series_batches(batch.chunks, batch_lines))
-        for chunks in requests:
-            if self._stop_writer.is_set():
+        for index, chunks in enumerate(requests):
+            if index and self._stop_writer.is_set():
+                # The window is not committed: the next start posts all of it again.
                 raise WriterStoppedError("stopping in the middle of a catch-up window")
             started = time.monotonic()
             outcome = writer.write(chunks)
