@@ -251,6 +251,7 @@ def influx_ceiling(
     written = count_points(stack.influx, database, "level_m", 0, 2**62 // 1_000_000)
     if written != points:
         raise BenchError(f"ceiling: InfluxDB holds {written} of {points} points")
+    stack.drop_database(database)
     return points / seconds
 
 
@@ -643,30 +644,18 @@ def backlog_run(
         if not keep_running:
             workers.stop()
             workers.end_sessions()
+            stack.drop_database(database)
     figures.messages += run.acked
     figures.mps_runs.append(run.acked / (done_at - ready_at))
     figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb)
     return workers
 
 
-def hub_phases(
-    stack: BenchStack,
-    opts: Options,
-    records: list[DeviceRecord],
-    backlog_base_ms: int,
-    live_base_ms: int,
-) -> tuple[HubFigures, HubWorkers]:
-    """Run the hub over the backlog ``opts.repeat`` times, then under live load with probes.
-
-    The latency phase runs on the last backlog run's workers and database, as in steady
-    state: the hub warm, the devices' series existing in InfluxDB.
-    """
-    figures = HubFigures()
-    last = opts.repeat - 1
-    for index in range(opts.repeat):
-        workers = backlog_run(
-            stack, opts, records, backlog_base_ms, index, figures, keep_running=index == last
-        )
+def latency_phase(
+    stack: BenchStack, opts: Options, live_base_ms: int, figures: HubFigures, workers: HubWorkers
+) -> None:
+    """Latency under live load with probes, on the last backlog run's workers and database,
+    as in steady state: the hub warm, the devices' series existing in InfluxDB."""
     try:
         with contextlib.ExitStack() as samplers:
             for hub in workers.hubs:
@@ -676,7 +665,6 @@ def hub_phases(
         workers.stop()
         workers.end_sessions()
     figures.peak_rss_mb = max(workers.peak_rss_mb, figures.peak_rss_mb)
-    return figures, workers
 
 
 def _live_phase(
@@ -737,42 +725,49 @@ def run(opts: Options) -> dict[str, float | None]:
         window = stack.settings.ingest.catchup_sort_lines
         sorted_batches = sorted_ceiling_batches(lines, window)
         del lines
+        last = opts.repeat - 1
         ceilings: list[float] = []
         sorted_ceilings: list[float] = []
+        drains: list[float] = []
+        drain_client = ""
+        publish_mps = float("nan")
+        figures = HubFigures()
+        workers: HubWorkers | None = None
         for index in range(opts.repeat):
-            # The two references alternate, so that both see the same machine and server.
+            # One round measures both references, the broker drain and the hub back to
+            # back, so that a slow spell of this shared machine weighs on all of them; each
+            # database is dropped once measured, so every phase finds InfluxDB alike.
             ceilings.append(influx_ceiling(stack, batches, opts.backlog, f"{CEILING_DB}_{index}"))
             sorted_ceilings.append(
                 influx_ceiling(stack, sorted_batches, opts.backlog, f"{CEILING_DB}_sorted_{index}")
             )
-            console.print(
-                f"InfluxDB ceiling, run {index + 1}: {ceilings[-1]:,.0f} points/s; "
-                f"sorted by series in windows of {window:,} lines: "
-                f"{sorted_ceilings[-1]:,.0f} points/s"
-            )
-        ceiling = statistics.median(ceilings)
-        sorted_ceiling = statistics.median(sorted_ceilings)
-        drains: list[float] = []
-        drain_client = ""
-        for index in range(opts.repeat):
             drained, publish_mps = broker_drain(stack, opts, backlog_base, f"bench-drain-{index}")
             drains.append(drained.mps)
             drain_client = drained.client
+            hub_text = ""
+            if not opts.references_only:
+                workers = backlog_run(
+                    stack, opts, records, backlog_base, index, figures, keep_running=index == last
+                )
+                hub_text = f"; hub {figures.mps_runs[-1]:,.0f} msg/s"
             console.print(
-                f"broker drain, run {index + 1}: {drained.mps:,.0f} msg/s "
-                f"(fleet published {publish_mps:,.0f})"
+                f"round {index + 1}: InfluxDB ceiling {ceilings[-1]:,.0f} points/s, sorted "
+                f"by series in windows of {window:,} lines {sorted_ceilings[-1]:,.0f}; "
+                f"broker drain {drained.mps:,.0f} msg/s (fleet published "
+                f"{publish_mps:,.0f}){hub_text}"
             )
+        ceiling = statistics.median(ceilings)
+        sorted_ceiling = statistics.median(sorted_ceilings)
         drain_mps = statistics.median(drains)
+        hub_log = None
+        if workers is not None:
+            latency_phase(stack, opts, live_base, figures, workers)
+            hub_log = workers.log_path
         compare: list[DrainResult] = []
         if opts.clients_compare:
             from bench.client_compare import compare_clients
 
             compare = compare_clients(stack, opts, backlog_base)
-        figures = HubFigures()
-        hub_log = None
-        if not opts.references_only:
-            figures, workers = hub_phases(stack, opts, records, backlog_base, live_base)
-            hub_log = workers.log_path
         rss_mb = float("nan") if opts.references_only else figures.peak_rss_mb
         p50 = percentile(figures.latencies_ms, 50)
         p99 = percentile(figures.latencies_ms, 99)

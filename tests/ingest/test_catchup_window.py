@@ -1,9 +1,12 @@
-"""The writer catching up: a window of the WAL posted grouped by series, committed whole."""
+"""The writer catching up: a window of the WAL posted grouped by series, committed whole.
+
+The same path against the real Mosquitto and InfluxDB, after an outage:
+``test_influx_writer.py::test_influx_unreachable_then_back_loses_nothing[sorted-windows]``.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,15 +20,7 @@ from hub.ingest.ingest_service import IngestService
 from hub.ingest.line_protocol import series_batches
 from hub.ingest.write_ahead_log import WriteAheadLog
 from hub.settings import load_settings
-from tests.conftest import MqttClientFactory, RunningStack, free_port
-from tests.ingest.conftest import (
-    HubFactory,
-    InfluxV2StandIn,
-    device,
-    level_points,
-    payload,
-    wait_until,
-)
+from tests.ingest.conftest import InfluxV2StandIn, wait_until
 
 SERIES = 10
 ROUNDS = 60
@@ -119,17 +114,22 @@ def _run_writer(svc: IngestService) -> threading.Thread:
     return thread
 
 
-def test_a_backlog_goes_out_grouped_by_series_each_line_once(
-    backlog_service: BacklogFactory, v2_stand_in: InfluxV2StandIn
-) -> None:
-    svc, lines = backlog_service()
+def _drain(svc: IngestService, stand_in: InfluxV2StandIn) -> list[list[bytes]]:
+    """Run the writer until it has committed the whole WAL; the bodies it posted, as lines."""
     wal = svc.wal
     assert wal is not None
     writer = _run_writer(svc)
     wait_until(lambda: svc._committed == wal.durable, what="the whole WAL committed")
     svc._stop_writer.set()
     writer.join(5)
-    bodies = [r.body.split(b"\n") for r in v2_stand_in.requests]
+    return [r.body.split(b"\n") for r in stand_in.requests]
+
+
+def test_a_backlog_goes_out_grouped_by_series_each_line_once(
+    backlog_service: BacklogFactory, v2_stand_in: InfluxV2StandIn
+) -> None:
+    svc, lines = backlog_service()
+    bodies = _drain(svc, v2_stand_in)
     posted = [line for body in bodies for line in body]
     assert Counter(posted) == Counter(lines)  # every line once: nothing lost, no re-post
     assert svc.stats.lines_written == len(lines)
@@ -171,45 +171,5 @@ def test_with_the_window_off_a_backlog_goes_out_in_wal_order(
     backlog_service: BacklogFactory, v2_stand_in: InfluxV2StandIn
 ) -> None:
     svc, lines = backlog_service(catchup_sort_lines=0)
-    wal = svc.wal
-    assert wal is not None
-    writer = _run_writer(svc)
-    wait_until(lambda: svc._committed == wal.durable, what="the whole WAL committed")
-    svc._stop_writer.set()
-    writer.join(5)
-    posted = [line for r in v2_stand_in.requests for line in r.body.split(b"\n")]
+    posted = [line for body in _drain(svc, v2_stand_in) for line in body]
     assert posted == lines
-
-
-# -- end to end: real Mosquitto and InfluxDB ------------------------------------------
-def test_a_backlog_after_an_influx_outage_is_written_in_windows_exactly_once(
-    hubs: HubFactory,
-    mqtt_client: MqttClientFactory,
-    running_stack: RunningStack,
-    influx_db: str,
-    unique_id: str,
-) -> None:
-    gauges = [f"{unique_id}-g{i}" for i in range(12)]
-    hubs.devices(*(device(g) for g in gauges))
-    dead = f"http://127.0.0.1:{free_port()}"
-    first = hubs.start(influx={"url": dead}, batch_lines=40, catchup_sort_lines=200)
-    publisher = mqtt_client()
-    base = time.time_ns() // 1_000_000 - 100_000
-    rounds = 50
-    for seq in range(rounds):
-        for gauge in gauges:
-            publisher.publish(
-                f"kota/v1/dev/{gauge}/telemetry",
-                payload({"level_m": seq / 10}, ts=base + seq, seq=seq),
-            )
-    expected = rounds * len(gauges)
-    wait_until(lambda: first.stats.messages_acked == expected, what="every message acked")
-    first.stop()
-    second = hubs.start(batch_lines=40, catchup_sort_lines=200)
-    wait_until(lambda: level_points(running_stack, influx_db) == expected, what="the backlog")
-    assert second.stats.refused_lines == 0
-    wal = second.wal
-    assert wal is not None
-    wait_until(lambda: second._committed == wal.durable, what="all committed")
-    assert second.stats.lines_written >= expected
-    assert level_points(running_stack, influx_db) == expected  # replays counted once

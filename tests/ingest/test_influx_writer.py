@@ -6,8 +6,10 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
+import pytest
 
 from hub.ingest.influx_writer import InfluxLineWriter
 from hub.settings import InfluxSettings
@@ -88,31 +90,45 @@ def test_partial_write_dead_letters_bad_points_and_writes_the_rest(
     assert service.stats.deadletters["refused_by_influx"] == 2
 
 
+@pytest.mark.parametrize(
+    "writer",
+    [{}, {"batch_lines": 40, "catchup_sort_lines": 200}],
+    ids=["batches", "sorted-windows"],
+)
 def test_influx_unreachable_then_back_loses_nothing(
     hubs: HubFactory,
     mqtt_client: MqttClientFactory,
     running_stack: RunningStack,
     influx_db: str,
     unique_id: str,
+    writer: dict[str, Any],
 ) -> None:
-    gauge = f"{unique_id}-g1"
-    hubs.devices(device(gauge))
+    """The backlog replays whole; with small windows it goes out grouped by series."""
+    gauges = [f"{unique_id}-g{i}" for i in range(12)]
+    hubs.devices(*(device(g) for g in gauges))
     dead = f"http://127.0.0.1:{free_port()}"
-    first = hubs.start(influx={"url": dead})
+    first = hubs.start(influx={"url": dead}, **writer)
     publisher = mqtt_client()
     base = _now_ms() - 100_000
-    for seq in range(50):
-        publisher.publish(
-            f"kota/v1/dev/{gauge}/telemetry", payload({"level_m": seq / 10}, ts=base + seq, seq=seq)
-        )
-    wait_until(lambda: first.stats.messages_acked == 50, what="50 acks")
+    rounds = 50
+    for seq in range(rounds):
+        for gauge in gauges:
+            publisher.publish(
+                f"kota/v1/dev/{gauge}/telemetry",
+                payload({"level_m": seq / 10}, ts=base + seq, seq=seq),
+            )
+    expected = rounds * len(gauges)
+    wait_until(lambda: first.stats.messages_acked == expected, what="every message acked")
     wait_until(lambda: first.stats.write_retries >= 2, what="retries against the dead port")
     assert first.stats.lines_written == 0
     first.stop()
     # The same worker (client id and WAL) comes back with InfluxDB reachable.
-    second = hubs.start()
-    wait_until(lambda: second.stats.lines_written >= 50, what="the WAL replayed")
-    assert level_points(running_stack, influx_db) == 50
+    second = hubs.start(**writer)
+    wait_until(lambda: second.stats.lines_written >= expected, what="the WAL replayed")
+    assert level_points(running_stack, influx_db) == expected  # each point once
+    assert second.stats.refused_lines == 0
+    if "batch_lines" in writer:  # the backlog went out as many sorted bodies, not one
+        assert second.stats.batches >= expected // writer["batch_lines"] // 2
     assert second.wal is not None
     wait_until(lambda: second.wal is not None and second.wal.segment_count == 1, what="release")
 
