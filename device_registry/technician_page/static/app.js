@@ -686,8 +686,13 @@
       note.textContent = copied ? "Copied." : "Select the password and copy it by hand.";
     }
   });
-  $("#secret-done").addEventListener("click", () => $("#secret-dialog").close());
-  $("#secret-dialog").addEventListener("close", forgetSecret);
+  $("#secret-done").addEventListener("click", () => {
+    // Forget first: the dialog's close event comes a task later, and until then the
+    // password would still sit in the (hidden) field.
+    forgetSecret();
+    $("#secret-dialog").close();
+  });
+  $("#secret-dialog").addEventListener("close", forgetSecret); // Esc closes it too
 
   // -- register --------------------------------------------------------------------------
   async function prepareRegister() {
