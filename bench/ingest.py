@@ -200,17 +200,14 @@ def ceiling_lines(records: list[DeviceRecord], rounds: int, ts_base_ms: int) -> 
     ]
 
 
-def ceiling_batches(records: list[DeviceRecord], rounds: int, ts_base_ms: int) -> list[bytes]:
-    """The backlog's points as gzipped 5,000-line batches, in publishing order."""
-    return gzip_batches(ceiling_lines(records, rounds, ts_base_ms))
-
-
 def sorted_ceiling_batches(lines: list[str], window: int) -> list[bytes]:
     """The same points as the hub's catch-up writer posts them: each window of ``window``
     lines (publishing order) grouped by series, in bodies of about 5,000 lines, gzipped.
     """
+    if window <= BATCH_LINES:
+        return gzip_batches(lines)  # the hub does not sort then (catchup_sort_lines off)
     bodies: list[bytes] = []
-    for start in range(0, len(lines), max(window, 1)):
+    for start in range(0, len(lines), window):
         chunk = "\n".join(lines[start : start + window]).encode()
         bodies.extend(series_batches([chunk], BATCH_LINES))
     return [gzip.compress(body, compresslevel=1) for body in bodies]
