@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import threading
@@ -178,6 +179,7 @@ class _Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
 
 @dataclass
@@ -185,8 +187,9 @@ class InfluxV2StandIn:
     """A STAND-IN for an InfluxDB write endpoint: v2's ``/api/v2/write`` (no InfluxDB 2.x
     can run here), or v1's ``/write`` where a test scripts the answers.
 
-    It records each request and answers with the statuses queued in ``answers``
-    (then 204), so the test checks exactly what the hub sends.
+    It records each request and answers each write with the statuses queued in
+    ``answers`` (then 204), so the test checks exactly what the hub sends; ``GET``s
+    (``/ping``) are recorded too and always answered 204.
     """
 
     answers: list[int] = field(default_factory=list)
@@ -194,33 +197,51 @@ class InfluxV2StandIn:
     port: int = 0
 
 
-@pytest.fixture
-def v2_stand_in() -> Iterator[InfluxV2StandIn]:
-    """Run the recording v2 stand-in on a free port."""
-    state = InfluxV2StandIn()
+@contextlib.contextmanager
+def serve_stand_in(state: InfluxV2StandIn, port: int = 0) -> Iterator[InfluxV2StandIn]:
+    """Serve ``state`` on ``port`` (0: a free one, written into ``state.port``)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def _record(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
             body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
             parts = urlsplit(self.path)
+            headers = dict(self.headers.items())
             state.requests.append(
-                _Recorded(parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
+                _Recorded(parts.path, parse_qs(parts.query), headers, body, self.command)
             )
-            status = state.answers.pop(0) if state.answers else 204
+
+        def _answer(self, status: int) -> None:
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def do_POST(self) -> None:
+            self._record()
+            self._answer(state.answers.pop(0) if state.answers else 204)
+
+        def do_GET(self) -> None:
+            self._record()
+            self._answer(204)
+
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     state.port = int(server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def v2_stand_in() -> Iterator[InfluxV2StandIn]:
+    """Run the recording stand-in on a free port."""
+    with serve_stand_in(InfluxV2StandIn()) as state:
+        yield state

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from tests.ingest.conftest import (
     device,
     level_points,
     payload,
+    serve_stand_in,
     wait_until,
 )
 
@@ -222,28 +222,6 @@ def test_a_clean_batch_of_records_is_one_request_with_the_records_as_they_are(
     ]
 
 
-class _PingAndWrite(BaseHTTPRequestHandler):
-    """A STAND-IN InfluxDB that answers /ping and /write with 204 and notes the paths."""
-
-    paths: list[str] = []
-
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        type(self).paths.append(f"{self.command} {self.path.split('?')[0]}")
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        self._answer()
-
-    def do_POST(self) -> None:
-        self._answer()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def test_after_refused_connections_the_writer_retries_when_influx_answers_ping() -> None:
     """InfluxDB down, then back: the write goes as soon as /ping answers, not after the
     backoff (30 s here, so waiting it out would fail the test's 10 s bound)."""
@@ -257,22 +235,18 @@ def test_after_refused_connections_the_writer_retries_when_influx_answers_ping()
     thread = threading.Thread(target=lambda: result.append(writer.write([b"a x=1 1"]).lines))
     thread.start()
     assert retried.wait(10), "the first attempt should fail: nothing listens yet"
-    _PingAndWrite.paths = []
-    server = ThreadingHTTPServer(("127.0.0.1", port), _PingAndWrite)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    began = time.monotonic()
-    try:
-        thread.join(10)
-        assert not thread.is_alive(), "the writer waited out its backoff"
-        assert time.monotonic() - began < 10
-    finally:
-        writer.close()
-        server.shutdown()
-        server.server_close()
+    with serve_stand_in(InfluxV2StandIn(), port) as stand_in:
+        began = time.monotonic()
+        try:
+            thread.join(10)
+            assert not thread.is_alive(), "the writer waited out its backoff"
+            assert time.monotonic() - began < 10
+        finally:
+            writer.close()
     assert result == [1]
-    assert _PingAndWrite.paths[0] == "GET /ping"
-    assert _PingAndWrite.paths[-1] == "POST /write"
+    calls = [f"{r.method} {r.path}" for r in stand_in.requests]
+    assert calls[0] == "GET /ping"
+    assert calls[-1] == "POST /write"
 
 
 def test_a_server_answering_errors_gets_the_backoff_and_no_ping(
