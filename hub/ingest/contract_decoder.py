@@ -34,7 +34,18 @@ DEADLETTER_TOPIC = "kota/v1/hub/deadletter"
 # Bounds the metric-type memory (13,000 devices x ~20 metrics fit many times over).
 TYPE_MEMORY_LIMIT = 2_000_000
 TOPIC_CACHE = 200_000
-_INT_LIMIT = 2**63  # ints beyond this take the slow path (float() may overflow)
+# Every integer in a message (seq, metrics) must fit InfluxDB's int64: a 400-digit seq
+# once reached float() in the self-metrics and killed the housekeeping thread.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+_BIG_FLOAT = 9.2e18  # floats past this may be integer literals orjson could not hold
+# Text that cannot be stored as sent: lone surrogates (valid JSON escapes, invalid
+# Unicode: UTF-8 cannot encode them) and control characters other than tab, which would
+# end or corrupt a line-protocol point.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+# Dead-letters of devices the registry does not know share one tag value, so that a
+# gateway inventing ids cannot create a series per id; the id is kept as a field.
+UNKNOWN_DEVICE_TAG = "_unknown"
 
 Kind = Literal["telemetry", "event", "status"]
 _KINDS: frozenset[str] = frozenset({"telemetry", "event", "status"})
@@ -56,6 +67,8 @@ class Reason(StrEnum):
     TOO_MANY_METRICS = "too_many_metrics"
     BAD_METRIC_NAME = "bad_metric_name"
     TYPE_CHANGED = "type_changed"
+    BAD_TEXT = "bad_text"
+    OUT_OF_RANGE = "out_of_range"
     BAD_TOPIC = "bad_topic"
     REFUSED_BY_INFLUX = "refused_by_influx"
 
@@ -83,6 +96,8 @@ class Rejected:
     device_id: str | None
     payload: bytes
     time_ms: int
+    # False when device_id came from the topic and the registry does not know it.
+    device_known: bool = True
 
     def excerpt(self) -> str:
         """The first bytes of the payload as text, undecodable bytes replaced."""
@@ -91,10 +106,6 @@ class Rejected:
     def deadletter_line(self, *, hub: str | None = None, time_ms: int | None = None) -> str:
         """The point for the ``deadletter`` measurement (tagged with the hub that refused)."""
         tags = {"reason": self.reason.value}
-        if self.device_id:
-            tags["device_id"] = self.device_id
-        if hub:
-            tags["hub"] = hub
         fields: dict[str, FieldValue] = {
             "count": 1.0,
             "topic": self.topic[:256],
@@ -102,6 +113,14 @@ class Rejected:
             "excerpt": self.excerpt(),
             "payload_bytes": float(len(self.payload)),
         }
+        if self.device_id:
+            if self.device_known:
+                tags["device_id"] = self.device_id
+            else:
+                tags["device_id"] = UNKNOWN_DEVICE_TAG
+                fields["raw_device_id"] = self.device_id[:128]
+        if hub:
+            tags["hub"] = hub
         return format_line("deadletter", tags, fields, self.time_ms if time_ms is None else time_ms)
 
     def deadletter_message(self) -> bytes:
@@ -196,25 +215,57 @@ def parse_ts(value: object, received_ms: int) -> int:
     raise _RefusalError(Reason.WRONG_TYPE, "ts must be RFC 3339 text or epoch milliseconds")
 
 
+def check_text(what: str, value: str) -> str:
+    """``value`` if it is at most MAX_STRING_CHARS of storable text; else refuse it."""
+    if len(value) > MAX_STRING_CHARS:
+        raise _RefusalError(Reason.WRONG_TYPE, f"{what}: strings are <= {MAX_STRING_CHARS} chars")
+    bad = _BAD_TEXT.search(value)
+    if bad is not None:
+        raise _RefusalError(
+            Reason.BAD_TEXT,
+            f"{what} holds U+{ord(bad.group()):04X} at {bad.start()}: "
+            "control characters (but tab) and lone surrogates are not storable text",
+        )
+    return value
+
+
 def metric_value(name: str, value: object) -> FieldValue:
     """A metric as a field value: finite float, bool, or a short one-line string."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:
-            raise _RefusalError(Reason.NOT_FINITE, f"metric {name} is out of range") from None
-        if not math.isfinite(number):
-            raise _RefusalError(Reason.NOT_FINITE, f"metric {name} is NaN or infinite")
-        return number
-    if isinstance(value, str):
-        if len(value) > MAX_STRING_CHARS or "\n" in value or "\r" in value:
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
             raise _RefusalError(
-                Reason.WRONG_TYPE, f"metric {name}: strings are one line of <= {MAX_STRING_CHARS}"
+                Reason.OUT_OF_RANGE, f"metric {name}: integers must fit 64 bits (int64)"
             )
+        return float(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _RefusalError(Reason.NOT_FINITE, f"metric {name} is NaN or infinite")
         return value
+    if isinstance(value, str):
+        return check_text(f"metric {name}", value)
     raise _RefusalError(Reason.WRONG_TYPE, f"metric {name} must be a number, boolean or string")
+
+
+def _refuse_surrogates(data: object) -> None:
+    """Refuse a JSON value holding a lone surrogate in any string, key or value."""
+    stack = [data]  # iterative: deep nesting that json accepted must not overflow here
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            match = _SURROGATE.search(value)
+            if match is not None:
+                raise _RefusalError(
+                    Reason.BAD_TEXT,
+                    f"a string holds the lone surrogate U+{ord(match.group()):04X}: "
+                    "not valid Unicode, not storable",
+                )
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def _type_code(value: FieldValue) -> str:
@@ -275,13 +326,27 @@ class ContractDecoder:
                 return self._status(route.record, payload, received_ms)
             return self._readings(route, payload, received_ms)
         except _RefusalError as refusal:
-            device_id = route.record.device_id if route is not None else _topic_device(topic)
-            return Rejected(refusal.reason, refusal.detail, topic, device_id, payload, received_ms)
+            return self._rejected(
+                refusal.reason, refusal.detail, topic, route, payload, received_ms
+            )
         except Exception as err:  # a decoder bug must not stop ingest
             detail = f"decoder error {type(err).__name__}"
-            return Rejected(
-                Reason.WRONG_TYPE, detail, topic, _topic_device(topic), payload, received_ms
-            )
+            return self._rejected(Reason.WRONG_TYPE, detail, topic, route, payload, received_ms)
+
+    def _rejected(
+        self,
+        reason: Reason,
+        detail: str,
+        topic: str,
+        route: _Route | None,
+        payload: bytes,
+        received_ms: int,
+    ) -> Rejected:
+        if route is not None:
+            return Rejected(reason, detail, topic, route.record.device_id, payload, received_ms)
+        device_id = _topic_device(topic)
+        known = device_id is None or self.directory.get(device_id) is not None
+        return Rejected(reason, detail, topic, device_id, payload, received_ms, known)
 
     def _route(self, topic: str) -> _Route:
         """Resolve and check a topic's device; remember the route for the next message."""
@@ -319,8 +384,10 @@ class ContractDecoder:
             )
         return record
 
-    def _load_object(self, payload: bytes) -> dict[str, object]:
+    def _load_object(self, payload: bytes, *, exact: bool = False) -> dict[str, object]:
         try:
+            if exact:
+                raise orjson.JSONDecodeError("exact integers wanted", "", 0)
             # orjson (C) takes a telemetry message in about 1 us, the json module in 5.
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -331,6 +398,9 @@ class ContractDecoder:
                 data = json.loads(payload.decode("utf-8"))
             except (ValueError, RecursionError):
                 raise _RefusalError(Reason.NOT_JSON, "payload is not UTF-8 JSON") from None
+            # orjson also refuses lone surrogates (\\ud800), which the json module reads:
+            # no string of a message may hold one (UTF-8 cannot encode it).
+            _refuse_surrogates(data)
         if not isinstance(data, dict):
             raise _RefusalError(Reason.NOT_OBJECT, f"payload is a JSON {type(data).__name__}")
         return data
@@ -341,16 +411,18 @@ class ContractDecoder:
         if time_ms > received_ms + self.max_skew_ms:
             raise _RefusalError(Reason.TS_IN_FUTURE, f"ts {time_ms} is ahead of the hub clock")
 
-    def _readings(self, route: _Route, payload: bytes, received_ms: int) -> Accepted:
-        data = self._load_object(payload)
+    def _readings(
+        self, route: _Route, payload: bytes, received_ms: int, *, exact: bool = False
+    ) -> Accepted:
+        data = self._load_object(payload, exact=exact)
         ts = data.get("ts")
         # Epoch milliseconds (what most devices send) skip parse_ts's checks for text.
         time_ms = ts if type(ts) is int and 0 < ts < 10**16 else parse_ts(ts, received_ms)
         if not received_ms - self.max_age_ms <= time_ms <= received_ms + self.max_skew_ms:
             self._check_time(time_ms, received_ms)  # raises with the reason
         seq = data.get("seq")
-        if seq is not None and (type(seq) is not int or seq < 0):
-            raise _RefusalError(Reason.WRONG_TYPE, "seq must be a non-negative integer")
+        if seq is not None and (type(seq) is not int or not 0 <= seq <= INT_MAX):
+            raise _RefusalError(Reason.WRONG_TYPE, "seq must be an integer from 0 to 2^63-1")
         metrics = data.get("metrics", {})
         if type(metrics) is not dict:
             raise _RefusalError(Reason.WRONG_TYPE, "metrics must be an object")
@@ -363,12 +435,16 @@ class ContractDecoder:
             # Hot path: exact type checks and direct formatting (names need no escaping).
             # ``raw - raw`` is 0.0 for every finite float and NaN for NaN and infinities.
             kind_of = type(raw)
-            if kind_of is float and raw - raw == 0.0:
+            if kind_of is float and raw - raw == 0.0 and -_BIG_FLOAT < raw < _BIG_FLOAT:
                 type_name, text = "number", repr(raw)
-            elif kind_of is int and -_INT_LIMIT < raw < _INT_LIMIT:
+            elif kind_of is int and INT_MIN <= raw <= INT_MAX:
                 type_name, text = "number", repr(float(raw))
             elif kind_of is bool:
                 type_name, text = "boolean", ("true" if raw else "false")
+            elif kind_of is float and raw - raw == 0.0 and not exact:
+                # orjson reads an integer literal beyond 64 bits as a float: read the
+                # message again with the json module, which keeps integers exact.
+                return self._readings(route, payload, received_ms, exact=True)
             else:
                 value = metric_value(name, raw)
                 type_name, text = _type_code(value), format_field(value)
@@ -418,8 +494,10 @@ class ContractDecoder:
         if not isinstance(online, bool):
             raise _RefusalError(Reason.WRONG_TYPE, "status needs a boolean 'online'")
         reason = data.get("reason")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_STRING_CHARS):
-            raise _RefusalError(Reason.WRONG_TYPE, "status reason must be a short string")
+        if reason is not None:
+            if not isinstance(reason, str):
+                raise _RefusalError(Reason.WRONG_TYPE, "status reason must be a short string")
+            check_text("status reason", reason)
         time_ms = parse_ts(data.get("ts"), received_ms)
         self._check_time(time_ms, received_ms)
         return Accepted(record, "status", time_ms, (), online=online, status_reason=reason)

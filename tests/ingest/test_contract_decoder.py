@@ -145,13 +145,23 @@ def test_reasons_for_bad_input() -> None:
         ("text", Reason.NOT_OBJECT),
         ({"metrics": []}, Reason.WRONG_TYPE),
         ({"metrics": {"x": None}}, Reason.WRONG_TYPE),
-        ({"metrics": {"x": "a\nb"}}, Reason.WRONG_TYPE),
+        ({"metrics": {"x": "a\nb"}}, Reason.BAD_TEXT),
+        ({"metrics": {"x": "bell\x07"}}, Reason.BAD_TEXT),
+        (b'{"metrics": {"note": "\\ud800"}}', Reason.BAD_TEXT),
+        (b'{"metrics": {"note": "ok"}, "x": ["\\udfff"]}', Reason.BAD_TEXT),
+        ({"seq": 10**400, "metrics": {}}, Reason.WRONG_TYPE),
+        ({"seq": 2**63, "metrics": {}}, Reason.WRONG_TYPE),
+        ({"metrics": {"x": 2**63}}, Reason.OUT_OF_RANGE),
+        ({"metrics": {"x": -(2**63) - 1}}, Reason.OUT_OF_RANGE),
+        ({"metrics": {"x": 2**64}}, Reason.OUT_OF_RANGE),  # orjson reads it as a float
+        ({"metrics": {"x": 12345678901234567890123}}, Reason.OUT_OF_RANGE),
         ({"seq": -1, "metrics": {}}, Reason.WRONG_TYPE),
         ({"seq": True, "metrics": {}}, Reason.WRONG_TYPE),
         ({"ts": "yesterday", "metrics": {}}, Reason.WRONG_TYPE),
         ({"ts": "2026-11-18T08:50:00", "metrics": {}}, Reason.WRONG_TYPE),
         (b'{"ts": Infinity}', Reason.NOT_FINITE),
-        ({"metrics": {"x": 10**400}}, Reason.NOT_FINITE),
+        ({"metrics": {"x": 10**400}}, Reason.OUT_OF_RANGE),
+        (b'{"metrics": {"x": 1e400}}', Reason.NOT_FINITE),
         ({"ts": NOW - 8 * 86_400_000}, Reason.TS_TOO_OLD),
         ({"ts": NOW + 301_000}, Reason.TS_IN_FUTURE),
         ({"metrics": {"1x": 1}}, Reason.BAD_METRIC_NAME),
@@ -174,16 +184,58 @@ def test_reasons_for_bad_input() -> None:
     assert unknown.reason is Reason.UNKNOWN_DEVICE
 
 
+def test_status_reason_must_be_storable_text() -> None:
+    decoder = _decoder()
+    for body in (
+        b'{"online": false, "reason": "\\udfff"}',
+        b'{"online": false, "reason": "two\\nlines"}',
+        b'{"online": false, "reason": "nul\\u0000"}',
+    ):
+        result = decoder.decode("kota/v1/dev/g1/status", body, NOW)
+        assert isinstance(result, Rejected), body
+        assert result.reason is Reason.BAD_TEXT, body
+    tab = decoder.decode("kota/v1/dev/g1/status", b'{"online": false, "reason": "a\\tb"}', NOW)
+    assert isinstance(tab, Accepted)
+    assert tab.status_reason == "a\tb"
+
+
+def test_extreme_integers_are_bounded() -> None:
+    top = _decode({"seq": 2**63 - 1, "metrics": {"x": 2**63 - 1, "y": -(2**63)}})
+    assert isinstance(top, Accepted)
+    assert top.seq == 2**63 - 1
+    big_float = _decode(b'{"metrics": {"x": 1e19}}')
+    assert isinstance(big_float, Accepted)
+    assert " x=1e+19 " in big_float.lines[0]
+
+
+def test_unknown_devices_share_one_deadletter_series() -> None:
+    decoder = _decoder()
+    lines = set()
+    for n in range(50):
+        result = decoder.decode(f"kota/v1/gw/gw1/dev/ghost{n}/telemetry", b"{}", NOW)
+        assert isinstance(result, Rejected)
+        assert result.reason is Reason.UNKNOWN_DEVICE
+        line = result.deadletter_line()
+        assert f'raw_device_id="ghost{n}"' in line
+        lines.add(line.split(" ", 1)[0])
+    assert lines == {"deadletter,device_id=_unknown,reason=unknown_device"}
+    known = decoder.decode("kota/v1/gw/gw2/dev/c1/telemetry", b"{}", NOW)
+    assert isinstance(known, Rejected)
+    assert known.deadletter_line().startswith("deadletter,device_id=c1,reason=foreign_device ")
+
+
 def _check(result: Accepted | Rejected) -> None:
     """Whatever came in: a valid result whose lines InfluxDB could parse."""
     if isinstance(result, Rejected):
         assert isinstance(result.reason, Reason)
         line = result.deadletter_line()
         assert "\n" not in line
+        line.encode("utf-8")  # strict: what the flusher does with every line
         json.loads(result.deadletter_message())
         return
     for line in result.lines:
         assert "\n" not in line
+        line.encode("utf-8")
         assert line.startswith("flood")
         assert line.endswith(f" {result.time_ms}")
 
