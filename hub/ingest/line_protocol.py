@@ -31,15 +31,28 @@ def escape_tag(text: str) -> str:
     return text.translate(_TAG_ESCAPES).rstrip("\\")
 
 
+# Control characters other than tab: the decoder refuses them in a device's strings.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_PICTURES = {c: 0x2400 + c for c in range(0x20) if c != 0x09} | {0x7F: 0x2421}
+
+
 def _string_field(value: str) -> str:
-    # Newlines would split the point; the decoder refuses them in metrics, and
-    # hub-made strings (dead-letter excerpts) have them replaced here.
-    cleaned = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + cleaned.replace("\n", "\\n").replace("\r", "\\r") + '"'
+    # Line protocol escapes only backslash and double quote in a string field; InfluxDB
+    # 1.x stores everything else as sent (a trailing backslash too). A raw newline would
+    # be stored as well, but the hub splits its WAL records and refused bodies at
+    # newlines, so hub-made text (dead-letter excerpts of a payload) shows each control
+    # character as its visible picture (U+2400 block): LF becomes U+240A.
+    if _CONTROL.search(value) is not None:
+        value = value.translate(_CONTROL_PICTURES)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def format_field(value: FieldValue) -> str:
-    """One field value: floats as floats, booleans as true/false, strings quoted."""
+    """One field value: floats as floats, booleans as true/false, strings quoted.
+
+    Never raises on a string's content; lone surrogates (which the decoder refuses) are
+    the caller's to keep out, since UTF-8 cannot encode them.
+    """
     if value is True:
         return "true"
     if value is False:
