@@ -71,6 +71,7 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TOPIC = "bad_topic"
     REFUSED_BY_INFLUX = "refused_by_influx"
+    HUB_ERROR = "hub_error"
 
 
 @dataclass(slots=True)  # not frozen: built once per message, and frozen init costs 3x

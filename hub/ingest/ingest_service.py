@@ -37,12 +37,14 @@ from hub.ingest.contract_decoder import (
     ContractDecoder,
     Reason,
     Rejected,
+    parse_topic,
 )
 from hub.ingest.device_status import DeviceStatusTracker, StatusChange, parse_status_line
 from hub.ingest.influx_writer import InfluxLineWriter, RefusedLine, WriterStoppedError
 from hub.ingest.line_protocol import line_measurement, line_tag, series_batches
 from hub.ingest.mqtt_intake import IntakeOptions, MqttIntake
 from hub.ingest.self_metrics import HubMeasurement, IngestStats, MetricsServer
+from hub.ingest.thread_supervisor import SupervisedThread
 from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
 from hub.settings import Settings
 
@@ -66,6 +68,11 @@ RECONNECT_MIN_DELAY_S = 0.15
 RECONNECT_MAX_DELAY_S = 30.0
 AUTH_FAILURE_MIN_DELAY_S = 5.0
 HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status")
+# While the WAL cannot be written (disk full), the flusher retries its group this often.
+WAL_RETRY_S = 1.0
+# A loop whose heartbeat is older than this is stuck (each wakes at least once a second,
+# the writer at least once per retry or ping; an fsync should never take this long).
+STUCK_AFTER_S = 30.0
 
 
 class WalBatch(NamedTuple):
@@ -90,6 +97,18 @@ def subscription_topics(shared_group: str | None) -> list[str]:
     """The contract topics, behind ``$share/<group>/`` when a group is set."""
     prefix = f"$share/{shared_group}/" if shared_group else ""
     return [prefix + topic for topic in CONTRACT_TOPICS]
+
+
+def encode_lines(lines: Sequence[str]) -> bytes:
+    """Lines as one UTF-8 WAL record; never raises on their content."""
+    text = "\n".join(lines)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Only a hub bug gets here (the decoder refuses lone surrogates): keep the group,
+        # the odd character visibly escaped, rather than lose it or stop the flusher.
+        log.error("a WAL record held text UTF-8 cannot encode; it is stored escaped")
+        return text.encode("utf-8", "backslashreplace")
 
 
 def wal_directory(settings: Settings) -> Path:
@@ -140,7 +159,7 @@ class IngestService:
         self._group_lines: list[str] = []
         self._group_acks: list[int] = []
         self._generation = 0
-        self._threads: list[threading.Thread] = []
+        self._threads: list[SupervisedThread] = []
         self._intake: MqttIntake | None = None
         self._committed: WalPosition | None = None
         self._wal_warned = False
@@ -150,6 +169,12 @@ class IngestService:
         self._dir_error: str | None = None
         self._recovered_end: WalPosition | None = None
         self._started = False
+        # Cleared while the WAL refuses writes (disk full): intake pauses, /readyz says so.
+        self._wal_ok = threading.Event()
+        self._wal_ok.set()
+        self._wal_error = ""
+        self._handler_errors = 0
+        self._last_handler_log = 0.0
 
     # -- life cycle --------------------------------------------------------------
     def start(self, ready_timeout_s: float = 30.0) -> None:
@@ -170,11 +195,16 @@ class IngestService:
         if cfg.restore_status:
             self._restore_status()
         self._started = True
-        self._spawn("ingest-flusher", self._flusher_loop)
-        self._spawn("ingest-writer", self._writer_loop)
-        self._spawn("ingest-housekeeping", self._housekeeping_loop)
+        self._spawn("ingest-flusher", self._flusher_loop, self._stop_flusher)
+        self._spawn("ingest-writer", self._writer_loop, self._stop_writer)
+        self._spawn("ingest-housekeeping", self._housekeeping_loop, self._stop_house)
         if cfg.metrics_port:
-            self.metrics_server = MetricsServer(cfg.metrics_host, cfg.metrics_port, self.render)
+            self.metrics_server = MetricsServer(
+                cfg.metrics_host,
+                cfg.metrics_port,
+                self.render,
+                probes={"/healthz": self.liveness, "/readyz": self.readiness},
+            )
             self.metrics_server.start()
         mqtt_cfg = self.settings.mqtt
         self._intake = MqttIntake(
@@ -213,10 +243,15 @@ class IngestService:
             flush=True,
         )
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _spawn(self, name: str, target: Callable[[], None], stop: threading.Event) -> None:
+        thread = SupervisedThread(name, target, stop=stop)
         self._threads.append(thread)
         thread.start()
+
+    def _beat(self, name: str) -> None:
+        for thread in self._threads:
+            if thread.name == name:
+                thread.beat()
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Stop intake, fsync and ack what came in, drain to InfluxDB briefly, close the WAL."""
@@ -286,6 +321,46 @@ class IngestService:
     def _on_message(self, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
         if self._stop_intake.is_set():
             return  # not acked: the broker redelivers it to the next session
+        try:
+            self._handle(topic, payload, qos, packet_id)
+        except Exception as err:
+            # A hub bug on one message: dead-letter it (with its payload) and ack it, so
+            # the broker does not hold it in flight, or redeliver it into the same bug.
+            self._handler_failed(topic, payload, qos, packet_id, err)
+
+    def _handler_failed(
+        self, topic: str, payload: bytes, qos: int, packet_id: int, err: Exception
+    ) -> None:
+        self._handler_errors += 1
+        now = time.monotonic()
+        if self._handler_errors == 1 or now - self._last_handler_log >= 60:
+            log.error(
+                "message handler failed on %s (%d so far); dead-lettered as hub_error",
+                topic,
+                self._handler_errors,
+                exc_info=err,
+            )
+            self._last_handler_log = now
+        device_id = parse_topic(topic)
+        rejected = Rejected(
+            Reason.HUB_ERROR,
+            f"hub error {type(err).__name__}: {err}"[:256],
+            topic,
+            device_id[1][:128] if device_id else None,
+            payload,
+            now_ms(),
+            device_known=device_id is not None and self.directory.get(device_id[1]) is not None,
+        )
+        line = self._deadletter(rejected)
+        with self._group_lock:
+            wake = not self._group_lines and not self._group_acks
+            self._group_lines.append(line)
+            if qos:
+                self._group_acks.append(packet_id)
+            if wake:
+                self._group_ready.notify()
+
+    def _handle(self, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
         received = time.time_ns() // 1_000_000
         stats = self.stats
         stats.messages_in += 1
@@ -310,6 +385,8 @@ class IngestService:
         wal = self.wal
         if wal is not None and wal.total_bytes >= wal.max_bytes:
             self._wait_for_wal_room()
+        if not self._wal_ok.is_set():
+            self._wait_for_wal_writable()
         with self._group_lock:
             # Only the first message of a group wakes the flusher (it gathers the rest).
             wake = not self._group_lines and not self._group_acks
@@ -354,6 +431,14 @@ class IngestService:
             pass
         self.stats.backpressure_s += time.monotonic() - started
 
+    def _wait_for_wal_writable(self) -> None:
+        # As for a full WAL: blocking the network thread stops reading from the broker,
+        # which keeps queueing for this session. The flusher retries its group meanwhile.
+        started = time.monotonic()
+        while not self._wal_ok.wait(0.5) and not self._stop_intake.is_set():
+            pass
+        self.stats.backpressure_s += time.monotonic() - started
+
     def _queue(self, lines: list[str]) -> None:
         """Queue lines that acknowledge no message (status, dead-letters, hub points)."""
         with self._group_lock:
@@ -363,6 +448,7 @@ class IngestService:
     # -- fsync groups ----------------------------------------------------------------
     def _flusher_loop(self) -> None:
         while True:
+            self._beat("ingest-flusher")
             with self._group_ready:
                 self._group_ready.wait_for(
                     lambda: (
@@ -385,10 +471,15 @@ class IngestService:
             generation = self._generation
         if not lines and not acks:
             return
-        assert self.wal is not None
         if lines:
-            self.wal.append("\n".join(lines).encode("utf-8"))
-            self.wal.sync()
+            if not self._append_durably(encode_lines(lines)):
+                log.error(
+                    "stopping while the WAL cannot be written: %d line(s) not kept; their "
+                    "%d message(s) are not acknowledged, so the broker redelivers them",
+                    len(lines),
+                    len(acks),
+                )
+                return
             self.stats.lines_appended += len(lines)
         intake = self._intake
         if intake is None or not acks:
@@ -396,6 +487,42 @@ class IngestService:
         # Dropped when the connection changed meanwhile: the broker redelivers these.
         if intake.ack(generation, acks):
             self.stats.messages_acked += len(acks)
+
+    def _append_durably(self, body: bytes) -> bool:
+        """Append and fsync ``body``, retrying while the disk refuses; False if stopping."""
+        assert self.wal is not None
+        blocked_since = 0.0
+        while True:
+            try:
+                self.wal.append(body)
+                self.wal.sync()
+            except OSError as err:
+                if self._wal_ok.is_set():
+                    # Logged once: nothing is acked meanwhile, so the broker keeps the
+                    # messages queued for this persistent session and nothing is lost.
+                    self._wal_ok.clear()
+                    self._wal_error = f"{type(err).__name__}: {err}"
+                    self.stats.wal_write_errors += 1
+                    blocked_since = time.monotonic()
+                    log.error(
+                        "the WAL cannot be written (%s); intake paused and nothing is "
+                        "acknowledged until it can; retrying every %.0f s",
+                        self._wal_error,
+                        WAL_RETRY_S,
+                    )
+                if self._stop_flusher.is_set():
+                    return False
+                self._beat("ingest-flusher")
+                self._stop_flusher.wait(WAL_RETRY_S)
+                continue
+            if not self._wal_ok.is_set():
+                log.warning(
+                    "the WAL is writable again after %.0f s; intake resumes",
+                    time.monotonic() - blocked_since if blocked_since else 0.0,
+                )
+                self._wal_error = ""
+                self._wal_ok.set()
+            return True
 
     # -- InfluxDB writer -------------------------------------------------------------
     def _writer_loop(self) -> None:
@@ -412,6 +539,7 @@ class IngestService:
         window = cfg.catchup_sort_lines if cfg.catchup_sort_lines > cfg.batch_lines else 0
         try:
             while not self._stop_writer.is_set():
+                self._beat("ingest-writer")
                 if not wal.wait_for_data(position, timeout_s=0.2):
                     continue
                 limit = window if catching_up and window else cfg.batch_lines
@@ -432,8 +560,8 @@ class IngestService:
                 wal.release(batch.end)
         except WriterStoppedError:
             log.info("writer stopped with data left in the WAL; it is replayed at next start")
-        except Exception:
-            log.exception("InfluxDB writer failed; the WAL keeps the data for the next start")
+        # Anything else goes to the supervisor, which logs it and restarts the loop from
+        # the first position not yet written (rewriting a batch is idempotent).
         finally:
             writer.close()
 
@@ -529,6 +657,7 @@ class IngestService:
                     self.status.restore(record, state[1], state[2], now)
 
     def _count_retry(self, _problem: str) -> None:
+        self._beat("ingest-writer")  # waiting for InfluxDB is progress: the WAL buffers
         self.stats.write_retries += 1
         self._writer_failing = True
 
@@ -557,16 +686,32 @@ class IngestService:
         interval = self.settings.ingest.self_metrics_interval_s
         next_metrics = time.monotonic() + interval
         while not self._stop_house.wait(1.0):
-            self._refresh_directory()
-            now = now_ms()
-            changes = self.status.check_silence(now)
-            if changes:
-                self.stats.status_changes += len(changes)
-                self._queue([change.line() for change in changes])
-            self._update_wal_gauges()
+            self._beat("ingest-housekeeping")
+            # Each duty on its own: a failing one must not stop the others (a bad number
+            # in the self-metrics once stopped silence detection and device refreshes).
+            self._duty("device list refresh", self._refresh_directory)
+            self._duty("silence check", self._check_silence)
+            self._duty("WAL gauges", self._update_wal_gauges)
             if time.monotonic() >= next_metrics:
                 next_metrics += interval
-                self._queue(self.hub_measurement.lines(self.stats, now))
+                self._duty("hub measurement", self._queue_hub_points)
+
+    def _duty(self, name: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as err:
+            self.stats.housekeeping_errors[name] += 1
+            if self.stats.housekeeping_errors[name] == 1:
+                log.error("housekeeping: %s failed; it is retried every second", name, exc_info=err)
+
+    def _check_silence(self) -> None:
+        changes = self.status.check_silence(now_ms())
+        if changes:
+            self.stats.status_changes += len(changes)
+            self._queue([change.line() for change in changes])
+
+    def _queue_hub_points(self) -> None:
+        self._queue(self.hub_measurement.lines(self.stats, now_ms()))
 
     def _refresh_directory(self) -> None:
         try:
@@ -602,7 +747,57 @@ class IngestService:
     def render(self) -> str:
         """The /metrics page."""
         self._update_wal_gauges()
+        self.stats.wal_writable = self._wal_ok.is_set()
+        self.stats.thread_restarts = {t.name: t.health.restarts for t in self._threads}
         return self.stats.prometheus(self.client_id)
+
+    def _thread_checks(self) -> tuple[bool, dict[str, object]]:
+        now = time.monotonic()
+        passing = True
+        threads: dict[str, object] = {}
+        for thread in self._threads:
+            health = thread.health
+            stuck_s = now - health.beat
+            if not thread.is_alive():
+                state = "finished" if health.finished else "dead"
+            elif health.backing_off:
+                state = "restarting"
+            elif stuck_s > STUCK_AFTER_S:
+                state = "stuck"
+            else:
+                state = "running"
+            passing = passing and state in ("running", "restarting")
+            threads[thread.name] = {
+                "state": state,
+                "restarts": health.restarts,
+                "last_error": health.last_error,
+                "seconds_since_progress": round(stuck_s, 1),
+            }
+        return passing and self._started, {"threads": threads}
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """``/healthz``: every loop runs (or is restarting after a failure), none is stuck."""
+        return self._thread_checks()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """``/readyz``: alive, connected to the broker, WAL writable, writer not crashed."""
+        alive, details = self._thread_checks()
+        intake = self._intake
+        broker = intake is not None and intake.connected
+        writer = next((t for t in self._threads if t.name == "ingest-writer"), None)
+        writer_ok = writer is not None and writer.is_alive() and not writer.health.backing_off
+        checks = {
+            "threads": alive,
+            "broker_connected": broker,
+            "wal_writable": self._wal_ok.is_set(),
+            # InfluxDB down is fine: the WAL buffers; a writer loop that crashed is not.
+            "writer": writer_ok,
+        }
+        details["checks"] = checks
+        details["writer_buffering"] = self._writer_failing
+        if self._wal_error:
+            details["wal_error"] = self._wal_error
+        return all(checks.values()), details
 
     @property
     def metrics_port(self) -> int:

@@ -6,11 +6,12 @@ single ``+=`` from one thread exact); readers take a consistent-enough snapshot.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -50,6 +51,11 @@ class IngestStats:
     wal_full_waits: int = 0
     status_changes: int = 0
     backpressure_s: float = 0.0
+    wal_write_errors: int = 0
+    wal_writable: bool = True
+    housekeeping_errors: Counter[str] = field(default_factory=Counter)
+    # thread name -> restarts after an unexpected exception (set by the service)
+    thread_restarts: dict[str, int] = field(default_factory=dict)
 
     def record_seq(self, device_id: str, seq: int) -> None:
         """Count the numbers ``seq`` skipped since the device's last one.
@@ -121,6 +127,30 @@ class IngestStats:
         metric(
             "status_changes_total", "counter", "Device online/offline changes.", self.status_changes
         )
+        metric(
+            "wal_writable",
+            "gauge",
+            "1 while the WAL takes writes, 0 while the disk refuses them.",
+            int(self.wal_writable),
+        )
+        metric(
+            "wal_write_errors_total",
+            "counter",
+            "Times the WAL stopped taking writes (disk full, I/O error).",
+            self.wal_write_errors,
+        )
+        out.append("# HELP kotahub_ingest_thread_restarts_total Loops restarted after a failure.")
+        out.append("# TYPE kotahub_ingest_thread_restarts_total counter")
+        for thread, count in sorted(self.thread_restarts.items()):
+            out.append(
+                f'kotahub_ingest_thread_restarts_total{{{label},thread="{_label(thread)}"}} {count}'
+            )
+        out.append("# HELP kotahub_ingest_housekeeping_errors_total Failed housekeeping duties.")
+        out.append("# TYPE kotahub_ingest_housekeeping_errors_total counter")
+        for duty, count in sorted(self.housekeeping_errors.items()):
+            out.append(
+                f'kotahub_ingest_housekeeping_errors_total{{{label},duty="{_label(duty)}"}} {count}'
+            )
         out.append("# HELP kotahub_ingest_deadletters_total Rejected inputs by reason.")
         out.append("# TYPE kotahub_ingest_deadletters_total counter")
         for reason, count in sorted(self.deadletters.items()):
@@ -204,19 +234,40 @@ class HubMeasurement:
         return out
 
 
-class MetricsServer:
-    """Serves ``/metrics`` on a thread of its own."""
+Probe = Callable[[], tuple[bool, dict[str, object]]]
+"""A health probe: (passing, details shown as JSON)."""
 
-    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+
+class MetricsServer:
+    """Serves ``/metrics`` and the health probes (``/healthz``, ``/readyz``) on a thread."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        render: Callable[[], str],
+        *,
+        probes: Mapping[str, Probe] | None = None,
+    ) -> None:
+        routes = dict(probes or {})
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                """Answer /metrics; 404 for anything else."""
-                if self.path.split("?", 1)[0] != "/metrics":
+                """Answer /metrics and the probes; 404 for anything else."""
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, render(), "text/plain; version=0.0.4; charset=utf-8")
+                elif path in routes:
+                    passing, details = routes[path]()
+                    text = json.dumps({"status": "ok" if passing else "fail", **details})
+                    self._send(200 if passing else 503, text + "\n", "application/json")
+                else:
                     self.send_error(404)
-                    return
-                body = render().encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+
+            def _send(self, status: int, text: str, content_type: str) -> None:
+                body = text.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
