@@ -2,20 +2,40 @@
 
 One thread appends and syncs (the hub's flusher: many messages per fsync), one thread
 reads (the InfluxDB writer). A record is ``length (u32) | crc32 (u32) | payload``; a
-payload is the line-protocol lines of one fsync group joined by newlines. A torn record
-at the end of the last segment (a crash mid-write) is cut off when the log is opened.
-Segments are deleted only when the writer says InfluxDB holds everything in them.
+payload is the line-protocol lines of one fsync group joined by newlines, but the log
+looks at nothing in it except its length and checksum.
+
+A segment that is full (or the last one when the log is closed or reopened) is
+*sealed*: a sidecar ``<number>.idx`` (written to a temporary name, fsynced, renamed)
+holds its size, its record count and every record's offset. Opening the log reads the
+sidecars and scans only a segment without one (normally the newest, after a crash), so
+start-up costs one small read per segment instead of reading gigabytes. The reader
+still checks every record's checksum when it reads it.
+
+Damage is counted and logged, never skipped silently: a torn tail of the newest segment
+(a crash mid-write) is cut off when the log is opened; a record that fails its checksum
+is skipped, the reader resuming at the next record's offset from the sidecar (or, in a
+segment scanned without one, right after it when the record there checks out; when it
+does not, the rest of the segment is dropped).
+
+Segments are deleted only when the writer says InfluxDB holds everything in them. A
+write that fails (disk full) is rolled back to the last whole record and raises
+:class:`WalDiskFullError`; the same record can be appended again once space is back.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import struct
+import sys
 import threading
 import zlib
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,12 +44,29 @@ log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<II")
 SEGMENT_SUFFIX = ".wal"
+INDEX_SUFFIX = ".idx"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 256 * 1024 * 1024
+# Sidecar: magic, segment bytes at sealing, end of its last whole record, record count,
+# crc32 of the offsets that follow; then a crc32 of those fields; then u64 offsets.
+INDEX_MAGIC = b"KOTAWAL1"
+INDEX_HEADER = struct.Struct("<8sQQQI")
+INDEX_CRC = struct.Struct("<I")
+INDEX_PREFIX_BYTES = INDEX_HEADER.size + INDEX_CRC.size
+# Errors that mean "no room" rather than "broken disk": the hub waits for space.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class WalError(Exception):
     """The write-ahead log cannot be opened or written."""
+
+
+class WalWriteError(WalError, OSError):
+    """A write or fsync failed; the log was rolled back to its last whole record."""
+
+
+class WalDiskFullError(WalWriteError):
+    """No space left for the log (errno ENOSPC or EDQUOT); append again once there is."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -40,8 +77,22 @@ class WalPosition:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentScan:
+    """What a scan of one segment file found: whole records and the damage between them."""
+
+    offsets: array[int]
+    valid_end: int
+    damage: tuple[tuple[int, int], ...]  # (offset, bytes dropped), in file order
+    torn_tail: int  # offset where an unreadable tail starts; -1 when there is none
+
+
 def _segment_name(number: int) -> str:
     return f"{number:016d}{SEGMENT_SUFFIX}"
+
+
+def _index_name(number: int) -> str:
+    return f"{number:016d}{INDEX_SUFFIX}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -52,8 +103,62 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of ``directory``."""
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _record_ok(handle: BinaryIO, offset: int, end: int) -> tuple[bool, int]:
+    """(whether a whole record with a good checksum starts at offset, its length)."""
+    handle.seek(offset)
+    header = handle.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return False, -1
+    length, crc = HEADER.unpack(header)
+    if length > MAX_RECORD_BYTES or offset + HEADER.size + length > end:
+        return False, length
+    payload = handle.read(length)
+    return len(payload) == length and zlib.crc32(payload) == crc, length
+
+
+def scan_segment(path: Path, end: int | None = None) -> SegmentScan:
+    """Read and check every record of a segment file (the slow path: no sidecar)."""
+    offsets: array[int] = array("Q")
+    damage: list[tuple[int, int]] = []
+    offset = 0
+    torn = -1
+    with path.open("rb") as handle:
+        if end is None:
+            end = os.fstat(handle.fileno()).st_size
+        while offset < end:
+            ok, length = _record_ok(handle, offset, end)
+            if ok:
+                offsets.append(offset)
+                offset += HEADER.size + length
+                continue
+            # A bad record whose length still leads to a good record is damage in the
+            # middle (a flipped byte): skip just it. Otherwise nothing after it can be
+            # framed, so it is the tail (a torn write when this is the newest segment).
+            following = offset + HEADER.size + length
+            framed = 0 <= length <= MAX_RECORD_BYTES and following < end
+            if framed and _record_ok(handle, following, end)[0]:
+                damage.append((offset, following - offset))
+                offset = following
+                continue
+            damage.append((offset, end - offset))
+            torn = offset
+            break
+    valid_end = torn if torn >= 0 else end
+    return SegmentScan(offsets, valid_end, tuple(damage), torn)
+
+
 def scan_valid_end(path: Path) -> tuple[int, int]:
-    """(bytes of whole valid records, record count) at the start of a segment file."""
+    """(bytes of whole valid records, record count) at the start of a segment file.
+
+    The full read and check the log used to do for every segment at open; the WAL bench
+    times it as the reference.
+    """
     end = count = 0
     with path.open("rb") as handle:
         while True:
@@ -70,8 +175,83 @@ def scan_valid_end(path: Path) -> tuple[int, int]:
             count += 1
 
 
+def _offsets_bytes(offsets: array[int]) -> bytes:
+    if sys.byteorder == "big":
+        offsets = array("Q", offsets)
+        offsets.byteswap()
+    return offsets.tobytes()
+
+
+def write_index(path: Path, size: int, valid_end: int, offsets: array[int]) -> None:
+    """Write a segment's sidecar atomically: temporary file, fsync, rename, fsync dir."""
+    body = _offsets_bytes(offsets)
+    header = INDEX_HEADER.pack(INDEX_MAGIC, size, valid_end, len(offsets), zlib.crc32(body))
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(header + INDEX_CRC.pack(zlib.crc32(header)) + body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentIndex:
+    """A sidecar's header: the sealed segment's size, valid end and record count."""
+
+    size: int
+    valid_end: int
+    records: int
+    offsets_crc: int
+
+
+def read_index_header(path: Path) -> SegmentIndex | None:
+    """The sidecar's header, or None when it is missing or does not check out."""
+    try:
+        with path.open("rb") as handle:
+            prefix = handle.read(INDEX_PREFIX_BYTES)
+    except FileNotFoundError:
+        return None
+    if len(prefix) < INDEX_PREFIX_BYTES:
+        return None
+    header = prefix[: INDEX_HEADER.size]
+    (crc,) = INDEX_CRC.unpack(prefix[INDEX_HEADER.size :])
+    magic, size, valid_end, records, offsets_crc = INDEX_HEADER.unpack(header)
+    if magic != INDEX_MAGIC or zlib.crc32(header) != crc or valid_end > size:
+        return None
+    return SegmentIndex(size, valid_end, records, offsets_crc)
+
+
+def read_index_offsets(path: Path, index: SegmentIndex) -> array[int] | None:
+    """Every record offset of a sealed segment, or None when the sidecar is damaged."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(INDEX_PREFIX_BYTES)
+            body = handle.read()
+    except FileNotFoundError:
+        return None
+    if len(body) != 8 * index.records or zlib.crc32(body) != index.offsets_crc:
+        return None
+    offsets: array[int] = array("Q")
+    offsets.frombytes(body)
+    if sys.byteorder == "big":
+        offsets.byteswap()
+    return offsets
+
+
 class WriteAheadLog:
-    """Segmented, fsynced, crash-safe log; bounded by ``max_bytes``."""
+    """Segmented, fsynced, crash-safe log; bounded by ``max_bytes``.
+
+    Figures for /metrics: ``corrupt_records`` and ``corrupt_bytes`` (damage found at
+    open or when read, torn tail included), ``corrupt_tail_bytes`` (the torn tail cut at
+    open), ``disk_full_errors`` (appends or syncs refused for lack of space);
+    ``last_error`` / :meth:`check_writable` for a readiness probe.
+    """
 
     def __init__(
         self,
@@ -83,7 +263,17 @@ class WriteAheadLog:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
-        self.truncated_bytes = 0
+        self.corrupt_tail_bytes = 0
+        self.corrupt_records = 0
+        self.corrupt_bytes = 0
+        self.disk_full_errors = 0
+        self.last_error: str | None = None
+        self._disk_full = False
+        self._rotation_blocked = False
+        # Records in the log when it was opened: from the sealed segments' sidecars
+        # (counted when sealed) plus a scan of any segment without one. A record found
+        # damaged later, when read, is not subtracted: it is in corrupt_records.
+        self.recovered_records = 0
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self._lock_file = (directory / "LOCK").open("a")
@@ -98,81 +288,293 @@ class WriteAheadLog:
                 "(each hub needs its own client_id / wal_dir)"
             ) from err
         self._cond = threading.Condition()
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}  # bytes on disk per segment
+        self._ends: dict[int, int] = {}  # sealed segments: end of the last whole record
+        self._indexes: dict[int, SegmentIndex] = {}  # sealed segments with a sidecar
+        self._offsets: dict[int, array[int]] = {}  # record offsets known in memory
+        self._damage_seen: set[tuple[int, int]] = set()
         # sum(_sizes.values()), kept up to date under _cond: the intake reads it per message.
         self._total = 0
-        self.recovered_records = 0
-        for path in sorted(directory.glob("*" + SEGMENT_SUFFIX)):
-            try:
-                number = int(path.stem)
-            except ValueError:
-                continue
-            self._sizes[number] = path.stat().st_size
-        if self._sizes:
-            # Only the newest segment can end in a torn record; older ones were closed.
-            last = max(self._sizes)
-            path = directory / _segment_name(last)
-            valid, _ = scan_valid_end(path)
-            if valid < self._sizes[last]:
-                self.truncated_bytes = self._sizes[last] - valid
-                log.warning("%s: cut a torn tail of %d bytes", path, self.truncated_bytes)
+        self._fd = -1
+        self._closed = False
+        try:
+            self._recover()
+        except OSError as err:
+            self._unlock()
+            raise WalError(f"{directory}: cannot open write-ahead log: {err}") from err
+        self._total = sum(self._sizes.values())
+        last = max(self._sizes, default=0)
+        self._active = last + 1
+        # Until the active segment exists, the durable end is the end of the last one.
+        self._durable = WalPosition(last, self._sizes.get(last, 0))
+        self._written = 0  # end of the last whole record appended to the active segment
+        self._synced = 0  # end of the last fsynced record in it
+        self._active_offsets: array[int] = array("Q")
+        self._rollback_pending = False
+        try:
+            self._create_active()
+        except WalDiskFullError:
+            # Started on a full disk: append creates it (or raises) once there is room.
+            pass
+        except WalWriteError as err:
+            self._unlock()
+            raise WalError(str(err)) from err
+
+    # -- opening -------------------------------------------------------------------
+    def _recover(self) -> None:
+        numbers: list[int] = []
+        indexes: set[int] = set()
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                stem, _, suffix = name.partition(".")
+                if not stem.isdigit():
+                    continue
+                if "." + suffix == SEGMENT_SUFFIX:
+                    number = int(stem)
+                    numbers.append(number)
+                    self._sizes[number] = entry.stat().st_size
+                elif "." + suffix == INDEX_SUFFIX:
+                    indexes.add(int(stem))
+                elif suffix.endswith(".tmp"):
+                    os.unlink(entry.path)  # a sidecar a crash left half-written
+        for number in indexes - set(numbers):
+            # Its segment was released and the crash came before the sidecar went too.
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / _index_name(number)).unlink()
+        numbers.sort()
+        for number in numbers:
+            index = None
+            if number in indexes:
+                index = read_index_header(self.directory / _index_name(number))
+            if index is not None and index.size == self._sizes[number]:
+                self._indexes[number] = index
+                self._ends[number] = index.valid_end
+                self.recovered_records += index.records
+            else:
+                self._recover_by_scan(number, newest=number == numbers[-1])
+
+    def _recover_by_scan(self, number: int, *, newest: bool) -> None:
+        """Scan a segment without a (valid) sidecar, cut a torn tail, then seal it."""
+        path = self.directory / _segment_name(number)
+        scan = scan_segment(path, self._sizes[number])
+        size = self._sizes[number]
+        for offset, dropped in scan.damage:
+            if newest and offset == scan.torn_tail:
+                # A crash mid-write: only the newest segment can end so; cut it off so
+                # that the file holds whole records only.
+                self.corrupt_tail_bytes += dropped
+                self._record_damage(number, offset, dropped, "torn tail cut off")
                 with path.open("r+b") as handle:
-                    handle.truncate(valid)
+                    handle.truncate(offset)
                     handle.flush()
                     os.fsync(handle.fileno())
-                self._sizes[last] = valid
-            for number in self._sizes:
-                self.recovered_records += scan_valid_end(directory / _segment_name(number))[1]
-        self._total = sum(self._sizes.values())
-        self._active = max(self._sizes, default=0) + 1
-        self._file: BinaryIO = self._open_segment(self._active)
-        self._durable = WalPosition(self._active, 0)
-        self._written = 0
-        self._closed = False
+                size = offset
+            else:
+                self._record_damage(number, offset, dropped, "corrupt record skipped")
+        self._sizes[number] = size
+        self._ends[number] = scan.valid_end
+        self.recovered_records += len(scan.offsets)
+        if size and not self._seal(number, size, scan.valid_end, scan.offsets):
+            self._offsets[number] = scan.offsets  # no sidecar to read them from later
+
+    def _record_damage(self, number: int, offset: int, dropped: int, what: str) -> None:
+        with self._cond:
+            if (number, offset) in self._damage_seen:
+                return
+            self._damage_seen.add((number, offset))
+            self.corrupt_records += 1
+            self.corrupt_bytes += dropped
+        log.warning(
+            "%s: %s at offset %d, %d bytes dropped",
+            self.directory / _segment_name(number),
+            what,
+            offset,
+            dropped,
+        )
+
+    def _seal(self, number: int, size: int, valid_end: int, offsets: array[int]) -> bool:
+        """Write the sidecar; without one (disk full) the next open scans the segment."""
+        path = self.directory / _index_name(number)
+        try:
+            write_index(path, size, valid_end, offsets)
+        except OSError as err:
+            log.warning(
+                "%s: cannot write the segment's index (%s); the next start scans it",
+                self.directory / _segment_name(number),
+                err,
+            )
+            return False
+        index = read_index_header(path)
+        if index is not None:
+            with self._cond:
+                self._indexes[number] = index
+        return True
 
     # -- writer side (one thread) --------------------------------------------------
-    def _open_segment(self, number: int) -> BinaryIO:
+    def _failure(self, err: OSError, what: str, size: int) -> WalWriteError:
+        """The dedicated error for a failed write, with the directory and space left."""
+        try:
+            free = free_bytes(self.directory)
+        except OSError:
+            free = -1
+        code = err.errno or errno.EIO
+        self._disk_full = code in DISK_FULL_ERRNOS
+        if self._disk_full:
+            self.disk_full_errors += 1
+            message = f"{self.directory}: disk full ({free} bytes free): {what} of {size} bytes"
+            failure: WalWriteError = WalDiskFullError(code, message)
+        else:
+            message = f"{self.directory}: {what} of {size} bytes failed: {err.strerror or err}"
+            failure = WalWriteError(code, message)
+        if self.last_error is None:
+            log.warning("%s", message)  # once per episode; a good sync ends it
+        self.last_error = message
+        return failure
+
+    def _open_segment(self, number: int) -> int:
+        """Create an empty segment file (its name durable in the directory); its fd."""
         path = self.directory / _segment_name(number)
-        handle = path.open("ab")
-        self._sizes[number] = 0
-        _fsync_dir(self.directory)
-        return handle
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.ftruncate(fd, 0)  # a file left by a failed earlier attempt
+            _fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _create_active(self) -> None:
+        try:
+            self._fd = self._open_segment(self._active)
+        except OSError as err:
+            raise self._failure(err, f"creating segment {self._active}", 0) from err
+        with self._cond:
+            self._sizes[self._active] = 0
+
+    def _rollback(self, offset: int) -> None:
+        """Cut the active segment back to ``offset`` (the end of a whole record)."""
+        try:
+            os.ftruncate(self._fd, offset)
+        except OSError:
+            # Shrinking needs no space; should it fail anyway, retry before the next write.
+            self._rollback_pending = True
+            return
+        self._rollback_pending = False
+        self._written = offset
+        cut = bisect.bisect_left(self._active_offsets, offset)
+        del self._active_offsets[cut:]
 
     def append(self, payload: bytes) -> None:
-        """Buffer one record; it is durable after the next ``sync``."""
-        if len(payload) > MAX_RECORD_BYTES:
-            raise WalError(f"record of {len(payload)} bytes is too large")
-        self._file.write(HEADER.pack(len(payload), zlib.crc32(payload)))
-        self._file.write(payload)
-        self._written += HEADER.size + len(payload)
+        """Write one record; it is durable after the next ``sync``.
+
+        Raises :class:`WalDiskFullError` (or :class:`WalWriteError`) with nothing of the
+        record left in the log; records appended before it stay.
+        """
+        size = len(payload)
+        if size > MAX_RECORD_BYTES:
+            raise WalError(f"record of {size} bytes is too large")
+        if self._fd < 0:
+            self._create_active()
+        if self._rollback_pending:
+            self._rollback(self._written)
+            if self._rollback_pending:
+                raise self._failure(OSError(errno.EIO, "cannot cut a failed write"), "append", 0)
+        header = HEADER.pack(size, zlib.crc32(payload))
+        start = self._written
+        try:
+            done = os.writev(self._fd, [header, payload])
+            while done < HEADER.size + size:
+                # A short write (the disk filling up): write the rest, or fail trying.
+                if done < HEADER.size:
+                    done += os.write(self._fd, header[done:] + payload)
+                else:
+                    done += os.write(self._fd, memoryview(payload)[done - HEADER.size :])
+        except OSError as err:
+            self._rollback(start)
+            raise self._failure(err, "append", HEADER.size + size) from err
+        self._active_offsets.append(start)
+        self._written = start + HEADER.size + size
 
     def sync(self) -> WalPosition:
-        """Write and fsync what was appended; rotate a full segment; return the durable end."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Fsync what was appended; rotate a full segment; return the durable end.
+
+        A failed fsync leaves the records appended since the last sync in doubt: they
+        are cut off and the error raised, so append them again.
+        """
+        if self._fd < 0:
+            if self.last_error is None:
+                return self._durable
+            self._create_active()  # still full: raises again; else nothing to sync
+        try:
+            os.fsync(self._fd)
+        except OSError as err:
+            self._rollback(self._synced)
+            raise self._failure(err, "fsync", self._written - self._synced) from err
+        self._synced = self._written
+        if self.last_error is not None:
+            log.info("%s: write-ahead log writable again", self.directory)
+            self.last_error = None
         with self._cond:
             self._total += self._written - self._sizes[self._active]
             self._sizes[self._active] = self._written
             self._durable = WalPosition(self._active, self._written)
             self._cond.notify_all()
         if self._written >= self.segment_bytes:
-            self._file.close()
-            number = self._active + 1
-            handle = self._open_segment(number)
-            with self._cond:
-                self._file, self._active, self._written = handle, number, 0
-                self._durable = WalPosition(number, 0)
+            self._rotate()
         return self._durable
 
+    def _rotate(self) -> None:
+        """Seal the full segment and continue in a new one."""
+        old = self._active
+        try:
+            fd = self._open_segment(old + 1)
+        except OSError as err:
+            # No room for a new file: keep writing this one; the next sync retries.
+            if not self._rotation_blocked:
+                log.warning("%s: cannot start segment %d: %s", self.directory, old + 1, err)
+                self._rotation_blocked = True
+            return
+        self._rotation_blocked = False
+        os.close(self._fd)
+        offsets = self._active_offsets
+        sealed = self._seal(old, self._written, self._written, offsets)
+        with self._cond:
+            self._fd, self._active = fd, old + 1
+            self._sizes[self._active] = 0
+            self._ends[old] = self._written
+            if not sealed:
+                self._offsets[old] = offsets  # no sidecar to read them from later
+            self._active_offsets = array("Q")
+            self._written = self._synced = 0
+            self._durable = WalPosition(self._active, 0)
+
     def close(self) -> None:
-        """Sync and close the active segment and release the directory lock."""
+        """Sync, seal and close the active segment and release the directory lock."""
         if self._closed:
             return
-        self.sync()
-        self._file.close()
-        self._closed = True
-        with self._cond:
-            self._cond.notify_all()
+        try:
+            if self._fd >= 0:
+                # A failure is rolled back and logged; what was synced before is sealed.
+                with contextlib.suppress(WalWriteError):
+                    self.sync()
+                os.close(self._fd)
+                path = self.directory / _segment_name(self._active)
+                if self._written:
+                    self._seal(self._active, self._written, self._written, self._active_offsets)
+                else:
+                    # An empty segment per start would pile up; the next start makes one.
+                    path.unlink()
+                    with self._cond:
+                        del self._sizes[self._active]
+                self._fd = -1
+        finally:
+            self._closed = True
+            with self._cond:
+                self._cond.notify_all()
+            self._unlock()
+
+    def _unlock(self) -> None:
         fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
         self._lock_file.close()
 
@@ -199,6 +601,23 @@ class WriteAheadLog:
         """total_bytes / max_bytes."""
         return self.total_bytes / self.max_bytes
 
+    @property
+    def disk_full(self) -> bool:
+        """Whether the last write failed for lack of space (cleared by a good sync)."""
+        return self.last_error is not None and self._disk_full
+
+    def check_writable(self, min_free_bytes: int = 1024 * 1024) -> str | None:
+        """None when the log can take writes, else why not (cheap: one statvfs)."""
+        if self.last_error is not None:
+            return self.last_error
+        try:
+            free = free_bytes(self.directory)
+        except OSError as err:
+            return f"{self.directory}: {err}"
+        if free < min_free_bytes:
+            return f"{self.directory}: disk nearly full ({free} bytes free)"
+        return None
+
     def bytes_after(self, position: WalPosition) -> int:
         """Durable bytes beyond ``position``: what InfluxDB does not hold yet."""
         with self._cond:
@@ -208,7 +627,7 @@ class WriteAheadLog:
     def first_position(self) -> WalPosition:
         """Start of the oldest segment."""
         with self._cond:
-            return WalPosition(min(self._sizes), 0)
+            return WalPosition(min(self._sizes, default=self._active), 0)
 
     def wait_for_data(self, after: WalPosition, timeout_s: float) -> bool:
         """Wait until something durable lies beyond ``after``; False on timeout or close."""
@@ -235,11 +654,16 @@ class WriteAheadLog:
             with self._cond:
                 durable = self._durable
                 numbers = sorted(n for n in self._sizes if n >= pos.segment)
-            if not numbers:
-                break
-            if numbers[0] != pos.segment:
-                pos = WalPosition(numbers[0], 0)
-            limit = durable.offset if pos.segment == durable.segment else None
+                if not numbers:
+                    break
+                if numbers[0] != pos.segment:
+                    pos = WalPosition(numbers[0], 0)
+                if pos.segment == durable.segment:
+                    limit = durable.offset
+                else:
+                    # A sealed segment ends at its last whole record; the active one
+                    # (rotated meanwhile) at what was durable when it was rotated.
+                    limit = self._ends.get(pos.segment, self._sizes[pos.segment])
             got, new_offset, at_end = self._read_segment(pos, limit, max_bytes - taken)
             records.extend(got)
             taken += sum(len(r) for r in got)
@@ -254,7 +678,7 @@ class WriteAheadLog:
         return records, pos
 
     def _read_segment(
-        self, pos: WalPosition, limit: int | None, max_bytes: int
+        self, pos: WalPosition, limit: int, max_bytes: int
     ) -> tuple[list[bytes], int, bool]:
         path = self.directory / _segment_name(pos.segment)
         records: list[bytes] = []
@@ -266,20 +690,54 @@ class WriteAheadLog:
             return records, offset, True
         with handle:
             handle.seek(offset)
-            while taken < max_bytes and (limit is None or offset < limit):
+            while taken < max_bytes and offset < limit:
                 header = handle.read(HEADER.size)
-                if len(header) < HEADER.size:
-                    return records, offset, True
-                length, crc = HEADER.unpack(header)
-                payload = handle.read(length) if length <= MAX_RECORD_BYTES else b""
-                if len(payload) < length or zlib.crc32(payload) != crc:
-                    # Corruption in a closed segment: nothing after it can be trusted.
-                    log.error("%s: bad record at offset %d, skipping the rest", path, offset)
-                    return records, offset, True
+                length, crc = HEADER.unpack(header) if len(header) == HEADER.size else (-1, 0)
+                end = offset + HEADER.size + length
+                payload = handle.read(length) if length >= 0 and end <= limit else b""
+                if len(payload) != length or zlib.crc32(payload) != crc:
+                    following = self._next_record(pos.segment, offset, limit)
+                    self._record_damage(
+                        pos.segment, offset, following - offset, "corrupt record skipped"
+                    )
+                    offset = following
+                    handle.seek(offset)
+                    continue
                 records.append(payload)
-                offset += HEADER.size + length
+                offset = end
                 taken += length
-        return records, offset, limit is None and taken < max_bytes
+            if offset >= limit:
+                self._note_dropped_tail(pos.segment, limit)
+        return records, offset, offset >= limit
+
+    def _next_record(self, number: int, offset: int, limit: int) -> int:
+        """Offset of the record after a damaged one: from the index, else the limit."""
+        offsets = self._known_offsets(number)
+        if offsets is None:
+            return limit
+        at = bisect.bisect_right(offsets, offset)
+        return min(offsets[at], limit) if at < len(offsets) else limit
+
+    def _known_offsets(self, number: int) -> array[int] | None:
+        with self._cond:
+            if number == self._active:
+                return self._active_offsets
+            offsets = self._offsets.get(number)
+            index = self._indexes.get(number)
+        if offsets is None and index is not None:
+            offsets = read_index_offsets(self.directory / _index_name(number), index)
+            if offsets is not None:
+                with self._cond:
+                    self._offsets[number] = offsets
+        return offsets
+
+    def _note_dropped_tail(self, number: int, valid_end: int) -> None:
+        """A sealed segment whose bytes after its last whole record were dropped."""
+        with self._cond:
+            size = self._sizes.get(number, 0)
+            sealed = number in self._ends
+        if sealed and size > valid_end:
+            self._record_damage(number, valid_end, size - valid_end, "corrupt tail skipped")
 
     def release(self, upto: WalPosition) -> int:
         """Delete every segment wholly before ``upto``; return how many were deleted."""
@@ -288,7 +746,12 @@ class WriteAheadLog:
         for number in doomed:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / _segment_name(number)).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / _index_name(number)).unlink()
             with self._cond:
                 self._total -= self._sizes.pop(number, 0)
+                self._ends.pop(number, None)
+                self._indexes.pop(number, None)
+                self._offsets.pop(number, None)
                 self._cond.notify_all()
         return len(doomed)

@@ -33,7 +33,7 @@ def test_records_survive_reopen_and_torn_tail_is_cut(tmp_path: Path) -> None:
     with newest.open("ab") as handle:  # a crash in the middle of the next record
         handle.write(b"\x50\x00\x00\x00\x01\x02\x03\x04partial")
     reopened = WriteAheadLog(tmp_path, segment_bytes=200)
-    assert reopened.truncated_bytes == 15
+    assert reopened.corrupt_tail_bytes == 15
     assert reopened.recovered_records == 20
     records, _ = _read_all(reopened, reopened.first_position())
     assert records == [f"line {i}".encode() for i in range(20)]
