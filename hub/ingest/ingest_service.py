@@ -173,6 +173,7 @@ class IngestService:
         self._wal_ok = threading.Event()
         self._wal_ok.set()
         self._wal_error = ""
+        self._wal_blocked_since = 0.0
         self._handler_errors = 0
         self._last_handler_log = 0.0
 
@@ -491,7 +492,6 @@ class IngestService:
     def _append_durably(self, body: bytes) -> bool:
         """Append and fsync ``body``, retrying while the disk refuses; False if stopping."""
         assert self.wal is not None
-        blocked_since = 0.0
         while True:
             try:
                 self.wal.append(body)
@@ -503,7 +503,7 @@ class IngestService:
                     self._wal_ok.clear()
                     self._wal_error = f"{type(err).__name__}: {err}"
                     self.stats.wal_write_errors += 1
-                    blocked_since = time.monotonic()
+                    self._wal_blocked_since = time.monotonic()
                     log.error(
                         "the WAL cannot be written (%s); intake paused and nothing is "
                         "acknowledged until it can; retrying every %.0f s",
@@ -518,7 +518,7 @@ class IngestService:
             if not self._wal_ok.is_set():
                 log.warning(
                     "the WAL is writable again after %.0f s; intake resumes",
-                    time.monotonic() - blocked_since if blocked_since else 0.0,
+                    time.monotonic() - self._wal_blocked_since,
                 )
                 self._wal_error = ""
                 self._wal_ok.set()
