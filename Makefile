@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the stack and the tests run for real.
 APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium
 
-.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-registry bench-ingest bench-faults
+.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-registry bench-ingest bench-faults bench-wal
 
 help:
 	@echo "make demo   - start the local stack (Mosquitto + InfluxDB) and run Kotahub (hub, registry)"
@@ -88,6 +88,10 @@ bench-ingest: system-deps venv
 # Hub kill -9, InfluxDB outage, broker restart; prints what was lost (must be nothing).
 bench-faults: system-deps venv
 	$(BIN)/python -m bench.faults
+
+# Opening a 2 GiB write-ahead log vs reading it all (about 30 s, 2 GiB of temp disk); see bench/README.md.
+bench-wal: venv
+	$(BIN)/python -m bench.wal_open
 
 clean:
 	-$(BIN)/kotahub stack down
