@@ -343,6 +343,9 @@ class WriteAheadLog:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / _index_name(number)).unlink()
         numbers.sort()
+        # Only the newest segment with data can end in a torn write (a crash leaves the
+        # empty segment of the next run, or of a rotation, after it).
+        newest = max((n for n in numbers if self._sizes[n]), default=0)
         for number in numbers:
             index = None
             if number in indexes:
@@ -352,7 +355,7 @@ class WriteAheadLog:
                 self._ends[number] = index.valid_end
                 self.recovered_records += index.records
             else:
-                self._recover_by_scan(number, newest=number == numbers[-1])
+                self._recover_by_scan(number, newest=number == newest)
 
     def _recover_by_scan(self, number: int, *, newest: bool) -> None:
         """Scan a segment without a (valid) sidecar, cut a torn tail, then seal it."""
@@ -471,6 +474,8 @@ class WriteAheadLog:
         Raises :class:`WalDiskFullError` (or :class:`WalWriteError`) with nothing of the
         record left in the log; records appended before it stay.
         """
+        if self._closed:
+            raise WalError(f"{self.directory}: the write-ahead log is closed")
         size = len(payload)
         if size > MAX_RECORD_BYTES:
             raise WalError(f"record of {size} bytes is too large")

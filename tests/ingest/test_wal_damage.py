@@ -163,3 +163,22 @@ def read_all_from_file(path: Path) -> list[int]:
         out.append(int(payload.split(b"=g", 1)[1].split(b"-", 1)[0]))
         offset += HEADER.size + length
     return out
+
+
+def test_torn_tail_before_an_empty_segment_is_still_the_tail(tmp_path: Path) -> None:
+    """kill -9 right after a rotation created the next (empty) segment."""
+    wal = WriteAheadLog(tmp_path)
+    for i in range(3):
+        wal.append(record(i))
+    wal.sync()
+    wal.close()
+    (newest,) = segments(tmp_path)
+    (tmp_path / (newest.stem + ".idx")).unlink()
+    with newest.open("ab") as handle:
+        handle.write(HEADER.pack(500, 0) + b"cut short")
+    (tmp_path / f"{int(newest.stem) + 1:016d}.wal").touch()
+    reopened = WriteAheadLog(tmp_path)
+    assert reopened.corrupt_tail_bytes == HEADER.size + len(b"cut short")
+    assert reopened.corrupt_records == 1
+    assert read_all(reopened) == [record(i) for i in range(3)]
+    reopened.close()
