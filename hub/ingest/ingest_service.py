@@ -731,6 +731,9 @@ class IngestService:
             return
         total = wal.total_bytes
         self.stats.wal_bytes = total
+        self.stats.wal_corrupt_records = wal.corrupt_records
+        self.stats.wal_corrupt_bytes = wal.corrupt_bytes
+        self.stats.wal_corrupt_tail_bytes = wal.corrupt_tail_bytes
         self.stats.wal_segments = wal.segment_count
         committed = self._committed
         self.stats.wal_depth_bytes = wal.bytes_after(committed) if committed else total

@@ -52,6 +52,9 @@ class IngestStats:
     status_changes: int = 0
     backpressure_s: float = 0.0
     wal_write_errors: int = 0
+    wal_corrupt_records: int = 0
+    wal_corrupt_bytes: int = 0
+    wal_corrupt_tail_bytes: int = 0
     wal_writable: bool = True
     housekeeping_errors: Counter[str] = field(default_factory=Counter)
     # thread name -> restarts after an unexpected exception (set by the service)
@@ -138,6 +141,24 @@ class IngestStats:
             "counter",
             "Times the WAL stopped taking writes (disk full, I/O error).",
             self.wal_write_errors,
+        )
+        metric(
+            "wal_corrupt_records_total",
+            "counter",
+            "WAL records that failed their checksum and were skipped.",
+            self.wal_corrupt_records,
+        )
+        metric(
+            "wal_corrupt_bytes_total",
+            "counter",
+            "WAL bytes dropped as damaged (corrupt records and torn tails).",
+            self.wal_corrupt_bytes,
+        )
+        metric(
+            "wal_corrupt_tail_bytes",
+            "gauge",
+            "Bytes of a torn WAL tail cut off at start (a crash mid-write).",
+            self.wal_corrupt_tail_bytes,
         )
         out.append("# HELP kotahub_ingest_thread_restarts_total Loops restarted after a failure.")
         out.append("# TYPE kotahub_ingest_thread_restarts_total counter")

@@ -8,12 +8,14 @@ goes on writing the next good one; and that every loop is still alive (``/health
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from hub.ingest import IngestService
+from hub.ingest.write_ahead_log import WriteAheadLog
 from tests.conftest import MqttClientFactory, RunningStack
 from tests.ingest.conftest import HubFactory, device, level_points, payload, wait_until
 
@@ -178,3 +180,25 @@ def test_readiness_reports_the_broker_connection(hubs: HubFactory, unique_id: st
     assert status == 503
     assert body["checks"]["broker_connected"] is False
     assert _probe(service, "/healthz")[0] == 200  # alive, just not ready
+
+
+def test_a_torn_wal_tail_is_counted_and_shown(
+    hubs: HubFactory, running_stack: RunningStack, influx_db: str, unique_id: str
+) -> None:
+    gauge = f"{unique_id}-g1"
+    hubs.devices(device(gauge))
+    settings = hubs.settings()
+    wal_dir = Path(str(settings.ingest.wal_dir))
+    wal = WriteAheadLog(wal_dir)
+    for n in range(3):
+        wal.append(f"flood,device_id={gauge} level_m={n}.5 {_now_ms() - 10_000 + n}".encode())
+    wal.sync()
+    wal.close()
+    (segment,) = sorted(wal_dir.glob("*.wal"))
+    with open(segment, "ab") as handle:
+        handle.write(b"\x00\x00\x01\x00torn")  # a record header and part of its body
+    service = hubs.start()
+    wait_until(lambda: level_points(running_stack, influx_db) == 3, what="the 3 whole records")
+    metrics = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).text
+    client = settings.ingest.client_id
+    assert f'kotahub_ingest_wal_corrupt_tail_bytes{{hub="{client}"}} 8' in metrics
