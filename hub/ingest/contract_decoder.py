@@ -70,6 +70,7 @@ class Reason(StrEnum):
     BAD_TEXT = "bad_text"
     OUT_OF_RANGE = "out_of_range"
     BAD_TOPIC = "bad_topic"
+    BAD_QOS = "bad_qos"
     REFUSED_BY_INFLUX = "refused_by_influx"
     HUB_ERROR = "hub_error"
 

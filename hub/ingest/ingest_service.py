@@ -230,6 +230,9 @@ class IngestService:
             self._on_message,
             on_connect=self._on_connect,
             on_subscribed=self._ready.set,
+            on_refused=self._on_refused,
+            # A shared subscription that delivers nothing ends the wait for readiness.
+            on_probe_failed=lambda _why: self._ready.set(),
         )
         self._intake.start()
         if not self._ready.wait(ready_timeout_s):
@@ -237,6 +240,11 @@ class IngestService:
             raise IngestError(
                 f"not subscribed to {mqtt_cfg.host}:{mqtt_cfg.port} within {ready_timeout_s} s"
             )
+        if self._intake.probe_failure:
+            # Running on would ingest nothing, silently: refuse to start, saying why.
+            probe_failure = self._intake.probe_failure
+            self.stop()
+            raise IngestError(probe_failure)
         port = self.metrics_server.port if self.metrics_server else 0
         print(
             f"ingest ready: client_id={self.client_id} wal={self.wal_dir} metrics_port={port}",
@@ -328,6 +336,31 @@ class IngestService:
             # A hub bug on one message: dead-letter it (with its payload) and ack it, so
             # the broker does not hold it in flight, or redeliver it into the same bug.
             self._handler_failed(topic, payload, qos, packet_id, err)
+
+    def _on_refused(self, topic: str, reason: str, detail: str, qos: int, packet_id: int) -> None:
+        """A PUBLISH the intake refused at the packet level: dead-letter it, then ack it."""
+        if self._stop_intake.is_set():
+            return  # not acked: the broker redelivers it to the next session
+        device_id = parse_topic(topic)
+        rejected = Rejected(
+            Reason(reason),
+            detail,
+            topic,
+            device_id[1][:128] if device_id else None,
+            b"",  # not kept: too large, or refused before it was read
+            now_ms(),
+            device_known=device_id is not None and self.directory.get(device_id[1]) is not None,
+        )
+        line = self._deadletter(rejected)
+        with self._group_lock:
+            # Acked in the same fsync group as its dead-letter line, as a message is:
+            # the refusal is in the WAL before the broker forgets the packet.
+            wake = not self._group_lines and not self._group_acks
+            self._group_lines.append(line)
+            if qos:
+                self._group_acks.append(packet_id)
+            if wake:
+                self._group_ready.notify()
 
     def _handler_failed(
         self, topic: str, payload: bytes, qos: int, packet_id: int, err: Exception

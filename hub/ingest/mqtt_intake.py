@@ -10,12 +10,28 @@ hub's own work. The client is deliberately small: it speaks only what a subscrib
 needs (CONNECT, SUBSCRIBE, PUBLISH in at QoS 0 and 1, PUBACK, PINGREQ, DISCONNECT,
 and QoS 0 PUBLISH out for the dead-letter feed), in MQTT 3.1.1 and 5.
 
+What it refuses at the packet level (a PUBLISH over ``max_packet_bytes``, a topic that is
+not UTF-8, a QoS 2 PUBLISH) it skips without dropping the connection and reports to
+``on_refused``, which acknowledges it like any message once it is dead-lettered: dropping
+the connection instead made the broker redeliver the same packet for ever. A QoS 2
+PUBLISH is acknowledged with PUBREC, and PUBREL answered with PUBCOMP.
+
 Threads: one reader thread owns the socket's receiving side, parses packets and calls
 the message handler in order; any thread may send PUBACKs (``ack``) and QoS 0 messages
 (``publish``) under a lock. The reader reconnects with capped exponential backoff.
 Each connection has a generation number: acknowledgements meant for an earlier
 connection are dropped, since the broker redelivers those messages and their packet
 ids may be reused on the new connection.
+
+Dead connections: after ``PING_IDLE_S`` without a packet from the broker the reader sends
+a PINGREQ, and a PINGREQ unanswered (no packet at all) for ``ping_timeout_s`` drops the
+connection; TCP keepalive and TCP_USER_TIMEOUT make the kernel give up on a dead peer
+too. Waiting for the keepalive's 1.5 x 30 s alone cost 46 s of ingest for a 30 s cut.
+
+Reconnects back off: the delay goes back to ``reconnect_min_s`` only after a connection
+that was useful (a message delivered, or subscribed for ``STABLE_AFTER_S``); a broker that
+accepts and then drops the connection is otherwise reconnected to several times a
+second for ever. Failures are logged once per cause, then once a minute while they last.
 """
 
 from __future__ import annotations
@@ -35,16 +51,41 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str, bytes, int, int], None]
 """``(topic, payload, qos, packet_id)``; packet_id is 0 for QoS 0."""
 
+RefusalHandler = Callable[[str, str, str, int, int], None]
+"""``(topic, reason, detail, qos, packet_id)`` for a PUBLISH refused at the packet level.
+
+``reason`` is ``payload_too_large``, ``bad_topic`` or ``bad_qos``; the topic is decoded
+with undecodable bytes replaced. Acknowledge ``packet_id`` (when ``qos``) with ``ack``
+once the refusal is recorded, as for a message.
+"""
+
+ProbeFailureHandler = Callable[[str], None]
+"""Called with the explanation when the shared subscription delivered nothing."""
+
 READ_CHUNK_BYTES = 256 * 1024
 MAX_PACKET_BYTES = 16 * 1024 * 1024  # far above the contract's 64 KiB payload limit
+# A connection that lived this long after its SUBACK (or delivered a message) was a good
+# one: only then does the reconnect delay go back to its minimum.
+STABLE_AFTER_S = 10.0
+# While connecting keeps failing for the same cause, say so at most this often.
+FAILURE_LOG_INTERVAL_S = 60.0
+# Ping after this much silence from the broker (or half the keepalive, if shorter), so
+# that a dead connection is noticed within PING_IDLE_S + ping timeout.
+PING_IDLE_S = 5.0
+PING_TIMEOUT_MAX_S = 10.0
+PROBE_TOPIC = "kota/v1/hub/probe/{client_id}"
 
 # Packet types (high nibble of the fixed header).
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
+PUBREC, PUBREL, PUBCOMP = 0x50, 0x60, 0x70
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
 # MQTT 5 property identifiers used in CONNECT.
-PROP_SESSION_EXPIRY, PROP_RECEIVE_MAXIMUM = 0x11, 0x21
+PROP_SESSION_EXPIRY, PROP_RECEIVE_MAXIMUM, PROP_MAXIMUM_PACKET_SIZE = 0x11, 0x21, 0x27
 # CONNACK reason codes, v5 numbering; 3.1.1 return codes are mapped onto them.
 AUTH_FAILURE_CODES = frozenset({0x86, 0x87})
+UNSUPPORTED_PROTOCOL = 0x84
+# Retried no faster than ``auth_failure_min_s``: trying again soon cannot help.
+SLOW_RETRY_CODES = AUTH_FAILURE_CODES | {UNSUPPORTED_PROTOCOL}
 _V311_CONNACK = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
 _CONNACK_TEXT = {
     0x80: "unspecified error",
@@ -85,6 +126,12 @@ class IntakeOptions:
     keepalive_s: int = 30
     session_expiry_s: int = 24 * 3600
     receive_maximum: int = 1000
+    # Larger PUBLISHes are skipped (streamed past) and reported to ``on_refused``; MQTT 5
+    # advertises it as Maximum Packet Size, so the broker does not even send them.
+    max_packet_bytes: int = MAX_PACKET_BYTES
+    # With ``$share/`` filters: wait this long for a probe message on the shared
+    # subscription before saying it does not deliver (0: no probe).
+    shared_probe_s: float = 5.0
     connect_timeout_s: float = 10.0
     reconnect_min_s: float = 0.15
     reconnect_max_s: float = 30.0
@@ -102,6 +149,8 @@ class IntakeStats:
     acks_dropped: int = 0
     last_error: str = ""
     refusals: dict[int, int] = field(default_factory=dict)
+    connect_failures: int = 0
+    refused_packets: dict[str, int] = field(default_factory=dict)
 
 
 def varint_bytes(value: int) -> bytes:
@@ -153,6 +202,7 @@ def connect_packet(options: IntakeOptions) -> bytes:
     if v5:
         props = bytes([PROP_SESSION_EXPIRY]) + struct.pack("!I", options.session_expiry_s)
         props += bytes([PROP_RECEIVE_MAXIMUM]) + _U16.pack(options.receive_maximum)
+        props += bytes([PROP_MAXIMUM_PACKET_SIZE]) + struct.pack("!I", options.max_packet_bytes)
         body += varint_bytes(len(props)) + props
     body += mqtt_string(options.client_id)
     if options.username is not None:
@@ -162,14 +212,29 @@ def connect_packet(options: IntakeOptions) -> bytes:
     return _packet(CONNECT, body)
 
 
-def subscribe_packet(options: IntakeOptions, packet_id: int, qos: int = 1) -> bytes:
-    """SUBSCRIBE to every topic filter at ``qos``."""
+def subscribe_packet(
+    options: IntakeOptions, packet_id: int, qos: int = 1, extra: Sequence[str] = ()
+) -> bytes:
+    """SUBSCRIBE to every topic filter (and the ``extra`` ones) at ``qos``."""
     body = _U16.pack(packet_id)
     if options.protocol == "5":
         body += b"\x00"  # no properties
-    for topic in options.topics:
+    for topic in (*options.topics, *extra):
         body += mqtt_string(topic) + bytes([qos])
     return _packet(SUBSCRIBE, body)
+
+
+def shared_group(topics: Sequence[str]) -> str | None:
+    """The group of the first ``$share/<group>/...`` filter, if any."""
+    for topic in topics:
+        if topic.startswith("$share/"):
+            return topic.split("/", 2)[1]
+    return None
+
+
+def ping_timeout_s(keepalive_s: float) -> float:
+    """How long a PINGREQ may stay unanswered before the connection counts as dead."""
+    return min(keepalive_s / 2, PING_TIMEOUT_MAX_S)
 
 
 def publish_packet(options: IntakeOptions, topic: str, payload: bytes) -> bytes:
@@ -184,6 +249,21 @@ def puback_packets(packet_ids: Sequence[int]) -> bytes:
     return b"".join([pack(PUBACK, 2, packet_id) for packet_id in packet_ids])
 
 
+def _set_dead_peer_options(sock: socket.socket, keepalive_s: float) -> None:
+    """TCP keepalive and TCP_USER_TIMEOUT (Linux): the kernel gives up on a dead peer."""
+    idle = max(1, int(min(PING_IDLE_S, keepalive_s / 2 or PING_IDLE_S)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None:
+        # Sent data unacknowledged this long fails the socket (a cut while sending).
+        limit_s = max(2 * ping_timeout_s(keepalive_s or 2 * PING_TIMEOUT_MAX_S), 10.0)
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, int(limit_s * 1000))
+
+
 class MqttIntake:
     """A receive-only MQTT client: ``start``, acknowledge with ``ack``, ``stop``."""
 
@@ -195,12 +275,16 @@ class MqttIntake:
         on_connect: Callable[[int, bool], None] | None = None,
         on_subscribed: Callable[[], None] | None = None,
         on_connection_lost: Callable[[str], None] | None = None,
+        on_refused: RefusalHandler | None = None,
+        on_probe_failed: ProbeFailureHandler | None = None,
     ) -> None:
         self.options = options
         self.on_message = on_message
         self.on_connect = on_connect
         self.on_subscribed = on_subscribed
         self.on_connection_lost = on_connection_lost
+        self.on_refused = on_refused
+        self.on_probe_failed = on_probe_failed
         self.stats = IntakeStats()
         self._send_lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -210,6 +294,27 @@ class MqttIntake:
         self._last_sent = 0.0
         self._subscribe_id = 0
         self._pending = bytearray()
+        # Bytes of a refused (oversize) packet still to be read past.
+        self._skip = 0
+        # Packet ids of this connection that came at QoS 2: acknowledged with PUBREC.
+        self._qos2_ids: set[int] = set()
+        # What tells a useful connection from one dropped right away (see _run).
+        self._subscribed_at = 0.0
+        self._control_in = 0
+        self._packets_at_connect = 0
+        self._failure_cause = ""
+        self._failure_logged = 0.0
+        self._failures_since_log = 0
+        # The shared-subscription probe (only on the first subscription of a start).
+        group = shared_group(options.topics) if options.shared_probe_s > 0 else None
+        self._probe_topic = PROBE_TOPIC.format(client_id=options.client_id)
+        self._probe_filters = [f"$share/{group}/{self._probe_topic}"] if group else []
+        self._probe_wanted = bool(group)
+        self._probe_token = b""
+        self._probe_deadline = 0.0
+        self._handler: MessageHandler = on_message
+        self.probe_failure = ""
+        """Why the shared subscription was found not to deliver; empty otherwise."""
 
     # -- any thread ------------------------------------------------------------------
     @property
@@ -249,7 +354,10 @@ class MqttIntake:
                 log.error("MQTT intake thread did not stop within %.1f s", timeout_s)
 
     def ack(self, generation: int, packet_ids: Sequence[int]) -> bool:
-        """PUBACK these packet ids if still on connection ``generation``; else drop them."""
+        """PUBACK these packet ids if still on connection ``generation``; else drop them.
+
+        An id that came at QoS 2 (a refused packet) is answered with PUBREC instead.
+        """
         if not packet_ids:
             return True
         with self._send_lock:
@@ -257,8 +365,10 @@ class MqttIntake:
             if sock is None or generation != self._generation:
                 self.stats.acks_dropped += len(packet_ids)
                 return False
+            qos2 = self._qos2_ids
+            data = self._mixed_acks(packet_ids) if qos2 else puback_packets(packet_ids)
             try:
-                sock.sendall(puback_packets(packet_ids))
+                sock.sendall(data)
             except OSError as err:
                 # The reader sees the broken connection and reconnects; the broker
                 # redelivers everything not acknowledged.
@@ -268,6 +378,18 @@ class MqttIntake:
             self._last_sent = time.monotonic()
             self.stats.acks_sent += len(packet_ids)
             return True
+
+    def _mixed_acks(self, packet_ids: Sequence[int]) -> bytes:
+        """PUBACK or PUBREC per id (under the send lock)."""
+        qos2 = self._qos2_ids
+        out = bytearray()
+        for packet_id in packet_ids:
+            if packet_id in qos2:
+                qos2.discard(packet_id)  # the id is free again once PUBREL/PUBCOMP pass
+                out += _PUBACK.pack(PUBREC, 2, packet_id)
+            else:
+                out += _PUBACK.pack(PUBACK, 2, packet_id)
+        return bytes(out)
 
     def publish(self, topic: str, payload: bytes) -> bool:
         """Publish at QoS 0 (best effort); False when not connected."""
@@ -290,18 +412,23 @@ class MqttIntake:
         while not self._stopping.is_set():
             sock: socket.socket | None = None
             reason = ""
+            cause = ""  # the same for every repeat of one problem (for the log)
+            slow = False
+            self._subscribed_at = 0.0
             try:
                 sock = self._open()
-                delay = opts.reconnect_min_s
                 self._read_loop(sock)
                 reason = "closed by the broker"
             except BrokerRefusedError as err:
-                reason = str(err)
+                reason = cause = str(err)
                 self.stats.refusals[err.code] = self.stats.refusals.get(err.code, 0) + 1
-                if err.code in AUTH_FAILURE_CODES:
-                    # Retrying a wrong password quickly only fills the broker's log.
-                    delay = max(delay, opts.auth_failure_min_s)
-                log.error("%s (%s:%d)", reason, opts.host, opts.port)
+                # Retrying a wrong password or protocol quickly only fills the broker's log.
+                slow = err.code in SLOW_RETRY_CODES
+                if err.code == UNSUPPORTED_PROTOCOL and opts.protocol == "5":
+                    cause += (
+                        ": the broker does not speak MQTT 5 (it answered as a 3.1.1 broker); "
+                        'set ingest.mqtt_protocol = "3.1.1"'
+                    )
             except (OSError, IntakeError) as err:
                 reason = f"{type(err).__name__}: {err}"
             except Exception as err:
@@ -313,15 +440,70 @@ class MqttIntake:
             if self._stopping.is_set():
                 break
             self.stats.last_error = reason
+            now = time.monotonic()
+            useful = was_up and self._was_useful(now)
             if was_up:
                 self.stats.connection_losses += 1
-                log.warning("MQTT connection lost (%s); reconnecting", reason)
                 if self.on_connection_lost is not None:
                     self.on_connection_lost(reason)
+            if useful:
+                delay = opts.reconnect_min_s
+                self._failure_cause = ""
+                log.warning("MQTT connection lost (%s); reconnecting", reason)
             else:
-                log.debug("MQTT connect failed (%s); retrying in %.2f s", reason, delay)
+                self.stats.connect_failures += 1
+                if was_up:
+                    cause = self._dropped_cause(reason)
+                self._log_failure(cause or reason, now, slow)
+            if slow:
+                delay = max(delay, opts.auth_failure_min_s)
             self._stopping.wait(delay)
             delay = min(delay * 2, opts.reconnect_max_s)
+
+    def _was_useful(self, now: float) -> bool:
+        """Delivered a message, or stayed subscribed for STABLE_AFTER_S."""
+        if not self._subscribed_at:
+            return False
+        if now - self._subscribed_at >= STABLE_AFTER_S:
+            return True
+        # Every packet in that is not SUBACK, PINGRESP, PUBACK or PUBREL is a PUBLISH.
+        return self.stats.packets_in - self._packets_at_connect > self._control_in
+
+    def _dropped_cause(self, reason: str) -> str:
+        """Why a connection the broker had accepted ended at once, for the log."""
+        if not self._subscribed_at:
+            return f"the broker accepted the connection, then it ended before the SUBACK ({reason})"
+        cause = f"the connection was dropped right after subscribing ({reason})"
+        if shared_group(self.options.topics):
+            cause += (
+                "; the subscription is shared ($share/...): the broker may not support "
+                "shared subscriptions (unset ingest.shared_group)"
+            )
+        return cause
+
+    def _log_failure(self, cause: str, now: float, refused: bool) -> None:
+        """First failure and every new cause at WARNING, then once a minute; else DEBUG."""
+        opts = self.options
+        self._failures_since_log += 1
+        level = logging.ERROR if refused else logging.WARNING
+        where = f"{opts.host}:{opts.port}"
+        if cause != self._failure_cause:
+            self._failure_cause = cause
+            self._failure_logged = now
+            self._failures_since_log = 0
+            log.log(level, "MQTT broker %s: %s; retrying with backoff", where, cause)
+        elif now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:
+            log.log(
+                level,
+                "MQTT broker %s: still failing (%d more attempt(s)): %s",
+                where,
+                self._failures_since_log,
+                cause,
+            )
+            self._failure_logged = now
+            self._failures_since_log = 0
+        else:
+            log.debug("MQTT connect failed (%s)", cause)
 
     def _close(self, sock: socket.socket | None) -> bool:
         with self._send_lock:
@@ -339,25 +521,37 @@ class MqttIntake:
         sock = socket.create_connection((opts.host, opts.port), timeout=opts.connect_timeout_s)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _set_dead_peer_options(sock, float(opts.keepalive_s))
             sock.sendall(connect_packet(opts))
             header, body, rest = self._read_one(sock, opts.connect_timeout_s)
             if header & 0xF0 != CONNACK or len(body) < 2:
                 raise IntakeError(f"expected CONNACK, got packet type {header >> 4}")
             session_present = bool(body[0] & 0x01)
-            code = body[1] if opts.protocol == "5" else _V311_CONNACK.get(body[1], body[1])
-            if code >= 0x80 or (opts.protocol != "5" and body[1] != 0):
+            code = body[1]
+            if opts.protocol != "5" or code < 0x80:
+                # 3.1.1 return codes 1-5. A broker that does not speak MQTT 5 may answer a
+                # v5 CONNECT with one (aedes sends 0x01): that is a refusal too.
+                code = _V311_CONNACK.get(code, 0x80 if code else 0)
+            if code:
                 raise BrokerRefusedError(code)
             self._subscribe_id = self._subscribe_id % 0xFFFF + 1
             with self._send_lock:
                 self._generation += 1
                 generation = self._generation
                 self._sock = sock
-                sock.sendall(subscribe_packet(opts, self._subscribe_id))
+                self._qos2_ids = set()
+                self._skip = 0
+                # A probe cut short by a lost connection starts again at this SUBACK.
+                self._probe_deadline = 0.0
+                self._handler = self.on_message
+                sock.sendall(subscribe_packet(opts, self._subscribe_id, extra=self._probe_filters))
                 self._last_sent = time.monotonic()
         except BaseException:
             sock.close()
             raise
         self.stats.connects += 1
+        self._packets_at_connect = self.stats.packets_in
+        self._control_in = 0
         log.info(
             "connected to the broker %s:%d as %s (session present: %s)",
             opts.host,
@@ -398,19 +592,22 @@ class MqttIntake:
     def _read_loop(self, sock: socket.socket) -> None:
         opts = self.options
         keepalive = float(opts.keepalive_s)
+        ping_idle = min(PING_IDLE_S, keepalive / 2)
+        ping_timeout = ping_timeout_s(keepalive)
         # Wake often enough to ping in time and to notice ``stop``.
         tick = min(1.0, keepalive / 4) if keepalive else 1.0
         sock.settimeout(tick)
         buf = self._pending
         last_in = time.monotonic()
-        handler = self.on_message
+        ping_sent = 0.0  # when the PINGREQ not yet answered by any packet went out
         v5 = opts.protocol == "5"
         while True:
             if self._stopping.is_set():
                 self._wait_for_close(sock)
                 return
             if buf:
-                consumed = self._dispatch(buf, handler, v5)
+                # The handler is looked up per read, not per message: the probe swaps it.
+                consumed = self._dispatch(buf, self._handler, v5)
                 if consumed:
                     del buf[:consumed]
             try:
@@ -418,21 +615,39 @@ class MqttIntake:
             except TimeoutError:
                 data = None
             now = time.monotonic()
+            if self._probe_deadline and now >= self._probe_deadline:
+                self._probe_failed()
             if data is None:
                 if keepalive:
+                    if ping_sent and now - ping_sent >= ping_timeout:
+                        raise IntakeError(f"no answer to PINGREQ within {ping_timeout:g} s")
                     if now - last_in > 1.5 * keepalive:
                         raise IntakeError(f"no packet from the broker for {1.5 * keepalive:g} s")
-                    # Ping when either side has been quiet for half the keepalive: a
-                    # client that only sends would otherwise hear nothing back.
-                    if now - self._last_sent >= keepalive / 2 or now - last_in >= keepalive / 2:
+                    # Ping when the broker has been quiet for a while (an idle broker is
+                    # normal; an unanswered ping is not), or when we have sent nothing for
+                    # half the keepalive: a client that only sends would hear nothing back.
+                    if not ping_sent and (
+                        now - last_in >= ping_idle or now - self._last_sent >= keepalive / 2
+                    ):
                         self._send(sock, bytes([PINGREQ, 0]))
+                        ping_sent = now
                 continue
             if not data:
                 return  # orderly close by the broker
             last_in = now
+            ping_sent = 0.0
+            if self._skip:
+                data = self._skip_input(data)
             buf += data
             if keepalive and now - self._last_sent >= keepalive / 2:
                 self._send(sock, bytes([PINGREQ, 0]))
+                ping_sent = now
+
+    def _skip_input(self, data: bytes) -> bytes:
+        """Drop the part of ``data`` that belongs to a refused packet; return the rest."""
+        taken = min(self._skip, len(data))
+        self._skip -= taken
+        return data[taken:]
 
     def _wait_for_close(self, sock: socket.socket, timeout_s: float = 2.0) -> None:
         """After our DISCONNECT: discard input until the broker closes (bounded)."""
@@ -453,10 +668,19 @@ class MqttIntake:
                 sock.sendall(packet)
                 self._last_sent = time.monotonic()
 
+    def _send_current(self, packet: bytes) -> None:
+        """Send on the current connection, if any (from the reader's parser)."""
+        with self._send_lock:
+            sock = self._sock
+            if sock is not None:
+                sock.sendall(packet)
+                self._last_sent = time.monotonic()
+
     def _dispatch(self, buf: bytearray, handler: MessageHandler, v5: bool) -> int:
         """Handle every whole packet in ``buf``; return how many bytes were used."""
         pos, size = 0, len(buf)
         stats = self.stats
+        max_bytes = self.options.max_packet_bytes
         while size - pos >= 2:
             header = buf[pos]
             # The remaining length, inline: this loop runs once per message.
@@ -472,9 +696,17 @@ class MqttIntake:
                 mult *= 128
                 if mult > 128**3:
                     raise IntakeError("malformed remaining length")
-            if length > MAX_PACKET_BYTES:
-                raise IntakeError(f"packet of {length} bytes refused")
             end = i + length
+            if length > max_bytes:
+                # Not buffered: report it from its first bytes and read past the rest.
+                if not self._refuse(buf, header, i, end, "payload_too_large", length):
+                    return pos  # its topic and packet id are not all here yet
+                stats.packets_in += 1
+                if end > size:
+                    self._skip = end - size
+                    return size
+                pos = end
+                continue
             if end > size:
                 return pos
             kind = header & 0xF0
@@ -484,12 +716,18 @@ class MqttIntake:
                 try:
                     topic = buf[i + 2 : topic_end].decode("utf-8")
                 except UnicodeDecodeError:
-                    raise IntakeError("PUBLISH topic is not UTF-8") from None
+                    self._refuse(buf, header, i, end, "bad_topic", length)
+                    pos = end
+                    continue
                 qos = (header >> 1) & 0x03
                 packet_id = 0
                 if qos:
                     if qos != 1:
-                        raise IntakeError("QoS 2 PUBLISH on a QoS 1 subscription")
+                        if qos == 3:
+                            raise IntakeError("PUBLISH with QoS 3 (malformed)")
+                        self._refuse(buf, header, i, end, "bad_qos", length)
+                        pos = end
+                        continue
                     packet_id = (buf[topic_end] << 8) | buf[topic_end + 1]
                     topic_end += 2
                 if v5:
@@ -500,15 +738,69 @@ class MqttIntake:
                 except Exception:
                     # Not acknowledged: the broker redelivers it on the next connection.
                     log.exception("message handler failed on %s", topic)
-            elif kind == SUBACK:
-                self._on_suback(bytes(buf[i:end]), v5)
-            elif kind == DISCONNECT:
-                code = buf[i] if v5 and length else 0
-                raise IntakeError(f"broker sent DISCONNECT (reason 0x{code:02x})")
-            elif kind not in (PINGRESP, PUBACK):
-                raise IntakeError(f"unexpected packet type {header >> 4}")
+            else:
+                self._control_packet(kind, header, buf, i, end, length, v5)
             pos = end
         return pos
+
+    def _control_packet(
+        self, kind: int, header: int, buf: bytearray, i: int, end: int, length: int, v5: bool
+    ) -> None:
+        """Every packet but PUBLISH (rare: kept out of the message loop)."""
+        self._control_in += 1
+        if kind == SUBACK:
+            self._on_suback(bytes(buf[i:end]), v5)
+        elif kind == PUBREL and length >= 2:
+            # The second half of a refused QoS 2 delivery (its PUBREC was the ack).
+            self._send_current(_PUBACK.pack(PUBCOMP, 2, (buf[i] << 8) | buf[i + 1]))
+        elif kind == DISCONNECT:
+            code = buf[i] if v5 and length else 0
+            raise IntakeError(f"broker sent DISCONNECT (reason 0x{code:02x})")
+        elif kind not in (PINGRESP, PUBACK):
+            raise IntakeError(f"unexpected packet type {header >> 4}")
+
+    def _refuse(
+        self, buf: bytearray, header: int, i: int, end: int, reason: str, length: int
+    ) -> bool:
+        """Report a PUBLISH refused at the packet level; False if its header is not in."""
+        if header & 0xF0 != PUBLISH:
+            raise IntakeError(f"packet of {length} bytes refused (type {header >> 4})")
+        qos = (header >> 1) & 0x03
+        if qos == 3:
+            raise IntakeError("PUBLISH with QoS 3 (malformed)")
+        size = len(buf)
+        if i + 2 > size:
+            return False
+        topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+        id_end = topic_end + (2 if qos else 0)
+        if id_end > min(size, end):
+            if end <= size:
+                raise IntakeError("PUBLISH shorter than its topic and packet id")
+            return False
+        topic = buf[i + 2 : topic_end].decode("utf-8", "replace")
+        packet_id = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
+        if reason == "payload_too_large":
+            detail = f"PUBLISH of {length} bytes, over the hub's {self.options.max_packet_bytes}"
+        elif reason == "bad_topic":
+            detail = "PUBLISH topic is not UTF-8"
+        else:
+            detail = f"QoS {qos} PUBLISH on a QoS 1 subscription"
+        counts = self.stats.refused_packets
+        counts[reason] = counts.get(reason, 0) + 1
+        if qos == 2:
+            with self._send_lock:
+                self._qos2_ids.add(packet_id)
+        if self.on_refused is None:
+            log.warning("refused %s on %r: %s", reason, topic, detail)
+            if qos:
+                self.ack(self._generation, [packet_id])
+            return True
+        try:
+            self.on_refused(topic, reason, detail, qos, packet_id)
+        except Exception:
+            # Not acknowledged: the broker redelivers it on the next connection.
+            log.exception("refusal handler failed on %r", topic)
+        return True
 
     def _on_suback(self, body: bytes, v5: bool) -> None:
         pos = 2
@@ -516,13 +808,57 @@ class MqttIntake:
             props, pos = _read_varint(body, pos)
             pos += props
         codes = body[pos:]
+        filters = [*self.options.topics, *self._probe_filters]
         refused = [
             f"{topic} (0x{code:02x})"
-            for topic, code in zip(self.options.topics, codes, strict=False)
+            for topic, code in zip(filters, codes, strict=False)
             if code >= 0x80
         ]
-        if refused or len(codes) != len(self.options.topics):
+        if refused or len(codes) != len(filters):
             log.error("subscriptions refused: %s", ", ".join(refused) or "count mismatch")
+            return
+        self._subscribed_at = time.monotonic()
+        if self._probe_wanted:
+            self._start_probe()
             return
         if self.on_subscribed is not None:
             self.on_subscribed()
+
+    # -- the shared-subscription probe ---------------------------------------------------
+    def _start_probe(self) -> None:
+        """Publish one message to our own shared probe topic; ``_probe_seen`` waits for it."""
+        self._probe_token = f"probe-{time.time_ns()}".encode()
+        self._probe_deadline = time.monotonic() + self.options.shared_probe_s
+        self._handler = self._probe_seen
+        self._send_current(publish_packet(self.options, self._probe_topic, self._probe_token))
+
+    def _probe_seen(self, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
+        """The message handler while the probe is out: catches the probe, passes the rest."""
+        if topic != self._probe_topic:
+            self.on_message(topic, payload, qos, packet_id)
+            return
+        if qos:
+            self.ack(self._generation, [packet_id])  # we publish it at QoS 0; just in case
+        if payload != self._probe_token or not self._probe_deadline:
+            return  # a probe of an earlier connection
+        self._end_probe()
+        log.info("the shared subscription delivers (probe came back)")
+        if self.on_subscribed is not None:
+            self.on_subscribed()
+
+    def _probe_failed(self) -> None:
+        opts = self.options
+        self._end_probe()
+        self.probe_failure = (
+            f"the broker {opts.host}:{opts.port} granted the $share subscription but "
+            f"delivered nothing within {opts.shared_probe_s:g} s: it does not support "
+            "shared subscriptions; unset ingest.shared_group"
+        )
+        log.error("%s", self.probe_failure)
+        if self.on_probe_failed is not None:
+            self.on_probe_failed(self.probe_failure)
+
+    def _end_probe(self) -> None:
+        self._probe_wanted = False
+        self._probe_deadline = 0.0
+        self._handler = self.on_message

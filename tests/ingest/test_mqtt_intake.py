@@ -293,6 +293,22 @@ class PrivateBroker:
             client.loop_stop()
 
 
+def private_options(broker: PrivateBroker, protocol: Protocol, client_id: str) -> IntakeOptions:
+    """Options for an anonymous intake on a private broker, subscribed to ``t/#``."""
+    return IntakeOptions(
+        host="127.0.0.1",
+        port=broker.port,
+        client_id=client_id,
+        username=None,
+        password=None,
+        topics=["t/#"],
+        protocol=protocol,
+        connect_timeout_s=5.0,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.5,
+    )
+
+
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     """A private broker of this test, stopped afterwards."""
@@ -330,21 +346,21 @@ def test_messages_arrive_in_order_with_topic_payload_qos_and_packet_id(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_payload_larger_than_one_read_arrives_intact(
-    intakes: IntakeFactory, mqtt_client: MqttClientFactory, protocol: Protocol
+    private_broker: PrivateBroker, protocol: Protocol
 ) -> None:
-    _intake, seen = intakes.start(protocol)
-    publisher = mqtt_client()
+    # The private broker: the project's Mosquitto refuses packets over 256 KiB
+    # (max_packet_size), and a packet of more than one read is the point here.
+    seen = Recorder()
+    intake = make_intake(private_options(private_broker, protocol, "big"), seen)
+    start_and_wait(intake, seen)
     big = os.urandom(READ_CHUNK_BYTES + 44_321)  # several reads of the socket
-    topic = f"{intakes.topic_root}/big"
-    publisher.publish(f"{intakes.topic_root}/before", b"before")
-    publisher.publish(topic, big)
-    publisher.publish(f"{intakes.topic_root}/after", b"after")
-    got = seen.wait_messages(3)
-    assert [m.topic for m in got] == [
-        f"{intakes.topic_root}/before",
-        topic,
-        f"{intakes.topic_root}/after",
-    ]
+    try:
+        for topic, body in (("t/before", b"before"), ("t/big", big), ("t/after", b"after")):
+            private_broker.publish(topic, body)
+        got = seen.wait_messages(3)
+    finally:
+        intake.stop()
+    assert [m.topic for m in got] == ["t/before", "t/big", "t/after"]
     assert got[1].payload == big
     assert got[1].qos == 1
     assert payloads(got)[2] == b"after"
@@ -641,13 +657,14 @@ def test_connect_packet_v5_bytes() -> None:
         offline_options("5", keepalive_s=60, session_expiry_s=86_400, receive_maximum=1000)
     )
     assert packet == (
-        b"\x10\x1d"  # CONNECT, remaining length 29
+        b"\x10\x22"  # CONNECT, remaining length 34
         b"\x00\x04MQTT\x05"  # protocol name, level 5
         b"\xc0"  # user name + password, clean start off
         b"\x00\x3c"  # keepalive 60 s
-        b"\x08"  # properties: 8 bytes
+        b"\x0d"  # properties: 13 bytes
         b"\x11\x00\x01\x51\x80"  # session expiry interval 86,400 s
         b"\x21\x03\xe8"  # receive maximum 1000
+        b"\x27\x01\x00\x00\x00"  # maximum packet size 16 MiB (MAX_PACKET_BYTES)
         b"\x00\x02c1"
         b"\x00\x01u"
         b"\x00\x01p"
@@ -780,8 +797,8 @@ def test_dispatch_skips_pingresp_and_puback_and_reports_suback(protocol: Protoco
     ("data", "message"),
     [
         (b"\x30\xff\xff\xff\xff\x01", "malformed remaining length"),
-        (b"\x30" + encode_length(MAX_PACKET_BYTES + 1), "refused"),
-        (v311_publish("a/b", b"exactly once", qos=2, packet_id=3), "QoS 2"),
+        (b"\x90" + encode_length(MAX_PACKET_BYTES + 1), "refused"),  # a huge SUBACK
+        (b"\x36\x05\x00\x01a\x00\x01", "QoS 3"),
         (b"\xe0\x00", "DISCONNECT"),
         (b"\x20\x02\x00\x00", "unexpected packet type 2"),  # a second CONNACK
     ],
