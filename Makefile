@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kotahub-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the stack and the tests run for real.
-APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium
+APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium rabbitmq-server
 
 .PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-registry bench-ingest bench-faults bench-wal
 
