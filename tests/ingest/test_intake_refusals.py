@@ -123,9 +123,9 @@ def test_a_refusal_is_acked_only_after_its_dead_letter_is_in_the_wal(
     acked_at: list[int] = []
     real_append = service.wal.append
 
-    def append(body: bytes) -> None:
-        appended.append(body)
-        real_append(body)
+    def append(payload: bytes) -> None:
+        appended.append(payload)
+        real_append(payload)
 
     service.wal.append = append  # type: ignore[method-assign]
     real_ack = service._intake.ack  # type: ignore[union-attr]
