@@ -1015,7 +1015,8 @@ def _metrics(items: list[str] | None) -> list[dict[str, str]] | None:
 MetricOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--metric", help="NAME[:UNIT[:KIND]] (kind: number, boolean, string), repeatable."
+        "--metric",
+        help="NAME[:UNIT[:KIND]] (kind: number, integer, boolean, string), repeatable.",
     ),
 ]
 
@@ -1078,6 +1079,24 @@ def types_show(name: str, config: ConfigOption = None) -> None:
         found = service.get_type(name)
     for table in _type_card(found):
         out().print(table)
+
+
+@types_app.command("seed")
+def types_seed(config: ConfigOption = None) -> None:
+    """Create or update the device types the driver families declare (safe to run again).
+
+    A type's metrics come from its family's metric table; an existing type keeps its
+    interval, protocol and description.
+    """
+    with _service(config, broker=False) as service:
+        results = service.seed_types(actor=_actor())
+        seeded = [(service.get_type(name), action) for name, action in results]
+    table = Table(title="Device types from the driver families")
+    for column in ("name", "family", "metrics", "seeded"):
+        table.add_column(column)
+    for found, action in seeded:
+        _add(table, found.name, found.family, ", ".join(m.name for m in found.metrics), action)
+    out().print(table)
 
 
 @types_app.command("update")

@@ -8,7 +8,9 @@ the hub runs is accepted within a couple of seconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from device_registry.database import RegistryDatabase
 from device_registry.directory import DeviceRecord, DirectoryError, SnapshotDirectory
 from device_registry.models import Device, DeviceType, RegistryRevision
+from drivers.contract import METRIC_KINDS, MetricKind
 
 
 class DatabaseDeviceDirectory(SnapshotDirectory):
@@ -35,12 +38,17 @@ class DatabaseDeviceDirectory(SnapshotDirectory):
                 if revision == self._revision:
                     return False
                 rows = session.execute(
-                    select(Device, DeviceType.expected_interval_s, DeviceType.protocol).join(
-                        DeviceType, DeviceType.name == Device.device_type
-                    )
+                    select(
+                        Device,
+                        DeviceType.expected_interval_s,
+                        DeviceType.protocol,
+                        DeviceType.metrics,
+                    ).join(DeviceType, DeviceType.name == Device.device_type)
                 ).all()
+                schemas: dict[tuple[tuple[str, str], ...], Mapping[str, MetricKind]] = {}
                 records = [
-                    _record(device, interval, protocol) for device, interval, protocol in rows
+                    _record(device, interval, protocol, _schema(metrics, schemas))
+                    for device, interval, protocol, metrics in rows
                 ]
         except SQLAlchemyError as err:
             raise DirectoryError(f"registry database unreadable: {err}") from err
@@ -49,7 +57,22 @@ class DatabaseDeviceDirectory(SnapshotDirectory):
         return True
 
 
-def _record(device: Device, interval: float, protocol: str) -> DeviceRecord:
+def _schema(
+    metrics: list[Any] | None, seen: dict[tuple[tuple[str, str], ...], Mapping[str, MetricKind]]
+) -> Mapping[str, MetricKind]:
+    """A type's metric list as name -> kind; one mapping per distinct list, shared."""
+    items = tuple((str(m["name"]), str(m.get("kind", "number"))) for m in metrics or ())
+    schema = seen.get(items)
+    if schema is None:
+        schema = seen[items] = MappingProxyType(
+            {name: kind for name, kind in items if kind in METRIC_KINDS}
+        )
+    return schema
+
+
+def _record(
+    device: Device, interval: float, protocol: str, metrics: Mapping[str, MetricKind]
+) -> DeviceRecord:
     tags = {str(k): str(v) for k, v in (device.tags or {}).items()}
     enrichment = {
         "site": device.site_id,
@@ -70,4 +93,5 @@ def _record(device: Device, interval: float, protocol: str) -> DeviceRecord:
         protocol=protocol,
         address=device.protocol_address,
         driver_config=MappingProxyType(dict(device.driver_config or {})),
+        metrics=metrics,
     )

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from drivers.contract import METRIC_KINDS, MetricKind, is_metric_name
+
 DeviceState = Literal["planned", "active", "maintenance", "retired"]
 DEVICE_STATES: tuple[DeviceState, ...] = ("planned", "active", "maintenance", "retired")
 # Tags that the hub copies onto every point (DESIGN.md, InfluxDB schema), in this order.
@@ -42,6 +44,9 @@ class DeviceRecord:
     protocol: str | None = None
     address: str | None = None
     driver_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # The device type's metric schema: name -> kind (number, integer, boolean, string).
+    # The hub refuses a metric that is not in it (ingest.unknown_metrics = "reject").
+    metrics: Mapping[str, MetricKind] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def accepts_data(self) -> bool:
@@ -130,8 +135,10 @@ class FileDeviceDirectory(SnapshotDirectory):
     """Devices from a JSON file (a list of objects), reloaded when the file changes.
 
     Each object has the fields of ``DeviceRecord``; ``tags`` and ``driver_config`` are
-    objects. A bad file keeps the last good snapshot and raises ``DirectoryError`` from
-    ``refresh`` (and from the constructor, where there is none yet).
+    objects, ``metrics`` (the device type's schema, optional: none declared when absent)
+    an object of metric name -> ``number``, ``integer``, ``boolean`` or ``string``. A bad
+    file keeps the last good snapshot and raises ``DirectoryError`` from ``refresh`` (and
+    from the constructor, where there is none yet).
     """
 
     def __init__(self, path: Path) -> None:
@@ -175,6 +182,16 @@ def record_from_mapping(data: Mapping[str, Any], *, where: str) -> DeviceRecord:
     driver_config = data.get("driver_config", {})
     if not isinstance(driver_config, dict):
         raise DirectoryError(f"{where}: field 'driver_config' must be an object")
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise DirectoryError(f"{where}: field 'metrics' must be an object of name -> kind")
+    for name, kind in metrics.items():
+        if not is_metric_name(name):
+            raise DirectoryError(f"{where}: metrics: {name!r} is not an allowed metric name")
+        if kind not in METRIC_KINDS:
+            raise DirectoryError(
+                f"{where}: metrics.{name}: kind must be one of {', '.join(METRIC_KINDS)}"
+            )
     return DeviceRecord(
         device_id=data["device_id"],
         family=data["family"],
@@ -186,6 +203,7 @@ def record_from_mapping(data: Mapping[str, Any], *, where: str) -> DeviceRecord:
         protocol=data.get("protocol"),
         address=data.get("address"),
         driver_config=MappingProxyType(dict(driver_config)),
+        metrics=MappingProxyType(dict(metrics)),
     )
 
 
@@ -220,6 +238,7 @@ def save_device_file(path: Path, records: Iterable[DeviceRecord]) -> None:
             "protocol": r.protocol,
             "address": r.address,
             "driver_config": dict(r.driver_config),
+            "metrics": dict(r.metrics),
         }
         rows.append(row)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -6,9 +6,10 @@ answers on ``$CONTROL/dynamic-security/v1/response``. Every command carries a
 message (bulk import batches them).
 
 Each identity gets a role of its own, named after it, whose ACL grants exactly its own
-topics: a device publishes under ``kota/v1/dev/<id>/`` and subscribes to its ``cmd`` and
-``ota`` topics; a gateway publishes and subscribes under ``kota/v1/gw/<id>/``. The client
-id is pinned to the username, so nobody else can take over the session either.
+topics (``drivers.contract``'s ACL prefixes): a device publishes under ``kota/v1/dev/<id>/``
+and subscribes to its ``cmd`` and ``ota`` topics; a gateway publishes and subscribes under
+``kota/v1/gw/<id>/``. The client id is pinned to the username, so nobody else can take
+over the session either.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device_registry.errors import CredentialsError
+from drivers.contract import device_acl_prefix, gateway_acl_prefix
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -66,8 +68,9 @@ class IdentitySpec:
     @property
     def publish_prefix(self) -> str:
         """The topic prefix the identity may publish under."""
-        level = "dev" if self.kind == "device" else "gw"
-        return f"kota/v1/{level}/{self.device_id}/"
+        if self.kind == "device":
+            return device_acl_prefix(self.device_id)
+        return gateway_acl_prefix(self.device_id)
 
     def acls(self) -> list[dict[str, Any]]:
         """The ACL of the identity's role."""

@@ -9,10 +9,10 @@ are revoked again. The API, the CLI and the importer all go through this class.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Select, func, or_, select, update
@@ -21,6 +21,11 @@ from sqlalchemy.orm import Session
 
 from device_registry.database import RegistryDatabase
 from device_registry.errors import ConflictError, FieldError, NotFoundError
+from device_registry.family_types import (
+    check_family_metrics,
+    declared_type,
+    driver_families,
+)
 from device_registry.models import (
     AuditEntry,
     Device,
@@ -52,6 +57,7 @@ from device_registry.schemas import (
     DeviceTypeUpdate,
     DeviceUpdate,
     DeviceWritten,
+    MetricSpec,
     MqttCredentials,
     Page,
     ReplacementPublic,
@@ -64,7 +70,9 @@ from device_registry.schemas import (
     check_area,
     check_position,
 )
+from drivers.framework import DriverFamily
 
+SeedAction = Literal["created", "updated", "unchanged"]
 LIVE_STATES = ("active", "maintenance")
 LockedRow = TypeVar("LockedRow", Device, Team)
 DEVICE_COLUMNS: tuple[str, ...] = tuple(c.key for c in Device.__table__.columns)
@@ -174,10 +182,23 @@ class RegistryService:
     """Devices, device types, sites and teams, with audit and MQTT identities."""
 
     def __init__(
-        self, database: RegistryDatabase, identities: IdentityProvisioner | None = None
+        self,
+        database: RegistryDatabase,
+        identities: IdentityProvisioner | None = None,
+        *,
+        families: Mapping[str, DriverFamily] | None = None,
     ) -> None:
         self.database = database
         self.identities = identities
+        # Driver families whose metric tables bound their types (None: all installed).
+        self._families = families
+
+    @property
+    def families(self) -> Mapping[str, DriverFamily]:
+        """The driver families whose metric tables seed and bound the device types."""
+        if self._families is None:
+            self._families = driver_families()
+        return self._families
 
     # -- plumbing -----------------------------------------------------------------------
     @contextmanager
@@ -279,7 +300,8 @@ class RegistryService:
 
     # -- device types -------------------------------------------------------------------
     def create_type(self, data: DeviceTypeCreate, *, actor: str) -> DeviceTypePublic:
-        """Register a device type."""
+        """Register a device type; a known family's type declares only its table's metrics."""
+        check_family_metrics(data.family, data.metrics, self.families)
         with self.write_transaction() as (session, _pending, _issued):
             if session.get(DeviceType, data.name) is not None:
                 raise ConflictError("name", f"device type {data.name!r} already exists")
@@ -305,6 +327,8 @@ class RegistryService:
             row = session.get(DeviceType, name)
             if row is None:
                 raise NotFoundError("device type", name)
+            if data.metrics is not None:
+                check_family_metrics(row.family, data.metrics, self.families)
             before = row_snapshot(row, keys)
             # DeviceTypeUpdate refuses null for these NOT NULL columns at validation.
             for key, value in data.model_dump(mode="json", exclude_unset=True).items():
@@ -321,6 +345,64 @@ class RegistryService:
             )
             self.bump_revision(session)
         return _type_public(row)
+
+    def seed_types(self, *, actor: str) -> list[tuple[str, SeedAction]]:
+        """Create or update the device types the driver families declare; idempotent.
+
+        A new type is created whole. An existing one gets the family's metrics (the
+        family's table is the schema); its interval, protocol and description stay as
+        the operator set them. A type of that name in another family is refused.
+        """
+        results: list[tuple[str, SeedAction]] = []
+        with self.write_transaction() as (session, _pending, _issued):
+            changed = False
+            for family in sorted(self.families.values(), key=lambda f: f.name):
+                for spec in family.device_types:
+                    wanted = declared_type(family, spec)
+                    row = session.get(DeviceType, wanted.name)
+                    if row is None:
+                        values = wanted.model_dump(mode="json")
+                        now = utc_now()
+                        session.add(DeviceType(**values, created_at=now, updated_at=now))
+                        self._audit(
+                            session,
+                            actor=actor,
+                            action="create",
+                            kind="device_type",
+                            key=wanted.name,
+                            before=None,
+                            after=values,
+                        )
+                        results.append((wanted.name, "created"))
+                        changed = True
+                        continue
+                    if row.family != family.name:
+                        raise ConflictError(
+                            "name",
+                            f"device type {row.name!r} is a {row.family} type; the "
+                            f"{family.name} family declares a type of that name",
+                        )
+                    metrics = [m.model_dump(mode="json") for m in wanted.metrics]
+                    if _same_metrics(row.metrics, metrics):
+                        results.append((wanted.name, "unchanged"))
+                        continue
+                    before = row_snapshot(row, ("metrics",))
+                    row.metrics = metrics
+                    row.updated_at = utc_now()
+                    self._audit(
+                        session,
+                        actor=actor,
+                        action="update",
+                        kind="device_type",
+                        key=wanted.name,
+                        before=before,
+                        after=row_snapshot(row, ("metrics",)),
+                    )
+                    results.append((wanted.name, "updated"))
+                    changed = True
+            if changed:
+                self.bump_revision(session)
+        return results
 
     def list_types(self) -> list[DeviceTypePublic]:
         """Every device type."""
@@ -904,6 +986,15 @@ def device_filters(stmt: Select[Any], query: DeviceQuery) -> Select[Any]:
             Device.id.in_(online_ids) if query.online else Device.id.not_in(online_ids)
         )
     return stmt
+
+
+def _same_metrics(stored: list[Any] | None, wanted: list[dict[str, Any]]) -> bool:
+    """Whether a stored metric list equals the wanted one (defaults filled in)."""
+    try:
+        current = [MetricSpec.model_validate(m).model_dump(mode="json") for m in stored or ()]
+    except ValueError:
+        return False
+    return current == wanted
 
 
 def _type_public(row: DeviceType) -> DeviceTypePublic:

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from device_registry.models import Base, Device, DeviceType, Site, Team
+from drivers.contract import METRIC_NAME_PATTERN, RESERVED_METRIC_NAMES, MetricKind
 
 DeviceStateName = Literal["planned", "active", "maintenance", "retired"]
 OwnerKind = Literal["city", "corporate", "community"]
@@ -28,7 +29,7 @@ ROLES: tuple[Role, ...] = ("admin", "technician", "viewer", "provisioner")
 
 # Ids become MQTT topic levels and usernames: no '/', '+', '#', spaces or leading dots.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-METRIC_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+METRIC_PATTERN = METRIC_NAME_PATTERN
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=64)]
 ShortText = Annotated[str, Field(min_length=1, max_length=100)]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
@@ -71,11 +72,22 @@ class _Update(_Strict):
 
 
 class MetricSpec(_Strict):
-    """One metric a device type reports, with its unit."""
+    """One metric a device type reports, with its unit and kind (``drivers.contract``).
+
+    ``number`` is stored as a float, ``integer`` as an InfluxDB integer; the hub refuses a
+    value of another kind, and any metric its device's type does not declare.
+    """
 
     name: str = Field(pattern=METRIC_PATTERN)
     unit: str = Field(default="", max_length=32)
-    kind: Literal["number", "boolean", "string"] = "number"
+    kind: MetricKind = "number"
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_METRIC_NAMES:
+            raise ValueError(f"{value!r} is reserved (an InfluxDB key or a registry tag)")
+        return value
 
 
 class DeviceTypeCreate(_Strict):

@@ -15,18 +15,28 @@ import importlib
 import importlib.metadata
 import math
 import pkgutil
-import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MetricValue = float | int | bool | str
-MetricType = Literal["float", "int", "bool", "str"]
-METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+from drivers.contract import (
+    INT_MAX,
+    INT_MIN,
+    METRIC_NAME,
+    MetricKind,
+    MetricType,
+    MetricValue,
+    epoch_ms,
+    is_metric_name,
+    kind_of_type,
+    readings_payload,
+)
+
+__all__ = ["METRIC_NAME", "MetricType", "MetricValue"]  # re-exported for the families
 ENTRY_POINT_GROUP = "kotahub.drivers"
 
 
@@ -53,8 +63,28 @@ class Metric:
     description: str
 
     def __post_init__(self) -> None:
-        if not METRIC_NAME.match(self.key):
+        if not is_metric_name(self.key):
             raise ValueError(f"metric key {self.key!r} breaks the contract's naming rule")
+
+    @property
+    def kind(self) -> MetricKind:
+        """The schema kind (``number``, ``integer``, ``boolean``, ``string``) of ``type``."""
+        return kind_of_type(self.type)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceTypeSpec:
+    """A device type (model) a family declares: the registry's type is seeded from it.
+
+    ``metrics`` are keys of the family's metric table: the type's schema is that table's
+    rows, so the registry's types and the drivers cannot drift apart.
+    """
+
+    name: str
+    protocol: str
+    expected_interval_s: float
+    metrics: tuple[str, ...]
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,17 +100,16 @@ class Reading:
         if self.ts.tzinfo is None:
             raise ValueError("Reading.ts must be timezone-aware")
         for key, value in self.metrics.items():
-            if not METRIC_NAME.match(key):
+            if not is_metric_name(key):
                 raise ValueError(f"{self.device_id}: metric name {key!r} is not allowed")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{self.device_id}: metric {key} is not finite")
+            if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+                raise ValueError(f"{self.device_id}: metric {key} does not fit int64")
 
-    def payload(self) -> dict[str, Any]:
-        """The contract's telemetry payload (DESIGN.md, MQTT contract v1)."""
-        body: dict[str, Any] = {"ts": rfc3339_ms(self.ts), "metrics": dict(self.metrics)}
-        if self.seq is not None:
-            body["seq"] = self.seq
-        return body
+    def payload(self) -> bytes:
+        """The contract's telemetry payload as published, ``ts`` in epoch milliseconds."""
+        return readings_payload(self.metrics, ts_ms=epoch_ms(self.ts), seq=self.seq)
 
 
 def rfc3339_ms(ts: datetime) -> str:
@@ -149,9 +178,34 @@ class DriverFamily:
     metrics: tuple[Metric, ...]
     config_model: type[DriverConfig]
     models: tuple[str, ...] = ()
+    device_types: tuple[DeviceTypeSpec, ...] = ()
     create_poller: Callable[[DeviceSpec, DriverConfig], PolledDriver] | None = None
     create_stream: Callable[[Sequence[tuple[DeviceSpec, DriverConfig]]], StreamDriver] | None = None
     check: Callable[[DeviceSpec, DriverConfig], None] | None = None
+
+    def __post_init__(self) -> None:
+        keys = {m.key for m in self.metrics}
+        if len(keys) != len(self.metrics):
+            raise ValueError(f"family {self.name}: a metric key appears twice in its table")
+        for spec in self.device_types:
+            missing = sorted(set(spec.metrics) - keys)
+            if missing:
+                raise ValueError(
+                    f"family {self.name}: device type {spec.name} declares {missing}, "
+                    "which the family's metric table lacks"
+                )
+
+    def metric_schema(self, keys: Sequence[str] | None = None) -> dict[str, MetricKind]:
+        """Metric name -> schema kind, for ``keys`` (all the table's metrics when None)."""
+        wanted = None if keys is None else set(keys)
+        return {m.key: m.kind for m in self.metrics if wanted is None or m.key in wanted}
+
+    def device_type(self, name: str) -> DeviceTypeSpec:
+        """The declared device type ``name``; KeyError when the family declares none."""
+        for spec in self.device_types:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"{self.name} declares no device type {name!r}")
 
     def metric(self, key: str) -> Metric:
         """The metric with this key; KeyError when the family has none."""

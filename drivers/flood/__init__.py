@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drivers.flood.device_types import flood_device_types
 from drivers.flood.flood_gauge import FloodGaugeConfig, check_device, create_flood_gauge
 from drivers.flood.metrics import FLOOD_METRICS
 from drivers.flood.register_map import shipped_models
@@ -14,6 +15,7 @@ FAMILY = DriverFamily(
     metrics=FLOOD_METRICS,
     config_model=FloodGaugeConfig,
     models=shipped_models(),
+    device_types=flood_device_types(),
     create_poller=create_flood_gauge,
     check=check_device,
 )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drivers.framework import DriverConfig, DriverFamily, Metric
+from drivers.contract import device_topic
+from drivers.framework import DeviceTypeSpec, DriverConfig, DriverFamily, Metric
 
 GPS_METRICS: tuple[Metric, ...] = (
     Metric(key="lat", unit="deg", type="float", description="Latitude, WGS 84."),
@@ -21,8 +22,17 @@ GPS_METRICS: tuple[Metric, ...] = (
 # No poller and no stream: the agent leaves these devices alone, they speak MQTT directly.
 FAMILY = DriverFamily(
     name="gps",
-    description="GPS trackers publishing kota/v1/dev/{id}/telemetry themselves",
+    description=f"GPS trackers publishing {device_topic('{id}', 'telemetry')} themselves",
     protocols=("mqtt_gps",),
     metrics=GPS_METRICS,
+    device_types=(
+        DeviceTypeSpec(
+            name="gps_tracker",
+            protocol="mqtt_gps",
+            expected_interval_s=30.0,
+            metrics=tuple(m.key for m in GPS_METRICS),
+            description="GPS tracker on a BRT bus or garbage truck (publishes MQTT itself)",
+        ),
+    ),
     config_model=DriverConfig,
 )

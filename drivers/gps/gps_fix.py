@@ -1,6 +1,6 @@
 """The GPS metric schema: what a tracker on a BRT bus or garbage truck publishes.
 
-Trackers publish the contract themselves (``kota/v1/dev/{id}/telemetry``); this schema is
+Trackers publish the contract themselves (``drivers.contract.device_topic``); this schema is
 what their metrics must satisfy, used by the simulated vehicle and available to the hub.
 """
 

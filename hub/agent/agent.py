@@ -8,7 +8,6 @@ on-disk outbox; the publisher drains it in order whenever the broker is reachabl
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -294,7 +293,7 @@ class Agent:
         for reading in readings:
             self.stats.readings += 1
             topic = gateway_topic(self.gateway_id, reading.device_id, "telemetry")
-            self.publisher.enqueue(topic, json.dumps(reading.payload()).encode())
+            self.publisher.enqueue(topic, reading.payload())
 
     def _report(self, device_id: str, status: str, reason: str) -> None:
         """A status change, logged and published (retained) once each way."""

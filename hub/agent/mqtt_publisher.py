@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from drivers.framework import rfc3339_ms, utc_now
+from drivers import contract
 from hub.agent.disk_buffer import DiskBuffer
 
 log = logging.getLogger(__name__)
@@ -27,24 +27,16 @@ BATCH = 200
 ACK_TIMEOUT_S = 10.0
 
 
-def gateway_topic(gateway_id: str, device_id: str, kind: str) -> str:
-    """``kota/v1/gw/{gateway}/dev/{device}/{telemetry|event|status}``."""
-    return f"kota/v1/gw/{gateway_id}/dev/{device_id}/{kind}"
-
-
-def agent_status_topic(gateway_id: str) -> str:
-    """The agent's own retained status (its Last Will says offline)."""
-    return f"kota/v1/gw/{gateway_id}/status"
+# The contract's topics, under the names the agent has always used.
+gateway_topic = contract.gateway_device_topic
+agent_status_topic = contract.gateway_status_topic
 
 
 def status_payload(status: str, reason: str = "") -> bytes:
-    """A contract status message: JSON with ts, online (bool) and the reason."""
+    """A contract status message stamped now: ``{"ts": <epoch ms>, "online": bool, ...}``."""
     if status not in ("online", "offline"):
         raise ValueError(f"status must be 'online' or 'offline', not {status!r}")
-    body: dict[str, Any] = {"ts": rfc3339_ms(utc_now()), "online": status == "online"}
-    if reason:
-        body["reason"] = reason
-    return json.dumps(body).encode()
+    return contract.status_payload(status == "online", reason, ts_ms=time.time_ns() // 1_000_000)
 
 
 class MqttPublisher:

@@ -30,6 +30,7 @@ from device_registry.directory import (
     FileDeviceDirectory,
     SnapshotDirectory,
 )
+from drivers.contract import SUBSCRIPTION_FILTERS as CONTRACT_TOPICS
 from hub.influxql import InfluxQL, InfluxQueryError
 from hub.ingest.contract_decoder import (
     DEADLETTER_TOPIC,
@@ -50,11 +51,6 @@ from hub.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONTRACT_TOPICS = tuple(
-    f"kota/v1/{scope}/{kind}"
-    for scope in ("dev/+", "gw/+/dev/+")
-    for kind in ("telemetry", "event", "status")
-)
 SESSION_EXPIRY_S = 24 * 3600
 RECEIVE_MAXIMUM = 1000
 # Wait this long after the first message of a group before the fsync, to gather more.
