@@ -121,8 +121,8 @@ class CuttingProxy:
                     if self._stop.is_set():
                         return
                 dst.sendall(data)
-        except OSError:
-            pass
+        except (OSError, ValueError):
+            pass  # ValueError: select() on a socket the other direction closed (fd -1)
         finally:
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
