@@ -3,16 +3,24 @@
 Every device has its own task, interval, timeout, backoff and circuit breaker, so a dead
 or slow device only ever costs its own time. Readings and status changes go into the
 on-disk outbox; the publisher drains it in order whenever the broker is reachable.
+
+Every long-lived task (the publisher, each poller, each listening family) runs under the
+task supervisor: one that fails is logged, backed off and restarted on its own, so a BLE
+scanner that cannot start costs BLE only. A fatal error (a damaged outbox) stops the agent
+in order and ``run`` raises ``AgentFatalError``, for the process to exit non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from device_registry.directory import DeviceDirectory, DeviceRecord
 from drivers.framework import (
@@ -28,12 +36,37 @@ from drivers.framework import (
 from hub.agent.device_health import DeviceHealth, PollPolicy
 from hub.agent.disk_buffer import DiskBuffer
 from hub.agent.mqtt_publisher import MqttPublisher, gateway_topic, status_payload
+from hub.agent.task_supervisor import (
+    FatalTaskError,
+    RestartPolicy,
+    TaskEndedError,
+    TaskSupervisor,
+    describe,
+    stop_requested,
+)
 from hub.local_stack import mqtt_password
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
 POLLED_STATES = ("active", "maintenance")
 DURATIONS_KEPT = 100_000
+PUBLISHER_TASK = "publisher"
+# SQLite's names for a file that is not (or no longer) a database: no restart can read it.
+DAMAGED_DATABASE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+class AgentFatalError(Exception):
+    """A task failed in a way no restart can mend; the agent stopped and the process exits."""
+
+
+def poll_task(device_id: str) -> str:
+    """The supervised task name of one device's poller."""
+    return f"poll:{device_id}"
+
+
+def stream_task(family_name: str) -> str:
+    """The supervised task name of one listening family's stream."""
+    return f"stream:{family_name}"
 
 
 @dataclass(slots=True)
@@ -108,6 +141,7 @@ class Agent:
         gateway_id: str,
         directory: DeviceDirectory,
         families: Mapping[str, DriverFamily] | None = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.gateway_id = gateway_id
@@ -135,78 +169,142 @@ class Agent:
             connect_timeout_s=settings.mqtt.connect_timeout_s,
         )
         self.health: dict[str, DeviceHealth] = {}
-        self._tasks: dict[str, tuple[PlannedDevice, asyncio.Task[None]]] = {}
+        self.supervisor = TaskSupervisor(f"agent-{gateway_id}", policy=restart_policy)
+        # Supervised task name -> what it runs (pollers: one device; streams: a family's).
+        self._polled: dict[str, PlannedDevice] = {}
+        self._streams: dict[str, list[PlannedDevice]] = {}
         self._stopping = False
+        self._failing_logged: frozenset[str] = frozenset()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop`` is set; then stop every task and say offline on purpose."""
+        """Poll until ``stop`` is set; then stop every task and say offline on purpose.
+
+        A task that fails fatally stops the agent the same orderly way (noticed within one
+        ``refresh_interval_s``), and then ``AgentFatalError`` says which task and why.
+        """
         try:
             async with asyncio.TaskGroup() as group:
-                publisher = group.create_task(
-                    self.publisher.run(), name=f"agent-{self.gateway_id}-publisher"
-                )
-                self._sync_devices(group)
-                while not stop.is_set():
-                    try:
-                        async with asyncio.timeout(self.settings.agent.refresh_interval_s):
-                            await stop.wait()
-                    except TimeoutError:
-                        self._refresh(group)
-                await self._stop_pollers()
-                publisher.cancel()
+                try:
+                    self.supervisor.start(group, PUBLISHER_TASK, self._publish_forever)
+                    await self._sync_devices(group)
+                    while not stop.is_set() and self.supervisor.fatal is None:
+                        try:
+                            async with asyncio.timeout(self.settings.agent.refresh_interval_s):
+                                await stop.wait()
+                        except TimeoutError:
+                            await self._refresh(group)
+                            self._log_task_health()
+                finally:
+                    # In order, even when the loop above raised: the TaskGroup would cancel
+                    # each task once only, and a swallowed cancel would hang it.
+                    await self._stop_all()
         finally:
             self.outbox.close()
+        fatal = self.supervisor.fatal
+        if fatal is not None:
+            raise AgentFatalError(f"agent {self.gateway_id} stopped: {fatal}") from fatal.error
 
-    async def _stop_pollers(self) -> None:
-        """Cancel every device task and wait until each has really ended."""
+    async def _stop_all(self) -> None:
+        """Stop every device task, then the publisher (it says offline on its way out)."""
         self._stopping = True
-        pending = {task for _, task in self._tasks.values()}
-        while pending:
-            # Python 3.11's asyncio.wait_for (inside pymodbus) can swallow a cancel that
-            # races a reply (CPython gh-86296), so a single cancel() may be lost: repeat it.
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=1.0)
-        self._tasks.clear()
+        await self.supervisor.stop([n for n in self.supervisor.names() if n != PUBLISHER_TASK])
+        self._polled.clear()
+        self._streams.clear()
+        await self.supervisor.stop()
 
-    def _refresh(self, group: asyncio.TaskGroup) -> None:
+    def health_report(self) -> dict[str, Any]:
+        """The agent's own health: its tasks (up, failing and why, restarts) and outbox."""
+        return {
+            "gateway": self.gateway_id,
+            **self.supervisor.report(),
+            "outbox": {"queued": len(self.outbox), "dropped": self.outbox.dropped},
+            "broker_connected": self.publisher.connected,
+        }
+
+    def _log_task_health(self) -> None:
+        """Log the tasks' health once each time the set of failing tasks changes."""
+        report = self.supervisor.report()
+        failing = frozenset(report["failing"])
+        if failing == self._failing_logged:
+            return
+        self._failing_logged = failing
+        if failing:
+            log.warning(
+                "agent %s: %d of %d task(s) failing: %s",
+                self.gateway_id,
+                len(failing),
+                report["tasks"],
+                "; ".join(
+                    f"{name} ({row['state']}, {row['restarts']} restart(s)): {row['last_error']}"
+                    for name, row in sorted(report["failing"].items())
+                ),
+            )
+        else:
+            log.info(
+                "agent %s: all %d task(s) healthy (%d restart(s) so far)",
+                self.gateway_id,
+                report["tasks"],
+                report["restarts"],
+            )
+
+    async def _publish_forever(self) -> None:
+        """The outbox publisher; a damaged outbox file is fatal, since no restart can read it."""
+        try:
+            await self.publisher.run()
+        except sqlite3.DatabaseError as err:
+            if getattr(err, "sqlite_errorname", "") not in DAMAGED_DATABASE:
+                raise  # disk full, I/O error, locked: may pass, so the supervisor retries
+            raise FatalTaskError(
+                f"outbox {self.outbox.path} is damaged ({err}): move it aside and restart"
+            ) from err
+
+    async def _refresh(self, group: asyncio.TaskGroup) -> None:
         try:
             changed = self.directory.refresh()
         except Exception as err:  # a bad device list keeps the last good one
             log.error("agent %s: device list not reloaded: %s", self.gateway_id, err)
             return
         if changed:
-            self._sync_devices(group)
+            await self._sync_devices(group)
 
-    def _sync_devices(self, group: asyncio.TaskGroup) -> None:
-        """Start pollers for new or changed devices, stop those gone or changed."""
+    async def _sync_devices(self, group: asyncio.TaskGroup) -> None:
+        """Start tasks for new or changed devices, stop (and await) those gone or changed."""
         planned = plan_devices(
             self.directory.devices_for_gateway(self.gateway_id), self.families, self.stats
         )
-        for device_id, (old, task) in list(self._tasks.items()):
-            new = planned.get(device_id)
-            if new is None or new.record != old.record:
-                task.cancel()
-                del self._tasks[device_id]
-        polled = [p for p in planned.values() if p.family.create_poller is not None]
-        new_ones = [p for p in polled if p.spec.device_id not in self._tasks]
-        for index, device in enumerate(new_ones):
-            # Spread first polls over one interval so 500 devices do not start at once.
-            start_delay = self._interval(device) * index / max(len(new_ones), 1)
-            task = group.create_task(
-                self._poll_forever(device, start_delay), name=f"poll-{device.spec.device_id}"
-            )
-            self._tasks[device.spec.device_id] = (device, task)
+        polled = {
+            poll_task(p.spec.device_id): p
+            for p in planned.values()
+            if p.family.create_poller is not None
+        }
         streams: dict[str, list[PlannedDevice]] = {}
         for p in planned.values():
             if p.family.create_poller is None and p.family.create_stream is not None:
-                streams.setdefault(p.family.name, []).append(p)
-        for family_name, devices in streams.items():
-            key = f"stream:{family_name}"
-            if key in self._tasks:
-                self._tasks.pop(key)[1].cancel()
-            task = group.create_task(self._stream_forever(devices), name=f"stream-{family_name}")
-            self._tasks[key] = (devices[0], task)
+                streams.setdefault(stream_task(p.family.name), []).append(p)
+        gone = [
+            name
+            for name, old in self._polled.items()
+            if name not in polled or polled[name].record != old.record
+        ]
+        gone += [
+            name
+            for name, old_devices in self._streams.items()
+            if [d.record for d in streams.get(name, [])] != [d.record for d in old_devices]
+        ]
+        await self.supervisor.stop(gone)
+        for name in gone:
+            self._polled.pop(name, None)
+            self._streams.pop(name, None)
+        new_ones = [(name, p) for name, p in polled.items() if name not in self._polled]
+        for index, (name, device) in enumerate(new_ones):
+            # Spread first polls over one interval so 500 devices do not start at once.
+            start_delay = self._interval(device) * index / max(len(new_ones), 1)
+            self.supervisor.start(group, name, partial(self._poll_forever, device, start_delay))
+            self._polled[name] = device
+        for name, devices in streams.items():
+            if name not in self._streams:
+                self.supervisor.start(group, name, partial(self._stream_forever, devices))
+                self._streams[name] = devices
 
     def _interval(self, device: PlannedDevice) -> float:
         return device.config.poll_interval_s or device.record.expected_interval_s
@@ -234,7 +332,8 @@ class Agent:
         due = loop.time() + start_delay
         late_tolerance = min(1.0, 0.1 * policy.interval_s)
         try:
-            while not self._stopping:
+            # stop_requested: a cancel swallowed inside the driver still ends the loop.
+            while not (self._stopping or stop_requested()):
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 started = loop.time()
                 if started - due > late_tolerance:
@@ -276,18 +375,33 @@ class Agent:
             await driver.close()
 
     async def _stream_forever(self, devices: list[PlannedDevice]) -> None:
-        """A listening family (BLE): publish what arrives; a device is online once heard."""
+        """A listening family (BLE): publish what arrives; a device is online once heard.
+
+        When the stream fails (a scanner that cannot start) or ends, each of its devices
+        counts one failure, so after ``offline_after_failures`` restarts they are reported
+        offline with the cause; the error goes on to the supervisor, which restarts it.
+        """
         family = devices[0].family
         assert family.create_stream is not None
-        stream = family.create_stream([(d.spec, d.config) for d in devices])
-        async for reading in stream.stream():
-            self._publish_readings([reading])
-            health = self.health.setdefault(
-                reading.device_id, DeviceHealth(self._policy(devices[0]))
-            )
-            outcome = health.succeeded()
-            if outcome.change is not None:
-                self._report(reading.device_id, outcome.change, "")
+        try:
+            stream = family.create_stream([(d.spec, d.config) for d in devices])
+            async for reading in stream.stream():
+                self._publish_readings([reading])
+                health = self.health.setdefault(
+                    reading.device_id, DeviceHealth(self._policy(devices[0]))
+                )
+                outcome = health.succeeded()
+                if outcome.change is not None:
+                    self._report(reading.device_id, outcome.change, "")
+            raise TaskEndedError(f"{family.name} stream ended")
+        except Exception as err:
+            reason = f"{family.name} stream failed: {describe(err)}"
+            for device in devices:
+                device_id = device.spec.device_id
+                health = self.health.setdefault(device_id, DeviceHealth(self._policy(device)))
+                if health.failed(reason).change is not None:
+                    self._report(device_id, "offline", reason)
+            raise
 
     def _publish_readings(self, readings: list[Reading]) -> None:
         for reading in readings:

@@ -1,14 +1,19 @@
-"""``kotahub agent`` and ``kotahub run``: start the agent for one gateway until interrupted."""
+"""``kotahub agent`` and ``kotahub run``: start the agent for one gateway until interrupted.
+
+A fatal task failure (see ``hub.agent.task_supervisor``) ends the process with status 1
+after an orderly stop, so a service manager restarts it; start-up errors say why.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import sqlite3
 from pathlib import Path
 
 from device_registry.directory import DirectoryError, FileDeviceDirectory
-from hub.agent.agent import Agent
+from hub.agent.agent import Agent, AgentFatalError
 from hub.settings import Settings
 
 
@@ -30,7 +35,15 @@ def build_agent(settings: Settings, gateway_id: str | None) -> Agent:
         directory = FileDeviceDirectory(devices_file(settings))
     except DirectoryError as err:
         raise AgentStartError(str(err)) from err
-    agent = Agent(settings=settings, gateway_id=gateway, directory=directory)
+    try:
+        agent = Agent(settings=settings, gateway_id=gateway, directory=directory)
+    except sqlite3.DatabaseError as err:
+        # The outbox file: damaged, or its folder not writable. Name it, do not guess.
+        buffer_dir = settings.agent.buffer_dir or settings.state_dir / "agent"
+        outbox = Path(buffer_dir) / f"outbox-{gateway}.sqlite3"
+        raise AgentStartError(
+            f"outbox {outbox} cannot be opened ({err}); if it is damaged, move it aside"
+        ) from err
     return agent
 
 
@@ -48,7 +61,10 @@ async def run_until_signal(agent: Agent) -> None:
 
 
 def run_agent(settings: Settings, gateway_id: str | None) -> Agent:
-    """Build the agent, log to stderr, run it until interrupted; return it for its stats."""
+    """Build the agent, log to stderr, run it until interrupted; return it for its stats.
+
+    Exits the process with status 1 when a task failed fatally (the log says which, why).
+    """
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -61,5 +77,9 @@ def run_agent(settings: Settings, gateway_id: str | None) -> Agent:
         settings.mqtt.host,
         settings.mqtt.port,
     )
-    asyncio.run(run_until_signal(agent))
+    try:
+        asyncio.run(run_until_signal(agent))
+    except AgentFatalError as err:
+        logging.getLogger(__name__).critical("%s; exiting with status 1", err)
+        raise SystemExit(1) from err
     return agent

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from device_registry.directory import DeviceRecord, SnapshotDirectory
+from drivers.framework import DriverFamily
 from hub.agent.agent import Agent
+from hub.agent.task_supervisor import RestartPolicy
 from hub.settings import AgentSettings, Settings
 from tests.drivers.conftest import modbus_station  # noqa: F401  (shared fixture)
 
@@ -46,10 +48,21 @@ def agent_settings(settings: Settings, **agent: Any) -> Settings:
 
 @asynccontextmanager
 async def running_agent(
-    settings: Settings, gateway_id: str, records: Iterable[DeviceRecord]
+    settings: Settings,
+    gateway_id: str,
+    records: Iterable[DeviceRecord],
+    *,
+    families: Mapping[str, DriverFamily] | None = None,
+    restart_policy: RestartPolicy | None = None,
 ) -> AsyncIterator[Agent]:
     """An agent running in this loop; stopped (and its tasks joined) on exit."""
-    agent = Agent(settings=settings, gateway_id=gateway_id, directory=SnapshotDirectory(records))
+    agent = Agent(
+        settings=settings,
+        gateway_id=gateway_id,
+        directory=SnapshotDirectory(records),
+        families=families,
+        restart_policy=restart_policy,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop), name="agent-under-test")
     try:
