@@ -780,6 +780,9 @@ class IngestService:
         """The /metrics page."""
         self._update_wal_gauges()
         self.stats.wal_writable = self._wal_ok.is_set()
+        if self._intake is not None:
+            self.stats.mqtt_connect_failures = self._intake.stats.connect_failures
+            self.stats.mqtt_connection_losses = self._intake.stats.connection_losses
         self.stats.thread_restarts = {t.name: t.health.restarts for t in self._threads}
         return self.stats.prometheus(self.client_id)
 

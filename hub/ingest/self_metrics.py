@@ -45,6 +45,8 @@ class IngestStats:
     latency_sum_s: float = 0.0
     last_batch_lines: int = 0
     mqtt_connects: int = 0
+    mqtt_connect_failures: int = 0
+    mqtt_connection_losses: int = 0
     wal_bytes: int = 0
     wal_depth_bytes: int = 0
     wal_segments: int = 0
@@ -127,6 +129,18 @@ class IngestStats:
             self.wal_full_waits,
         )
         metric("mqtt_connects_total", "counter", "MQTT (re)connections.", self.mqtt_connects)
+        metric(
+            "mqtt_connect_failures_total",
+            "counter",
+            "MQTT connection attempts that failed or were refused.",
+            self.mqtt_connect_failures,
+        )
+        metric(
+            "mqtt_connection_losses_total",
+            "counter",
+            "MQTT connections lost after they were up.",
+            self.mqtt_connection_losses,
+        )
         metric(
             "status_changes_total", "counter", "Device online/offline changes.", self.status_changes
         )

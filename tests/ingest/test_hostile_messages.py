@@ -174,6 +174,10 @@ def test_readiness_reports_the_broker_connection(hubs: HubFactory, unique_id: st
         "wal_writable": True,
         "writer": True,
     }
+    metrics = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).text
+    client = service.client_id
+    assert f'kotahub_ingest_mqtt_connect_failures_total{{hub="{client}"}} 0' in metrics
+    assert f'kotahub_ingest_mqtt_connection_losses_total{{hub="{client}"}} 0' in metrics
     assert service._intake is not None
     service._intake.stop()  # as if the broker were gone
     status, body = _probe(service, "/readyz")
