@@ -126,6 +126,9 @@ class IngestSettings(_Section):
     max_clock_skew_s: float = Field(default=300.0, ge=0)
     max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     offline_factor: float = Field(default=3.0, gt=0)
+    # A metric the device's type does not declare: refused (metric_not_in_type), or
+    # accepted and remembered with its first type per measurement (sites that want it).
+    unknown_metrics: Literal["reject", "learn"] = "reject"
     # Read each device's last device_status from InfluxDB (v1 API) at start, so that a
     # restart is not reported as thousands of devices coming online.
     restore_status: bool = True

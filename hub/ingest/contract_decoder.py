@@ -4,6 +4,12 @@
 line protocol) or a ``Rejected`` (a reason from ``Reason`` and a detail for the
 dead-letter). It is called from the MQTT thread only, so it keeps its memory (metric
 types, cached tag prefixes) without locks.
+
+The device type's metrics are the schema (``DeviceRecord.metrics``, name -> kind): a
+metric the type does not declare is refused (``metric_not_in_type``) unless the decoder
+runs with ``unknown_metrics="learn"``, which accepts it and remembers its type per
+measurement (InfluxDB fixes a field's type per measurement and shard, not per device).
+A ``number`` is written as a float, an ``integer`` as an InfluxDB integer (``42i``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import base64
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -19,24 +26,32 @@ from typing import Literal
 
 import orjson
 
-from device_registry.directory import ENRICHMENT_TAGS, DeviceDirectory, DeviceRecord
+from device_registry.directory import DeviceDirectory, DeviceRecord
+from drivers.contract import (
+    DEADLETTER_TOPIC,
+    INT_MAX,
+    INT_MIN,
+    METRIC_NAME,
+    RESERVED_METRIC_NAMES,
+    ContractError,
+    MessageKind,
+    parse_topic,
+    plain_status,
+    status_from_object,
+)
 from hub.ingest.line_protocol import FieldValue, format_field, format_line, tag_prefix
 
+__all__ = ["DEADLETTER_TOPIC", "parse_topic"]  # the contract's, kept importable from here
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_METRICS = 200
 MAX_STRING_CHARS = 256
-METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# Names InfluxDB refuses as a field key, or that would shadow a registry tag in queries.
-RESERVED_METRIC_NAMES = frozenset({"time", "device_id", "family", *ENRICHMENT_TAGS})
 EXCERPT_BYTES = 256
 DEADLETTER_PAYLOAD_MAX = 4096
-DEADLETTER_TOPIC = "kota/v1/hub/deadletter"
 # Bounds the metric-type memory (13,000 devices x ~20 metrics fit many times over).
 TYPE_MEMORY_LIMIT = 2_000_000
 TOPIC_CACHE = 200_000
-# Every integer in a message (seq, metrics) must fit InfluxDB's int64: a 400-digit seq
-# once reached float() in the self-metrics and killed the housekeeping thread.
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Every integer in a message (seq, metrics) must fit InfluxDB's int64 (INT_MIN..INT_MAX):
+# a 400-digit seq once reached float() in the self-metrics and killed housekeeping.
 _BIG_FLOAT = 9.2e18  # floats past this may be integer literals orjson could not hold
 # Text that cannot be stored as sent: lone surrogates (valid JSON escapes, invalid
 # Unicode: UTF-8 cannot encode them) and control characters other than tab, which would
@@ -47,8 +62,8 @@ _BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 # gateway inventing ids cannot create a series per id; the id is kept as a field.
 UNKNOWN_DEVICE_TAG = "_unknown"
 
-Kind = Literal["telemetry", "event", "status"]
-_KINDS: frozenset[str] = frozenset({"telemetry", "event", "status"})
+Kind = MessageKind
+UnknownMetrics = Literal["reject", "learn"]
 
 
 class Reason(StrEnum):
@@ -66,6 +81,7 @@ class Reason(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     TOO_MANY_METRICS = "too_many_metrics"
     BAD_METRIC_NAME = "bad_metric_name"
+    METRIC_NOT_IN_TYPE = "metric_not_in_type"
     TYPE_CHANGED = "type_changed"
     BAD_TEXT = "bad_text"
     OUT_OF_RANGE = "out_of_range"
@@ -156,8 +172,10 @@ class _Route:
 
     record: DeviceRecord
     kind: Kind
+    measurement: str
     prefix: str  # measurement and tags of the kind's points ("" for status)
-    types: dict[str, str]  # the device's entry in ContractDecoder.metric_types
+    schema: Mapping[str, str]  # the device type's metrics: name -> kind
+    types: dict[str, str]  # learn mode: the measurement's entry in ContractDecoder.metric_types
 
 
 class _RefusalError(Exception):
@@ -167,20 +185,6 @@ class _RefusalError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-def parse_topic(topic: str) -> tuple[str | None, str, Kind] | None:
-    """``(gateway_id or None, device_id, kind)`` for a contract topic, else None."""
-    parts = topic.split("/")
-    if len(parts) == 5 and parts[:3] == ["kota", "v1", "dev"]:
-        gateway, device, kind = None, parts[3], parts[4]
-    elif len(parts) == 7 and parts[:3] == ["kota", "v1", "gw"] and parts[4] == "dev":
-        gateway, device, kind = parts[3], parts[5], parts[6]
-    else:
-        return None
-    if not device or gateway == "" or kind not in _KINDS:
-        return None
-    return gateway, device, kind  # type: ignore[return-value]
 
 
 def _topic_device(topic: str) -> str | None:
@@ -231,16 +235,19 @@ def check_text(what: str, value: str) -> str:
     return value
 
 
-def metric_value(name: str, value: object) -> FieldValue:
-    """A metric as a field value: finite float, bool, or a short one-line string."""
+def metric_value(name: str, value: object) -> FieldValue | int:
+    """A metric's value checked: finite float, int64 integer, bool, or short storable text."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
+            digits = str(value)
+            shown = digits if len(digits) <= 30 else f"{digits[:30]}... ({len(digits)} digits)"
             raise _RefusalError(
-                Reason.OUT_OF_RANGE, f"metric {name}: integers must fit 64 bits (int64)"
+                Reason.OUT_OF_RANGE,
+                f"metric {name}: {shown} does not fit 64 bits (int64 is {INT_MIN} to {INT_MAX})",
             )
-        return float(value)
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _RefusalError(Reason.NOT_FINITE, f"metric {name} is NaN or infinite")
@@ -270,10 +277,41 @@ def _refuse_surrogates(data: object) -> None:
             stack.extend(value)
 
 
-def _type_code(value: FieldValue) -> str:
+def _type_code(value: FieldValue | int) -> str:
+    """The schema kind a checked value has (an int counts as ``integer``)."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, str):
+        return "string"
+    if isinstance(value, int):
+        return "integer"
+    return "number"
+
+
+def _field_text(name: str, raw: object, kind: str, *, declared: bool, type_name: str) -> str:
+    """The slow path of one metric: check ``raw`` and format it as a field of ``kind``.
+
+    ``declared`` says whether ``kind`` comes from the device type (a mismatch is
+    ``wrong_type``) or from what the measurement learned (``type_changed``).
+    """
+    value = metric_value(name, raw)
+    actual = _type_code(value)
+    if actual == kind:
+        return f"{value}i" if kind == "integer" else format_field(value)
+    if kind == "number" and actual == "integer":
+        return repr(float(value))  # an integer sent for a float metric is that float
+    if declared:
+        raise _RefusalError(
+            Reason.WRONG_TYPE, f"metric {name} is {kind} in device type {type_name}, not {actual}"
+        )
+    raise _RefusalError(Reason.TYPE_CHANGED, f"metric {name} was {kind}, now {actual}")
+
+
+def _learned_kind(raw: object) -> str:
+    """The kind a new metric gets in learn mode: any number is a float there."""
+    if isinstance(raw, bool):
+        return "boolean"
+    if isinstance(raw, str):
         return "string"
     return "number"
 
@@ -287,11 +325,14 @@ class ContractDecoder:
         *,
         max_age_s: float = 7 * 24 * 3600.0,
         max_clock_skew_s: float = 300.0,
+        unknown_metrics: UnknownMetrics = "reject",
     ) -> None:
         self.directory = directory
         self.max_age_ms = round(max_age_s * 1000)
         self.max_skew_ms = round(max_clock_skew_s * 1000)
-        # device id -> metric name -> type name; a name is in here only once validated.
+        self.learn = unknown_metrics == "learn"
+        # Learn mode: measurement -> metric name -> kind, as InfluxDB fixes a field's type
+        # per measurement; a name is in here only once validated.
         self.metric_types: dict[str, dict[str, str]] = {}
         self.type_memory_size = 0
         self.type_memory_resets = 0
@@ -300,9 +341,9 @@ class ContractDecoder:
         self._routes: dict[str, _Route] = {}
         self._generation = -1
 
-    def remember_type(self, device_id: str, metric: str, type_name: str) -> None:
-        """Seed the metric-type memory (e.g. from what InfluxDB already holds)."""
-        types = self.metric_types.setdefault(device_id, {})
+    def remember_type(self, measurement: str, metric: str, type_name: str) -> None:
+        """Seed learn mode's type memory (e.g. from what InfluxDB already holds)."""
+        types = self.metric_types.setdefault(measurement, {})
         if metric not in types:
             self.type_memory_size += 1
         types[metric] = type_name
@@ -358,13 +399,18 @@ class ContractDecoder:
         gateway_id, device_id, kind = parsed
         record = self._device(device_id, gateway_id)
         prefix = ""
+        measurement = record.family if kind != "event" else f"{record.family}_event"
         if kind != "status":
-            measurement = record.family if kind == "telemetry" else f"{record.family}_event"
             prefix = tag_prefix(measurement, record.influx_tags())
-        types = self.metric_types.get(device_id)
-        if types is None:
-            types = self.metric_types[device_id] = {}
-        route = _Route(record, kind, prefix, types)
+        types: dict[str, str] = {}
+        if self.learn and kind != "status":
+            types = self.metric_types.setdefault(measurement, {})
+            for name, declared in record.metrics.items():
+                # What a type declares is what the measurement's field is, for all.
+                if name not in types:
+                    types[name] = declared
+                    self.type_memory_size += 1
+        route = _Route(record, kind, measurement, prefix, record.metrics, types)
         if len(self._routes) >= TOPIC_CACHE:
             self._routes.clear()
         self._routes[topic] = route
@@ -432,33 +478,34 @@ class ContractDecoder:
             raise _RefusalError(Reason.TOO_MANY_METRICS, f"{len(metrics)} metrics > {MAX_METRICS}")
         parts: list[str] = []
         new_types: list[tuple[str, str]] = []
-        types = route.types
+        schema = route.schema
         for name, raw in metrics.items():
-            # Hot path: exact type checks and direct formatting (names need no escaping).
+            # Hot path: one dict lookup for the declared kind, exact type checks, direct
+            # formatting (declared names need no escaping; the registry checked them).
             # ``raw - raw`` is 0.0 for every finite float and NaN for NaN and infinities.
+            kind = schema.get(name)
+            declared = kind is not None
+            if kind is None:
+                kind = self._undeclared(route, name, raw, new_types)
             kind_of = type(raw)
-            if kind_of is float and raw - raw == 0.0 and -_BIG_FLOAT < raw < _BIG_FLOAT:
-                type_name, text = "number", repr(raw)
-            elif kind_of is int and INT_MIN <= raw <= INT_MAX:
-                type_name, text = "number", repr(float(raw))
-            elif kind_of is bool:
-                type_name, text = "boolean", ("true" if raw else "false")
-            elif kind_of is float and raw - raw == 0.0 and not exact:
-                # orjson reads an integer literal beyond 64 bits as a float: read the
-                # message again with the json module, which keeps integers exact.
-                return self._readings(route, payload, received_ms, exact=True)
-            else:
-                value = metric_value(name, raw)
-                type_name, text = _type_code(value), format_field(value)
-            known = types.get(name)
-            if known is None:
-                # First time for this device: the name is checked once, then remembered.
-                if not METRIC_NAME.fullmatch(name) or name in RESERVED_METRIC_NAMES:
-                    raise _RefusalError(Reason.BAD_METRIC_NAME, f"bad metric name {name[:80]!r}")
-                new_types.append((name, type_name))
-            elif known != type_name:
-                raise _RefusalError(
-                    Reason.TYPE_CHANGED, f"metric {name} was {known}, now {type_name}"
+            text: str | None = None
+            if kind == "number":
+                if kind_of is float and raw - raw == 0.0 and -_BIG_FLOAT < raw < _BIG_FLOAT:
+                    text = repr(raw)
+                elif kind_of is int and INT_MIN <= raw <= INT_MAX:
+                    text = repr(float(raw))
+            elif kind == "integer":
+                if kind_of is int and INT_MIN <= raw <= INT_MAX:
+                    text = f"{raw}i"
+            elif kind == "boolean" and kind_of is bool:
+                text = "true" if raw else "false"
+            if text is None:
+                if kind_of is float and raw - raw == 0.0 and not exact and abs(raw) >= _BIG_FLOAT:
+                    # orjson reads an integer literal beyond 64 bits as a float: read the
+                    # message again with the json module, which keeps integers exact.
+                    return self._readings(route, payload, received_ms, exact=True)
+                text = _field_text(
+                    name, raw, kind, declared=declared, type_name=route.record.device_type
                 )
             parts.append(f"{name}={text}")
         if new_types:
@@ -468,14 +515,33 @@ class ContractDecoder:
             lines = (f"{route.prefix} {','.join(parts)} {time_ms}",)
         return Accepted(route.record, route.kind, time_ms, lines, seq)
 
+    def _undeclared(
+        self, route: _Route, name: str, raw: object, new_types: list[tuple[str, str]]
+    ) -> str:
+        """The kind of a metric the device type does not declare; refused unless learning."""
+        known = route.types.get(name)
+        if known is not None:
+            return known
+        # First time for this measurement (or a refusal): the name is checked once.
+        if not METRIC_NAME.fullmatch(name) or name in RESERVED_METRIC_NAMES:
+            raise _RefusalError(Reason.BAD_METRIC_NAME, f"bad metric name {name[:80]!r}")
+        if not self.learn:
+            raise _RefusalError(
+                Reason.METRIC_NOT_IN_TYPE,
+                f"metric {name!r} is not in device type {route.record.device_type[:80]}",
+            )
+        kind = _learned_kind(raw)
+        new_types.append((name, kind))
+        return kind
+
     def _learn_types(self, route: _Route, new_types: list[tuple[str, str]]) -> None:
         if self.type_memory_size + len(new_types) > TYPE_MEMORY_LIMIT:
-            # Forget every device's types; routes share those dicts, so they go too.
+            # Forget every measurement's types; routes share those dicts, so they go too.
             self.metric_types.clear()
             self._routes.clear()
             self.type_memory_size = 0
             self.type_memory_resets += 1
-            route.types = self.metric_types[route.record.device_id] = {}
+            route.types = self.metric_types[route.measurement] = {}
         types = route.types
         for name, type_name in new_types:
             if name not in types:
@@ -483,23 +549,20 @@ class ContractDecoder:
             types[name] = type_name
 
     def _status(self, record: DeviceRecord, payload: bytes, received_ms: int) -> Accepted:
-        text = payload.strip()
         if not payload:
             # An empty retained message clears the retained status: nothing to record.
             return Accepted(record, "status", received_ms, ())
-        if len(text) > 2 and text[:1] == text[-1:] == b'"':
-            text = text[1:-1]
-        if text in (b"online", b"offline"):
-            return Accepted(record, "status", received_ms, (), online=text == b"online")
+        plain = plain_status(payload)
+        if plain is not None:
+            return Accepted(record, "status", received_ms, (), online=plain)
         data = self._load_object(payload)
-        online = data.get("online")
-        if not isinstance(online, bool):
-            raise _RefusalError(Reason.WRONG_TYPE, "status needs a boolean 'online'")
-        reason = data.get("reason")
+        try:
+            status = status_from_object(data)
+        except ContractError as err:
+            raise _RefusalError(Reason(err.reason), err.detail) from None
+        online, reason = status.online, status.reason
         if reason is not None:
-            if not isinstance(reason, str):
-                raise _RefusalError(Reason.WRONG_TYPE, "status reason must be a short string")
             check_text("status reason", reason)
-        time_ms = parse_ts(data.get("ts"), received_ms)
+        time_ms = parse_ts(status.ts, received_ms)
         self._check_time(time_ms, received_ms)
         return Accepted(record, "status", time_ms, (), online=online, status_reason=reason)

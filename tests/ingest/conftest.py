@@ -21,18 +21,31 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device_registry.directory import DeviceRecord, save_device_file
+from drivers.flood.metrics import FLOOD_METRICS
 from hub.ingest import IngestService
 from hub.settings import Settings, load_settings
 from tests.conftest import RunningStack, free_port, own_stack
 
 
+# The test gauges' type: the flood family's metrics, plus the short names tests send. The
+# hub refuses (metric_not_in_type) any metric a device's type does not declare.
+TEST_METRICS: dict[str, str] = {
+    **{m.key: m.kind for m in FLOOD_METRICS},
+    **dict.fromkeys(("x", "y", "a", "b", "n", "flow_m3s"), "number"),
+    **dict.fromkeys(("note", "s", "mode"), "string"),
+    **dict.fromkeys(("on", "tamper", "done"), "boolean"),
+    "count_i": "integer",
+}
+
+
 def device(device_id: str, **extra: Any) -> DeviceRecord:
-    """A flood gauge with registry tags, unless told otherwise."""
+    """A flood gauge with registry tags and TEST_METRICS as its schema, unless told otherwise."""
     fields: dict[str, Any] = {
         "family": "flood",
         "device_type": "vegapuls-c21",
         "tags": {"site": "Kali Banger", "kecamatan": "Semarang Timur", "team": "pompa-1"},
         "expected_interval_s": 60.0,
+        "metrics": TEST_METRICS,
     }
     fields.update(extra)
     return DeviceRecord(device_id=device_id, **fields)

@@ -86,16 +86,35 @@ def test_status_payloads() -> None:
     assert bad.reason is Reason.WRONG_TYPE
 
 
-def test_type_is_kept_per_device_and_metric() -> None:
+def test_a_declared_metric_keeps_its_kind() -> None:
     decoder = _decoder()
     first = decoder.decode(TOPIC, b'{"metrics": {"x": 1}}', NOW)
     second = decoder.decode(TOPIC, b'{"metrics": {"x": true}}', NOW)
     other = decoder.decode("kota/v1/dev/r1/telemetry", b'{"metrics": {"x": true}}', NOW)
     assert isinstance(first, Accepted)
     assert isinstance(second, Rejected)
-    assert second.reason is Reason.TYPE_CHANGED
+    assert second.reason is Reason.WRONG_TYPE
     assert isinstance(other, Rejected)
     assert other.reason is Reason.RETIRED_DEVICE
+
+
+def _learning_decoder() -> ContractDecoder:
+    """Learn mode over devices whose types declare nothing: every metric is learned."""
+    return ContractDecoder(
+        SnapshotDirectory([device("g1", metrics={}), device("c1", gateway_id="gw1", metrics={})]),
+        unknown_metrics="learn",
+    )
+
+
+def test_learned_type_is_kept_per_measurement_and_metric() -> None:
+    decoder = _learning_decoder()
+    first = decoder.decode(TOPIC, b'{"metrics": {"zz": 1}}', NOW)
+    # Another gauge of the same measurement: InfluxDB would refuse its boolean zz.
+    other = decoder.decode("kota/v1/gw/gw1/dev/c1/telemetry", b'{"metrics": {"zz": true}}', NOW)
+    assert isinstance(first, Accepted)
+    assert isinstance(other, Rejected)
+    assert other.reason is Reason.TYPE_CHANGED
+    assert decoder.metric_types == {"flood": {"zz": "number"}}
 
 
 def test_registry_changes_reach_a_topic_already_seen() -> None:
@@ -121,17 +140,17 @@ def test_registry_changes_reach_a_topic_already_seen() -> None:
 
 def test_type_memory_reset_keeps_checking_types(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("hub.ingest.contract_decoder.TYPE_MEMORY_LIMIT", 2)
-    decoder = _decoder()
+    decoder = _learning_decoder()
     gateway_topic = "kota/v1/gw/gw1/dev/c1/telemetry"
     assert isinstance(decoder.decode(TOPIC, b'{"metrics": {"a": 1, "b": 2}}', NOW), Accepted)
     # A third name overflows the memory: it is forgotten and starts again with c1's.
     assert isinstance(decoder.decode(gateway_topic, b'{"metrics": {"x": 1}}', NOW), Accepted)
     assert decoder.type_memory_resets == 1
-    assert decoder.metric_types == {"c1": {"x": "number"}}
+    assert decoder.metric_types == {"flood": {"x": "number"}}
     changed = decoder.decode(gateway_topic, b'{"metrics": {"x": true}}', NOW)
     assert isinstance(changed, Rejected)
     assert changed.reason is Reason.TYPE_CHANGED
-    # g1's types were forgotten: a boolean a is new to the hub, then remembered.
+    # a was forgotten: a boolean a is new to the hub, then remembered.
     assert isinstance(decoder.decode(TOPIC, b'{"metrics": {"a": true}}', NOW), Accepted)
     again = decoder.decode(TOPIC, b'{"metrics": {"a": 1}}', NOW)
     assert isinstance(again, Rejected)
