@@ -28,13 +28,22 @@ from types import MappingProxyType
 import psutil
 
 from device_registry.directory import DeviceRecord, save_device_file
+from drivers.contract import MetricKind, device_topic
 from hub.influxql import InfluxQL
 from hub.local_stack import LocalStack, mqtt_password
 from hub.settings import Settings, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAMILY = "flood"
-TELEMETRY_TOPIC = "kota/v1/dev/{device_id}/telemetry"
+TELEMETRY_TOPIC = device_topic("{device_id}", "telemetry")  # .format(device_id=...)
+# The simulated gauges' type: what fleet_publisher.telemetry_payload sends. bench_seq is a
+# number, as it was before types had a schema, so that runs stay comparable.
+FLEET_METRICS: dict[str, MetricKind] = {
+    "level_m": "number",
+    "rain_mm": "number",
+    "battery_v": "number",
+    "bench_seq": "number",
+}
 KECAMATAN = ("Semarang Utara", "Semarang Timur", "Genuk", "Tugu", "Pedurungan", "Gayamsari")
 
 
@@ -73,6 +82,7 @@ def fleet_records(count: int, *, prefix: str = "bench-flood", site: str = "") ->
                 expected_interval_s=600.0,
                 tags=MappingProxyType(tags),
                 protocol="mqtt",
+                metrics=MappingProxyType(FLEET_METRICS),
             )
         )
     return records

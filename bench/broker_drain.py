@@ -23,9 +23,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.bench_stack import BenchError
+from drivers.contract import device_topic
 from hub.ingest.mqtt_intake import IntakeOptions, MqttIntake
 
-TELEMETRY_FILTER = "kota/v1/dev/+/telemetry"
+TELEMETRY_FILTER = device_topic("+", "telemetry")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

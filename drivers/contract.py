@@ -183,7 +183,22 @@ def readings_payload(
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= INT_MAX:
             raise ContractError("wrong_type", "seq must be an integer from 0 to 2^63-1")
         body["seq"] = seq
-    body["metrics"] = {name: check_metric(name, value) for name, value in metrics.items()}
+    for name, value in metrics.items():
+        kind_of = type(value)
+        # Fast path: exact types; ``value - value`` is 0.0 only for a finite float.
+        if (
+            (
+                (kind_of is float and value - value == 0.0)  # type: ignore[operator]
+                or kind_of is bool
+                or kind_of is str
+                or (kind_of is int and INT_MIN <= value <= INT_MAX)  # type: ignore[operator]
+            )
+            and METRIC_NAME.fullmatch(name) is not None
+            and name not in RESERVED_METRIC_NAMES
+        ):
+            continue
+        check_metric(name, value)  # raises, naming the metric and the reason
+    body["metrics"] = metrics if type(metrics) is dict else dict(metrics)
     return orjson.dumps(body)
 
 
