@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 from collections import deque
 from collections.abc import Mapping
@@ -50,6 +51,11 @@ from hub.settings import Settings
 log = logging.getLogger(__name__)
 POLLED_STATES = ("active", "maintenance")
 DURATIONS_KEPT = 100_000
+# The hub refuses a status reason over 256 characters or holding control characters, no
+# JSON encoder here writes a lone surrogate, and exception text (the reason of a failed
+# stream or poll) can hold all three.
+REASON_MAX_CHARS = 200
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]+")
 PUBLISHER_TASK = "publisher"
 # SQLite's names for a file that is not (or no longer) a database: no restart can read it.
 DAMAGED_DATABASE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -57,6 +63,12 @@ DAMAGED_DATABASE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 class AgentFatalError(Exception):
     """A task failed in a way no restart can mend; the agent stopped and the process exits."""
+
+
+def status_reason(text: str) -> str:
+    """A failure's text as a status reason the hub stores: one line, at most 200 chars."""
+    line = " ".join(_UNSTORABLE.sub(" ", text).split())
+    return line if len(line) <= REASON_MAX_CHARS else line[: REASON_MAX_CHARS - 3] + "..."
 
 
 def poll_task(device_id: str) -> str:
@@ -416,4 +428,4 @@ class Agent:
         else:
             log.info("device %s online", device_id)
         topic = gateway_topic(self.gateway_id, device_id, "status")
-        self.publisher.enqueue(topic, status_payload(status, reason), retain=True)
+        self.publisher.enqueue(topic, status_payload(status, status_reason(reason)), retain=True)

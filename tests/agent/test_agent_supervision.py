@@ -24,7 +24,7 @@ from drivers.ble.bthome import BTHOME_UUID
 from drivers.flood import FAMILY as FLOOD
 from drivers.framework import DeviceSpec, DriverConfig, DriverFamily
 from hub.agent import cli
-from hub.agent.agent import Agent, AgentFatalError, poll_task, stream_task
+from hub.agent.agent import Agent, AgentFatalError, poll_task, status_reason, stream_task
 from hub.agent.cli import AgentStartError, build_agent, run_agent
 from hub.agent.task_supervisor import RestartPolicy
 from hub.settings import Settings
@@ -295,3 +295,12 @@ def test_fatal_error_exits_non_zero_with_the_reason(
         run_agent(settings, f"gw-{unique_id}")
     assert exited.value.code == 1
     assert "task publisher failed and must not be restarted" in caplog.text
+
+
+def test_status_reason_is_one_storable_line() -> None:
+    # A failure's text becomes a device's status reason: the hub refuses control
+    # characters and reasons over 256 characters, so the device would never go offline.
+    assert status_reason("Traceback:\n  line 1\r\n\tboom\ud800") == "Traceback: line 1 boom"
+    long = status_reason("x" * 1000)
+    assert len(long) == 200
+    assert long.endswith("...")
