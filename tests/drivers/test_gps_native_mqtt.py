@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from drivers.contract import device_topic, epoch_ms
 from drivers.framework import discover_families
 from drivers.gps.gps_fix import GpsFix, GpsFixError, validate_gps_metrics
 from drivers.gps.simulated_vehicle import BRT_CORRIDOR_1, drive
@@ -54,7 +55,7 @@ def test_vehicle_publishing_the_contract_reaches_the_broker(
     mqtt_client: MqttClientFactory, unique_id: str
 ) -> None:
     truck = f"truck-{unique_id}"
-    topic = f"kota/v1/dev/{truck}/telemetry"
+    topic = device_topic(truck, "telemetry")
     listener = mqtt_client()
     listener.subscribe(topic)
     vehicle = mqtt_client(client_id=f"{truck}-tracker")
@@ -63,11 +64,11 @@ def test_vehicle_publishing_the_contract_reaches_the_broker(
     for seq, (ts, fix) in enumerate(drive(BRT_CORRIDOR_1, start=start), start=1):
         payload = fix.reading(truck, ts, seq).payload()
         sent.append(payload)
-        vehicle.publish(topic, json.dumps(payload), qos=1)
+        vehicle.publish(topic, payload, qos=1)
     messages = listener.wait_for(len(sent))
+    assert [m.payload for m in messages] == sent
     received = [json.loads(m.payload) for m in messages]
-    assert received == sent
-    assert received[0]["ts"] == "2026-11-22T06:30:00.000Z"
+    assert received[0]["ts"] == epoch_ms(start)
     assert set(received[0]["metrics"]) == {"lat", "lon", "speed_kmh", "heading"}
     assert all(m.qos == 1 for m in messages)
     with pytest.raises(GpsFixError):

@@ -26,12 +26,11 @@ from hub.ingest import IngestService
 from hub.settings import Settings, load_settings
 from tests.conftest import RunningStack, free_port, own_stack
 
-
 # The test gauges' type: the flood family's metrics, plus the short names tests send. The
 # hub refuses (metric_not_in_type) any metric a device's type does not declare.
 TEST_METRICS: dict[str, str] = {
     **{m.key: m.kind for m in FLOOD_METRICS},
-    **dict.fromkeys(("x", "y", "a", "b", "n", "flow_m3s"), "number"),
+    **dict.fromkeys(("x", "y", "a", "b", "n", "count", "flow_m3s"), "number"),
     **dict.fromkeys(("note", "s", "mode"), "string"),
     **dict.fromkeys(("on", "tamper", "done"), "boolean"),
     "count_i": "integer",
