@@ -502,3 +502,14 @@ def test_cli_as_a_process(
     assert retired.returncode == 0, retired.stderr
     assert f"retired {gauge}" in retired.stdout
     assert mqtt_login(running_stack, gauge, password) != "Success"
+
+
+def test_cli_seeds_types(cli: Cli) -> None:
+    seed(cli)
+    rows = table_rows(cli.run("registry", "types", "seed").stdout)
+    assert ["vegapuls_c21", "flood", "level_m, sensor_status, signal_quality_db", "created"] in rows
+    again = table_rows(cli.run("registry", "types", "seed").stdout)
+    assert {row[-1] for row in again} == {"unchanged"}
+    refused = cli.run("registry", "types", "add", "radar", "--family", "flood", "--protocol",
+                      "mqtt", "--interval", "300", "--metric", "flow_m3s", code=2)  # fmt: skip
+    assert "flow_m3s" in refused.stderr
