@@ -29,6 +29,7 @@ def test_round_trip_and_lookups(tmp_path: Path) -> None:
                 gateway_id="gw-1",
                 expected_interval_s=60,
                 tags={"kecamatan": "Semarang Utara", "team": "bpbd", "site": ""},
+                metrics={"level_m": "number", "pumps_running": "integer"},
             ),
             DeviceRecord(device_id="bus-7", family="gps", device_type="gps", state="retired"),
         ],
@@ -44,9 +45,11 @@ def test_round_trip_and_lookups(tmp_path: Path) -> None:
         "team": "bpbd",
     }
     assert [d.device_id for d in directory.devices_for_gateway("gw-1")] == ["flood-001"]
+    assert dict(flood.metrics) == {"level_m": "number", "pumps_running": "integer"}
     bus = directory.get("bus-7")
     assert bus is not None
     assert not bus.accepts_data
+    assert dict(bus.metrics) == {}  # absent: the type declares none
     assert directory.get("nope") is None
 
 
@@ -88,6 +91,22 @@ def test_refresh_picks_up_changes_and_keeps_last_good(tmp_path: Path) -> None:
             "expected_interval_s",
         ),
         ("not json", "not a readable JSON"),
+        (
+            '[{"device_id": "x", "family": "f", "device_type": "t", "metrics": ["level_m"]}]',
+            "field 'metrics' must be an object",
+        ),
+        (
+            '[{"device_id": "x", "family": "f", "device_type": "t", "metrics": {"Level": "bool"}}]',
+            "'Level' is not an allowed metric name",
+        ),
+        (
+            '[{"device_id": "x", "family": "f", "device_type": "t", "metrics": {"site": "x"}}]',
+            "'site' is not an allowed metric name",
+        ),
+        (
+            '[{"device_id": "x", "family": "f", "device_type": "t", "metrics": {"n": "float"}}]',
+            r"metrics\.n: kind must be one of number, integer, boolean, string",
+        ),
     ],
 )
 def test_bad_files_name_the_reason(tmp_path: Path, content: str, reason: str) -> None:
