@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from device_registry.directory import DeviceRecord, SnapshotDirectory
+from drivers.framework import discover_families
 from hub.agent.agent import Agent
 from hub.settings import Settings, load_settings
 
@@ -73,6 +74,11 @@ def start_broker(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("mosquitto did not start")
 
 
+# The generic 4-20 mA gauge's schema, from the flood family's table (what a hub enforces).
+_FLOOD = discover_families()["flood"]
+GAUGE_SCHEMA = _FLOOD.metric_schema(_FLOOD.device_type("generic_4_20ma").metrics)
+
+
 def records(ports: list[int], per_server: int, devices: int, interval: float) -> list[DeviceRecord]:
     out = []
     for i in range(devices):
@@ -87,6 +93,7 @@ def records(ports: list[int], per_server: int, devices: int, interval: float) ->
                 protocol="modbus_tcp",
                 address=f"127.0.0.1:{port}",
                 driver_config={"unit_id": i % per_server + 1, "timeout_s": 2.0},
+                metrics=GAUGE_SCHEMA,
             )
         )
     return out

@@ -142,7 +142,7 @@ class Rejected:
         return format_line("deadletter", tags, fields, self.time_ms if time_ms is None else time_ms)
 
     def deadletter_message(self) -> bytes:
-        """The JSON published on ``kota/v1/hub/deadletter``."""
+        """The JSON published on the dead-letter topic (``DEADLETTER_TOPIC``)."""
         body: dict[str, object] = {
             "device": self.device_id,
             "topic": self.topic,
