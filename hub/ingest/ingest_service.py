@@ -133,7 +133,10 @@ class IngestService:
             )
         self.directory = directory
         self.decoder = ContractDecoder(
-            directory, max_age_s=cfg.max_age_s, max_clock_skew_s=cfg.max_clock_skew_s
+            directory,
+            max_age_s=cfg.max_age_s,
+            max_clock_skew_s=cfg.max_clock_skew_s,
+            unknown_metrics=cfg.unknown_metrics,
         )
         self.status = DeviceStatusTracker(offline_factor=cfg.offline_factor)
         self.stats = IngestStats()

@@ -45,10 +45,11 @@ def test_each_reason_reaches_topic_and_measurement(
         ("payload_too_large", dev, payload({"s": "x" * 200}) + " " * 70_000),
         ("too_many_metrics", dev, payload({f"m{i}": 1 for i in range(201)})),
         ("bad_metric_name", dev, payload({"Level": 1})),
-        ("type_changed", dev, payload({"mode": "auto"}, ts=now - 2000)),
+        ("wrong_type", dev, payload({"level_m": "high"}, ts=now - 2000)),
+        ("metric_not_in_type", dev, payload({"undeclared": 1.0}, ts=now - 1500)),
+        ("bad_text", dev, b'{"metrics": {"level_m": 1.0}, "note": "\\ud800"}'),
+        ("out_of_range", dev, payload({"level_m": 2**63})),
     ]
-    # The first message sets the type of "mode" to number; the case above then changes it.
-    publisher.publish(dev, payload({"mode": 1.0}, ts=now - 3000))
     for _, topic, body in cases:
         publisher.publish(topic, body)
     # Ingest goes on after all of that.
@@ -79,4 +80,4 @@ def test_each_reason_reaches_topic_and_measurement(
     assert by_reason() == expected
     assert dict(service.stats.deadletters) == dict(expected)
     rows = running_stack.influx.rows("SELECT * FROM flood", database=influx_db)
-    assert [(r.get("level_m"), r.get("mode")) for r in rows] == [(None, 1.0), (2.5, None)]
+    assert [r.get("level_m") for r in rows] == [2.5]
