@@ -40,6 +40,7 @@ from hub.ingest.contract_decoder import (
     Rejected,
     parse_topic,
 )
+from hub.ingest.deadletter_log import DeadletterLog
 from hub.ingest.device_status import DeviceStatusTracker, StatusChange, parse_status_line
 from hub.ingest.influx_writer import InfluxLineWriter, RefusedLine, WriterStoppedError
 from hub.ingest.line_protocol import line_measurement, line_tag, series_batches
@@ -141,6 +142,7 @@ class IngestService:
         self.status = DeviceStatusTracker(offline_factor=cfg.offline_factor)
         self.stats = IngestStats()
         self.hub_measurement = HubMeasurement(cfg.client_id)
+        self.deadletter_log = DeadletterLog()
         self.wal_dir = wal_directory(settings)
         self._segment_bytes = segment_bytes
         self._password = mqtt_password
@@ -285,6 +287,7 @@ class IngestService:
         self._stop_writer.set()
         self._join("ingest-writer")
         self._flush_group()  # dead-letters of points InfluxDB refused in the last batch
+        self.deadletter_log.summarise(force=True)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.wal.close()
@@ -438,8 +441,9 @@ class IngestService:
         )
 
     def _deadletter(self, rejected: Rejected) -> str:
-        """Count and publish a rejection; return its ``deadletter`` line."""
+        """Count, log and publish a rejection; return its ``deadletter`` line."""
         self.stats.deadletters[rejected.reason.value] += 1
+        self.deadletter_log.rejected(rejected)
         intake = self._intake
         if intake is not None:
             # A live feed at QoS 0: the durable record is the deadletter point in the WAL.
@@ -724,6 +728,7 @@ class IngestService:
             self._duty("device list refresh", self._refresh_directory)
             self._duty("silence check", self._check_silence)
             self._duty("WAL gauges", self._update_wal_gauges)
+            self._duty("dead-letter summary", self.deadletter_log.summarise)
             if time.monotonic() >= next_metrics:
                 next_metrics += interval
                 self._duty("hub measurement", self._queue_hub_points)

@@ -48,6 +48,7 @@ def test_lone_surrogates_are_dead_lettered_and_ingest_goes_on(
     influx_db: str,
     unique_id: str,
     protocol: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     gauge = f"{unique_id}-g1"
     hubs.devices(device(gauge))
@@ -67,6 +68,10 @@ def test_lone_surrogates_are_dead_lettered_and_ingest_goes_on(
     status, body = _probe(service, "/healthz")
     assert status == 200, body
     assert body["threads"]["ingest-flusher"]["restarts"] == 0
+    # The operator's log names the first rejection of the device and reason, once.
+    told = [r.getMessage() for r in caplog.records if r.name == "hub.ingest.deadletter"]
+    assert len(told) == 1, told
+    assert told[0].startswith(f"dead-letter bad_text from device '{gauge}'")
 
 
 def test_huge_seq_is_refused_and_housekeeping_goes_on(
