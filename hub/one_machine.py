@@ -22,12 +22,15 @@ from device_registry.directory import DeviceDirectory, FileDeviceDirectory
 from device_registry.errors import FieldError, RegistryError
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceStatusUpdate
+from hub.influxql import InfluxQL
 from hub.ingest.device_status import StatusChange
+from hub.last_readings import InfluxLastReadings
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
 STATUS_FLUSH_INTERVAL_S = 1.0
 STATUS_BATCH = 500
+READINGS_TIMEOUT_S = 3.0
 
 
 def open_directory(
@@ -111,6 +114,29 @@ def _index_of(field: str) -> int | None:
     return None
 
 
+def readings_from_influx(
+    settings: Settings, service: RegistryService
+) -> tuple[InfluxQL | None, InfluxLastReadings | None]:
+    """The registry page's source of last readings: the InfluxDB the hub writes to.
+
+    Only the v1 query API is asked (InfluxDB 1.x, and 2.x/3.x through their v1
+    compatibility with a username and password); a v2-only setup shows what was pushed.
+    """
+    ix = settings.influx
+    if ix.api != "v1":
+        log.info("last readings on the registry page need influx.api = v1; not shown")
+        return None, None
+    # A page load waits for this query: a short timeout keeps a slow InfluxDB from
+    # holding the page, which then shows the pushed readings and says why.
+    influx = InfluxQL(
+        ix.url,
+        username=ix.username,
+        password=ix.password.get_secret_value() if ix.password else None,
+        timeout_s=min(ix.timeout_s, READINGS_TIMEOUT_S),
+    )
+    return influx, InfluxLastReadings(service, influx, database=ix.database)
+
+
 async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     """Run ingest, the registry API and (if configured) the agent until SIGINT/SIGTERM."""
     import signal
@@ -160,10 +186,12 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     server: uvicorn.Server | None = None
+    readings_influx: InfluxQL | None = None
     if with_api:
+        readings_influx, readings_source = readings_from_influx(settings, service)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(service),
+                create_app(service, readings_source=readings_source),
                 host=settings.registry.api_host,
                 port=settings.registry.api_port,
                 log_level="warning",
@@ -200,4 +228,6 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
         await asyncio.to_thread(status_sink.flush)
         if dynsec is not None:
             dynsec.close()
+        if readings_influx is not None:
+            readings_influx.close()
         database.close()
