@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bench.bench_stack import TELEMETRY_TOPIC, BenchError, device_id
 from drivers.contract import telemetry_payload as telemetry_message
-from hub.ingest.mqtt_intake import mqtt_string, varint_bytes
+from hub.ingest.mqtt_packets import mqtt_string, varint_bytes
 
 # paho message ids are 16 bit: keep fewer than that unacknowledged per connection.
 MAX_PENDING_PER_CLIENT = 30_000

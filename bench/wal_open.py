@@ -29,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub.ingest.write_ahead_log import DEFAULT_SEGMENT_BYTES, WriteAheadLog, scan_valid_end
+from hub.ingest.wal_segments import scan_valid_end
+from hub.ingest.write_ahead_log import DEFAULT_SEGMENT_BYTES, WriteAheadLog
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -8,7 +8,8 @@ acknowledgement after its handler 20,800-25,000 msg/s, this client 100,000 msg/s
 contract decoder behind each, the Python clients leave too little of the core for the
 hub's own work. The client is deliberately small: it speaks only what a subscriber
 needs (CONNECT, SUBSCRIBE, PUBLISH in at QoS 0 and 1, PUBACK, PINGREQ, DISCONNECT,
-and QoS 0 PUBLISH out for the dead-letter feed), in MQTT 3.1.1 and 5.
+and QoS 0 PUBLISH out for the dead-letter feed), in MQTT 3.1.1 and 5. The packets it
+sends are built in ``mqtt_packets.py``; this module owns the socket and reads the stream.
 
 What it refuses at the packet level (a PUBLISH over ``max_packet_bytes``, a topic that is
 not UTF-8, a QoS 2 PUBLISH) it skips without dropping the connection and reports to
@@ -39,12 +40,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from hub.ingest.mqtt_packets import (
+    AUTH_FAILURE_CODES,
+    CONNACK,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    UNSUPPORTED_PROTOCOL,
+    ack_packet,
+    connack_result,
+    connack_text,
+    connect_packet,
+    puback_packets,
+    publish_packet,
+    shared_group,
+    subscribe_packet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,29 +99,8 @@ PING_IDLE_S = 5.0
 PING_TIMEOUT_MAX_S = 10.0
 PROBE_TOPIC = "kota/v1/hub/probe/{client_id}"
 
-# Packet types (high nibble of the fixed header).
-CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
-PUBREC, PUBREL, PUBCOMP = 0x50, 0x60, 0x70
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
-# MQTT 5 property identifiers used in CONNECT.
-PROP_SESSION_EXPIRY, PROP_RECEIVE_MAXIMUM, PROP_MAXIMUM_PACKET_SIZE = 0x11, 0x21, 0x27
-# CONNACK reason codes, v5 numbering; 3.1.1 return codes are mapped onto them.
-AUTH_FAILURE_CODES = frozenset({0x86, 0x87})
-UNSUPPORTED_PROTOCOL = 0x84
 # Retried no faster than ``auth_failure_min_s``: trying again soon cannot help.
 SLOW_RETRY_CODES = AUTH_FAILURE_CODES | {UNSUPPORTED_PROTOCOL}
-_V311_CONNACK = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
-_CONNACK_TEXT = {
-    0x80: "unspecified error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x8A: "banned",
-}
-_PUBACK = struct.Struct("!BBH")
-_U16 = struct.Struct("!H")
 
 
 class IntakeError(Exception):
@@ -108,7 +111,7 @@ class BrokerRefusedError(IntakeError):
     """CONNACK with a failure reason code."""
 
     def __init__(self, code: int) -> None:
-        super().__init__(f"broker refused the connection: {_CONNACK_TEXT.get(code, hex(code))}")
+        super().__init__(f"broker refused the connection: {connack_text(code)}")
         self.code = code
 
 
@@ -153,28 +156,6 @@ class IntakeStats:
     refused_packets: dict[str, int] = field(default_factory=dict)
 
 
-def varint_bytes(value: int) -> bytes:
-    """An MQTT variable byte integer (the remaining length of a packet)."""
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _packet(header: int, body: bytes) -> bytes:
-    return bytes([header]) + varint_bytes(len(body)) + body
-
-
-def mqtt_string(value: str) -> bytes:
-    """An MQTT UTF-8 string: two bytes of length, then the bytes."""
-    raw = value.encode("utf-8")
-    if len(raw) > 0xFFFF:
-        raise ValueError("MQTT strings are at most 65,535 bytes")
-    return _U16.pack(len(raw)) + raw
-
-
 def _read_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
     """``(value, next position)``; raises IntakeError on a malformed integer."""
     value, mult = 0, 1
@@ -190,63 +171,9 @@ def _read_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
     raise IntakeError("malformed variable byte integer")
 
 
-def connect_packet(options: IntakeOptions) -> bytes:
-    """CONNECT for a persistent session (clean start off), with user name and password."""
-    v5 = options.protocol == "5"
-    flags = 0x00  # clean session / clean start off: the broker keeps our queue
-    if options.username is not None:
-        flags |= 0x80
-        if options.password is not None:
-            flags |= 0x40
-    body = mqtt_string("MQTT") + bytes([5 if v5 else 4, flags]) + _U16.pack(options.keepalive_s)
-    if v5:
-        props = bytes([PROP_SESSION_EXPIRY]) + struct.pack("!I", options.session_expiry_s)
-        props += bytes([PROP_RECEIVE_MAXIMUM]) + _U16.pack(options.receive_maximum)
-        props += bytes([PROP_MAXIMUM_PACKET_SIZE]) + struct.pack("!I", options.max_packet_bytes)
-        body += varint_bytes(len(props)) + props
-    body += mqtt_string(options.client_id)
-    if options.username is not None:
-        body += mqtt_string(options.username)
-        if options.password is not None:
-            body += mqtt_string(options.password)
-    return _packet(CONNECT, body)
-
-
-def subscribe_packet(
-    options: IntakeOptions, packet_id: int, qos: int = 1, extra: Sequence[str] = ()
-) -> bytes:
-    """SUBSCRIBE to every topic filter (and the ``extra`` ones) at ``qos``."""
-    body = _U16.pack(packet_id)
-    if options.protocol == "5":
-        body += b"\x00"  # no properties
-    for topic in (*options.topics, *extra):
-        body += mqtt_string(topic) + bytes([qos])
-    return _packet(SUBSCRIBE, body)
-
-
-def shared_group(topics: Sequence[str]) -> str | None:
-    """The group of the first ``$share/<group>/...`` filter, if any."""
-    for topic in topics:
-        if topic.startswith("$share/"):
-            return topic.split("/", 2)[1]
-    return None
-
-
 def ping_timeout_s(keepalive_s: float) -> float:
     """How long a PINGREQ may stay unanswered before the connection counts as dead."""
     return min(keepalive_s / 2, PING_TIMEOUT_MAX_S)
-
-
-def publish_packet(options: IntakeOptions, topic: str, payload: bytes) -> bytes:
-    """A QoS 0 PUBLISH, not retained."""
-    body = mqtt_string(topic) + (b"\x00" if options.protocol == "5" else b"") + payload
-    return _packet(PUBLISH, body)
-
-
-def puback_packets(packet_ids: Sequence[int]) -> bytes:
-    """PUBACKs for many packet ids as one buffer (same 4 bytes in 3.1.1 and 5)."""
-    pack = _PUBACK.pack
-    return b"".join([pack(PUBACK, 2, packet_id) for packet_id in packet_ids])
 
 
 def _set_dead_peer_options(sock: socket.socket, keepalive_s: float) -> None:
@@ -342,7 +269,7 @@ class MqttIntake:
             sock = self._sock
             if sock is not None:
                 with contextlib.suppress(OSError):
-                    sock.sendall(_packet(DISCONNECT, b""))
+                    sock.sendall(DISCONNECT_PACKET)
                     # Half-close only: the reader waits for the broker to close, so the
                     # PUBACKs sent before are read. Closing at once makes the kernel send
                     # a reset, and Mosquitto drops what it had not read yet (redeliveries).
@@ -386,9 +313,9 @@ class MqttIntake:
         for packet_id in packet_ids:
             if packet_id in qos2:
                 qos2.discard(packet_id)  # the id is free again once PUBREL/PUBCOMP pass
-                out += _PUBACK.pack(PUBREC, 2, packet_id)
+                out += ack_packet(PUBREC, packet_id)
             else:
-                out += _PUBACK.pack(PUBACK, 2, packet_id)
+                out += ack_packet(PUBACK, packet_id)
         return bytes(out)
 
     def publish(self, topic: str, payload: bytes) -> bool:
@@ -526,12 +453,8 @@ class MqttIntake:
             header, body, rest = self._read_one(sock, opts.connect_timeout_s)
             if header & 0xF0 != CONNACK or len(body) < 2:
                 raise IntakeError(f"expected CONNACK, got packet type {header >> 4}")
-            session_present = bool(body[0] & 0x01)
-            code = body[1]
-            if opts.protocol != "5" or code < 0x80:
-                # 3.1.1 return codes 1-5. A broker that does not speak MQTT 5 may answer a
-                # v5 CONNECT with one (aedes sends 0x01): that is a refusal too.
-                code = _V311_CONNACK.get(code, 0x80 if code else 0)
+            # A 3.1.1 return code to a v5 CONNECT (aedes sends 0x01) is a refusal too.
+            session_present, code = connack_result(body, opts.protocol)
             if code:
                 raise BrokerRefusedError(code)
             self._subscribe_id = self._subscribe_id % 0xFFFF + 1
@@ -629,7 +552,7 @@ class MqttIntake:
                     if not ping_sent and (
                         now - last_in >= ping_idle or now - self._last_sent >= keepalive / 2
                     ):
-                        self._send(sock, bytes([PINGREQ, 0]))
+                        self._send(sock, PINGREQ_PACKET)
                         ping_sent = now
                 continue
             if not data:
@@ -640,7 +563,7 @@ class MqttIntake:
                 data = self._skip_input(data)
             buf += data
             if keepalive and now - self._last_sent >= keepalive / 2:
-                self._send(sock, bytes([PINGREQ, 0]))
+                self._send(sock, PINGREQ_PACKET)
                 ping_sent = now
 
     def _skip_input(self, data: bytes) -> bytes:
@@ -752,7 +675,7 @@ class MqttIntake:
             self._on_suback(bytes(buf[i:end]), v5)
         elif kind == PUBREL and length >= 2:
             # The second half of a refused QoS 2 delivery (its PUBREC was the ack).
-            self._send_current(_PUBACK.pack(PUBCOMP, 2, (buf[i] << 8) | buf[i + 1]))
+            self._send_current(ack_packet(PUBCOMP, (buf[i] << 8) | buf[i + 1]))
         elif kind == DISCONNECT:
             code = buf[i] if v5 and length else 0
             raise IntakeError(f"broker sent DISCONNECT (reason 0x{code:02x})")

@@ -10,7 +10,8 @@ A segment that is full (or the last one when the log is closed or reopened) is
 holds its size, its record count and every record's offset. Opening the log reads the
 sidecars and scans only a segment without one (normally the newest, after a crash), so
 start-up costs one small read per segment instead of reading gigabytes. The reader
-still checks every record's checksum when it reads it.
+still checks every record's checksum when it reads it. The file formats (records,
+sidecars) and the scan are in ``wal_segments.py``; this module owns the files' lifecycle.
 
 Damage is counted and logged, never skipped silently: a torn tail of the newest segment
 (a crash mid-write) is cut off when the log is opened; a record that fails its checksum
@@ -31,28 +32,30 @@ import errno
 import fcntl
 import logging
 import os
-import struct
-import sys
 import threading
 import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+
+from hub.ingest.wal_segments import (
+    HEADER,
+    INDEX_SUFFIX,
+    MAX_RECORD_BYTES,
+    SEGMENT_SUFFIX,
+    SegmentIndex,
+    fsync_dir,
+    index_name,
+    read_index_header,
+    read_index_offsets,
+    scan_segment,
+    segment_name,
+    write_index,
+)
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<II")
-SEGMENT_SUFFIX = ".wal"
-INDEX_SUFFIX = ".idx"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-MAX_RECORD_BYTES = 256 * 1024 * 1024
-# Sidecar: magic, segment bytes at sealing, end of its last whole record, record count,
-# crc32 of the offsets that follow; then a crc32 of those fields; then u64 offsets.
-INDEX_MAGIC = b"KOTAWAL1"
-INDEX_HEADER = struct.Struct("<8sQQQI")
-INDEX_CRC = struct.Struct("<I")
-INDEX_PREFIX_BYTES = INDEX_HEADER.size + INDEX_CRC.size
 # Errors that mean "no room" rather than "broken disk": the hub waits for space.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -77,171 +80,10 @@ class WalPosition:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentScan:
-    """What a scan of one segment file found: whole records and the damage between them."""
-
-    offsets: array[int]
-    valid_end: int
-    damage: tuple[tuple[int, int], ...]  # (offset, bytes dropped), in file order
-    torn_tail: int  # offset where an unreadable tail starts; -1 when there is none
-
-
-def _segment_name(number: int) -> str:
-    return f"{number:016d}{SEGMENT_SUFFIX}"
-
-
-def _index_name(number: int) -> str:
-    return f"{number:016d}{INDEX_SUFFIX}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def free_bytes(directory: Path) -> int:
     """Bytes an unprivileged writer may still use on the filesystem of ``directory``."""
     stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize
-
-
-def _record_ok(handle: BinaryIO, offset: int, end: int) -> tuple[bool, int]:
-    """(whether a whole record with a good checksum starts at offset, its length)."""
-    handle.seek(offset)
-    header = handle.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return False, -1
-    length, crc = HEADER.unpack(header)
-    if length > MAX_RECORD_BYTES or offset + HEADER.size + length > end:
-        return False, length
-    payload = handle.read(length)
-    return len(payload) == length and zlib.crc32(payload) == crc, length
-
-
-def scan_segment(path: Path, end: int | None = None) -> SegmentScan:
-    """Read and check every record of a segment file (the slow path: no sidecar)."""
-    offsets: array[int] = array("Q")
-    damage: list[tuple[int, int]] = []
-    offset = 0
-    torn = -1
-    with path.open("rb") as handle:
-        if end is None:
-            end = os.fstat(handle.fileno()).st_size
-        while offset < end:
-            ok, length = _record_ok(handle, offset, end)
-            if ok:
-                offsets.append(offset)
-                offset += HEADER.size + length
-                continue
-            # A bad record whose length still leads to a good record is damage in the
-            # middle (a flipped byte): skip just it. Otherwise nothing after it can be
-            # framed, so it is the tail (a torn write when this is the newest segment).
-            following = offset + HEADER.size + length
-            framed = 0 <= length <= MAX_RECORD_BYTES and following < end
-            if framed and _record_ok(handle, following, end)[0]:
-                damage.append((offset, following - offset))
-                offset = following
-                continue
-            damage.append((offset, end - offset))
-            torn = offset
-            break
-    valid_end = torn if torn >= 0 else end
-    return SegmentScan(offsets, valid_end, tuple(damage), torn)
-
-
-def scan_valid_end(path: Path) -> tuple[int, int]:
-    """(bytes of whole valid records, record count) at the start of a segment file.
-
-    The full read and check the log used to do for every segment at open; the WAL bench
-    times it as the reference.
-    """
-    end = count = 0
-    with path.open("rb") as handle:
-        while True:
-            header = handle.read(HEADER.size)
-            if len(header) < HEADER.size:
-                return end, count
-            length, crc = HEADER.unpack(header)
-            if length > MAX_RECORD_BYTES:
-                return end, count
-            payload = handle.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                return end, count
-            end += HEADER.size + length
-            count += 1
-
-
-def _offsets_bytes(offsets: array[int]) -> bytes:
-    if sys.byteorder == "big":
-        offsets = array("Q", offsets)
-        offsets.byteswap()
-    return offsets.tobytes()
-
-
-def write_index(path: Path, size: int, valid_end: int, offsets: array[int]) -> None:
-    """Write a segment's sidecar atomically: temporary file, fsync, rename, fsync dir."""
-    body = _offsets_bytes(offsets)
-    header = INDEX_HEADER.pack(INDEX_MAGIC, size, valid_end, len(offsets), zlib.crc32(body))
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with temporary.open("wb") as handle:
-            handle.write(header + INDEX_CRC.pack(zlib.crc32(header)) + body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentIndex:
-    """A sidecar's header: the sealed segment's size, valid end and record count."""
-
-    size: int
-    valid_end: int
-    records: int
-    offsets_crc: int
-
-
-def read_index_header(path: Path) -> SegmentIndex | None:
-    """The sidecar's header, or None when it is missing or does not check out."""
-    try:
-        with path.open("rb") as handle:
-            prefix = handle.read(INDEX_PREFIX_BYTES)
-    except FileNotFoundError:
-        return None
-    if len(prefix) < INDEX_PREFIX_BYTES:
-        return None
-    header = prefix[: INDEX_HEADER.size]
-    (crc,) = INDEX_CRC.unpack(prefix[INDEX_HEADER.size :])
-    magic, size, valid_end, records, offsets_crc = INDEX_HEADER.unpack(header)
-    if magic != INDEX_MAGIC or zlib.crc32(header) != crc or valid_end > size:
-        return None
-    return SegmentIndex(size, valid_end, records, offsets_crc)
-
-
-def read_index_offsets(path: Path, index: SegmentIndex) -> array[int] | None:
-    """Every record offset of a sealed segment, or None when the sidecar is damaged."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(INDEX_PREFIX_BYTES)
-            body = handle.read()
-    except FileNotFoundError:
-        return None
-    if len(body) != 8 * index.records or zlib.crc32(body) != index.offsets_crc:
-        return None
-    offsets: array[int] = array("Q")
-    offsets.frombytes(body)
-    if sys.byteorder == "big":
-        offsets.byteswap()
-    return offsets
 
 
 class WriteAheadLog:
@@ -341,7 +183,7 @@ class WriteAheadLog:
         for number in indexes - set(numbers):
             # Its segment was released and the crash came before the sidecar went too.
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / _index_name(number)).unlink()
+                (self.directory / index_name(number)).unlink()
         numbers.sort()
         # Only the newest segment with data can end in a torn write (a crash leaves the
         # empty segment of the next run, or of a rotation, after it).
@@ -349,7 +191,7 @@ class WriteAheadLog:
         for number in numbers:
             index = None
             if number in indexes:
-                index = read_index_header(self.directory / _index_name(number))
+                index = read_index_header(self.directory / index_name(number))
             if index is not None and index.size == self._sizes[number]:
                 self._indexes[number] = index
                 self._ends[number] = index.valid_end
@@ -359,7 +201,7 @@ class WriteAheadLog:
 
     def _recover_by_scan(self, number: int, *, newest: bool) -> None:
         """Scan a segment without a (valid) sidecar, cut a torn tail, then seal it."""
-        path = self.directory / _segment_name(number)
+        path = self.directory / segment_name(number)
         scan = scan_segment(path, self._sizes[number])
         size = self._sizes[number]
         for offset, dropped in scan.damage:
@@ -390,7 +232,7 @@ class WriteAheadLog:
             self.corrupt_bytes += dropped
         log.warning(
             "%s: %s at offset %d, %d bytes dropped",
-            self.directory / _segment_name(number),
+            self.directory / segment_name(number),
             what,
             offset,
             dropped,
@@ -398,13 +240,13 @@ class WriteAheadLog:
 
     def _seal(self, number: int, size: int, valid_end: int, offsets: array[int]) -> bool:
         """Write the sidecar; without one (disk full) the next open scans the segment."""
-        path = self.directory / _index_name(number)
+        path = self.directory / index_name(number)
         try:
             write_index(path, size, valid_end, offsets)
         except OSError as err:
             log.warning(
                 "%s: cannot write the segment's index (%s); the next start scans it",
-                self.directory / _segment_name(number),
+                self.directory / segment_name(number),
                 err,
             )
             return False
@@ -437,11 +279,11 @@ class WriteAheadLog:
 
     def _open_segment(self, number: int) -> int:
         """Create an empty segment file (its name durable in the directory); its fd."""
-        path = self.directory / _segment_name(number)
+        path = self.directory / segment_name(number)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.ftruncate(fd, 0)  # a file left by a failed earlier attempt
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError:
             os.close(fd)
             raise
@@ -564,7 +406,7 @@ class WriteAheadLog:
                 with contextlib.suppress(WalWriteError):
                     self.sync()
                 os.close(self._fd)
-                path = self.directory / _segment_name(self._active)
+                path = self.directory / segment_name(self._active)
                 if self._written:
                     self._seal(self._active, self._written, self._written, self._active_offsets)
                 else:
@@ -685,7 +527,7 @@ class WriteAheadLog:
     def _read_segment(
         self, pos: WalPosition, limit: int, max_bytes: int
     ) -> tuple[list[bytes], int, bool]:
-        path = self.directory / _segment_name(pos.segment)
+        path = self.directory / segment_name(pos.segment)
         records: list[bytes] = []
         offset = pos.offset
         taken = 0
@@ -730,7 +572,7 @@ class WriteAheadLog:
             offsets = self._offsets.get(number)
             index = self._indexes.get(number)
         if offsets is None and index is not None:
-            offsets = read_index_offsets(self.directory / _index_name(number), index)
+            offsets = read_index_offsets(self.directory / index_name(number), index)
             if offsets is not None:
                 with self._cond:
                     self._offsets[number] = offsets
@@ -750,9 +592,9 @@ class WriteAheadLog:
             doomed = [n for n in self._sizes if n < upto.segment and n != self._active]
         for number in doomed:
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / _segment_name(number)).unlink()
+                (self.directory / segment_name(number)).unlink()
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / _index_name(number)).unlink()
+                (self.directory / index_name(number)).unlink()
             with self._cond:
                 self._total -= self._sizes.pop(number, 0)
                 self._ends.pop(number, None)

@@ -35,6 +35,8 @@ from hub.ingest.mqtt_intake import (
     IntakeError,
     IntakeOptions,
     MqttIntake,
+)
+from hub.ingest.mqtt_packets import (
     connect_packet,
     puback_packets,
     publish_packet,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.ingest.write_ahead_log import HEADER, WalPosition, WriteAheadLog
+from hub.ingest.wal_segments import HEADER
+from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
 
 LOGGER = "hub.ingest.write_ahead_log"
 

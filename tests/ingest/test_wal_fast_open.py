@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.ingest.write_ahead_log import HEADER, WriteAheadLog
+from hub.ingest.wal_segments import HEADER
+from hub.ingest.write_ahead_log import WriteAheadLog
 from tests.ingest.test_wal_damage import read_all, record, segments
 
 MIB = 1024 * 1024
