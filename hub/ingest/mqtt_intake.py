@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from drivers.contract import hub_probe_topic
 from hub.ingest.mqtt_packets import (
     AUTH_FAILURE_CODES,
     CONNACK,
@@ -97,7 +98,6 @@ FAILURE_LOG_INTERVAL_S = 60.0
 # that a dead connection is noticed within PING_IDLE_S + ping timeout.
 PING_IDLE_S = 5.0
 PING_TIMEOUT_MAX_S = 10.0
-PROBE_TOPIC = "kota/v1/hub/probe/{client_id}"
 
 # Retried no faster than ``auth_failure_min_s``: trying again soon cannot help.
 SLOW_RETRY_CODES = AUTH_FAILURE_CODES | {UNSUPPORTED_PROTOCOL}
@@ -234,7 +234,7 @@ class MqttIntake:
         self._failures_since_log = 0
         # The shared-subscription probe (only on the first subscription of a start).
         group = shared_group(options.topics) if options.shared_probe_s > 0 else None
-        self._probe_topic = PROBE_TOPIC.format(client_id=options.client_id)
+        self._probe_topic = hub_probe_topic(options.client_id)
         self._probe_filters = [f"$share/{group}/{self._probe_topic}"] if group else []
         self._probe_wanted = bool(group)
         self._probe_token = b""
