@@ -396,11 +396,19 @@ class WriteAheadLog:
             self._written = self._synced = 0
             self._durable = WalPosition(self._active, 0)
 
-    def close(self) -> None:
-        """Sync, seal and close the active segment and release the directory lock."""
+    def close(self, *, written: WalPosition | None = None) -> None:
+        """Sync, seal and close the active segment and release the directory lock.
+
+        ``written``: how far the consumer (InfluxDB) holds the log. When that is all of
+        it, every segment is deleted, so a clean stop leaves nothing to replay.
+        """
         if self._closed:
             return
         try:
+            if self._fd >= 0 and written is not None and written >= self._durable:
+                os.close(self._fd)
+                self._fd = -1
+                self._discard_all()
             if self._fd >= 0:
                 # A failure is rolled back and logged; what was synced before is sealed.
                 with contextlib.suppress(WalWriteError):
@@ -420,6 +428,19 @@ class WriteAheadLog:
             with self._cond:
                 self._cond.notify_all()
             self._unlock()
+
+    def _discard_all(self) -> None:
+        """Delete every segment and sidecar (all of it is written downstream)."""
+        with self._cond:
+            numbers = list(self._sizes)
+            for table in (self._sizes, self._ends, self._indexes, self._offsets):
+                table.clear()
+            self._total = 0
+        for number in numbers:
+            for name in (segment_name(number), index_name(number)):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.directory / name).unlink()
+        fsync_dir(self.directory)
 
     def _unlock(self) -> None:
         fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
