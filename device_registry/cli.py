@@ -213,13 +213,17 @@ def _describe(name: str, info: FieldInfo) -> tuple[Any, str]:
 
 
 def model_options(
-    model: type[BaseModel], *, skip: frozenset[str] = frozenset()
+    model: type[BaseModel],
+    *,
+    skip: frozenset[str] = frozenset(),
+    notes: dict[str, str] | None = None,
 ) -> Callable[[F], F]:
     """Add one ``--option`` per field of ``model`` to a command taking ``**fields``.
 
     Every option defaults to None (not given); the command passes the given ones to the
     model, which validates them. ``device_type`` becomes ``--type`` and so on
-    (OPTION_ALIASES) next to its long name ``--device-type``.
+    (OPTION_ALIASES) next to its long name ``--device-type``. ``notes`` adds a command's
+    own words to a field's help (a default that the command, not the model, sets).
     """
 
     def decorate(func: F) -> F:
@@ -235,6 +239,8 @@ def model_options(
             if name in SPECIAL_FIELDS or name in skip or name in taken:
                 continue
             python_type, text = _describe(name, info)
+            if notes and name in notes:
+                text = f"{text}; {notes[name]}" if text else notes[name]
             if python_type is bool:
                 declarations: tuple[str, ...] = (BOOL_FLAGS.get(name, f"--{name}/--no-{name}"),)
                 _FIELD_OPTIONS[name] = declarations[0].split("/")[0]
@@ -314,7 +320,7 @@ def _service(config: Path | None, *, broker: bool = True) -> Iterator[RegistrySe
         from device_registry.bulk_import import ImportFileError
 
         if isinstance(error, ImportFileError):
-            console.print(f"[red]unreadable file[/red]: {escape(str(error))}")
+            console.print(f"[red]invalid file[/red]: {escape(str(error))}")
             raise typer.Exit(2) from error
         if isinstance(error, SQLAlchemyError):
             console.print(f"[red]database error[/red]: {escape(str(error))}")
@@ -403,6 +409,14 @@ def _print_written(written: DeviceWritten, *, as_json: bool = False) -> None:
             f"  publish under:      {written.credentials.publish_prefix}",
             soft_wrap=True,
         )
+        # Said every time: the registry keeps only a hash, so this is the only chance.
+        console.print(
+            "This password will not be shown again (the registry keeps only its hash). "
+            "Lost it? `kotahub devices rotate-credentials "
+            f"{written.device.id}` issues a new one and the old one stops working.",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _key_values(items: list[str] | None, option: str) -> dict[str, str]:
@@ -457,8 +471,47 @@ DriverConfigOption = Annotated[
 ]
 
 
+# What a technician registering a device in the field expects: it is installed, so its
+# MQTT identity and secret exist at once. The technician page defaults to the same state.
+ADD_DEFAULT_STATE = "active"
+
+
+def _no_secret_note(device: DevicePublic, device_type: DeviceTypePublic, *, asked: bool) -> str:
+    """Why `devices add` printed no MQTT secret, and how the secret is got later."""
+    activate = f"`kotahub devices update {device.id} --state active`"
+    if not device_type.is_gateway and device_type.protocol != "mqtt":
+        return (
+            f"No MQTT identity: type {device_type.name} speaks {device_type.protocol}, "
+            "not MQTT (an agent polls it)."
+        )
+    if not device_type.is_gateway and device.gateway_id:
+        return f"No MQTT identity of its own: it reports through gateway {device.gateway_id}."
+    if device.state == "planned":
+        return (
+            "No MQTT secret yet: a planned device gets its identity when it goes live; "
+            f"{activate} creates it and prints its secret once."
+        )
+    if not asked:
+        # An update that changes nothing writes nothing, so the way back goes via planned.
+        return (
+            "No MQTT identity made (--no-credentials). To make one later: "
+            f"`kotahub devices update {device.id} --state planned`, then {activate}, "
+            "which prints its secret once."
+        )
+    return ""
+
+
 @devices_app.command("add")
-@model_options(DeviceCreate)
+@model_options(
+    DeviceCreate,
+    notes={
+        "state": (
+            f"default: {ADD_DEFAULT_STATE}, or planned with --no-credentials (an active MQTT "
+            "device or gateway gets its identity and its secret, printed once, at once; a "
+            "planned one on activation)"
+        )
+    },
+)
 def devices_add(
     device_id: Annotated[str, typer.Argument(help="Device id (also its MQTT username).")],
     tag: TagOption = None,
@@ -470,8 +523,12 @@ def devices_add(
     config: ConfigOption = None,
     **fields: Any,
 ) -> None:
-    """Register a device; a live MQTT device or gateway gets credentials (shown once)."""
-    values = _given(fields) | {"id": device_id}
+    """Register a device (state active unless --state); a live MQTT device or gateway gets
+    its MQTT secret now, printed once."""
+    # --no-credentials means "not live yet" unless a state is given: then the advice of
+    # _no_secret_note (activate it) is one command.
+    default_state = "planned" if no_credentials else ADD_DEFAULT_STATE
+    values = {"state": default_state} | _given(fields) | {"id": device_id}
     if tag:
         values["tags"] = _key_values(tag, "--tag")
     config_object = _json_object(driver_config, "--driver-config")
@@ -482,6 +539,12 @@ def devices_add(
         data = DeviceCreate.model_validate(values)
         written = service.create_device(data, actor=_actor(), issue_credentials=not no_credentials)
         _print_written(written, as_json=as_json)
+        if not as_json and written.credentials is None:
+            note = _no_secret_note(
+                written.device, service.get_type(data.device_type), asked=not no_credentials
+            )
+            if note:
+                out().print(note, markup=False, soft_wrap=True)
 
 
 @devices_app.command("list")
@@ -648,7 +711,14 @@ FormatOption = Annotated[
 
 @devices_app.command("import")
 def devices_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, readable=True)] = None,
+    template: Annotated[
+        Path | None,
+        typer.Option(
+            "--template",
+            help="Write an example CSV (every column, a commented example row) here and stop.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -669,8 +739,14 @@ def devices_import(
     config: ConfigOption = None,
 ) -> None:
     """Import devices from CSV or GeoJSON, upserting by id; a dry run unless --apply."""
-    from device_registry.bulk_import import import_devices, parse_file
+    from device_registry.bulk_import import csv_template, import_devices, parse_file
 
+    if template is not None:
+        template.write_text(csv_template(), encoding="utf-8")
+        err().print(f"wrote {template}: fill it in, then: kotahub devices import {template}")
+        return
+    if file is None:
+        raise typer.BadParameter("give the FILE to import (or --template FILE)", param_hint="FILE")
     kind = _file_format(file, file_format)
     console = out()
     # A dry run never reaches the broker, so it needs no broker login either.
@@ -1122,16 +1198,32 @@ def types_update(
 def token_create(
     name: str,
     role: Annotated[str, typer.Option(help="admin, technician, viewer or provisioner")],
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="Expire after 30d, 12h, 90m, 2w... (default: never)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Make an API token; its secret is printed once."""
-    from device_registry.api_tokens import create_token
+    from device_registry.api_tokens import create_token, parse_duration
 
     if role not in ROLES:
         raise typer.BadParameter(f"{role!r}: not one of {', '.join(ROLES)}", param_hint="--role")
+    try:
+        expires_in_s = parse_duration(expires_in) if expires_in is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--expires-in") from error
     with _service(config, broker=False) as service:
-        created = create_token(service.database, name=name, role=role_name(role), actor=_actor())
+        created = create_token(
+            service.database,
+            name=name,
+            role=role_name(role),
+            actor=_actor(),
+            expires_in_s=expires_in_s,
+        )
     out().print(f"token {created.id} ({created.role}), shown once: {created.token}", soft_wrap=True)
+    if created.expires_at is not None:
+        out().print(f"expires {_text(created.expires_at)}")
 
 
 def role_name(value: str) -> Role:
