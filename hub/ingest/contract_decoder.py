@@ -387,6 +387,15 @@ class ContractDecoder:
     ) -> Rejected:
         if route is not None:
             return Rejected(reason, detail, topic, route.record.device_id, payload, received_ms)
+        return self.rejection(reason, detail, topic, payload, received_ms)
+
+    def rejection(
+        self, reason: Reason, detail: str, topic: str, payload: bytes, received_ms: int
+    ) -> Rejected:
+        """A rejection of a message on ``topic``, its device looked up in the registry.
+
+        A device id the registry does not know is marked so, and never becomes a tag.
+        """
         device_id = _topic_device(topic)
         known = device_id is None or self.directory.get(device_id) is not None
         return Rejected(reason, detail, topic, device_id, payload, received_ms, known)

@@ -38,7 +38,6 @@ from hub.ingest.contract_decoder import (
     ContractDecoder,
     Reason,
     Rejected,
-    parse_topic,
 )
 from hub.ingest.deadletter_log import DeadletterLog
 from hub.ingest.device_status import DeviceStatusTracker, StatusChange, parse_status_line
@@ -209,13 +208,19 @@ class IngestService:
             )
             self.metrics_server.start()
         mqtt_cfg = self.settings.mqtt
+        # The hub's own identity and, when mqtt.tls is set, the TLS listener.
+        from hub.local_stack import hub_login, mqtt_endpoint
+
+        host, port, tls = mqtt_endpoint(self.settings)
+        username, password = hub_login(self.settings, self._password)
         self._intake = MqttIntake(
             IntakeOptions(
-                host=mqtt_cfg.host,
-                port=mqtt_cfg.port,
+                host=host,
+                port=port,
+                tls=tls,
                 client_id=self.client_id,
-                username=mqtt_cfg.username,
-                password=self._password,
+                username=username,
+                password=password,
                 topics=subscription_topics(cfg.shared_group),
                 protocol=cfg.mqtt_protocol,
                 keepalive_s=mqtt_cfg.keepalive_s,
@@ -344,20 +349,15 @@ class IngestService:
         """A PUBLISH the intake refused at the packet level: dead-letter it, then ack it."""
         if self._stop_intake.is_set():
             return  # not acked: the broker redelivers it to the next session
-        device_id = parse_topic(topic)
-        rejected = Rejected(
-            Reason(reason),
-            detail,
-            topic,
-            device_id[1][:128] if device_id else None,
-            b"",  # not kept: too large, or refused before it was read
-            now_ms(),
-            device_known=device_id is not None and self.directory.get(device_id[1]) is not None,
-        )
+        # Not kept: too large, or refused before it was read.
+        rejected = self.decoder.rejection(Reason(reason), detail, topic, b"", now_ms())
+        self._queue_refusal(rejected, qos, packet_id)
+
+    def _queue_refusal(self, rejected: Rejected, qos: int, packet_id: int) -> None:
+        """Queue a refused message's dead-letter line and its ack in one fsync group."""
         line = self._deadletter(rejected)
         with self._group_lock:
-            # Acked in the same fsync group as its dead-letter line, as a message is:
-            # the refusal is in the WAL before the broker forgets the packet.
+            # As for any message: the refusal is in the WAL before the broker forgets it.
             wake = not self._group_lines and not self._group_acks
             self._group_lines.append(line)
             if qos:
@@ -378,24 +378,9 @@ class IngestService:
                 exc_info=err,
             )
             self._last_handler_log = now
-        device_id = parse_topic(topic)
-        rejected = Rejected(
-            Reason.HUB_ERROR,
-            f"hub error {type(err).__name__}: {err}"[:256],
-            topic,
-            device_id[1][:128] if device_id else None,
-            payload,
-            now_ms(),
-            device_known=device_id is not None and self.directory.get(device_id[1]) is not None,
-        )
-        line = self._deadletter(rejected)
-        with self._group_lock:
-            wake = not self._group_lines and not self._group_acks
-            self._group_lines.append(line)
-            if qos:
-                self._group_acks.append(packet_id)
-            if wake:
-                self._group_ready.notify()
+        detail = f"hub error {type(err).__name__}: {err}"[:256]
+        rejected = self.decoder.rejection(Reason.HUB_ERROR, detail, topic, payload, now_ms())
+        self._queue_refusal(rejected, qos, packet_id)
 
     def _handle(self, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
         received = time.time_ns() // 1_000_000
