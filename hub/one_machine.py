@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hub.influxql import InfluxQL
 from hub.ingest.device_status import StatusChange
 from hub.last_readings import InfluxLastReadings
 from hub.settings import Settings
+from hub.start_checks import bind_listener
 
 log = logging.getLogger(__name__)
 STATUS_FLUSH_INTERVAL_S = 1.0
@@ -176,6 +178,11 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
             batch_size=settings.registry.dynsec_batch,
         )
     service = RegistryService(database, DynsecIdentities(dynsec) if dynsec else None)
+    # The driver families' device types, with their metric tables as the schema, exist
+    # before the first device is registered (idempotent; an operator's interval stays).
+    seeded = [name for name, action in service.seed_types(actor="kotahub") if action != "unchanged"]
+    if seeded:
+        log.info("device types from the driver families: %s", ", ".join(seeded))
     status_sink = StatusToRegistry(service)
 
     ingest = IngestService(settings, password, directory=ingest_directory)
@@ -186,8 +193,14 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     server: uvicorn.Server | None = None
+    api_socket: socket.socket | None = None
     readings_influx: InfluxQL | None = None
     if with_api:
+        # Bound before ingest starts, so a port in use stops the start with one line
+        # (uvicorn's own bind failure exits from inside its task, with a traceback).
+        api_socket = bind_listener(
+            settings.registry.api_host, settings.registry.api_port, "registry.api_port"
+        )
         readings_influx, readings_source = readings_from_influx(settings, service)
         server = uvicorn.Server(
             uvicorn.Config(
@@ -197,14 +210,20 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
                 log_level="warning",
             )
         )
-    await asyncio.to_thread(ingest.start)
+    try:
+        await asyncio.to_thread(ingest.start)
+    except BaseException:
+        if api_socket is not None:
+            api_socket.close()
+        raise
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(status_sink.run(stop), name="status-to-registry")
             if server is not None:
                 # _serve, not serve: serve() swaps in uvicorn's own SIGINT/SIGTERM handlers,
                 # and here one handler must stop ingest, agent and API together.
-                group.create_task(server._serve(), name="registry-api")
+                sockets = [api_socket] if api_socket is not None else None
+                group.create_task(server._serve(sockets), name="registry-api")
                 log.info(
                     "registry API and technician page on http://%s:%d/ (OpenAPI at /docs)",
                     settings.registry.api_host,
@@ -230,4 +249,6 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
             dynsec.close()
         if readings_influx is not None:
             readings_influx.close()
+        if api_socket is not None:
+            api_socket.close()
         database.close()
