@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,12 +150,15 @@ def browser() -> Iterator[Browser]:
         playwright.stop()
 
 
-@pytest.fixture
-def phone(browser: Browser, page_server: PageServer) -> Iterator[Page]:
-    """A fresh phone: 360x740, touch, GPS granted with a fixed fix in Semarang."""
+@contextmanager
+def phone_context(browser: Browser, base_url: str, width: int, height: int) -> Iterator[Page]:
+    """A fresh phone of a given screen: touch, GPS granted with a fixed fix in Semarang.
+
+    Uncaught script errors and Content-Security-Policy refusals fail the test.
+    """
     context = browser.new_context(
-        base_url=page_server.base_url,
-        viewport={"width": 360, "height": 740},
+        base_url=base_url,
+        viewport={"width": width, "height": height},
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
@@ -164,7 +168,6 @@ def phone(browser: Browser, page_server: PageServer) -> Iterator[Page]:
     )
     context.set_default_timeout(10_000)
     page = context.new_page()
-    # Uncaught script errors and Content-Security-Policy refusals fail the test.
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
     page.on(
@@ -180,6 +183,20 @@ def phone(browser: Browser, page_server: PageServer) -> Iterator[Page]:
     finally:
         context.close()
     assert script_errors == []
+
+
+@pytest.fixture
+def phone(browser: Browser, page_server: PageServer) -> Iterator[Page]:
+    """The smallest phone the page is made for: 360x740."""
+    with phone_context(browser, page_server.base_url, 360, 740) as page:
+        yield page
+
+
+@pytest.fixture
+def phone_390(browser: Browser, page_server: PageServer) -> Iterator[Page]:
+    """A common phone today: 390x844 (the screen of the issue's first-use report)."""
+    with phone_context(browser, page_server.base_url, 390, 844) as page:
+        yield page
 
 
 def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
@@ -249,7 +266,9 @@ def test_sign_in_search_and_open_a_device(phone: Page, page_server: PageServer) 
     phone.fill("#token-input", "khr_not-a-real-token")
     phone.click("#signin-form button[type=submit]")
     token_error = phone.locator('#signin-form [data-error-for="token"]')
-    expect(token_error).to_contain_text("unknown or revoked token")
+    expect(token_error).to_have_text(
+        "This token is unknown or was revoked: ask your admin for a new one."
+    )
     assert phone.evaluate("localStorage.getItem('kotahub.registry.token')") is None
 
     sign_in(phone, page_server, "technician")
@@ -588,12 +607,12 @@ def test_a_bad_serial_shows_the_apis_field_error(phone: Page, page_server: PageS
     phone.fill("#replace-serial", "X" * 101)
     phone.click("#replace-submit")
     serial_error = phone.locator('#replace-form [data-error-for="serial"]')
-    expect(serial_error).to_have_text("String should have at most 100 characters")
+    expect(serial_error).to_have_text("Too long: at most 100 characters (this has 101).")
     expect(phone.locator("#replace-serial")).to_have_attribute("aria-invalid", "true")
     shot(phone, "bad-serial")
     phone.fill("#replace-serial", "   ")
     phone.click("#replace-submit")
-    expect(serial_error).to_have_text("String should have at least 1 character")
+    expect(serial_error).to_have_text("Enter the serial number from the label.")
     assert page_server.device(device_id)["serial"] == "GOOD-1"
     assert page_server.api("GET", f"/devices/{device_id}/history").json()["replacements"] == []
 
@@ -608,12 +627,16 @@ def test_a_bad_serial_shows_the_apis_field_error(phone: Page, page_server: PageS
     phone.fill("#reg-rw", "abc")
     phone.click("#register-form button[type=submit]")
     form = phone.locator("#register-form")
-    expect(form.locator('[data-error-for="id"]')).to_contain_text("String should match pattern")
+    expect(form.locator('[data-error-for="id"]')).to_contain_text("(no spaces)")
     expect(form.locator('[data-error-for="serial"]')).to_have_text(
-        "String should have at most 100 characters"
+        "Too long: at most 100 characters (this has 101)."
     )
-    expect(form.locator('[data-error-for="longitude"]')).to_contain_text("valid number")
-    expect(form.locator('[data-error-for="rw"]')).to_contain_text("String should match pattern")
+    expect(form.locator('[data-error-for="longitude"]')).to_have_text(
+        "Enter the longitude as a number, e.g. 110.422900."
+    )
+    expect(form.locator('[data-error-for="rw"]')).to_have_text(
+        "Enter the RW as a number of 1 to 3 digits, e.g. 3."
+    )
     expect(form.locator('[data-error-for="latitude"]')).to_be_hidden()
     shot(phone, "register-errors", full_page=True)
     # A reference the service checks (unknown type) is named too, after the shape is right.
@@ -625,7 +648,7 @@ def test_a_bad_serial_shows_the_apis_field_error(phone: Page, page_server: PageS
     phone.fill("#reg-gateway", "no-such-gateway")
     phone.click("#register-form button[type=submit]")
     expect(form.locator('[data-error-for="gateway_id"]')).to_have_text(
-        "unknown device 'no-such-gateway'"
+        "No device “no-such-gateway” is registered: check the id."
     )
     expect(form.locator('[data-error-for="serial"]')).to_be_hidden()
     listed = page_server.api("GET", "/devices", params={"q": f"{PREFIX}-cam-new"}).json()

@@ -120,6 +120,76 @@
     for (const el of $$("[aria-invalid]", root)) el.removeAttribute("aria-invalid");
   }
 
+  // How each field is named in a message, and what its rules mean in plain words. The API
+  // stays the one source of the rules; this only says them the way a technician reads.
+  const FIELD_WORDS = {
+    id: { name: "a device id", rule: "Use letters, digits, dots, dashes or underscores, starting with a letter or digit (no spaces)." },
+    device_type: { name: "a device type", choose: true },
+    serial: { name: "the serial number from the label" },
+    latitude: { name: "the latitude", example: "-6.990400", range: [-90, 90] },
+    longitude: { name: "the longitude", example: "110.422900", range: [-180, 180] },
+    kota: { name: "the kota" },
+    kecamatan: { name: "the kecamatan" },
+    kelurahan: { name: "the kelurahan" },
+    rw: { name: "the RW", rule: "Enter the RW as a number of 1 to 3 digits, e.g. 3." },
+    rt: { name: "the RT", rule: "Enter the RT as a number of 1 to 3 digits, e.g. 7." },
+    site_id: { name: "a site", choose: true },
+    team_id: { name: "a team", choose: true },
+    vendor: { name: "the vendor" },
+    model: { name: "the model" },
+    firmware_version: { name: "the firmware version" },
+    gateway_id: { name: "the gateway id" },
+    parent_id: { name: "the parent device id" },
+    protocol_address: { name: "the protocol address" },
+    reason: { name: "a reason" },
+    token: { name: "your API token" },
+  };
+
+  function capital(text) {
+    return text ? text.charAt(0).toUpperCase() + text.slice(1) : text;
+  }
+
+  /** A message in plain words for one field (pydantic's and the service's wording in). */
+  function plainWords(key, detail, input) {
+    const words = FIELD_WORDS[key] || { name: "this value" };
+    const text = String(detail).replace(/^Value error, /, "");
+    let m;
+    if (/^Field required$/.test(text) || /should have at least 1 character/.test(text)) {
+      return (words.choose ? "Choose " : "Enter ") + words.name + ".";
+    }
+    if ((m = text.match(/should have at most (\d+) characters?/))) {
+      const length = input && typeof input.value === "string" ? input.value.trim().length : 0;
+      return "Too long: at most " + m[1] + " characters" + (length ? " (this has " + length + ")" : "") + ".";
+    }
+    if (/should match pattern/.test(text)) {
+      return words.rule || capital(words.name) + " has characters that are not allowed.";
+    }
+    if (/valid number/.test(text)) {
+      return "Enter " + words.name + " as a number" + (words.example ? ", e.g. " + words.example : "") + ".";
+    }
+    if (/(less|greater) than( or equal to)? -?[\d.]+/.test(text) && words.range) {
+      return capital(words.name) + " must be between " + words.range[0] + " and " + words.range[1] + ".";
+    }
+    if ((m = text.match(/^unknown device '(.*)'$/))) return "No device “" + m[1] + "” is registered: check the id.";
+    if ((m = text.match(/^unknown (site|team|device type) '(.*)'$/))) return "No " + m[1] + " “" + m[2] + "” is registered: choose one from the list.";
+    if ((m = text.match(/^device '(.*)' is not a gateway$/))) return "“" + m[1] + "” is not a gateway: give the gateway or agent it reports through.";
+    if ((m = text.match(/^device '(.*)' is retired$/))) return "“" + m[1] + "” is retired: give a device in service.";
+    if (/ids starting with 'kotahub' are reserved/.test(text)) return "Ids starting with “kotahub” are kept for the hub itself: choose another id.";
+    if (/already exists/.test(text) && key === "id") return "A device with this id is already registered: choose another id.";
+    if (/unknown or revoked token/.test(text)) return "This token is unknown or was revoked: ask your admin for a new one.";
+    return capital(text);
+  }
+
+  /** Cross-field rules name "body"; say them at the field that is missing. */
+  function relocate(key, detail) {
+    const text = String(detail).replace(/^Value error, /, "");
+    let m = text.match(/^(\w+) is set but (\w+) is not/);
+    if (m) return { key: m[2], message: "Enter " + (FIELD_WORDS[m[2]] || { name: m[2] }).name + ": a " + m[1] + " needs it." };
+    m = text.match(/^(\w+) is given but (\w+) is not/);
+    if (m) return { key: m[2], message: "Enter " + (FIELD_WORDS[m[2]] || { name: m[2] }).name + " too: latitude and longitude come together." };
+    return { key, message: null };
+  }
+
   function showProblem(root, err) {
     clearErrors(root);
     const problem = err instanceof ApiProblem ? err.problem : { detail: String(err && err.message || err) };
@@ -128,16 +198,19 @@
       : [{ field: problem.field, detail: problem.detail || problem.title }];
     let firstInput = null;
     for (const item of items) {
-      const key = fieldKey(item.field);
       let message = String(item.detail || problem.title || "Refused");
       const prefix = String(item.field || "") + ": ";
       if (item.field && message.startsWith(prefix)) message = message.slice(prefix.length);
+      const moved = relocate(fieldKey(item.field).split(",")[0], message);
+      const key = $('[data-error-for="' + CSS.escape(moved.key) + '"]', root) ? moved.key : fieldKey(item.field).split(",")[0];
+      const named = key === "_form" ? null : $('[name="' + CSS.escape(key) + '"]', root);
+      if (key !== "_form") message = moved.message || plainWords(key, message, named);
       let target = $('[data-error-for="' + CSS.escape(key) + '"]', root);
       if (!target) {
         target = $('[data-error-for="_form"]', root);
         if (key !== "_form") message = key + ": " + message;
       }
-      const input = key === "_form" ? null : $('[name="' + CSS.escape(key) + '"]', root);
+      const input = named;
       if (input) {
         input.setAttribute("aria-invalid", "true");
         firstInput = firstInput || input;
@@ -151,6 +224,21 @@
     }
     if (firstInput) firstInput.focus({ preventScroll: false });
   }
+
+  // A message goes as soon as its field is edited: it described the old value, and a
+  // technician fixing one field should not keep reading an error about it.
+  function clearFieldError(event) {
+    const input = event.target;
+    if (!input || !input.name || !input.form) return;
+    const box = $('[data-error-for="' + CSS.escape(input.name) + '"]', input.form);
+    if (box && !box.hidden) {
+      box.textContent = "";
+      box.hidden = true;
+    }
+    input.removeAttribute("aria-invalid");
+  }
+  document.addEventListener("input", clearFieldError);
+  document.addEventListener("change", clearFieldError);
 
   let toastTimer = null;
   function toast(message, isError) {
@@ -208,6 +296,46 @@
     if (location.hash) history.replaceState(null, "", location.pathname);
   }
 
+  /** Try a token (pasted or from a sign-in link); keep it only when the registry takes it. */
+  async function signInWith(token, fromLink) {
+    const form = $("#signin-form");
+    clearErrors(form);
+    state.token = token;
+    state.me = null;
+    try {
+      await loadMe();
+    } catch (err) {
+      state.token = null;
+      show("signin");
+      const detail = err instanceof ApiProblem ? err.problem.detail || err.message : String(err);
+      showProblem(form, new ApiProblem(0, { field: "token", detail }));
+      if (fromLink) {
+        const box = $('[data-error-for="_form"]', form);
+        box.textContent = "The sign-in link did not work. Ask your admin for a new one, or paste a token.";
+        box.hidden = false;
+      }
+      return false;
+    }
+    localStorage.setItem(TOKEN_KEY, token);
+    $("#token-input").value = "";
+    if (location.hash === "#/find" || !location.hash) route();
+    else location.hash = "#/find";
+    if (fromLink) toast("Signed in as " + state.me.name + " with the sign-in link.");
+    return true;
+  }
+
+  /** The token of a sign-in link (`#token=...`), taken once and wiped from the address bar.
+   *
+   * A URL fragment never leaves the phone: it is not in a request line, a Referer or a
+   * server log. replaceState drops it from the address bar and this history entry, so it
+   * is not left on screen, in the back button or in a shared screenshot. */
+  function takeLinkToken() {
+    if (!location.hash.startsWith("#token=")) return null;
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    history.replaceState(null, "", location.pathname + location.search);
+    return token && token.trim() ? token.trim() : null;
+  }
+
   $("#signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
@@ -217,19 +345,7 @@
       showProblem(form, new ApiProblem(0, { field: "token", detail: "Paste your API token first." }));
       return;
     }
-    state.token = token;
-    try {
-      await loadMe();
-    } catch (err) {
-      state.token = null;
-      const detail = err instanceof ApiProblem ? err.problem.detail || err.message : String(err);
-      showProblem(form, new ApiProblem(0, { field: "token", detail }));
-      return;
-    }
-    localStorage.setItem(TOKEN_KEY, token);
-    $("#token-input").value = "";
-    if (location.hash === "#/find" || !location.hash) route();
-    else location.hash = "#/find";
+    await signInWith(token, false);
   });
 
   $("#sign-out").addEventListener("click", () => signOut("Signed out. The token was removed from this phone."));
@@ -243,6 +359,11 @@
   }
 
   async function route() {
+    const linked = takeLinkToken(); // a sign-in link opened while the page was open
+    if (linked) {
+      await signInWith(linked, true);
+      return;
+    }
     if (!state.token) {
       show("signin");
       return;
@@ -595,7 +716,7 @@
       try {
         const written = await api("POST", "/devices/" + enc(device.id) + "/replace", body);
         toast("Unit replaced: " + device.id + " is now serial " + written.device.serial);
-        if (written.credentials) showSecret(written.credentials);
+        if (written.credentials) showSecret(written.credentials, "replaced");
         await openDevice(device.id);
       } catch (err) {
         showProblem(form, err);
@@ -621,7 +742,7 @@
     clearErrors(box);
     try {
       const written = await api("POST", "/devices/" + enc(device.id) + "/rotate-credentials");
-      if (written.credentials) showSecret(written.credentials);
+      if (written.credentials) showSecret(written.credentials, "rotated");
       await openDevice(device.id);
     } catch (err) {
       showProblem(box, err);
@@ -655,7 +776,21 @@
   $("#confirm-cancel").addEventListener("click", () => $("#confirm-dialog").close());
 
   // -- credentials, shown once -----------------------------------------------------------
-  function showSecret(credentials) {
+  // The dialog says what happened: a brand-new device has no old password to warn about.
+  const SECRET_CASES = {
+    created: ["MQTT password for the new device",
+      "The device needs this password to connect to the broker. It is its first one."],
+    rotated: ["New MQTT password",
+      "The old password no longer works: the device stays offline until it has this one."],
+    replaced: ["MQTT password for the new unit",
+      "The failed unit's password no longer works; put this one into the new unit."],
+  };
+
+  function showSecret(credentials, why) {
+    const [title, context] = SECRET_CASES[why] || SECRET_CASES.rotated;
+    $("#secret-title").textContent = title;
+    $("#secret-context").textContent = context;
+    $("#secret-dialog").dataset.case = why;
     $("#secret-username").textContent = credentials.username;
     $("#secret-client-id").textContent = credentials.client_id;
     $("#secret-prefix").textContent = credentials.publish_prefix;
@@ -784,6 +919,8 @@
     ensureMap();
     $("#reg-lat").value = lat.toFixed(6);
     $("#reg-lon").value = lon.toFixed(6);
+    // Set by the pin or the GPS, not typed: clear their old messages the same way.
+    for (const input of [$("#reg-lat"), $("#reg-lon")]) clearFieldError({ target: input });
     placeMarker(lat, lon);
     const note = $("#location-note");
     note.textContent = source === "gps"
@@ -852,7 +989,7 @@
       if (state.marker) { state.marker.remove(); state.marker = null; }
       state.searched = false;
       location.hash = "#/device/" + enc(written.device.id);
-      if (written.credentials) showSecret(written.credentials);
+      if (written.credentials) showSecret(written.credentials, "created");
     } catch (err) {
       showProblem(form, err);
     }
@@ -869,10 +1006,13 @@
   }
 
   async function start() {
+    // First of all, before any request: the link's token leaves the address bar at once.
+    const linked = takeLinkToken();
     await loadSettings();
     state.token = localStorage.getItem(TOKEN_KEY);
     document.body.dataset.ready = "true";
-    await route();
+    if (linked) await signInWith(linked, true);
+    else await route();
   }
 
   start();
