@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import ssl
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
@@ -46,6 +48,20 @@ class BrokerAdmin:
     username: str
     password: str
     timeout_s: float = 10.0
+    # Set: connect with TLS, trusting this CA only and checking that the broker's
+    # certificate names ``host``.
+    ca_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for ``ca_file``, or None for plain MQTT (loopback)."""
+        if self.ca_file is None:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+        except (OSError, ssl.SSLError) as err:
+            raise CredentialsError(f"cannot load the broker's CA {self.ca_file}: {err}") from err
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +167,9 @@ class DynamicSecurityClient:
             protocol=mqtt.MQTTv5,
         )
         client.username_pw_set(self.broker.username, self.broker.password)
+        context = self.broker.tls_context()
+        if context is not None:
+            client.tls_set_context(context)
         subscribed = threading.Event()
 
         def on_connect(
@@ -173,6 +192,11 @@ class DynamicSecurityClient:
         self._connected.clear()
         try:
             client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except ssl.SSLError as err:
+            raise CredentialsError(
+                f"TLS to the MQTT broker at {self.broker.host}:{self.broker.port} failed "
+                f"(is {self.broker.ca_file} the CA that signed its certificate?): {err}"
+            ) from err
         except OSError as err:
             raise CredentialsError(
                 f"cannot reach the MQTT broker at {self.broker.host}:{self.broker.port}: {err}"

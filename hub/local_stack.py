@@ -12,12 +12,15 @@ import base64
 import contextlib
 import getpass
 import hashlib
+import ipaddress
 import json
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -32,8 +35,19 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from device_registry.mqtt_identities import BrokerAdmin
+from drivers.contract import DEADLETTER_TOPIC, SUBSCRIPTION_FILTERS, hub_probe_topic
 from hub.influxql import InfluxQL, InfluxQueryError
+from hub.local_ca import (
+    LocalCaError,
+    TlsFiles,
+    client_context,
+    default_server_names,
+    ensure_server_certificate,
+)
 from hub.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO_TEMPLATE = PROJECT_ROOT / "mosquitto" / "mosquitto.conf.in"
@@ -138,42 +152,97 @@ def dynsec_password_entry(password: str) -> dict[str, object]:
     }
 
 
-def bootstrap_dynsec(path: Path, username: str, password: str) -> None:
-    """Write a dynamic-security file with one admin identity for the hub and the registry.
+def _acl(acltype: str, topic: str) -> dict[str, object]:
+    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
 
-    The admin may manage identities over ``$CONTROL/dynamic-security/#``, read every
-    topic (the hub subscribes to all devices) and publish under ``kota/`` (dead-letter,
-    commands, firmware). Everyone else starts with no rights; the registry grants each
-    device its own topics.
+
+HUB_ROLE = "kotahub-hub"
+ADMIN_ROLE = "kotahub-admin"
+ADMIN_FULL_ROLE = "kotahub-admin-full"
+
+
+def hub_acls() -> list[dict[str, object]]:
+    """The hub's rights: read the contract's topics (also shared), write dead-letter and probe.
+
+    The probe is the hub's own check that a ``$share`` subscription delivers; it needs
+    both directions on ``kota/v1/hub/probe/#`` and nothing else of the hub's namespace.
     """
+    probe = hub_probe_topic("#")
+    filters = [*SUBSCRIPTION_FILTERS, probe]
+    # Mosquitto checks a shared subscription against its full "$share/<group>/..." filter.
+    filters += [f"$share/+/{topic}" for topic in filters]
+    acls = [_acl("publishClientSend", DEADLETTER_TOPIC), _acl("publishClientSend", probe)]
+    acls += [_acl("subscribePattern", topic) for topic in filters]
+    acls += [_acl("unsubscribePattern", topic) for topic in filters]
+    return acls
 
-    def acl(acltype: str, topic: str) -> dict[str, object]:
-        return {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
 
+def admin_acls() -> list[dict[str, object]]:
+    """The admin's rights: the dynamic-security control topic and its replies, nothing else."""
+    control = "$CONTROL/dynamic-security/#"
+    return [
+        _acl("publishClientSend", control),
+        _acl("publishClientReceive", control),
+        _acl("subscribePattern", control),
+        _acl("unsubscribePattern", control),
+    ]
+
+
+def admin_full_acls() -> list[dict[str, object]]:
+    """What ``stack.admin_acl = "full"`` adds: read everything, publish under ``kota/``."""
+    return [
+        _acl("publishClientReceive", "$SYS/#"),
+        _acl("subscribePattern", "$SYS/#"),
+        _acl("publishClientSend", "kota/#"),
+        _acl("publishClientReceive", "#"),
+        _acl("subscribePattern", "#"),
+        _acl("unsubscribePattern", "#"),
+    ]
+
+
+def bootstrap_dynsec(
+    path: Path,
+    username: str,
+    password: str,
+    *,
+    hub_username: str | None = None,
+    hub_password: str | None = None,
+    admin_acl: Literal["full", "control"] = "full",
+) -> None:
+    """Write a dynamic-security file with the admin identity and the hub's own.
+
+    The admin manages identities over ``$CONTROL/dynamic-security/#`` (the registry);
+    with ``admin_acl="full"`` it may also read every topic and publish under ``kota/``.
+    The hub reads the contract's topics and writes the dead-letter topic (``hub_acls``).
+    Everyone else starts with no rights; the registry grants each device and gateway
+    its own topics.
+    """
+    admin_roles = [{"rolename": ADMIN_ROLE}]
+    if admin_acl == "full":
+        admin_roles.append({"rolename": ADMIN_FULL_ROLE})
+    clients: list[dict[str, object]] = [
+        {
+            "username": username,
+            "textName": "Kotahub broker administration (registry)",
+            "roles": admin_roles,
+            **dynsec_password_entry(password),
+        }
+    ]
+    if hub_username is not None and hub_password is not None:
+        clients.append(
+            {
+                "username": hub_username,
+                "textName": "Kotahub hub (ingest)",
+                "roles": [{"rolename": HUB_ROLE}],
+                **dynsec_password_entry(hub_password),
+            }
+        )
     document = {
-        "clients": [
-            {
-                "username": username,
-                "textName": "Kotahub hub and registry",
-                "roles": [{"rolename": "kotahub-admin"}],
-                **dynsec_password_entry(password),
-            }
-        ],
+        "clients": clients,
         "roles": [
-            {
-                "rolename": "kotahub-admin",
-                "acls": [
-                    acl("publishClientSend", "$CONTROL/dynamic-security/#"),
-                    acl("publishClientReceive", "$CONTROL/dynamic-security/#"),
-                    acl("subscribePattern", "$CONTROL/dynamic-security/#"),
-                    acl("publishClientReceive", "$SYS/#"),
-                    acl("subscribePattern", "$SYS/#"),
-                    acl("publishClientSend", "kota/#"),
-                    acl("publishClientReceive", "#"),
-                    acl("subscribePattern", "#"),
-                    acl("unsubscribePattern", "#"),
-                ],
-            }
+            {"rolename": ADMIN_ROLE, "acls": admin_acls()},
+            {"rolename": ADMIN_FULL_ROLE, "acls": admin_full_acls()},
+            {"rolename": HUB_ROLE, "acls": hub_acls()},
         ],
         "groups": [],
         "defaultACLAccess": {
@@ -194,14 +263,14 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def read_credentials(state_dir: Path) -> dict[str, str] | None:
-    """The MQTT admin credentials that ``stack up`` generated, if any."""
+def read_credentials(state_dir: Path, section: str = "mqtt") -> dict[str, str] | None:
+    """The MQTT credentials that ``stack up`` generated, if any: admin (``mqtt``) or ``hub``."""
     path = state_dir / CREDENTIALS_FILE
     if not path.is_file():
         return None
     with path.open("rb") as handle:
         data = tomllib.load(handle)
-    mqtt_section = data.get("mqtt", {})
+    mqtt_section = data.get(section, {})
     if not isinstance(mqtt_section, dict):
         return None
     return {str(k): str(v) for k, v in mqtt_section.items()}
@@ -221,10 +290,109 @@ def mqtt_password(settings: Settings) -> str:
     )
 
 
+def hub_login(settings: Settings, fallback_password: str) -> tuple[str, str]:
+    """The hub's MQTT username and password: its own identity when one is known.
+
+    ``mqtt.hub_password``, else the password ``stack up`` generated for ``mqtt.hub_username``.
+    A setup without either (a broker bootstrapped before the hub had an identity, or
+    settings that name only ``mqtt.username``) logs in as ``mqtt.username`` with
+    ``fallback_password``, and says so once.
+    """
+    mq = settings.mqtt
+    if mq.hub_password is not None:
+        return mq.hub_username, mq.hub_password.get_secret_value()
+    creds = read_credentials(settings.state_dir, "hub")
+    if creds and creds.get("username") == mq.hub_username and creds.get("password"):
+        return mq.hub_username, creds["password"]
+    log.warning(
+        "hub logs in as %s: no password for its own identity %s (set mqtt.hub_password "
+        "or run `kotahub stack up` with this state folder)",
+        mq.username,
+        mq.hub_username,
+    )
+    return mq.username, fallback_password
+
+
+def tls_files(settings: Settings) -> TlsFiles:
+    """Where the broker's CA, certificate and key are (operator's files or the local CA's)."""
+    stack, mq = settings.stack, settings.mqtt
+    local = settings.state_dir / "mosquitto" / "tls"
+    if stack.tls_cert_file is not None:
+        if stack.tls_key_file is None:
+            raise ConfigError("stack.tls_key_file: required with stack.tls_cert_file")
+        return TlsFiles(
+            ca_file=mq.ca_file or local / "ca.crt",
+            cert_file=stack.tls_cert_file,
+            key_file=stack.tls_key_file,
+        )
+    return TlsFiles(
+        ca_file=mq.ca_file or local / "ca.crt",
+        cert_file=local / "server.crt",
+        key_file=local / "server.key",
+    )
+
+
+def mqtt_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """A client TLS context trusting ``mqtt.ca_file`` (else the local CA), or None without TLS."""
+    if not settings.mqtt.tls:
+        return None
+    try:
+        return client_context(tls_files(settings).ca_file)
+    except LocalCaError as err:
+        raise ConfigError(str(err)) from err
+
+
+def mqtt_endpoint(settings: Settings) -> tuple[str, int, ssl.SSLContext | None]:
+    """Host, port and TLS context a client of the hub's broker connects with."""
+    mq = settings.mqtt
+    context = mqtt_tls_context(settings)
+    return mq.host, (mq.resolved_tls_port if context else mq.port), context
+
+
+def broker_admin(settings: Settings, password: str | None = None) -> BrokerAdmin:
+    """How the registry reaches the broker as its dynamic-security administrator."""
+    mq = settings.mqtt
+    ca_file = tls_files(settings).ca_file if mq.tls else None
+    return BrokerAdmin(
+        host=mq.host,
+        port=mq.resolved_tls_port if mq.tls else mq.port,
+        username=mq.username,
+        password=password if password is not None else mqtt_password(settings),
+        timeout_s=settings.registry.dynsec_timeout_s,
+        ca_file=ca_file,
+    )
+
+
+def agent_login(settings: Settings, gateway_id: str) -> tuple[str, str]:
+    """The agent's MQTT identity: its gateway's (``agent.mqtt_username``, else the gateway id).
+
+    The registry issues a gateway's password once, when it creates the gateway; the
+    operator puts it in ``agent.mqtt_password``. Only an agent told to log in as the
+    admin identity (``agent.mqtt_username = mqtt.username``) may take the admin password.
+    """
+    agent = settings.agent
+    username = agent.mqtt_username or gateway_id
+    if agent.mqtt_password is not None:
+        return username, agent.mqtt_password.get_secret_value()
+    if username == settings.mqtt.username:
+        return username, mqtt_password(settings)
+    raise ConfigError(
+        f"agent.mqtt_password: not set for gateway identity {username!r}: the registry "
+        "printed it when the gateway was created (`kotahub devices rotate-credentials` issues "
+        "a new one); set KOTAHUB_AGENT__MQTT_PASSWORD"
+    )
+
+
 def mqtt_connect_check(
-    host: str, port: int, username: str, password: str, timeout_s: float
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    timeout_s: float,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[bool, str]:
-    """Try one MQTT v5 connect; return (accepted, reason)."""
+    """Try one MQTT v5 connect (TLS when a context is given); return (accepted, reason)."""
     result: dict[str, str] = {}
     done = threading.Event()
     client = mqtt.Client(
@@ -233,6 +401,8 @@ def mqtt_connect_check(
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)
+    if tls is not None:
+        client.tls_set_context(tls)
 
     def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
         result["reason"] = str(reason)
@@ -241,6 +411,8 @@ def mqtt_connect_check(
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=10)
+    except ssl.SSLError as err:
+        return False, f"TLS handshake failed: {err}"
     except OSError as err:
         return False, f"connection failed: {err}"
     client.loop_start()
@@ -344,33 +516,93 @@ class LocalStack:
 
     # -- credentials -----------------------------------------------------------------
     def _ensure_credentials(self) -> str:
-        """Return the admin password, bootstrapping the dynamic-security file if needed."""
-        username = self.settings.mqtt.username
+        """Return the admin password, bootstrapping the dynamic-security file if needed.
+
+        The file gets the admin identity and the hub's own (``mqtt.hub_username``); both
+        passwords go to the credentials file (mode 0600) unless the settings give them.
+        """
+        mq = self.settings.mqtt
+        username = mq.username
         dynsec_file = self.mosquitto_dir / "dynamic-security.json"
         creds = read_credentials(self.state_dir)
-        if self.settings.mqtt.password is not None:
-            password = self.settings.mqtt.password.get_secret_value()
+        if mq.password is not None:
+            password = mq.password.get_secret_value()
         elif creds and creds.get("username") == username and creds.get("password"):
             password = creds["password"]
         else:
             password = secrets.token_urlsafe(24)
+        hub_password = (
+            mq.hub_password.get_secret_value()
+            if mq.hub_password is not None
+            else secrets.token_urlsafe(24)
+        )
         if not dynsec_file.is_file():
-            bootstrap_dynsec(dynsec_file, username, password)
+            bootstrap_dynsec(
+                dynsec_file,
+                username,
+                password,
+                hub_username=mq.hub_username,
+                hub_password=hub_password,
+                admin_acl=self.settings.stack.admin_acl,
+            )
             _write_private(
                 self.state_dir / CREDENTIALS_FILE,
                 "# Generated by `kotahub stack up`. Keep private.\n"
-                f'[mqtt]\nusername = "{username}"\npassword = "{password}"\n',
+                f'[mqtt]\nusername = "{username}"\npassword = "{password}"\n'
+                f'[hub]\nusername = "{mq.hub_username}"\npassword = "{hub_password}"\n',
             )
         return password
+
+    # -- tls -------------------------------------------------------------------------
+    def _server_names(self) -> list[str]:
+        """Names in the generated certificate: loopback, this host, tls_names, the bind address."""
+        names = default_server_names() + list(self.settings.stack.tls_names)
+        bind = self.settings.stack.tls_bind
+        if bind not in ("0.0.0.0", "::", ""):
+            names.append(bind)
+        return list(dict.fromkeys(names))
+
+    def _ensure_tls(self) -> TlsFiles:
+        """The listener's files: the operator's, or the local CA's (made or renewed here)."""
+        try:
+            files = tls_files(self.settings)
+        except ConfigError as err:
+            raise StackError(str(err)) from err
+        if self.settings.stack.tls_cert_file is not None:
+            for path in (files.cert_file, files.key_file):
+                if not path.is_file():
+                    raise StackError(f"TLS file {path} does not exist (stack.tls_cert_file/key)")
+            return files
+        try:
+            local = ensure_server_certificate(files.cert_file.parent, self._server_names())
+        except LocalCaError as err:
+            raise StackError(f"cannot prepare the broker's TLS certificate: {err}") from err
+        return local
+
+    def _tls_check_host(self) -> str:
+        """Where this machine reaches its own TLS listener for the readiness check."""
+        bind = self.settings.stack.tls_bind
+        return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
 
     # -- mosquitto -------------------------------------------------------------------
     def _start_mosquitto(self, binary: str, plugin: Path, password: str) -> None:
         mq = self.settings.mqtt
-        if port_in_use(mq.host, mq.port):
+        if not _is_loopback(mq.host):
             raise StackError(
-                f"mqtt.port {mq.port} on {mq.host} is already in use by a program this stack "
-                "did not start (a system Mosquitto service?): stop it or choose another port"
+                f"mqtt.host {mq.host}: the plain (unencrypted) listener binds to loopback "
+                "only; other machines use the TLS listener (stack.tls_bind, mqtt.tls_port)"
             )
+        listeners = (
+            ("mqtt.port", mq.port, mq.host),
+            ("mqtt.tls_port", mq.resolved_tls_port, self._tls_check_host()),
+        )
+        for setting, port, host in listeners:
+            if port_in_use(host, port):
+                raise StackError(
+                    f"{setting} {port} on {host} is already in use by a program this stack "
+                    "did not start (a system Mosquitto service?): stop it or choose another port"
+                )
+        tls = self._ensure_tls()
         persistence = self.mosquitto_dir / "data"
         persistence.mkdir(parents=True, exist_ok=True)
         conf = MOSQUITTO_TEMPLATE.read_text().format(
@@ -382,6 +614,10 @@ class LocalStack:
             autosave_interval=self.settings.stack.autosave_interval_s,
             max_queued_messages=self.settings.stack.max_queued_messages,
             log_file=self.mosquitto_dir / "mosquitto.log",
+            tls_port=mq.resolved_tls_port,
+            tls_bind=self.settings.stack.tls_bind,
+            tls_cert_file=tls.cert_file.resolve(),
+            tls_key_file=tls.key_file.resolve(),
         )
         # Started as root, Mosquitto 2 drops to user `mosquitto`, which cannot write a
         # state folder owned by the operator; naming the current user keeps it (no-op
@@ -390,7 +626,10 @@ class LocalStack:
         conf_path = self.mosquitto_dir / "mosquitto.conf"
         conf_path.write_text(conf)
         version = _mosquitto_version(binary)
-        self._log(f"starting Mosquitto {version} on {mq.host}:{mq.port}")
+        self._log(
+            f"starting Mosquitto {version} on {mq.host}:{mq.port} "
+            f"(TLS on {self.settings.stack.tls_bind}:{mq.resolved_tls_port})"
+        )
         proc = _spawn([binary, "-c", str(conf_path)], self.mosquitto_dir / "stdout.log")
         self._write_record("mosquitto", proc, version)
 
@@ -511,7 +750,23 @@ class LocalStack:
     def _answers(self, name: PartName, password: str) -> tuple[bool, str]:
         if name == "mosquitto":
             mq = self.settings.mqtt
-            return mqtt_connect_check(mq.host, mq.port, mq.username, password, timeout_s=2.0)
+            ok, reason = mqtt_connect_check(mq.host, mq.port, mq.username, password, timeout_s=2.0)
+            if not ok:
+                return ok, reason
+            # The TLS listener answers too, with a certificate its CA file verifies.
+            try:
+                context = client_context(tls_files(self.settings).ca_file)
+            except (LocalCaError, ConfigError) as err:
+                return False, f"TLS: {err}"
+            ok, reason = mqtt_connect_check(
+                self._tls_check_host(),
+                mq.resolved_tls_port,
+                mq.username,
+                password,
+                timeout_s=2.0,
+                tls=context,
+            )
+            return ok, reason if ok else f"TLS listener: {reason}"
         try:
             resp = httpx.get(f"{self.settings.influx.url}/ping", timeout=2.0)
         except httpx.HTTPError as err:
@@ -577,6 +832,15 @@ def _influx_version(binary: str) -> str:
     ).stdout
     parts = out.split()
     return parts[1].lstrip("v") if len(parts) > 1 else "unknown"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _url_host(url: str) -> str:

@@ -49,6 +49,20 @@ class StackSettings(_Section):
         description="Path to mosquitto_dynamic_security.so; found in the usual places if unset.",
     )
     influx_rpc_port: Port = 18088
+    # The broker's TLS listener (port: mqtt.tls_port). Off loopback every client uses it;
+    # the plain listener stays on mqtt.host, which must be a loopback address.
+    tls_bind: str = Field(default="0.0.0.0", description="Address of the TLS listener.")
+    tls_cert_file: Path | None = Field(
+        default=None, description="Operator's server certificate; unset: the local CA's."
+    )
+    tls_key_file: Path | None = Field(default=None, description="Key of tls_cert_file.")
+    tls_names: list[str] = Field(
+        default_factory=list,
+        description="More names/addresses for the generated certificate (the hub's LAN name).",
+    )
+    # "full": the admin identity also reads every topic and publishes under kota/ (what
+    # tools and the test fixtures use); "control": $CONTROL/dynamic-security/# only.
+    admin_acl: Literal["full", "control"] = "full"
     start_timeout_s: float = Field(default=30.0, gt=0)
     stop_timeout_s: float = Field(default=15.0, gt=0)
     # A hub outage of 10 minutes at 10,000 msg/s queues 6 million messages for the hub's
@@ -69,6 +83,22 @@ class MqttSettings(_Section):
     )
     keepalive_s: int = Field(default=30, ge=5, le=65535)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    # The hub's own identity (created by `kotahub stack up`): it reads the contract's
+    # topics and writes the dead-letter topic, nothing else.
+    hub_username: str = "kotahub-hub"
+    hub_password: SecretStr | None = Field(
+        default=None, description="Unset: the one `kotahub stack up` generated."
+    )
+    tls: bool = Field(default=False, description="Connect to tls_port with TLS, verifying.")
+    tls_port: Port | None = Field(default=None, description="Unset: port + 1.")
+    ca_file: Path | None = Field(
+        default=None, description="CA that signed the broker; unset: the local stack's CA."
+    )
+
+    @property
+    def resolved_tls_port(self) -> int:
+        """The TLS listener's port."""
+        return self.tls_port if self.tls_port is not None else self.port + 1
 
 
 class InfluxSettings(_Section):

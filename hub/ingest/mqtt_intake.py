@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -125,6 +126,9 @@ class IntakeOptions:
     username: str | None
     password: str | None
     topics: Sequence[str]
+    # Set: TLS on the connect path, checking the broker's certificate and that it names
+    # ``host``. The reads and writes after the handshake are the same calls as plain TCP.
+    tls: ssl.SSLContext | None = None
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     keepalive_s: int = 30
     session_expiry_s: int = 24 * 3600
@@ -446,6 +450,18 @@ class MqttIntake:
         """TCP connect, CONNECT/CONNACK, SUBSCRIBE; returns the socket, now current."""
         opts = self.options
         sock = socket.create_connection((opts.host, opts.port), timeout=opts.connect_timeout_s)
+        if opts.tls is not None:
+            try:
+                sock = opts.tls.wrap_socket(sock, server_hostname=opts.host)
+            except ssl.SSLCertVerificationError as err:
+                sock.close()
+                raise IntakeError(
+                    f"TLS: the broker's certificate was refused ({err.verify_message}): "
+                    "is mqtt.ca_file the CA that signed it, and does it name mqtt.host?"
+                ) from err
+            except BaseException:
+                sock.close()
+                raise
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _set_dead_peer_options(sock, float(opts.keepalive_s))
