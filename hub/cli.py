@@ -53,7 +53,7 @@ def settings_or_exit(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as err:
-        err_console.print(f"[red]configuration error[/red]\n{err}", highlight=False)
+        err_console.print(f"[red]configuration error[/red]: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from err
 
 
@@ -68,7 +68,9 @@ def _registry_runtime(
         try:
             password = mqtt_password(settings)
         except ConfigError as err:
-            err_console.print(f"[red]configuration error[/red]\n{err}", highlight=False)
+            err_console.print(
+                f"[red]configuration error[/red]: {err}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from err
         broker = BrokerAdmin(
             host=settings.mqtt.host,
@@ -178,18 +180,57 @@ def run_command(
 
     from device_registry.directory import DirectoryError
     from device_registry.errors import RegistryError
+    from hub.agent.agent import AgentFatalError
     from hub.ingest.ingest_service import IngestError
+    from hub.ingest.write_ahead_log import WalError
     from hub.one_machine import run_one_machine
+    from hub.start_checks import StartError, check_before_start
 
     settings = settings_or_exit(config)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    exit_code = 0
     try:
+        check_before_start(settings, with_api=api)
         asyncio.run(run_one_machine(settings, with_api=api))
-    except (ConfigError, DirectoryError, RegistryError, IngestError, OSError) as err:
-        err_console.print(f"[red]kotahub run cannot start[/red]: {err}", highlight=False)
-        raise typer.Exit(2) from err
+    # except*: what fails inside run_one_machine's TaskGroup comes as an ExceptionGroup,
+    # which a plain except would not catch (it printed a traceback).
+    except* AgentFatalError as group:
+        for err in group.exceptions:
+            err_console.print(
+                f"[red]kotahub run stopped[/red]: {err}", highlight=False, soft_wrap=True
+            )
+        exit_code = 1
+    except* (
+        StartError,
+        ConfigError,
+        DirectoryError,
+        RegistryError,
+        IngestError,
+        WalError,
+        OSError,
+    ) as group:
+        for failure in group.exceptions:
+            err_console.print(
+                f"[red]kotahub run cannot start[/red]: {failure}{_broker_hint(settings, failure)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        exit_code = 2
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _broker_hint(settings: Settings, err: BaseException) -> str:
+    """A hint when the broker the hub waited for does not answer at all (stack not up)."""
+    from hub.ingest.ingest_service import IngestError
+    from hub.local_stack import port_in_use
+
+    mq = settings.mqtt
+    if isinstance(err, IngestError) and not port_in_use(mq.host, mq.port):
+        return f" (nothing answers on {mq.host}:{mq.port}: is the stack up? `kotahub stack up`)"
+    return ""
 
 
 @hub_app.command("run")
@@ -201,6 +242,7 @@ def hub_run(config: ConfigOption = None) -> None:
     from hub.ingest import IngestError, IngestService
     from hub.ingest.write_ahead_log import WalError
     from hub.local_stack import mqtt_password
+    from hub.start_checks import StartError, check_before_start
 
     settings = settings_or_exit(config)
     logging.basicConfig(
@@ -209,10 +251,15 @@ def hub_run(config: ConfigOption = None) -> None:
         stream=sys.stderr,
     )
     try:
+        check_before_start(settings, with_api=False)
         service = IngestService(settings, mqtt_password(settings))
         service.run_until_signal()
-    except (ConfigError, DirectoryError, IngestError, WalError, OSError) as err:
-        err_console.print(f"[red]hub failed[/red]: {err}", highlight=False)
+    except (StartError, ConfigError, DirectoryError, IngestError, WalError, OSError) as err:
+        err_console.print(
+            f"[red]hub failed[/red]: {err}{_broker_hint(settings, err)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from err
 
 
