@@ -1194,6 +1194,64 @@ def types_update(
 
 
 # -- tokens and the server -----------------------------------------------------------------------
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+ANY_HOST = frozenset({"0.0.0.0", "::", ""})  # listen addresses, compared only
+
+
+def sign_in_link(base_url: str, token: str) -> str:
+    """The technician page's address with the token in the fragment (``.../app/#token=``).
+
+    A fragment is never part of a request: the token reaches no request line, no proxy or
+    server log and no Referer; the page reads it once and wipes it from the address bar.
+    """
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise typer.BadParameter(
+            f"{base_url!r}: expected http(s)://host[:port]/", param_hint="--url"
+        )
+    path = parts.path.rstrip("/")
+    if not path.endswith("/app"):
+        path += "/app"
+    return urlunsplit(
+        (parts.scheme, parts.netloc, path + "/", "", "token=" + quote(token, safe=""))
+    )
+
+
+def _print_sign_in(token: str, url: str | None, config: Path | None) -> None:
+    """The sign-in link and its QR code, for a phone's camera."""
+    import io
+
+    import segno
+
+    console = out()
+    if url is None:
+        runtime = (
+            _loader[0](config, with_broker=False)
+            if _loader
+            else RegistryRuntime(database_url="", broker=None)
+        )
+        host = runtime.api_host
+        if host in LOOPBACK_HOSTS or host in ANY_HOST:
+            err().print(
+                f"note: the registry listens on {host or '*'}:{runtime.api_port}; a phone needs "
+                "the address it reaches it by: pass --url http(s)://<that address>/",
+                markup=False,
+            )
+        shown = "127.0.0.1" if host in ANY_HOST else host
+        url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{runtime.api_port}/"
+    link = sign_in_link(url, token)
+    console.print("Sign-in link (opens the technician page signed in; keep it as secret as "
+                  "the token):", markup=False)  # fmt: skip
+    console.print(link, markup=False, soft_wrap=True)
+    console.print("Or scan this with the phone's camera:", markup=False)
+    # Half blocks: two modules a line, so a 56-character token fits an 80x24 terminal.
+    drawn = io.StringIO()
+    segno.make(link, error="m").terminal(out=drawn, compact=True, border=2)
+    console.file.write(drawn.getvalue())
+
+
 @token_app.command("create")
 def token_create(
     name: str,
@@ -1202,9 +1260,23 @@ def token_create(
         str | None,
         typer.Option("--expires-in", help="Expire after 30d, 12h, 90m, 2w... (default: never)."),
     ] = None,
+    qr: Annotated[
+        bool,
+        typer.Option(
+            "--qr", help="Also print a sign-in link and its QR code for the technician page."
+        ),
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="The registry's address as the phone reaches it, e.g. https://registry.kota.example/"
+            " (default: the API's listen address).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Make an API token; its secret is printed once."""
+    """Make an API token; its secret is printed once (with --qr: as a sign-in link and QR)."""
     from device_registry.api_tokens import create_token, parse_duration
 
     if role not in ROLES:
@@ -1224,6 +1296,8 @@ def token_create(
     out().print(f"token {created.id} ({created.role}), shown once: {created.token}", soft_wrap=True)
     if created.expires_at is not None:
         out().print(f"expires {_text(created.expires_at)}")
+    if qr:
+        _print_sign_in(created.token, url, config)
 
 
 def role_name(value: str) -> Role:
