@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -25,17 +28,38 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
-def create_token(database: RegistryDatabase, *, name: str, role: Role, actor: str) -> TokenCreated:
-    """Make a token; its secret is in the result and nowhere else."""
+_DURATION = re.compile(r"([0-9]{1,6})([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``3600s``, ``2w`` as seconds; ValueError names the format."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r}: expected a positive number and a unit s, m, h, d or w (30d)")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def create_token(
+    database: RegistryDatabase,
+    *,
+    name: str,
+    role: Role,
+    actor: str,
+    expires_in_s: int | None = None,
+) -> TokenCreated:
+    """Make a token (expiring after ``expires_in_s`` if given); its secret is shown once."""
     token_id = secrets.token_hex(4)
     secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    now = utc_now()
     row = ApiToken(
         id=token_id,
         name=name,
         role=role,
         secret_sha256=secret_hash(secret),
-        created_at=utc_now(),
+        created_at=now,
         created_by=actor,
+        expires_at=now + dt.timedelta(seconds=expires_in_s) if expires_in_s else None,
     )
     with database.session() as session:
         session.add(row)
@@ -47,7 +71,11 @@ def create_token(database: RegistryDatabase, *, name: str, role: Role, actor: st
                 entity_kind="api_token",
                 entity_id=token_id,
                 before=None,
-                after={"name": name, "role": role},
+                after={
+                    "name": name,
+                    "role": role,
+                    "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+                },
             )
         )
     return TokenCreated(
@@ -84,14 +112,39 @@ def list_tokens(database: RegistryDatabase) -> list[TokenPublic]:
         return [TokenPublic.model_validate(r, from_attributes=True) for r in rows]
 
 
-def verify_token(database: RegistryDatabase, secret: str) -> TokenPublic | None:
-    """The live token with this secret, or None."""
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """What a presented secret is: a live token, or why it is refused (``refusal``)."""
+
+    token: TokenPublic | None
+    refusal: str = ""
+
+
+def check_token(
+    database: RegistryDatabase, secret: str, *, now: dt.datetime | None = None
+) -> TokenCheck:
+    """The live token with this secret, or the reason it is refused (unknown, revoked, expired)."""
     if not secret.startswith(TOKEN_PREFIX):
-        return None
+        return TokenCheck(None, "unknown or revoked token")
     with database.session() as session:
         row = session.scalar(
             select(ApiToken).where(
                 ApiToken.secret_sha256 == secret_hash(secret), ApiToken.revoked_at.is_(None)
             )
         )
-        return TokenPublic.model_validate(row, from_attributes=True) if row else None
+        if row is None:
+            return TokenCheck(None, "unknown or revoked token")
+        token = TokenPublic.model_validate(row, from_attributes=True)
+    expires = token.expires_at
+    if expires is not None:
+        # SQLite hands back naive datetimes; the registry writes UTC.
+        expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
+        if (now or utc_now()) >= expires:
+            stamp = f"{expires.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+            return TokenCheck(None, f"token {token.id} ({token.name}) expired at {stamp}")
+    return TokenCheck(token)
+
+
+def verify_token(database: RegistryDatabase, secret: str) -> TokenPublic | None:
+    """The live, unexpired token with this secret, or None."""
+    return check_token(database, secret).token

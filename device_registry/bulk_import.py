@@ -6,7 +6,14 @@ unless it is a dry run, it writes in ONE transaction: with ``all_or_nothing`` an
 means nothing is written; otherwise the valid rows are written and the bad ones reported.
 A row's columns set those fields; columns absent from the file leave fields untouched,
 and an empty CSV cell clears an optional field. Importing the same file twice changes
-nothing the second time.
+nothing the second time. A CSV line whose first cell starts with ``#`` is a comment.
+
+A file that cannot be taken as a whole (unknown column, a cell over the csv module's
+131,072 characters, JSON nested too deeply) raises ``ImportFileError`` (the API's 422);
+a row that references a rejected row, or closes a parent or gateway cycle, is a row error.
+The CSV export neutralises formula cells (``=``, ``+``, ``-``, ``@``, tab, carriage return
+at the start, and a leading ``'``, get a ``'`` in front) and the import removes that ``'``
+again, so an export re-imports unchanged and a spreadsheet opening it runs nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,11 +41,36 @@ from device_registry.registry_service import (
 from device_registry.schemas import CrossFieldError, DeviceCreate, DeviceQuery, MqttCredentials
 
 ImportFormat = Literal["csv", "geojson"]
-CSV_FIELDS: tuple[str, ...] = tuple(
-    name for name in DeviceCreate.model_fields if name not in ("tags", "driver_config")
+# The columns a reader looks for first lead; the rest follow the model's order.
+_LEADING: tuple[str, ...] = ("id", "device_type", "state")
+CSV_FIELDS: tuple[str, ...] = (
+    *_LEADING,
+    *(n for n in DeviceCreate.model_fields if n not in (*_LEADING, "tags", "driver_config")),
 )
 EXPORT_COLUMNS: tuple[str, ...] = (*CSV_FIELDS, "driver_config")
 TAG_PREFIX = "tag."
+COMMENT = "#"
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Marks a neutralised cell in the export; the import removes one leading quote.
+TEXT_MARK = "'"
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+# What a field's value must look like, shown beside a rejected value.
+EXPECTED_FORMAT: dict[str, str] = {
+    "install_date": "a date YYYY-MM-DD",
+    "latitude": "decimal degrees from -90 to 90",
+    "longitude": "decimal degrees from -180 to 180",
+    "rw": "1 to 3 digits",
+    "rt": "1 to 3 digits",
+    "state": "planned, active or maintenance",
+    "owner_kind": "city, corporate or community",
+    "driver_config": "a JSON object",
+    "tags": "tag.<key> columns; keys of letters, digits and _",
+    **dict.fromkeys(
+        ("id", "device_type", "gateway_id", "parent_id", "site_id", "team_id"),
+        "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    ),
+}
 # A parse problem found before validation: (field, message) under this key of a row.
 ROW_ERROR = "__error__"
 # The field named when a problem is about the row as a whole (its shape, not a field).
@@ -78,44 +111,80 @@ class SourceRow:
 
 
 class ImportFileError(ValueError):
-    """The file as a whole cannot be read (not CSV/GeoJSON, unknown columns...)."""
+    """The file as a whole cannot be taken (not CSV/GeoJSON, unknown columns...)."""
+
+
+def _check_header(header: list[str], line: int) -> None:
+    unknown = [h for h in header if h not in EXPORT_COLUMNS and not h.startswith(TAG_PREFIX)]
+    if unknown:
+        raise ImportFileError(
+            f"line {line}: unknown column(s) {unknown}; the known columns are "
+            f"{', '.join(EXPORT_COLUMNS)}, and {TAG_PREFIX}<key> for each tag "
+            f"(e.g. {TAG_PREFIX}river)"
+        )
+    if "id" not in header:
+        raise ImportFileError(f"line {line}: the CSV needs an 'id' column")
+
+
+def _unmarked(cell: str) -> str:
+    """A cell without the export's formula-neutralising quote."""
+    return cell[1:] if cell.startswith(TEXT_MARK) else cell
 
 
 def parse_csv(text: str) -> list[SourceRow]:
     """Rows of a device CSV; empty cells are None, ``tag.<key>`` columns become tags."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    if not header:
-        raise ImportFileError("line 1: the CSV has no header row")
-    unknown = [h for h in header if h not in EXPORT_COLUMNS and not h.startswith(TAG_PREFIX)]
-    if unknown:
-        raise ImportFileError(f"line 1: unknown column(s) {unknown}; known: {list(EXPORT_COLUMNS)}")
-    if "id" not in header:
-        raise ImportFileError("line 1: the CSV needs an 'id' column")
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
     rows = []
-    for raw in reader:
-        line = reader.line_num
-        if None in raw:
-            rows.append(SourceRow(line, {ROW_ERROR: (WHOLE_ROW, "more cells than header columns")}))
-            continue
-        data: dict[str, Any] = {}
-        tags: dict[str, str] = {}
-        for key, value in raw.items():
-            cell = value.strip() if isinstance(value, str) else value
-            if key.startswith(TAG_PREFIX):
-                if cell:
-                    tags[key[len(TAG_PREFIX) :]] = cell
-            elif key == "driver_config":
-                try:
-                    data[key] = json.loads(cell) if cell else {}
-                except ValueError:
-                    data[ROW_ERROR] = ("driver_config", "not valid JSON")
-            else:
-                data[key] = cell if cell else None
-        if any(h.startswith(TAG_PREFIX) for h in header):
-            data["tags"] = tags
-        rows.append(SourceRow(line, data))
+    try:
+        for cells in reader:
+            line = reader.line_num
+            if not cells or cells[0].lstrip().startswith(COMMENT):
+                continue
+            if header is None:
+                header = [h.strip() for h in cells]
+                _check_header(header, line)
+                continue
+            rows.append(SourceRow(line, _csv_row(header, cells)))
+    except csv.Error as err:
+        reason = str(err)
+        if "field larger than field limit" in reason:
+            reason = f"a cell is longer than {csv.field_size_limit():,} characters"
+        raise ImportFileError(f"line {reader.line_num}: {reason}") from err
+    if header is None:
+        raise ImportFileError("line 1: the CSV has no header row")
     return rows
+
+
+def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
+    if len(cells) > len(header):
+        return {ROW_ERROR: (WHOLE_ROW, "more cells than header columns")}
+    # A short row leaves its missing cells empty, as csv.DictReader does.
+    raw: dict[str, str | None] = dict.fromkeys(header)
+    raw.update(zip(header, cells, strict=False))
+    data: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+    for key, value in raw.items():
+        cell = _unmarked(value.strip()) if isinstance(value, str) else value
+        if key.startswith(TAG_PREFIX):
+            if cell:
+                tags[key[len(TAG_PREFIX) :]] = cell
+        elif key == "driver_config":
+            try:
+                data[key] = json.loads(cell) if cell else {}
+            except (ValueError, RecursionError):
+                data[ROW_ERROR] = ("driver_config", f"not valid JSON: {_shown(cell)}")
+        else:
+            data[key] = cell if cell else None
+    if any(h.startswith(TAG_PREFIX) for h in header):
+        data["tags"] = tags
+    return data
+
+
+def _shown(value: Any) -> str:
+    """A rejected value as a row error shows it: quoted, at most about 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def parse_geojson(text: str) -> list[SourceRow]:
@@ -124,6 +193,8 @@ def parse_geojson(text: str) -> list[SourceRow]:
         document = json.loads(text)
     except ValueError as err:
         raise ImportFileError(f"not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ImportFileError("JSON nested too deeply") from err
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
         raise ImportFileError("expected a GeoJSON FeatureCollection")
     features = document.get("features")
@@ -167,7 +238,14 @@ def _field_of(err: ValidationError) -> tuple[str, str]:
         # the fields it is about, not the row.
         return cause.field, str(cause)
     field = ".".join(str(part) for part in first["loc"]) or WHOLE_ROW
-    return field, first["msg"]
+    message = first["msg"]
+    # The value as given and what it should look like: "2026-31-12" says little without it.
+    if first["type"] != "missing" and len(first["loc"]) == 1:
+        message += f" (got {_shown(first.get('input'))})"
+    hint = EXPECTED_FORMAT.get(str(first["loc"][0])) if first["loc"] else None
+    if hint:
+        message += f"; expected {hint}"
+    return field, message
 
 
 def _jsonable(value: Any) -> Any:
@@ -248,11 +326,14 @@ def import_devices(
         audits: list[dict[str, Any]] = []
         unchanged = 0
         now = utc_now()
+        checked = []
         for row, model, values in valid:
             problem = _check_row(model, values, existing, types, sites, teams, gateways, live_ids)
             if problem:
                 errors.append(RowError(line=row.line, field=problem[0], message=problem[1]))
                 continue
+            checked.append((row, model, values))
+        for _row, model, values in _sound_references(checked, existing, errors):
             old = existing.get(model.id)
             if old is None:
                 record: dict[str, Any] = dict.fromkeys(_COMPARED)
@@ -371,6 +452,58 @@ def _check_row(
     return None
 
 
+REFERENCES: tuple[str, ...] = ("gateway_id", "parent_id")
+Checked = tuple[SourceRow, DeviceCreate, dict[str, Any]]
+
+
+def _sound_references(
+    checked: list[Checked], existing: Mapping[str, dict[str, Any]], errors: list[RowError]
+) -> list[Checked]:
+    """Drop rows that reference a rejected new row or close a gateway/parent cycle.
+
+    Dropping a row can strand the rows that reference it, so this repeats until stable.
+    """
+    while True:
+        accepted = {model.id: (row, model, values) for row, model, values in checked}
+        merged = {key: {**existing.get(key, {}), **entry[2]} for key, entry in accepted.items()}
+        bad: dict[str, tuple[str, str]] = {}
+        for key, values in merged.items():
+            for name in REFERENCES:
+                target = values.get(name)
+                if target and target not in existing and target not in accepted:
+                    bad[key] = (name, f"device {target!r} is not written: its own row is rejected")
+        for name in REFERENCES:
+            links = {key: row.get(name) for key, row in existing.items()}
+            links.update({key: row.get(name) for key, row in merged.items()})
+            for key, cycle in _cycles(links, accepted).items():
+                bad.setdefault(key, (name, "reference cycle: " + " -> ".join(cycle)))
+        if not bad:
+            return checked
+        for key, (name, message) in bad.items():
+            errors.append(RowError(line=accepted[key][0].line, field=name, message=message))
+        checked = [entry for entry in checked if entry[1].id not in bad]
+
+
+def _cycles(links: Mapping[str, str | None], starts: Collection[str]) -> dict[str, list[str]]:
+    """Each start on a cycle of ``links`` (id -> next id), with the cycle; linear time."""
+    done: set[str] = set()
+    found: dict[str, list[str]] = {}
+    for start in starts:
+        path: list[str] = []
+        index: dict[str, int] = {}
+        node: str | None = start
+        while node is not None and node not in done and node not in index:
+            index[node] = len(path)
+            path.append(node)
+            node = links.get(node)
+        if node is not None and node in index:
+            cycle = [*path[index[node] :], node]
+            for member in cycle[:-1]:
+                found[member] = cycle
+        done.update(path)
+    return {key: cycle for key, cycle in found.items() if key in starts}
+
+
 def _waves(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
     """Inserts ordered so that a gateway or parent is written before its devices."""
     remaining = {row["id"]: row for row in rows}
@@ -395,8 +528,66 @@ def _all_devices(service: RegistryService, query: DeviceQuery) -> list[dict[str,
         return [device_public(d, None).model_dump(mode="json") for d in rows]
 
 
+def safe_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a formula start (or a quote) gets a ``'`` in front.
+
+    Plain numbers (a negative latitude) stay as they are: a spreadsheet runs nothing there.
+    """
+    if value.startswith((*FORMULA_STARTS, TEXT_MARK)) and not _PLAIN_NUMBER.fullmatch(value):
+        return TEXT_MARK + value
+    return value
+
+
+def csv_template() -> str:
+    """An example import CSV: every column, a ``tag.`` column, and a commented example row."""
+    example = {
+        "id": "smg-flood-bkt-01",
+        "device_type": "flood-gauge",
+        "state": "planned",
+        "vendor": "VEGA",
+        "model": "VEGAPULS C 21",
+        "serial": "48213377",
+        "firmware_version": "1.4.2",
+        "protocol_address": "10.20.0.11:502",
+        "latitude": "-6.9712",
+        "longitude": "110.4563",
+        "site_id": "bkt-01",
+        "kota": "Semarang",
+        "kecamatan": "Gayamsari",
+        "kelurahan": "Sawah Besar",
+        "rw": "3",
+        "rt": "7",
+        "team_id": "dpu-drainage",
+        "owner_kind": "city",
+        "install_date": "2026-11-30",
+        "driver_config": json.dumps({"unit_id": 1}),
+        "tag.river": "Banjir Kanal Timur",
+    }
+    header = [*EXPORT_COLUMNS, f"{TAG_PREFIX}river"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    out.write(
+        "# Lines starting with # are skipped. Remove the # of the example row to use it.\n"
+        "# id device_type and state first; an empty cell clears an optional field;"
+        " a column left out leaves the field as it is.\n"
+        "# install_date YYYY-MM-DD; state planned or active or maintenance;"
+        " owner_kind city or corporate or community; latitude and longitude decimal degrees;"
+        " rw and rt 1 to 3 digits; driver_config a JSON object;"
+        " site_id team_id gateway_id parent_id name registered ids;"
+        " tag.<key> one column per tag.\n"
+    )
+    row = [example.get(column, "") for column in header]
+    row[0] = COMMENT + row[0]
+    writer.writerow(row)
+    return out.getvalue()
+
+
 def export_csv(service: RegistryService, query: DeviceQuery | None = None) -> str:
-    """Devices as CSV in the import format (``tag.<key>`` columns for tags)."""
+    """Devices as CSV in the import format (``id`` first, ``tag.<key>`` columns for tags).
+
+    Formula cells are neutralised (``safe_cell``); the import reads them back unchanged.
+    """
     devices = _all_devices(service, query or DeviceQuery())
     tag_keys = sorted({key for d in devices for key in d["tags"]})
     header = [*EXPORT_COLUMNS, *(TAG_PREFIX + k for k in tag_keys)]
@@ -407,7 +598,7 @@ def export_csv(service: RegistryService, query: DeviceQuery | None = None) -> st
         cells = [d.get(c) for c in CSV_FIELDS]
         cells.append(json.dumps(d["driver_config"]) if d["driver_config"] else "")
         cells += [d["tags"].get(k, "") for k in tag_keys]
-        writer.writerow(["" if c is None else c for c in cells])
+        writer.writerow(["" if c is None else safe_cell(str(c)) for c in cells])
     return out.getvalue()
 
 

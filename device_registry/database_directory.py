@@ -43,12 +43,19 @@ class DatabaseDeviceDirectory(SnapshotDirectory):
                         DeviceType.expected_interval_s,
                         DeviceType.protocol,
                         DeviceType.metrics,
+                        DeviceType.influx_tag_keys,
                     ).join(DeviceType, DeviceType.name == Device.device_type)
                 ).all()
                 schemas: dict[tuple[tuple[str, str], ...], Mapping[str, MetricKind]] = {}
                 records = [
-                    _record(device, interval, protocol, _schema(metrics, schemas))
-                    for device, interval, protocol, metrics in rows
+                    _record(
+                        device,
+                        interval,
+                        protocol,
+                        _schema(metrics, schemas),
+                        tuple(str(k) for k in tag_keys or ()),
+                    )
+                    for device, interval, protocol, metrics, tag_keys in rows
                 ]
         except SQLAlchemyError as err:
             raise DirectoryError(f"registry database unreadable: {err}") from err
@@ -71,7 +78,11 @@ def _schema(
 
 
 def _record(
-    device: Device, interval: float, protocol: str, metrics: Mapping[str, MetricKind]
+    device: Device,
+    interval: float,
+    protocol: str,
+    metrics: Mapping[str, MetricKind],
+    influx_tag_keys: tuple[str, ...],
 ) -> DeviceRecord:
     tags = {str(k): str(v) for k, v in (device.tags or {}).items()}
     enrichment = {
@@ -94,4 +105,5 @@ def _record(
         address=device.protocol_address,
         driver_config=MappingProxyType(dict(device.driver_config or {})),
         metrics=metrics,
+        influx_tag_keys=influx_tag_keys,
     )

@@ -24,6 +24,8 @@ DeviceState = Literal["planned", "active", "maintenance", "retired"]
 DEVICE_STATES: tuple[DeviceState, ...] = ("planned", "active", "maintenance", "retired")
 # Tags that the hub copies onto every point (DESIGN.md, InfluxDB schema), in this order.
 ENRICHMENT_TAGS: tuple[str, ...] = ("site", "kecamatan", "kelurahan", "team", "model")
+# A device's own tags (``--tag river=Garang``) reach InfluxDB only where its type lists the
+# key in ``influx_tag_keys``: every distinct value is a new series, so the type bounds them.
 
 
 class DirectoryError(Exception):
@@ -47,6 +49,8 @@ class DeviceRecord:
     # The device type's metric schema: name -> kind (number, integer, boolean, string).
     # The hub refuses a metric that is not in it (ingest.unknown_metrics = "reject").
     metrics: Mapping[str, MetricKind] = field(default_factory=lambda: MappingProxyType({}))
+    # The device type's allow-list: which of ``tags`` also become InfluxDB tags.
+    influx_tag_keys: tuple[str, ...] = ()
 
     @property
     def accepts_data(self) -> bool:
@@ -54,11 +58,19 @@ class DeviceRecord:
         return self.state != "retired"
 
     def influx_tags(self) -> dict[str, str]:
-        """Tags for InfluxDB points: device_id, family, then the registry's enrichment tags."""
+        """Tags for InfluxDB points: device_id, family, the enrichment tags, the type's keys.
+
+        Only the keys the device type allows (``influx_tag_keys``) are added from the
+        device's own tags; the fixed tags are never overridden by them.
+        """
         out = {"device_id": self.device_id, "family": self.family}
         for key in ENRICHMENT_TAGS:
             value = self.tags.get(key)
             if value:
+                out[key] = value
+        for key in self.influx_tag_keys:
+            value = self.tags.get(key)
+            if value and key not in out:
                 out[key] = value
         return out
 
@@ -192,6 +204,14 @@ def record_from_mapping(data: Mapping[str, Any], *, where: str) -> DeviceRecord:
             raise DirectoryError(
                 f"{where}: metrics.{name}: kind must be one of {', '.join(METRIC_KINDS)}"
             )
+    influx_tag_keys = data.get("influx_tag_keys", [])
+    if not isinstance(influx_tag_keys, list) or not all(
+        isinstance(k, str) and is_metric_name(k) for k in influx_tag_keys
+    ):
+        raise DirectoryError(
+            f"{where}: field 'influx_tag_keys' must be a list of names like metric names "
+            "(not device_id, family or an enrichment tag)"
+        )
     return DeviceRecord(
         device_id=data["device_id"],
         family=data["family"],
@@ -204,6 +224,7 @@ def record_from_mapping(data: Mapping[str, Any], *, where: str) -> DeviceRecord:
         address=data.get("address"),
         driver_config=MappingProxyType(dict(driver_config)),
         metrics=MappingProxyType(dict(metrics)),
+        influx_tag_keys=tuple(influx_tag_keys),
     )
 
 
@@ -239,6 +260,7 @@ def save_device_file(path: Path, records: Iterable[DeviceRecord]) -> None:
             "address": r.address,
             "driver_config": dict(r.driver_config),
             "metrics": dict(r.metrics),
+            "influx_tag_keys": list(r.influx_tag_keys),
         }
         rows.append(row)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -69,6 +69,7 @@ from device_registry.schemas import (
     TeamUpdate,
     check_area,
     check_position,
+    check_tag_keys_not_metrics,
 )
 from drivers.framework import DriverFamily
 
@@ -321,14 +322,24 @@ class RegistryService:
         return _type_public(row)
 
     def update_type(self, name: str, data: DeviceTypeUpdate, *, actor: str) -> DeviceTypePublic:
-        """Change a device type's interval, metrics or description."""
-        keys = ("expected_interval_s", "metrics", "description")
+        """Change a device type's interval, metrics, description or influx tag keys."""
+        keys = ("expected_interval_s", "metrics", "description", "influx_tag_keys")
         with self.write_transaction() as (session, _pending, _issued):
             row = session.get(DeviceType, name)
             if row is None:
                 raise NotFoundError("device type", name)
             if data.metrics is not None:
                 check_family_metrics(row.family, data.metrics, self.families)
+            metrics = data.metrics
+            if metrics is None:
+                metrics = [MetricSpec.model_validate(m) for m in row.metrics or ()]
+            keys_now = data.influx_tag_keys
+            try:
+                check_tag_keys_not_metrics(
+                    list(row.influx_tag_keys or ()) if keys_now is None else keys_now, metrics
+                )
+            except ValueError as err:
+                raise FieldError("influx_tag_keys", str(err)) from err
             before = row_snapshot(row, keys)
             # DeviceTypeUpdate refuses null for these NOT NULL columns at validation.
             for key, value in data.model_dump(mode="json", exclude_unset=True).items():
@@ -584,11 +595,30 @@ class RegistryService:
                 raise FieldError(name, f"unknown device {target_id!r}")
             if target.state == "retired":
                 raise FieldError(name, f"device {target_id!r} is retired")
+            RegistryService._check_no_cycle(session, device.id, name, target)
             if name == "gateway_id":
                 target_type = session.get(DeviceType, target.device_type)
                 if target_type is None or not target_type.is_gateway:
                     raise FieldError(name, f"device {target_id!r} is not a gateway")
         return device_type
+
+    @staticmethod
+    def _check_no_cycle(session: Session, device_id: str, name: str, target: Device) -> None:
+        """Refuse a parent (or gateway) chain that leads back to the device itself."""
+        chain = [device_id, target.id]
+        seen = set(chain)
+        current: Device | None = target
+        while current is not None:
+            above = getattr(current, name)
+            if above is None:
+                return
+            chain.append(above)
+            if above == device_id:
+                raise FieldError(name, "reference cycle: " + " -> ".join(chain))
+            if above in seen:
+                return  # an older cycle above: not this write's doing
+            seen.add(above)
+            current = session.get(Device, above)
 
     def _username(self, session: Session, device_id: str) -> str | None:
         return session.scalar(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -20,7 +21,12 @@ from pydantic import (
 )
 
 from device_registry.models import Base, Device, DeviceType, Site, Team
-from drivers.contract import METRIC_NAME_PATTERN, RESERVED_METRIC_NAMES, MetricKind
+from drivers.contract import (
+    METRIC_NAME,
+    METRIC_NAME_PATTERN,
+    RESERVED_METRIC_NAMES,
+    MetricKind,
+)
 
 DeviceStateName = Literal["planned", "active", "maintenance", "retired"]
 OwnerKind = Literal["city", "corporate", "community"]
@@ -37,6 +43,23 @@ Longitude = Annotated[float, Field(ge=-180, le=180)]
 AREA_LEVELS: tuple[str, ...] = ("kota", "kecamatan", "kelurahan", "rw", "rt")
 # Ids the broker reserves for Kotahub's own services.
 RESERVED_PREFIX = "kotahub"
+# Fixed path segments under /api/v1/devices/: a device with one of these ids could never be
+# read at /devices/{id} (the fixed route answers first). A test holds this to the routes.
+ROUTE_DEVICE_IDS: frozenset[str] = frozenset({"export", "import", "bulk"})
+# Measurements the hub writes itself; a family is a measurement name, so these are refused,
+# and so is any name ending in EVENT_SUFFIX (family X's events go to ``X_event``).
+RESERVED_FAMILIES: frozenset[str] = frozenset({"deadletter", "hub", "device_status", "alert"})
+EVENT_SUFFIX = "_event"
+# Bounds on a device's tags: every CSV export has a column per distinct key, and a type may
+# make some of them InfluxDB tags (``influx_tag_keys``).
+MAX_TAGS = 32
+MAX_TAG_KEY_LENGTH = 64
+MAX_TAG_VALUE_LENGTH = 200
+TAG_KEY_PATTERN = re.compile(r"[A-Za-z0-9_]{1,64}")
+# A type may promote at most this many tag keys to InfluxDB tags (series cardinality).
+MAX_INFLUX_TAG_KEYS = 8
+# driver_config is free-form JSON, but deep nesting only ever comes from an attack.
+MAX_CONFIG_DEPTH = 16
 T = TypeVar("T")
 
 
@@ -100,6 +123,24 @@ class DeviceTypeCreate(_Strict):
     metrics: list[MetricSpec] = Field(default_factory=list)
     is_gateway: bool = False
     description: str = Field(default="", max_length=2000)
+    # Device tag keys that become InfluxDB tags on this type's points (beside the fixed
+    # enrichment tags); every other device tag stays in the registry only.
+    influx_tag_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("family")
+    @classmethod
+    def _not_a_hub_measurement(cls, value: str) -> str:
+        return check_family_name(value)
+
+    @field_validator("influx_tag_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return split_tag_keys(value)
+
+    @field_validator("influx_tag_keys")
+    @classmethod
+    def _valid_keys(cls, value: list[str]) -> list[str]:
+        return check_influx_tag_keys(value)
 
     @field_validator("metrics")
     @classmethod
@@ -110,6 +151,49 @@ class DeviceTypeCreate(_Strict):
             raise ValueError(f"duplicate metric name(s) {duplicates}")
         return value
 
+    @model_validator(mode="after")
+    def _tags_are_not_metrics(self) -> DeviceTypeCreate:
+        check_tag_keys_not_metrics(self.influx_tag_keys, self.metrics)
+        return self
+
+
+def check_family_name(value: str) -> str:
+    """Refuse a family named like a measurement the hub writes (``hub``, ``x_event``...)."""
+    if value in RESERVED_FAMILIES or value.endswith(EVENT_SUFFIX):
+        raise ValueError(
+            f"family {value!r} is reserved: the hub writes the measurements "
+            f"{', '.join(sorted(RESERVED_FAMILIES))} and <family>{EVENT_SUFFIX} itself"
+        )
+    return value
+
+
+def split_tag_keys(value: Any) -> Any:
+    """``"river,basin"`` (a CLI option) as ``["river", "basin"]``; lists pass through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def check_influx_tag_keys(value: list[str]) -> list[str]:
+    """Keys a type promotes to InfluxDB tags: few, unique, metric-like names, not reserved."""
+    if len(value) > MAX_INFLUX_TAG_KEYS:
+        raise ValueError(f"at most {MAX_INFLUX_TAG_KEYS} influx tag keys per type")
+    if len(set(value)) != len(value):
+        raise ValueError("influx tag keys must be unique")
+    for key in value:
+        if METRIC_NAME.fullmatch(key) is None:
+            raise ValueError(f"influx tag key {key!r} must match {METRIC_NAME_PATTERN}")
+        if key in RESERVED_METRIC_NAMES:
+            raise ValueError(f"influx tag key {key!r} is reserved (the hub sets that tag)")
+    return value
+
+
+def check_tag_keys_not_metrics(keys: list[str], metrics: list[MetricSpec]) -> None:
+    """A tag key equal to a field key makes InfluxQL queries ambiguous: refuse it."""
+    clash = sorted(set(keys) & {m.name for m in metrics})
+    if clash:
+        raise ValueError(f"influx tag key(s) {clash} are also metric names of the type")
+
 
 class DeviceTypeUpdate(_Update):
     """Changes to a device type."""
@@ -119,6 +203,17 @@ class DeviceTypeUpdate(_Update):
     expected_interval_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     metrics: list[MetricSpec] | None = None
     description: str | None = Field(default=None, max_length=2000)
+    influx_tag_keys: list[str] | None = None
+
+    @field_validator("influx_tag_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return split_tag_keys(value)
+
+    @field_validator("influx_tag_keys")
+    @classmethod
+    def _valid_keys(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_influx_tag_keys(value)
 
 
 class DeviceTypePublic(BaseModel):
@@ -131,6 +226,7 @@ class DeviceTypePublic(BaseModel):
     metrics: list[MetricSpec]
     is_gateway: bool
     description: str
+    influx_tag_keys: list[str] = []
 
 
 class SiteCreate(_Strict):
@@ -235,16 +331,54 @@ class _DeviceFields(_Strict):
     rt: str | None = Field(default=None, pattern=r"^[0-9]{1,3}$")
     team_id: Identifier | None = None
     install_date: dt.date | None = None
-    tags: dict[str, Annotated[str, Field(max_length=200)]] | None = None
+    tags: dict[str, str] | None = None
     driver_config: dict[str, Any] | None = None
 
     @field_validator("tags")
     @classmethod
-    def _tag_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key in value or {}:
-            if not key or len(key) > 64 or not key.replace("_", "").isalnum():
-                raise ValueError(f"tag key {key!r} must be 1-64 letters, digits or '_'")
+    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_tags(value)
+
+    @field_validator("driver_config")
+    @classmethod
+    def _shallow(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and json_depth(value) > MAX_CONFIG_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
         return value
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """A device's tags: bounded in number and size, and storable as InfluxDB 1.x tags."""
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"{len(tags)} tags: at most {MAX_TAGS} per device")
+    for key, value in tags.items():
+        if TAG_KEY_PATTERN.fullmatch(key) is None:
+            raise ValueError(
+                f"tag key {key[:80]!r} must be 1-{MAX_TAG_KEY_LENGTH} letters, digits or '_'"
+            )
+        if len(value) > MAX_TAG_VALUE_LENGTH:
+            raise ValueError(f"tag {key}: at most {MAX_TAG_VALUE_LENGTH} characters")
+        # InfluxDB 1.x line protocol has no escape for a newline in a tag value, and a
+        # trailing backslash escapes the separator after it: neither can be stored.
+        if any(ord(c) < 32 or c == "\x7f" for c in value):
+            raise ValueError(f"tag {key}: no newlines or other control characters")
+        if value.endswith("\\"):
+            raise ValueError(f"tag {key}: a value cannot end with a backslash")
+    return tags
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a JSON value nests (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend(
+                (child, depth) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 class CrossFieldError(ValueError):
@@ -294,6 +428,11 @@ class DeviceCreate(_DeviceFields):
     def _not_reserved(cls, value: str) -> str:
         if value.lower().startswith(RESERVED_PREFIX):
             raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are reserved")
+        if value.lower() in ROUTE_DEVICE_IDS:
+            raise ValueError(
+                f"{value!r} is a path of the API (/devices/{value.lower()}): "
+                f"ids {', '.join(sorted(ROUTE_DEVICE_IDS))} are reserved"
+            )
         return value
 
     @field_validator("state")
@@ -461,10 +600,11 @@ class Page(BaseModel, Generic[T]):
 
 
 class TokenCreate(_Strict):
-    """A new API token."""
+    """A new API token; ``expires_in_s`` makes it expire (never, when unset)."""
 
     name: ShortText
     role: Role
+    expires_in_s: int | None = Field(default=None, gt=0, le=10 * 366 * 86400)
 
 
 class TokenPublic(BaseModel):
@@ -476,6 +616,7 @@ class TokenPublic(BaseModel):
     created_at: dt.datetime
     created_by: str
     revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
 
 
 class TokenCreated(TokenPublic):

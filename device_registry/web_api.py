@@ -1,9 +1,11 @@
 """The registry's REST API (FastAPI; OpenAPI at ``/docs``), under ``/api/v1``.
 
 Every route but the documentation needs a bearer token whose role grants the route's
-permission (see ``api_tokens.PERMISSIONS``). Errors are RFC 9457 problem details
-(``application/problem+json``) with a ``field`` member naming the field at fault and, for
-validation errors, an ``errors`` list with every field.
+permission (see ``api_tokens.PERMISSIONS``); the token and role are checked before the
+request body is read, so an unauthenticated caller learns nothing from a body's errors.
+Request bodies are bounded while they arrive (``BodyLimit``: 413 past the limit). Errors are
+RFC 9457 problem details (``application/problem+json``) with a ``field`` member naming the
+field at fault and, for validation errors, an ``errors`` list with every field.
 """
 
 from __future__ import annotations
@@ -12,15 +14,23 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from device_registry.api_tokens import PERMISSIONS, create_token, list_tokens, revoke_token
-from device_registry.api_tokens import verify_token as verify_api_token
+from device_registry.api_tokens import (
+    PERMISSIONS,
+    check_token,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
 from device_registry.bulk_import import (
     ImportFileError,
     ImportReport,
@@ -65,6 +75,14 @@ PREFIX = "/api/v1"
 # The hub may plug in a live source of last readings (e.g. from InfluxDB); without one
 # the status endpoint serves what the hub last pushed to PUT /api/v1/status.
 ReadingsSource = Callable[[str], dict[str, Any] | None]
+MIB = 1024 * 1024
+# Request body limits: a file import (and the JSON bulk routes) may be large, anything else
+# is a small JSON document. A 50 MB import took the API from 99 to 815 MB of memory.
+DEFAULT_MAX_BODY_BYTES = 1 * MIB
+DEFAULT_MAX_IMPORT_BYTES = 10 * MIB
+BULK_PATHS: frozenset[str] = frozenset(
+    {f"{PREFIX}/devices/import", f"{PREFIX}/devices/bulk", f"{PREFIX}/status"}
+)
 
 
 class Caller(BaseModel):
@@ -120,30 +138,134 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+class BodyTooLarge(HTTPException):
+    """A request body passed its limit (413); FastAPI re-raises its own HTTP exceptions."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes (the limit here)")
+        self.limit = limit
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over its path's limit while it arrives, never buffered.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a body
+    without one (chunked) is counted chunk by chunk and refused at the chunk that passes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_import_bytes: int,
+        bulk_paths: frozenset[str],
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_import_bytes = max_import_bytes
+        self.bulk_paths = bulk_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with a receive channel that counts the body."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = self.max_import_bytes if path in self.bulk_paths else self.max_body_bytes
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = problem(413, "Content too large", BodyTooLarge(limit).detail, field="body")
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 _bearer = HTTPBearer(auto_error=False)
+
+
+def _authenticate(request: Request, authorization: str | None) -> Caller:
+    """The caller of a bearer token, or a 401 naming why (missing, unknown, expired)."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise StarletteHTTPException(401, "missing bearer token")
+    result = check_token(request.app.state.registry_database, secret.strip())
+    if result.token is None:
+        raise StarletteHTTPException(401, result.refusal)
+    token = result.token
+    return Caller(token_id=token.id, name=token.name, role=token.role)
+
+
+def _authorize(who: Caller, permission: str) -> Caller:
+    if permission not in PERMISSIONS.get(who.role, frozenset()):
+        raise StarletteHTTPException(
+            403, f"role {who.role!r} may not do this (needs {permission!r})"
+        )
+    return who
 
 
 def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    if credentials is None:
-        raise StarletteHTTPException(401, "missing bearer token")
-    token = verify_api_token(request.app.state.registry_database, credentials.credentials)
-    if token is None:
-        raise StarletteHTTPException(401, "unknown or revoked token")
-    return Caller(token_id=token.id, name=token.name, role=token.role)
+    # The route checked the token before reading the body (AuthFirstRoute); reuse it.
+    known = getattr(request.state, "caller", None)
+    if isinstance(known, Caller):
+        return known
+    header = f"Bearer {credentials.credentials}" if credentials is not None else None
+    return _authenticate(request, header)
+
+
+class _Need:
+    """A route's permission as a dependency (``permission`` is read by AuthFirstRoute)."""
+
+    def __init__(self, permission: str) -> None:
+        self.permission = permission
+
+    def __call__(self, who: Annotated[Caller, Depends(_caller)]) -> Caller:
+        """The caller, if its role grants the permission (else 403)."""
+        return _authorize(who, self.permission)
 
 
 def _need(permission: str) -> Callable[..., Caller]:
-    def check(who: Annotated[Caller, Depends(_caller)]) -> Caller:
-        if permission not in PERMISSIONS.get(who.role, frozenset()):
-            raise StarletteHTTPException(
-                403, f"role {who.role!r} may not do this (needs {permission!r})"
-            )
-        return who
+    return _Need(permission)
 
-    return check
+
+class AuthFirstRoute(APIRoute):
+    """A route that checks the token and role before FastAPI reads and parses the body.
+
+    FastAPI parses a JSON body before it runs dependencies, so without this a malformed
+    body from a caller with no token got 422 (and a detail) instead of 401.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        """The usual handler, behind the token and permission check."""
+        handler = super().get_route_handler()
+        permissions = [
+            d.call.permission for d in self.dependant.dependencies if isinstance(d.call, _Need)
+        ]
+        if not permissions:
+            return handler
+        permission = permissions[0]
+
+        async def authenticated(request: Request) -> Any:
+            authorization = request.headers.get("authorization")
+            who = await run_in_threadpool(_authenticate, request, authorization)
+            request.state.caller = _authorize(who, permission)
+            return await handler(request)
+
+        return authenticated
 
 
 Reader = Annotated[Caller, Depends(_need("read"))]
@@ -160,9 +282,22 @@ def create_app(
     *,
     readings_source: ReadingsSource | None = None,
     title: str = "Kotahub device registry",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
 ) -> FastAPI:
-    """The registry API over a service (database + optional MQTT identities)."""
+    """The registry API over a service (database + optional MQTT identities).
+
+    ``max_import_bytes`` bounds the body of an import, a bulk upsert and a status push,
+    ``max_body_bytes`` every other request body.
+    """
     app = FastAPI(title=title, version="1", docs_url="/docs", openapi_url="/openapi.json")
+    app.router.route_class = AuthFirstRoute
+    app.add_middleware(
+        BodyLimit,
+        max_body_bytes=max_body_bytes,
+        max_import_bytes=max_import_bytes,
+        bulk_paths=BULK_PATHS,
+    )
     app.state.registry_database = database = service.database
 
     # -- error handlers -----------------------------------------------------------------
@@ -211,7 +346,7 @@ def create_app(
 
     @app.exception_handler(ImportFileError)
     async def _bad_file(_r: Request, exc: ImportFileError) -> JSONResponse:
-        return problem(422, "Unreadable import file", str(exc), field="body")
+        return problem(422, "Invalid import file", str(exc), field="body")
 
     @app.exception_handler(DatabaseError)
     async def _database(_r: Request, exc: DatabaseError) -> JSONResponse:
@@ -219,8 +354,20 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
-        response = problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI turns any JSON parse failure but a syntax error into a bare 400.
+            return problem(422, "Invalid request", "body: JSON nested too deeply", field="body")
+        titles = {
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not found",
+            405: "Not allowed",
+            413: "Content too large",
+        }
+        extra = {"field": "body"} if exc.status_code == 413 else {}
+        response = problem(
+            exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), **extra
+        )
         if exc.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -427,7 +574,13 @@ def create_app(
     @app.post(f"{PREFIX}/tokens", status_code=201, tags=["tokens"])
     def new_token(who: Admin, body: TokenCreate) -> TokenCreated:
         """Make a token; its secret is shown once."""
-        return create_token(database, name=body.name, role=body.role, actor=who.actor)
+        return create_token(
+            database,
+            name=body.name,
+            role=body.role,
+            actor=who.actor,
+            expires_in_s=body.expires_in_s,
+        )
 
     @app.delete(f"{PREFIX}/tokens/{{token_id}}", tags=["tokens"])
     def delete_token(who: Admin, token_id: str) -> TokenPublic:

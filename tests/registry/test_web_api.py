@@ -296,7 +296,7 @@ NOT_CLEARABLE: dict[str, tuple[str, type[BaseModel], set[str]]] = {
     "type": (
         "/api/v1/device-types/cctv-dome",
         DeviceTypeUpdate,
-        {"expected_interval_s", "metrics", "description"},
+        {"expected_interval_s", "metrics", "description", "influx_tag_keys"},
     ),
     "device": (
         "/api/v1/devices/bare-1",
