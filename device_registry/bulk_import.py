@@ -542,7 +542,7 @@ def csv_template() -> str:
     """An example import CSV: every column, a ``tag.`` column, and a commented example row."""
     example = {
         "id": "smg-flood-bkt-01",
-        "device_type": "flood-gauge",
+        "device_type": "vegapuls_c21",  # seeded by `kotahub registry types seed`
         "state": "planned",
         "vendor": "VEGA",
         "model": "VEGAPULS C 21",
@@ -560,7 +560,7 @@ def csv_template() -> str:
         "team_id": "dpu-drainage",
         "owner_kind": "city",
         "install_date": "2026-11-30",
-        "driver_config": json.dumps({"unit_id": 1}),
+        "driver_config": json.dumps({"unit_id": 246}),
         "tag.river": "Banjir Kanal Timur",
     }
     header = [*EXPORT_COLUMNS, f"{TAG_PREFIX}river"]
