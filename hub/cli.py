@@ -14,6 +14,7 @@ from rich.table import Table
 from device_registry import cli as registry_cli
 from device_registry.mqtt_identities import BrokerAdmin
 from hub.local_stack import LocalStack, StackError, mqtt_password
+from hub.service_probes import probe_services
 from hub.settings import ConfigError, Settings, load_settings, redacted
 
 app = typer.Typer(
@@ -111,6 +112,18 @@ def _print_status(stack: LocalStack) -> bool:
             str(part.pid) if part.pid else "-",
             part.detail,
         )
+    # The hub and the API are not the stack's (the operator starts them), so they do not
+    # count towards its health; they are shown so that one command answers "what runs?".
+    for service in probe_services(stack.settings):
+        colour = {"running": "green", "not running": "dim"}.get(service.state, "red")
+        table.add_row(
+            service.name,
+            f"[{colour}]{service.state}[/{colour}]",
+            str(service.port),
+            "-",
+            str(service.pid) if service.pid else "-",
+            service.detail,
+        )
     console.print(table)
     return healthy
 
@@ -136,7 +149,10 @@ def stack_down(config: ConfigOption = None) -> None:
 
 @stack_app.command("status")
 def stack_status(config: ConfigOption = None) -> None:
-    """Show each part's state, port, version and PID; exit 1 unless all run."""
+    """Show each part's state, port, version and PID, and the hub and API if they run.
+
+    Exits 1 unless Mosquitto and InfluxDB run (the hub and the API do not count).
+    """
     if not _print_status(_stack(config)):
         raise typer.Exit(1)
 

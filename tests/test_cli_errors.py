@@ -94,7 +94,7 @@ def listening() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def test_second_hub_on_the_same_state_names_the_first_ones_pid(
+def test_a_running_hub_is_in_stack_status_and_a_second_one_names_its_pid(
     config: Path, tmp_path: Path
 ) -> None:
     first = subprocess.Popen(
@@ -113,6 +113,26 @@ def test_second_hub_on_the_same_state_names_the_first_ones_pid(
                 return False
 
         wait_until(ready)
+        # `stack status` shows the hub and the API that run on this state's ports.
+        status = subprocess.run(
+            [sys.executable, "-m", "hub", "stack", "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+            check=False,
+        )
+        rows = {
+            cells[0]: cells[1:]
+            for line in status.stdout.splitlines()
+            if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 6
+        }
+        api_port = int(config.read_text().split("api_port = ")[1].split()[0])
+        assert rows["hub"][:4] == ["running", str(metrics_port), "-", str(first.pid)], status
+        assert rows["registry API"][:4] == ["running", str(api_port), "-", str(first.pid)]
+        assert rows["mosquitto"][0] == "stopped"  # not this state's stack: exit 1
+        assert status.returncode == 1
+
         second = kotahub("run", "--config", str(config))
         line = one_line(second)
         assert second.returncode == 2
@@ -128,6 +148,8 @@ def test_second_hub_on_the_same_state_names_the_first_ones_pid(
         output = first.communicate(timeout=30)[0]
         print(output)
     assert first.returncode == 0, output
+    status = kotahub("stack", "status", "--config", str(config))
+    assert "│ hub          │ not running" in status.stdout, status.stdout
 
 
 def test_api_port_taken_is_one_line(config: Path, listening: int) -> None:
