@@ -35,7 +35,8 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from device_registry.mqtt_identities import BrokerAdmin
+from device_registry.errors import CredentialsError
+from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient
 from drivers.contract import DEADLETTER_TOPIC, SUBSCRIPTION_FILTERS, hub_probe_topic
 from hub.influxql import InfluxQL, InfluxQueryError
 from hub.local_ca import (
@@ -259,6 +260,8 @@ def _write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner only (secrets and password hashes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The mode of os.open applies only to a new file: an existing one is tightened too.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
 
@@ -499,6 +502,7 @@ class LocalStack:
                 self._start_influxd(influxd_bin)
                 started.append("influxdb")
             self._wait_ready(password)
+            self._ensure_hub_identity(password)
             self._ensure_database()
         except BaseException:
             for name in started:
@@ -552,6 +556,53 @@ class LocalStack:
                 f'[hub]\nusername = "{mq.hub_username}"\npassword = "{hub_password}"\n',
             )
         return password
+
+    def _ensure_hub_identity(self, password: str) -> None:
+        """Give a broker bootstrapped before the hub had an identity that identity now.
+
+        Over the control topic, so a running broker needs no restart; the password is
+        added to the credentials file, after which ``hub_login`` stops falling back.
+        """
+        mq = self.settings.mqtt
+        if read_credentials(self.state_dir, "hub"):
+            return
+        hub_password = (
+            mq.hub_password.get_secret_value()
+            if mq.hub_password is not None
+            else secrets.token_urlsafe(24)
+        )
+        self._log(f"creating the hub's own MQTT identity {mq.hub_username}")
+        admin = BrokerAdmin(host=mq.host, port=mq.port, username=mq.username, password=password)
+        client = DynamicSecurityClient(admin)
+        try:
+            answers = client.execute(
+                [
+                    {"command": "deleteClient", "username": mq.hub_username},
+                    {"command": "deleteRole", "rolename": HUB_ROLE},
+                    {"command": "createRole", "rolename": HUB_ROLE, "acls": hub_acls()},
+                    {
+                        "command": "createClient",
+                        "username": mq.hub_username,
+                        "password": hub_password,
+                        "textname": "Kotahub hub (ingest)",
+                        "roles": [{"rolename": HUB_ROLE}],
+                    },
+                ]
+            )
+        except CredentialsError as err:
+            raise StackError(f"cannot create the hub's MQTT identity: {err}") from err
+        finally:
+            client.close()
+        # The two deletes may answer "not found"; the creates must not fail.
+        errors = [str(a["error"]) for a in answers[2:] if a.get("error")]
+        if errors:
+            raise StackError(f"cannot create the hub's MQTT identity: {'; '.join(errors)}")
+        path = self.state_dir / CREDENTIALS_FILE
+        text = path.read_text() if path.is_file() else ""
+        _write_private(
+            path,
+            text + f'[hub]\nusername = "{mq.hub_username}"\npassword = "{hub_password}"\n',
+        )
 
     # -- tls -------------------------------------------------------------------------
     def _server_names(self) -> list[str]:

@@ -10,15 +10,23 @@ paired with the allowed case, so that "nothing arrived" means "refused", not "br
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from device_registry.mqtt_identities import IdentitySpec
 from drivers.contract import DEADLETTER_TOPIC, SUBSCRIPTION_FILTERS, hub_probe_topic
-from hub.local_stack import agent_login, hub_login, mqtt_tls_context
+from hub.local_stack import (
+    LocalStack,
+    agent_login,
+    bootstrap_dynsec,
+    hub_login,
+    mqtt_tls_context,
+)
 from hub.settings import ConfigError, load_settings
 from tests.broker_security import AclClient, SecureStack, secure_stack
+from tests.conftest import make_settings
 
 REFUSED = 0x80  # SUBACK reason codes from 0x80 up are failures (0x87: not authorized)
 # Long enough for a QoS 1 message on loopback, many times over; a refusal shows as absence.
@@ -180,3 +188,37 @@ def test_new_install_defaults_pick_the_least_privileged_identities(
         agent={"gateway_id": "gw-1", "mqtt_password": "issued-once"},
     )
     assert agent_login(agent, "gw-1") == ("gw-1", "issued-once")
+
+
+def test_stack_up_gives_an_older_install_the_hub_identity(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A state folder from before the hub had an identity: admin only, no [hub] credentials.
+    state = tmp_path_factory.mktemp("upgrade") / ".kotahub"
+    settings = make_settings(state)
+    admin_password = "old-install-admin-password"
+    bootstrap_dynsec(
+        state / "mosquitto" / "dynamic-security.json", settings.mqtt.username, admin_password
+    )
+    (state / "credentials.toml").write_text(
+        f'[mqtt]\nusername = "{settings.mqtt.username}"\npassword = "{admin_password}"\n'
+    )
+    assert hub_login(settings, admin_password) == (settings.mqtt.username, admin_password)
+    stack = LocalStack(settings)
+    stack.up()
+    try:
+        username, password = hub_login(settings, admin_password)
+        assert username == "kotahub-hub"
+        assert stat.S_IMODE((state / "credentials.toml").stat().st_mode) == 0o600
+        hub = AclClient(settings.mqtt.host, settings.mqtt.port, username, password)
+        try:
+            assert hub.connect_reason == "Success"
+            assert hub.subscribe(SUBSCRIPTION_FILTERS[0]) < REFUSED
+            assert hub.subscribe("#") >= REFUSED
+        finally:
+            hub.close()
+        # The next start finds it and changes nothing.
+        stack.up()
+        assert hub_login(settings, admin_password) == (username, password)
+    finally:
+        stack.down()
