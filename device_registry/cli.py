@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     # `kotahub` command starts (every other subcommand would pay ~0.4 s for them).
     from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient
     from device_registry.registry_service import RegistryService
+    from device_registry.technician_page import TileSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 ImportFormat = Literal["csv", "geojson"]
@@ -77,6 +78,8 @@ class RegistryRuntime:
     dynsec_batch: int = 50
     api_host: str = "127.0.0.1"
     api_port: int = 18090
+    # The technician page's map ([registry] map_tile_url); None: the environment, or none.
+    tiles: TileSettings | None = None
 
 
 class RuntimeLoader(Protocol):
@@ -1348,4 +1351,5 @@ def registry_serve(config: ConfigOption = None) -> None:
         raise RuntimeError("no runtime loader installed")
     runtime = _loader[0](config)
     with _service(config) as service:
-        uvicorn.run(create_app(service), host=runtime.api_host, port=runtime.api_port)
+        app = create_app(service, tiles=runtime.tiles)
+        uvicorn.run(app, host=runtime.api_host, port=runtime.api_port)

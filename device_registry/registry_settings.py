@@ -1,4 +1,4 @@
-"""The registry's settings section: database, API listener and MQTT identities.
+"""The registry's settings section: database, API listener, MQTT identities, map tiles.
 
 ``hub/settings.py`` embeds this model as ``[registry]``; the registry itself never reads
 hub settings, so it stays importable on its own.
@@ -7,9 +7,12 @@ hub settings, so it stays importable on its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from device_registry.technician_page import TileSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 DATABASE_FILE = "registry.sqlite3"
@@ -35,6 +38,40 @@ class RegistrySettings(BaseModel):
     )
     dynsec_timeout_s: float = Field(default=10.0, gt=0)
     dynsec_batch: int = Field(default=50, ge=1, le=1000)
+    map_tile_url: str = Field(
+        default="",
+        max_length=500,
+        description=(
+            "Tile URL template for the technician page's map, with {z}, {x} and {y}, e.g. the "
+            "city's tile server. Empty: the page draws a grid with the registry's sites, "
+            "kecamatan and devices, and loads nothing from elsewhere."
+        ),
+    )
+    map_tile_attribution: str = Field(default="", max_length=300)
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tile_template(cls, value: str) -> str:
+        # The page's own rules, so a bad template stops start-up naming this setting.
+        value = value.strip()
+        if value:
+            from pydantic import ValidationError
+
+            from device_registry.technician_page import TileSettings
+
+            try:
+                TileSettings(url=value)
+            except ValidationError as err:
+                raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from err
+        return value
+
+    def tile_settings(self) -> TileSettings | None:
+        """The page's map tiles; None when unset (then KOTAHUB_TECHNICIAN_TILE_URL, or none)."""
+        from device_registry.technician_page import TileSettings
+
+        if not self.map_tile_url:
+            return None
+        return TileSettings(url=self.map_tile_url, attribution=self.map_tile_attribution)
 
     def resolved_database_url(self, state_dir: Path) -> str:
         """The configured URL, or the SQLite file under the state folder."""

@@ -68,6 +68,7 @@ from device_registry.schemas import (
     TokenCreated,
     TokenPublic,
 )
+from device_registry.technician_page import TileSettings
 
 logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -284,11 +285,13 @@ def create_app(
     title: str = "Kotahub device registry",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
+    tiles: TileSettings | None = None,
 ) -> FastAPI:
     """The registry API over a service (database + optional MQTT identities).
 
     ``max_import_bytes`` bounds the body of an import, a bulk upsert and a status push,
-    ``max_body_bytes`` every other request body.
+    ``max_body_bytes`` every other request body. ``tiles``: the technician page's map
+    (``[registry] map_tile_url``); None means KOTAHUB_TECHNICIAN_TILE_URL, or no tiles.
     """
     app = FastAPI(title=title, version="1", docs_url="/docs", openapi_url="/openapi.json")
     app.router.route_class = AuthFirstRoute
@@ -600,5 +603,5 @@ def create_app(
     # The technician's phone page at /app/ (static files; "/" redirects there).
     from device_registry.technician_page import mount_technician_page
 
-    mount_technician_page(app)
+    mount_technician_page(app, tiles=tiles)
     return app

@@ -23,6 +23,8 @@
     settings: { tile_url: "", tile_attribution: "", max_zoom: 19 },
     catalogue: null,
     map: null,
+    grid: null,
+    mapFeatures: null,
     marker: null,
     searched: false,
     device: null,
@@ -890,9 +892,107 @@
       ctx.fillStyle = "#203040";
       ctx.font = "12px sans-serif";
       ctx.fillText(corner.lat.toFixed(4) + ", " + corner.lng.toFixed(4), 4, 14);
+      drawFeatures(this._map, ctx, coords, size, tile);
       return tile;
     },
   });
+
+  // What the registry itself knows of the ground, drawn on the grid so a pin can be placed
+  // relative to something: kecamatan names, sites and the devices already registered.
+  const MAP_MARGIN = 160; // px: a label near a tile's edge is drawn on its neighbour too
+
+  function haloText(ctx, text, x, y) {
+    ctx.lineWidth = 4;
+    ctx.strokeStyle = "#ffffff";
+    ctx.strokeText(text, x, y);
+    ctx.fillText(text, x, y);
+  }
+
+  function drawFeatures(map, ctx, coords, size, tile) {
+    const features = state.mapFeatures;
+    if (!features) return;
+    const originX = coords.x * size.x;
+    const originY = coords.y * size.y;
+    const drawn = [];
+    const at = (lat, lon) => {
+      const point = map.project([lat, lon], coords.z);
+      return [point.x - originX, point.y - originY];
+    };
+    const near = ([x, y]) => x > -MAP_MARGIN && y > -MAP_MARGIN && x < size.x + MAP_MARGIN && y < size.y + MAP_MARGIN;
+    const inside = ([x, y]) => x >= 0 && y >= 0 && x < size.x && y < size.y;
+    ctx.textBaseline = "middle";
+    ctx.lineJoin = "round";
+    if (coords.z <= 17) {
+      ctx.font = "bold 15px sans-serif";
+      ctx.textAlign = "center";
+      ctx.fillStyle = "#5a4a7a";
+      for (const area of features.kecamatan) {
+        const xy = at(area.lat, area.lon);
+        if (!near(xy)) continue;
+        haloText(ctx, area.name.toUpperCase(), xy[0], xy[1]);
+        if (inside(xy)) drawn.push("kecamatan:" + area.name);
+      }
+    }
+    ctx.textAlign = "left";
+    for (const device of features.devices) {
+      const xy = at(device.lat, device.lon);
+      if (!near(xy)) continue;
+      ctx.beginPath();
+      ctx.arc(xy[0], xy[1], 5, 0, 2 * Math.PI);
+      ctx.fillStyle = "#1f6f4a";
+      ctx.fill();
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = "#ffffff";
+      ctx.stroke();
+      if (coords.z >= 16) {
+        ctx.font = "12px sans-serif";
+        ctx.fillStyle = "#1d3b2c";
+        haloText(ctx, device.id, xy[0] + 9, xy[1]);
+      }
+      if (inside(xy)) drawn.push("device:" + device.id);
+    }
+    for (const site of features.sites) {
+      const xy = at(site.lat, site.lon);
+      if (!near(xy)) continue;
+      ctx.fillStyle = "#0a2f6b";
+      ctx.fillRect(xy[0] - 7, xy[1] - 7, 14, 14);
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = "#ffffff";
+      ctx.strokeRect(xy[0] - 7, xy[1] - 7, 14, 14);
+      ctx.font = "bold 13px sans-serif";
+      ctx.fillStyle = "#0a2f6b";
+      haloText(ctx, site.name, xy[0] + 11, xy[1]);
+      if (inside(xy)) drawn.push("site:" + site.id);
+    }
+    tile.dataset.features = drawn.join("|"); // names have spaces: "kecamatan:Semarang Utara"
+  }
+
+  /** Sites, devices with a position and the kecamatan they make up, from the API. */
+  async function loadMapFeatures() {
+    const placed = (item) => typeof item.latitude === "number" && typeof item.longitude === "number";
+    let devices = [];
+    try {
+      devices = (await api("GET", "/devices?limit=1000")).items.filter(placed);
+    } catch (_err) {
+      devices = []; // the map still shows the sites; a search error is reported elsewhere
+    }
+    const sites = ((state.catalogue && state.catalogue.sites) || []).filter(placed);
+    const areas = new Map();
+    for (const item of [...sites, ...devices]) {
+      if (!item.kecamatan) continue;
+      const area = areas.get(item.kecamatan) || { name: item.kecamatan, lat: 0, lon: 0, n: 0 };
+      area.lat += item.latitude;
+      area.lon += item.longitude;
+      area.n += 1;
+      areas.set(item.kecamatan, area);
+    }
+    state.mapFeatures = {
+      sites: sites.map((site) => ({ id: site.id, name: site.name, lat: site.latitude, lon: site.longitude })),
+      devices: devices.map((device) => ({ id: device.id, lat: device.latitude, lon: device.longitude })),
+      kecamatan: [...areas.values()].map((a) => ({ name: a.name, lat: a.lat / a.n, lon: a.lon / a.n })),
+    };
+    if (state.grid) state.grid.redraw();
+  }
 
   function ensureMap() {
     if (state.map) {
@@ -906,8 +1006,9 @@
         attribution: state.settings.tile_attribution || "",
       }).addTo(map);
     } else {
-      new CoordinateGrid({ maxZoom: 22 }).addTo(map);
-      map.attributionControl.addAttribution("coordinate grid (no map tiles configured)");
+      state.grid = new CoordinateGrid({ maxZoom: 22 }).addTo(map);
+      map.attributionControl.addAttribution("sites, kecamatan and devices from the registry (no map tiles configured)");
+      loadMapFeatures();
     }
     map.on("click", (event) => setLocation(event.latlng.lat, event.latlng.lng, "pin"));
     state.map = map;
@@ -988,6 +1089,7 @@
       $("#location-note").textContent = "Tap the map to drop a pin.";
       if (state.marker) { state.marker.remove(); state.marker = null; }
       state.searched = false;
+      if (state.grid) loadMapFeatures(); // the new device is on the map next time
       location.hash = "#/device/" + enc(written.device.id);
       if (written.credentials) showSecret(written.credentials, "created");
     } catch (err) {
