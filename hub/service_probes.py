@@ -113,5 +113,21 @@ def probe_api(settings: Settings) -> ServiceStatus:
 
 
 def probe_services(settings: Settings) -> list[ServiceStatus]:
-    """The hub and the registry API, running or not."""
-    return [probe_hub(settings), probe_api(settings)]
+    """The hub and the registry API that answer on this state's ports (none when none do).
+
+    A hub whose process does not hold this state's write-ahead log is another state's
+    (another checkout's ``kotahub run`` on the default port) and is left out.
+    """
+    from hub.ingest.ingest_service import wal_directory
+    from hub.start_checks import WAL_LOCK_FILE, lock_holder
+
+    found = []
+    hub = probe_hub(settings)
+    if hub.state != "not running":
+        holder = lock_holder(wal_directory(settings) / WAL_LOCK_FILE)
+        if hub.pid is None or holder is None or holder == hub.pid:
+            found.append(hub)
+    api = probe_api(settings)
+    if api.state != "not running":
+        found.append(api)
+    return found

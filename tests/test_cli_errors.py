@@ -112,7 +112,7 @@ def test_a_running_hub_is_in_stack_status_and_a_second_one_names_its_pid(
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready)
+        wait_until(ready, timeout_s=90)
         # `stack status` shows the hub and the API that run on this state's ports.
         status = subprocess.run(
             [sys.executable, "-m", "hub", "stack", "status", "--config", str(config)],
@@ -149,7 +149,7 @@ def test_a_running_hub_is_in_stack_status_and_a_second_one_names_its_pid(
         print(output)
     assert first.returncode == 0, output
     status = kotahub("stack", "status", "--config", str(config))
-    assert "│ hub          │ not running" in status.stdout, status.stdout
+    assert "│ hub" not in status.stdout, status.stdout  # shown only while it runs
 
 
 def test_api_port_taken_is_one_line(config: Path, listening: int) -> None:

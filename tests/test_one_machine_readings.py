@@ -135,7 +135,7 @@ def test_run_serves_last_readings_from_influxdb(
             except httpx.HTTPError:
                 return False
 
-        wait_until(api_up)
+        wait_until(api_up, timeout_s=90)
         ts = int(time.time() * 1000)
         client = mqtt_client()
         topic = f"kota/v1/dev/{device_id}/telemetry"
