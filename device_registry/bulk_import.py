@@ -131,11 +131,20 @@ def _unmarked(cell: str) -> str:
     return cell[1:] if cell.startswith(TEXT_MARK) else cell
 
 
-def parse_csv(text: str) -> list[SourceRow]:
-    """Rows of a device CSV; empty cells are None, ``tag.<key>`` columns become tags."""
+def _too_many(max_rows: int, where: str) -> ImportFileError:
+    return ImportFileError(
+        f"{where}: more than {max_rows:,} rows in one import; split the file into parts"
+    )
+
+
+def parse_csv(text: str, *, max_rows: int | None = None) -> list[SourceRow]:
+    """Rows of a device CSV; empty cells are None, ``tag.<key>`` columns become tags.
+
+    ``max_rows`` stops the parse at the first row past it (ImportFileError).
+    """
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
-    rows = []
+    rows: list[SourceRow] = []
     try:
         for cells in reader:
             line = reader.line_num
@@ -145,6 +154,8 @@ def parse_csv(text: str) -> list[SourceRow]:
                 header = [h.strip() for h in cells]
                 _check_header(header, line)
                 continue
+            if max_rows is not None and len(rows) >= max_rows:
+                raise _too_many(max_rows, f"line {line}")
             rows.append(SourceRow(line, _csv_row(header, cells)))
     except csv.Error as err:
         reason = str(err)
@@ -187,7 +198,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
-def parse_geojson(text: str) -> list[SourceRow]:
+def parse_geojson(text: str, *, max_rows: int | None = None) -> list[SourceRow]:
     """Rows of a GeoJSON FeatureCollection of Points; ``line`` is the feature number."""
     try:
         document = json.loads(text)
@@ -200,6 +211,8 @@ def parse_geojson(text: str) -> list[SourceRow]:
     features = document.get("features")
     if not isinstance(features, list):
         raise ImportFileError("FeatureCollection has no 'features' list")
+    if max_rows is not None and len(features) > max_rows:
+        raise _too_many(max_rows, f"feature {max_rows + 1}")
     rows = []
     for number, feature in enumerate(features, start=1):
         if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
@@ -217,9 +230,13 @@ def parse_geojson(text: str) -> list[SourceRow]:
     return rows
 
 
-def parse_file(text: str, file_format: ImportFormat) -> list[SourceRow]:
-    """Parse CSV or GeoJSON text."""
-    return parse_csv(text) if file_format == "csv" else parse_geojson(text)
+def parse_file(
+    text: str, file_format: ImportFormat, *, max_rows: int | None = None
+) -> list[SourceRow]:
+    """Parse CSV or GeoJSON text (at most ``max_rows`` rows, when given)."""
+    if file_format == "csv":
+        return parse_csv(text, max_rows=max_rows)
+    return parse_geojson(text, max_rows=max_rows)
 
 
 def _stored_fields(service: RegistryService) -> dict[str, dict[str, Any]]:

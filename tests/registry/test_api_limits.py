@@ -20,6 +20,7 @@ from device_registry.schemas import ROLES, ROUTE_DEVICE_IDS
 from device_registry.web_api import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IMPORT_BYTES,
+    DEFAULT_MAX_IMPORT_ROWS,
     MIB,
     create_app,
 )
@@ -96,6 +97,37 @@ def test_import_has_its_own_larger_limit(api: Api) -> None:
         "/api/v1/devices", json=camera("c-1", vendor="v" * SMALL_BODY), headers=api.headers("admin")
     )
     assert_problem(small, 413, str(SMALL_BODY))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_import_is_bounded_in_rows_too(service: RegistryService) -> None:
+    """Bytes alone do not bound memory (short rows): an import takes at most N rows."""
+    seed_catalog(service)
+    token = create_token(service.database, name="p", role="provisioner", actor="t").token
+    headers = {"Authorization": f"Bearer {token}"}
+    assert DEFAULT_MAX_IMPORT_ROWS == 20_000
+    rows = "".join(f"cam-{n},cctv-dome\n" for n in range(51))
+    with TestClient(create_app(service, max_import_rows=50)) as client:
+        refused = client.post(
+            "/api/v1/devices/import", content="id,device_type\n" + rows, headers=headers
+        )
+        assert_problem(refused, 422, "line 52", "more than 50 rows", "split the file")
+        features = [
+            {"type": "Feature", "geometry": None, "properties": {"id": f"c-{n}"}} for n in range(51)
+        ]
+        geo = client.post(
+            "/api/v1/devices/import?format=geojson",
+            json={"type": "FeatureCollection", "features": features},
+            headers=headers,
+        )
+        assert_problem(geo, 422, "feature 51", "more than 50 rows")
+        fits = client.post(
+            "/api/v1/devices/import",
+            content="id,device_type\n" + rows[: rows.index("cam-50")],
+            headers=headers,
+        )
+        assert fits.status_code == 200, fits.text
+        assert fits.json()["rows"] == 50
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
