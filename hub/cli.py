@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from device_registry import cli as registry_cli
 from device_registry.mqtt_identities import BrokerAdmin
+from hub.backup import BackupError, Summary, backup, restore
 from hub.local_stack import LocalStack, StackError, mqtt_password
 from hub.service_probes import probe_services
 from hub.settings import ConfigError, Settings, load_settings, redacted
@@ -155,6 +157,60 @@ def stack_status(config: ConfigOption = None) -> None:
     """
     if not _print_status(_stack(config)):
         raise typer.Exit(1)
+
+
+def _print_summary(title: str, summary: Summary) -> None:
+    table = Table(title=title)
+    for column in ("part", "what", "detail"):
+        table.add_column(column)
+    for row in summary.rows:
+        table.add_row(*row)
+    console.print(table)
+    for advice in summary.advice:
+        console.print(f"[yellow]note[/yellow]: {advice}", highlight=False, soft_wrap=True)
+
+
+BackupDir = Annotated[Path, typer.Argument(help="The backup folder.", file_okay=False)]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace what is there.")]
+
+
+@app.command("backup")
+def backup_command(
+    target: BackupDir, force: ForceOption = False, config: ConfigOption = None
+) -> None:
+    """Back up InfluxDB, the registry, the broker's identities and the credentials to DIR.
+
+    The stack must be up (InfluxDB is read over its RPC port); the hub may go on running.
+    A non-empty DIR is refused unless --force.
+    """
+    settings = settings_or_exit(config)
+    try:
+        with console.status("backing up...") as status:
+            summary = backup(settings, target, force=force, progress=status.update)
+    except (BackupError, StackError, OSError, sqlite3.Error) as err:
+        err_console.print(f"[red]backup failed[/red]: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from err
+    _print_summary(f"Backup in {target.resolve()}", summary)
+
+
+@app.command("restore")
+def restore_command(
+    source: BackupDir, force: ForceOption = False, config: ConfigOption = None
+) -> None:
+    """Restore a backup made by `kotahub backup` into this state folder.
+
+    The hub and the registry API must be stopped. Mosquitto and InfluxDB are stopped while
+    the broker's identities are replaced, then started. Existing devices or time series are
+    replaced only with --force.
+    """
+    settings = settings_or_exit(config)
+    try:
+        with console.status("restoring...") as status:
+            summary = restore(settings, source, force=force, progress=status.update)
+    except (BackupError, StackError, OSError, sqlite3.Error) as err:
+        err_console.print(f"[red]restore failed[/red]: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from err
+    _print_summary(f"Restored from {source.resolve()}", summary)
 
 
 @config_app.command("show")
