@@ -43,6 +43,7 @@ INFLUXD_TIMEOUT_S = 600.0
 BACKUP_ENTRIES = (MANIFEST, INFLUX_DIR, REGISTRY_FILE, DYNSEC_FILE, CREDENTIALS_FILE)
 
 Progress = Callable[[str], None]
+_LABELS = {"mosquitto": "Mosquitto server", "influxdb": "InfluxDB server"}
 
 
 class BackupError(Exception):
@@ -277,7 +278,7 @@ def restore(settings: Settings, source: Path, *, force: bool, progress: Progress
             progress(f"stopping {names} to replace the broker's identities")
             stack.down()
             for part in live:
-                summary.add(part.name, "stopped, then started", f"was pid {part.pid}")
+                summary.add(_LABELS[part.name], "stopped, then started", f"was pid {part.pid}")
         _copy_private(source / DYNSEC_FILE, dynsec)
         clients = len(json.loads((source / DYNSEC_FILE).read_bytes()).get("clients", []))
         summary.add("broker identities", f"{clients} client(s)", "0600")
@@ -307,8 +308,8 @@ def restore(settings: Settings, source: Path, *, force: bool, progress: Progress
         raise BackupError(f"stack up failed: {err}") from err
     done = {row[0] for row in summary.rows}
     for name in stopped:
-        if name not in done:
-            summary.add(name, "started", "")
+        if _LABELS[name] not in done:
+            summary.add(_LABELS[name], "started", "")
 
     backup_db = str(manifest.get("influx_database") or influx.database)
     with InfluxQL(influx.url, timeout_s=influx.timeout_s) as client:

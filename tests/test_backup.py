@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -26,6 +27,7 @@ from device_registry.schemas import DeviceCreate, DeviceTypeCreate, MetricSpec, 
 from hub.backup import DYNSEC_FILE, REGISTRY_FILE
 from hub.local_stack import CREDENTIALS_FILE
 from tests.conftest import MqttTestClient, RunningStack, free_port, own_stack
+from tests.test_one_machine import wait_until
 
 
 def kotahub(*args: str) -> subprocess.CompletedProcess[str]:
@@ -166,6 +168,9 @@ def test_backup_wipe_restore_round_trip(
         restored = kotahub("restore", str(target), "--config", str(config))
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "Traceback" not in restored.stderr
+        # It says what it started: both servers were down.
+        for server in ("Mosquitto server", "InfluxDB server"):
+            assert re.search(rf"{server}\s+│ started", restored.stdout), restored.stdout
         state = stack.settings.state_dir
         assert mode(state / CREDENTIALS_FILE) == 0o600
         assert mode(state / "mosquitto" / DYNSEC_FILE) == 0o600
@@ -188,3 +193,29 @@ def test_backup_wipe_restore_round_trip(
         assert over.returncode == 1
         assert over.stderr.strip().startswith("restore failed: ")
         assert "holds devices: a restore replaces them; --force to go on" in over.stderr
+
+        # And while a hub runs on this state, even with --force: it names the hub's PID.
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "hub", "hub", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            metrics_port = int(config.read_text().split("metrics_port = ")[1].split()[0])
+
+            def hub_ready() -> bool:
+                try:
+                    url = f"http://127.0.0.1:{metrics_port}/readyz"
+                    return httpx.get(url).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(hub_ready, timeout_s=90)
+            busy = kotahub("restore", str(target), "--force", "--config", str(config))
+            assert busy.returncode == 1
+            assert busy.stderr.strip().startswith(
+                f"restore failed: hub (pid {hub.pid}) running on this state: stop it first"
+            ), busy.stderr
+        finally:
+            hub.terminate()
+            hub.wait(30)
