@@ -230,3 +230,24 @@ def test_lock_holder_reads_the_pid_from_proc_locks(tmp_path: Path) -> None:
         assert lock_holder(path) is None
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert lock_holder(path) == os.getpid()
+
+
+def test_stack_not_up_adds_the_hint(tmp_path: Path, running_stack: RunningStack) -> None:
+    """The hub's 30 s wait for a broker ends in one line that says the stack is not up.
+
+    The wait itself is the ingest service's (30 s, too long for a test); what the CLI
+    adds to its IngestError is checked against a port where nothing listens, and against
+    the session's running broker, where a hint would mislead.
+    """
+    from hub.ingest.ingest_service import IngestError
+    from hub.settings import load_settings
+
+    port = free_port()
+    down = load_settings(None, state_dir=tmp_path, mqtt={"port": port})
+    error = IngestError(f"not subscribed to 127.0.0.1:{port} within 30.0 s")
+    assert cli._broker_hint(down, error) == (
+        f" (nothing answers on 127.0.0.1:{port}: is the stack up? `kotahub stack up`)"
+    )
+    up = load_settings(None, state_dir=tmp_path, mqtt={"port": running_stack.mqtt_port})
+    assert cli._broker_hint(up, error) == ""
+    assert cli._broker_hint(down, OSError("other")) == ""
