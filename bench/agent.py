@@ -163,6 +163,9 @@ def main() -> None:
                 mqtt={"port": mqtt_port, "password": "bench"},
                 agent={"buffer_dir": folder / "outbox"},
             )
+            # The bench's gateway has no registry-issued identity: it logs in as admin.
+            agent_cfg = settings.agent.model_copy(update={"mqtt_username": settings.mqtt.username})
+            settings = settings.model_copy(update={"agent": agent_cfg})
             reference, ref_cpu = asyncio.run(run_agent(settings, [], min(5.0, args.seconds)))
             recs = records(ports, per_server, args.devices, args.interval)
             agent, cpu = asyncio.run(run_agent(settings, recs, args.seconds))

@@ -45,7 +45,7 @@ from hub.agent.task_supervisor import (
     describe,
     stop_requested,
 )
-from hub.local_stack import mqtt_password
+from hub.local_stack import agent_login, mqtt_endpoint
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,15 +166,15 @@ class Agent:
             Path(buffer_dir) / f"outbox-{gateway_id}.sqlite3",
             max_messages=agent.buffer_max_messages,
         )
-        if agent.mqtt_password is not None:
-            password: str | None = agent.mqtt_password.get_secret_value()
-        else:
-            password = mqtt_password(settings)
+        # Least privilege: the gateway's own identity (its ACL allows its gw/ topics only).
+        username, password = agent_login(settings, gateway_id)
+        host, port, tls = mqtt_endpoint(settings)
         self.publisher = MqttPublisher(
             gateway_id=gateway_id,
-            host=settings.mqtt.host,
-            port=settings.mqtt.port,
-            username=agent.mqtt_username or settings.mqtt.username,
+            host=host,
+            port=port,
+            tls=tls,
+            username=username,
             password=password,
             outbox=self.outbox,
             keepalive_s=settings.mqtt.keepalive_s,
@@ -223,6 +223,8 @@ class Agent:
         self._polled.clear()
         self._streams.clear()
         await self.supervisor.stop()
+        # A publisher that failed for good was not running to be cancelled: say offline.
+        await self.publisher.stop()
 
     def health_report(self) -> dict[str, Any]:
         """The agent's own health: its tasks (up, failing and why, restarts) and outbox."""

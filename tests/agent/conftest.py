@@ -36,6 +36,8 @@ def flood_record(device_id: str, gateway_id: str, port: int, **config: Any) -> D
 def agent_settings(settings: Settings, **agent: Any) -> Settings:
     """Test settings with fast failure policies."""
     fast = {
+        # The session broker's gateways have no registry-issued identity: log in as admin.
+        "mqtt_username": settings.mqtt.username,
         "offline_after_failures": 2,
         "breaker_failures": 3,
         "breaker_open_s": 0.4,

@@ -26,6 +26,8 @@ def write_config(path: Path, settings: Settings, devices_file: Path) -> None:
         f'[mqtt]\nhost = "{mqtt.host}"\nport = {mqtt.port}\n'
         f'password = "{mqtt.password.get_secret_value()}"\n'
         f'[agent]\ndevices_file = "{devices_file}"\n'
+        # No registry-issued gateway identity on the test broker: log in as admin.
+        f'mqtt_username = "{mqtt.username}"\n'
     )
 
 
