@@ -13,9 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from device_registry import cli as registry_cli
-from device_registry.mqtt_identities import BrokerAdmin
 from hub.backup import BackupError, Summary, backup, restore
-from hub.local_stack import LocalStack, StackError, mqtt_password
+from hub.local_stack import LocalStack, StackError, broker_admin, mqtt_password
 from hub.service_probes import probe_services
 from hub.settings import ConfigError, Settings, load_settings, redacted
 
@@ -75,19 +74,15 @@ def _registry_runtime(
                 f"[red]configuration error[/red]: {err}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(2) from err
-        broker = BrokerAdmin(
-            host=settings.mqtt.host,
-            port=settings.mqtt.port,
-            username=settings.mqtt.username,
-            password=password,
-            timeout_s=registry.dynsec_timeout_s,
-        )
+        # TLS and the CA when mqtt.tls is set, else the loopback plain port.
+        broker = broker_admin(settings, password)
     return registry_cli.RegistryRuntime(
         database_url=registry.resolved_database_url(settings.state_dir),
         broker=broker,
         dynsec_batch=registry.dynsec_batch,
         api_host=registry.api_host,
         api_port=registry.api_port,
+        tiles=registry.tile_settings(),
     )
 
 

@@ -145,15 +145,11 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
 
     import uvicorn
 
-    from device_registry.mqtt_identities import (
-        BrokerAdmin,
-        DynamicSecurityClient,
-        DynsecIdentities,
-    )
+    from device_registry.mqtt_identities import DynamicSecurityClient, DynsecIdentities
     from device_registry.web_api import create_app
     from hub.agent.agent import Agent
     from hub.ingest.ingest_service import IngestService
-    from hub.local_stack import mqtt_password
+    from hub.local_stack import broker_admin, mqtt_password
 
     # Local checks first (device lists, database), so a bad file is named before the
     # network is touched.
@@ -168,13 +164,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     dynsec: DynamicSecurityClient | None = None
     if settings.registry.mqtt_identities:
         dynsec = DynamicSecurityClient(
-            BrokerAdmin(
-                host=settings.mqtt.host,
-                port=settings.mqtt.port,
-                username=settings.mqtt.username,
-                password=password,
-                timeout_s=settings.registry.dynsec_timeout_s,
-            ),
+            broker_admin(settings, password),
             batch_size=settings.registry.dynsec_batch,
         )
     service = RegistryService(database, DynsecIdentities(dynsec) if dynsec else None)
@@ -204,7 +194,11 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
         readings_influx, readings_source = readings_from_influx(settings, service)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(service, readings_source=readings_source),
+                create_app(
+                    service,
+                    readings_source=readings_source,
+                    tiles=settings.registry.tile_settings(),
+                ),
                 host=settings.registry.api_host,
                 port=settings.registry.api_port,
                 log_level="warning",
