@@ -540,6 +540,8 @@ class DeviceStatusPublic(BaseModel):
     reason: str
     last_seen: dt.datetime | None
     last_readings: dict[str, Any]
+    # Each metric's time when the live readings source knows it (pushed readings have none).
+    last_readings_at: dict[str, dt.datetime] = Field(default_factory=dict)
     expected_interval_s: float
     # Set when the live readings source failed and ``last_readings`` are the pushed ones.
     readings_source_error: str | None = None

@@ -10,8 +10,10 @@ field at fault and, for validation errors, an ``errors`` list with every field.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
@@ -73,9 +75,21 @@ from device_registry.technician_page import TileSettings
 logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 PREFIX = "/api/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class TimedReadings:
+    """A readings source's answer with each metric's time: ``values`` and ``times`` by metric."""
+
+    values: dict[str, Any]
+    times: dict[str, dt.datetime]
+
+
 # The hub may plug in a live source of last readings (e.g. from InfluxDB); without one
-# the status endpoint serves what the hub last pushed to PUT /api/v1/status.
-ReadingsSource = Callable[[str], dict[str, Any] | None]
+# the status endpoint serves what the hub last pushed to PUT /api/v1/status. A source
+# answers values only (``{metric: value}``) or ``TimedReadings`` when it knows each
+# metric's time; None or an empty answer keeps the pushed readings.
+ReadingsSource = Callable[[str], dict[str, Any] | TimedReadings | None]
 MIB = 1024 * 1024
 # Request body limits: a file import (and the JSON bulk routes) may be large, anything else
 # is a small JSON document. A 50 MB import took the API from 99 to 815 MB of memory.
@@ -485,7 +499,11 @@ def create_app(
                 logger.warning("readings source failed for %s: %s", device_id, reason)
                 status.readings_source_error = reason[:500]
             else:
-                if live:
+                if isinstance(live, TimedReadings):
+                    if live.values:
+                        status.last_readings = live.values
+                        status.last_readings_at = live.times
+                elif live:
                     status.last_readings = live
         return status
 

@@ -23,6 +23,7 @@ from device_registry.directory import DeviceDirectory, FileDeviceDirectory
 from device_registry.errors import FieldError, RegistryError
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceStatusUpdate
+from device_registry.web_api import ReadingsSource, TimedReadings
 from hub.influxql import InfluxQL
 from hub.ingest.device_status import StatusChange
 from hub.last_readings import InfluxLastReadings
@@ -116,9 +117,24 @@ def _index_of(field: str) -> int | None:
     return None
 
 
+def timed_readings(source: InfluxLastReadings) -> ReadingsSource:
+    """The web app's readings source over InfluxDB: each metric's value and its time."""
+
+    def read(device_id: str) -> TimedReadings | None:
+        found = source.readings(device_id)
+        if not found:
+            return None  # the web app keeps what the hub pushed
+        return TimedReadings(
+            values={name: r.value for name, r in found.items()},
+            times={name: r.time for name, r in found.items()},
+        )
+
+    return read
+
+
 def readings_from_influx(
     settings: Settings, service: RegistryService
-) -> tuple[InfluxQL | None, InfluxLastReadings | None]:
+) -> tuple[InfluxQL | None, ReadingsSource | None]:
     """The registry page's source of last readings: the InfluxDB the hub writes to.
 
     Only the v1 query API is asked (InfluxDB 1.x, and 2.x/3.x through their v1
@@ -136,7 +152,7 @@ def readings_from_influx(
         password=ix.password.get_secret_value() if ix.password else None,
         timeout_s=min(ix.timeout_s, READINGS_TIMEOUT_S),
     )
-    return influx, InfluxLastReadings(service, influx, database=ix.database)
+    return influx, timed_readings(InfluxLastReadings(service, influx, database=ix.database))
 
 
 async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:

@@ -153,6 +153,17 @@ def test_run_serves_last_readings_from_influxdb(
 
         expected = {"level_m": -0.42, "rain_mm": 2.0, "pump_on": True}
         wait_until(lambda: readings() == expected)
+        # Each metric's own time (issue 13 item 2): rain_mm was last sent 5 s earlier.
+        body = api.get(f"/api/v1/devices/{device_id}/status").json()
+        at = {
+            name: dt.datetime.fromisoformat(value)
+            for name, value in body["last_readings_at"].items()
+        }
+        assert at == {
+            "level_m": dt.datetime.fromtimestamp(ts / 1000, dt.UTC),
+            "rain_mm": dt.datetime.fromtimestamp((ts - 5000) / 1000, dt.UTC),
+            "pump_on": dt.datetime.fromtimestamp(ts / 1000, dt.UTC),
+        }
     finally:
         hub.send_signal(signal.SIGTERM)
         output = hub.communicate(timeout=30)[0]

@@ -6,6 +6,7 @@ stack), asking for the last value of every field of the device's measurement.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from device_registry.api_tokens import create_token
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceStatusUpdate
-from device_registry.web_api import create_app
+from device_registry.web_api import TimedReadings, create_app
 from hub.influxql import InfluxQL
 from tests.conftest import RunningStack, free_port
 from tests.registry.conftest import seed_catalog
@@ -158,3 +159,29 @@ def test_a_failing_source_falls_back_to_the_pushed_readings(
     assert any("readings source failed for g-down" in r.getMessage() for r in caplog.records), (
         caplog.text
     )
+
+
+def test_a_source_with_times_gives_each_metrics_time(service: RegistryService) -> None:
+    seed_catalog(service)
+    for device_id in ("g-t", "g-none"):
+        service.create_device(DeviceCreate(id=device_id, device_type="flood-gauge"), actor="t")
+    service.set_status(
+        [DeviceStatusUpdate(device_id="g-none", online=True, last_readings={"level_m": 0.9})]
+    )
+    at = dt.datetime(2026, 3, 1, 6, 30, tzinfo=dt.UTC)
+    answers = {
+        "g-t": TimedReadings(values={"level_m": 1.5, "rain_mm": 2}, times={"level_m": at}),
+        # An empty answer keeps what the hub pushed, which has no times.
+        "g-none": TimedReadings(values={}, times={}),
+    }
+    token = create_token(service.database, name="v", role="viewer", actor="t").token
+    with TestClient(create_app(service, readings_source=answers.get)) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        timed = client.get("/api/v1/devices/g-t/status", headers=headers).json()
+        pushed = client.get("/api/v1/devices/g-none/status", headers=headers).json()
+    assert timed["last_readings"] == {"level_m": 1.5, "rain_mm": 2}
+    assert {k: dt.datetime.fromisoformat(v) for k, v in timed["last_readings_at"].items()} == {
+        "level_m": at
+    }
+    assert pushed["last_readings"] == {"level_m": 0.9}
+    assert pushed["last_readings_at"] == {}

@@ -7,13 +7,14 @@ touch and a fixed GPS fix in Semarang. Screenshots go to test-artifacts/technici
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from device_registry.technician_page import (
     TileSettings,
     set_tile_settings,
 )
-from device_registry.web_api import create_app
+from device_registry.web_api import TimedReadings, create_app
 from tests.conftest import MqttClientFactory, RunningStack, free_port
 from tests.registry.conftest import seed_catalog
 
@@ -75,6 +76,8 @@ class PageServer:
     service: RegistryService
     tokens: dict[str, str]
     app: Any
+    # What the app's readings source answers per device (a stand-in for InfluxDB).
+    live: dict[str, TimedReadings] = field(default_factory=dict)
 
     def api(self, method: str, path: str, role: str = "admin", **kwargs: Any) -> httpx.Response:
         """Call the running API with a role's token."""
@@ -113,7 +116,8 @@ def page_server(
         role: create_token(database, name=f"{role}-t", role=role, actor="test").token
         for role in ROLES
     }
-    app = create_app(service)
+    live: dict[str, TimedReadings] = {}
+    app = create_app(service, readings_source=live.get)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -126,7 +130,7 @@ def page_server(
         assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
         time.sleep(0.02)
     try:
-        yield PageServer(f"http://127.0.0.1:{port}", service, tokens, app)
+        yield PageServer(f"http://127.0.0.1:{port}", service, tokens, app, live)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -256,9 +260,15 @@ def test_sign_in_search_and_open_a_device(phone: Page, page_server: PageServer) 
                 device_id=gauge,
                 online=False,
                 reason="silent for 3 intervals",
-                last_readings={"level_m": 1.25, "rain_mm": 3.5},
+                last_readings={"level_m": 0.0},
             ),
         ]
+    )
+    # The gauge's readings come from the live source, level_m with its time (issue 13
+    # item 2); a metric whose time the source does not know shows none.
+    page_server.live[gauge] = TimedReadings(
+        values={"level_m": 1.25, "rain_mm": 3.5},
+        times={"level_m": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)},
     )
 
     # A wrong token is refused next to the token field, and nothing is kept.
@@ -293,7 +303,9 @@ def test_sign_in_search_and_open_a_device(phone: Page, page_server: PageServer) 
     expect(phone.locator("#device-title")).to_have_text(cam)
     status = phone.locator("#device-status")
     expect(status).to_contain_text("online")
-    expect(phone.locator('#device-readings tr[data-metric="online"] td')).to_have_text("true")
+    expect(phone.locator('#device-readings tr[data-metric="online"] td.value')).to_have_text("true")
+    # Pushed readings carry no per-metric time.
+    expect(phone.locator("#device-readings td.when")).to_have_count(0)
     details = phone.locator("#device-details")
     for text in (f"SN-{PREFIX}-A1", "5.7.3", "-6.975100, 110.448900", "Semarang \u203a Gayamsari"):
         expect(details).to_contain_text(text)
@@ -314,8 +326,12 @@ def test_sign_in_search_and_open_a_device(phone: Page, page_server: PageServer) 
     results.first.tap()
     expect(phone.locator("#device-title")).to_have_text(gauge)
     # Readings carry the units of the device type's metric schema.
-    expect(phone.locator('#device-readings tr[data-metric="level_m"] td')).to_have_text("1.25 m")
-    expect(phone.locator('#device-readings tr[data-metric="rain_mm"] td')).to_have_text("3.5 mm")
+    level = phone.locator('#device-readings tr[data-metric="level_m"]')
+    expect(level.locator("td.value")).to_have_text("1.25 m")
+    expect(level.locator("td.when")).to_contain_text("2 min ago")
+    rain = phone.locator('#device-readings tr[data-metric="rain_mm"]')
+    expect(rain.locator("td.value")).to_have_text("3.5 mm")
+    expect(rain.locator("td.when")).to_have_count(0)
     expect(phone.locator("#device-status")).to_contain_text("silent for 3 intervals")
 
 

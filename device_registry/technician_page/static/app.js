@@ -613,6 +613,7 @@
       ? "not set"
       : device.latitude.toFixed(6) + ", " + device.longitude.toFixed(6);
     const readings = Object.entries(status.last_readings || {});
+    const readingsAt = status.last_readings_at || {}; // only a live source knows the times
     const retired = device.state === "retired";
 
     const actions = h("section", { class: "card actions", id: "device-actions", "data-needs": "device.write" },
@@ -659,7 +660,10 @@
         readings.length
           ? h("table", { class: "readings" }, h("tbody", {}, readings.map(([name, value]) =>
             h("tr", { "data-metric": name }, h("th", { text: name }),
-              h("td", { text: String(value) + (units[name] ? " " + units[name] : "") })))))
+              h("td", { class: "value", text: String(value) + (units[name] ? " " + units[name] : "") }),
+              readingsAt[name]
+                ? h("td", { class: "when", style: "font-weight: 400; color: var(--muted); font-size: 0.9rem", text: when(readingsAt[name]) })
+                : null))))
           : h("p", { class: "note", text: "No readings reported yet." })),
       actions,
       h("section", { class: "card", id: "device-details" },
