@@ -18,6 +18,7 @@ import getpass
 import inspect
 import json
 import os
+import time
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from device_registry.errors import FieldError, RegistryError
+from device_registry.errors import CredentialsError, FieldError, RegistryError
 from device_registry.schemas import (
     ROLES,
     ContactChannel,
@@ -80,6 +81,10 @@ class RegistryRuntime:
     api_port: int = 18090
     # The technician page's map ([registry] map_tile_url); None: the environment, or none.
     tiles: TileSettings | None = None
+    # The API's request limits ([registry] max_body_bytes, ...), as create_app's defaults.
+    max_body_bytes: int = 1048576
+    max_import_bytes: int = 10485760
+    max_import_rows: int = 20000
 
 
 class RuntimeLoader(Protocol):
@@ -290,6 +295,26 @@ def invalid(field: str, message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def database_error_line(error: Exception, database_url: str, waited_s: float) -> str:
+    """One line for a failed registry operation: the driver's message, never the SQL.
+
+    SQLAlchemy's own text adds the statement and its parameters (a device's whole row)
+    on lines of their own; an operator needs the cause and what to do.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    orig = error.orig if isinstance(error, DBAPIError) else None
+    message = str(orig) if orig is not None else str(error).split("\n", 1)[0]
+    if isinstance(error, OperationalError) and "database is locked" in message:
+        path = make_url(database_url).database or database_url
+        return (
+            f"the registry database {path} is locked by another process"
+            f" (waited {waited_s:.0f} s): try again when it is free"
+        )
+    return " ".join(message.split()) or type(error).__name__
+
+
 @contextmanager
 def _service(config: Path | None, *, broker: bool = True) -> Iterator[RegistryService]:
     from device_registry.database import open_database
@@ -302,6 +327,7 @@ def _service(config: Path | None, *, broker: bool = True) -> Iterator[RegistrySe
     dynsec: DynamicSecurityClient | None = None
     database = None
     console = err()
+    started = time.monotonic()
     try:
         database = open_database(runtime.database_url)
         if broker and runtime.broker is not None:
@@ -326,7 +352,9 @@ def _service(config: Path | None, *, broker: bool = True) -> Iterator[RegistrySe
             console.print(f"[red]invalid file[/red]: {escape(str(error))}")
             raise typer.Exit(2) from error
         if isinstance(error, SQLAlchemyError):
-            console.print(f"[red]database error[/red]: {escape(str(error))}")
+            waited_s = time.monotonic() - started
+            line = database_error_line(error, runtime.database_url, waited_s)
+            console.print(f"[red]database error[/red]: {escape(line)}")
             raise typer.Exit(1) from error
         raise
     finally:
@@ -540,7 +568,16 @@ def devices_add(
     # A new device has no identity to revoke: without credentials the broker is not needed.
     with _service(config, broker=not no_credentials) as service:
         data = DeviceCreate.model_validate(values)
-        written = service.create_device(data, actor=_actor(), issue_credentials=not no_credentials)
+        try:
+            written = service.create_device(
+                data, actor=_actor(), issue_credentials=not no_credentials
+            )
+        except CredentialsError as error:
+            # The row and its identity are one transaction: nothing was half-created.
+            raise CredentialsError(
+                f"{error}: device {device_id} was not created (start the broker, or add it"
+                " with --no-credentials and activate it later)"
+            ) from error
         _print_written(written, as_json=as_json)
         if not as_json and written.credentials is None:
             note = _no_secret_note(
@@ -1351,5 +1388,11 @@ def registry_serve(config: ConfigOption = None) -> None:
         raise RuntimeError("no runtime loader installed")
     runtime = _loader[0](config)
     with _service(config) as service:
-        app = create_app(service, tiles=runtime.tiles)
+        app = create_app(
+            service,
+            tiles=runtime.tiles,
+            max_body_bytes=runtime.max_body_bytes,
+            max_import_bytes=runtime.max_import_bytes,
+            max_import_rows=runtime.max_import_rows,
+        )
         uvicorn.run(app, host=runtime.api_host, port=runtime.api_port)

@@ -48,6 +48,17 @@ class RegistrySettings(BaseModel):
         ),
     )
     map_tile_attribution: str = Field(default="", max_length=300)
+    # Request limits of the API (web_api.BodyLimit): 413 past them, before the body is read
+    # whole. Imports are bounded by rows too: bytes alone do not bound memory.
+    max_body_bytes: int = Field(
+        default=1048576, gt=0, description="Largest request body except imports and bulk routes."
+    )
+    max_import_bytes: int = Field(
+        default=10485760,
+        gt=0,
+        description="Largest body of a file import, a bulk upsert and a status push.",
+    )
+    max_import_rows: int = Field(default=20000, gt=0, description="Most rows of one file import.")
 
     @field_validator("map_tile_url")
     @classmethod

@@ -83,6 +83,9 @@ def _registry_runtime(
         api_host=registry.api_host,
         api_port=registry.api_port,
         tiles=registry.tile_settings(),
+        max_body_bytes=registry.max_body_bytes,
+        max_import_bytes=registry.max_import_bytes,
+        max_import_rows=registry.max_import_rows,
     )
 
 

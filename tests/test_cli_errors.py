@@ -8,10 +8,13 @@ item 10: a second ``kotahub run`` printed 64 lines of traceback first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from device_registry import cli as dr_cli
 from hub import cli
 from hub.agent.agent import AgentFatalError
 from hub.start_checks import lock_holder
@@ -251,3 +255,97 @@ def test_stack_not_up_adds_the_hint(tmp_path: Path, running_stack: RunningStack)
     up = load_settings(None, state_dir=tmp_path, mqtt={"port": running_stack.mqtt_port})
     assert cli._broker_hint(up, error) == ""
     assert cli._broker_hint(down, OSError("other")) == ""
+
+
+def registry_config(path: Path, state: Path, *, extra: str = "") -> Path:
+    """Settings for registry commands only, on a state directory of the test's own."""
+    path.write_text(f'state_dir = "{state}"\nlog_level = "WARNING"\n{extra}')
+    return path
+
+
+def registry_with_type(state: Path, protocol: str) -> Path:
+    """A registry database with one device type, ``gauge``; returns the database's path."""
+    from device_registry.database import open_database
+    from device_registry.registry_service import RegistryService
+    from device_registry.registry_settings import DATABASE_FILE
+    from device_registry.schemas import DeviceTypeCreate, MetricSpec
+
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / DATABASE_FILE
+    database = open_database(f"sqlite:///{path}")
+    RegistryService(database).create_type(
+        DeviceTypeCreate(
+            name="gauge",
+            family="flood",
+            protocol=protocol,
+            expected_interval_s=60,
+            metrics=[MetricSpec(name="level_m", unit="m")],
+        ),
+        actor="test",
+    )
+    database.close()
+    return path
+
+
+def device_ids(path: Path) -> list[str]:
+    """The devices in a registry database file, read with the standard library."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM devices")]
+
+
+def test_a_locked_registry_database_is_one_line(tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock: one line naming the file, no SQL.
+
+    Before, ``devices add`` printed five lines ending in the INSERT statement and the
+    device's whole row. The wait is the database's busy timeout (10 s, not a setting).
+    """
+    state = tmp_path / "state"
+    path = registry_with_type(state, "modbus_tcp")
+    config = registry_config(
+        tmp_path / "kotahub.toml", state, extra="[registry]\nmqtt_identities = false\n"
+    )
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        result = kotahub("devices", "add", "g-locked", "--type", "gauge", "-c", str(config))
+    finally:
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    line = one_line(result)
+    assert re.fullmatch(
+        rf"database error: the registry database {re.escape(str(path))} is locked by another"
+        r" process \(waited \d+ s\): try again when it is free",
+        line,
+    ), line
+    assert "INSERT" not in result.stderr + result.stdout
+    assert device_ids(path) == []
+
+
+def test_other_database_errors_are_one_line_without_the_statement() -> None:
+    """Any other SQLAlchemy error: the driver's message only, on one line."""
+    from sqlalchemy.exc import OperationalError
+
+    error = OperationalError(
+        "INSERT INTO devices (id) VALUES (?)", ("g-1",), sqlite3.OperationalError("disk I/O error")
+    )
+    assert "[SQL:" in str(error)
+    line = dr_cli.database_error_line(error, "sqlite:////x/registry.sqlite3", 0.1)
+    assert line == "disk I/O error"
+
+
+def test_adding_an_mqtt_device_with_the_broker_down_is_one_line(tmp_path: Path) -> None:
+    """The broker is unreachable: one line says so and that the device was not created."""
+    state = tmp_path / "state"
+    path = registry_with_type(state, "mqtt")
+    port = free_port()
+    config = registry_config(
+        tmp_path / "kotahub.toml", state, extra=f'[mqtt]\nport = {port}\npassword = "x"\n'
+    )
+    result = kotahub(
+        "devices", "add", "g-mqtt", "--type", "gauge", "--state", "active", "-c", str(config)
+    )
+    assert result.returncode == 1, result.stderr
+    line = one_line(result)
+    assert line.startswith(f"error: cannot reach the MQTT broker at 127.0.0.1:{port}:"), line
+    assert "device g-mqtt was not created" in line, line
+    assert device_ids(path) == []
