@@ -440,7 +440,9 @@ class WriteAheadLog:
             for name in (segment_name(number), index_name(number)):
                 with contextlib.suppress(FileNotFoundError):
                     (self.directory / name).unlink()
-        fsync_dir(self.directory)
+        with contextlib.suppress(OSError):
+            # Only makes the deletions durable: a crash before it replays, harmlessly.
+            fsync_dir(self.directory)
 
     def _unlock(self) -> None:
         fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)

@@ -20,6 +20,7 @@ class CuttingProxy:
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.bytes_up = 0  # forwarded from the client to the broker (PUBACKs among them)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port: int = self._listener.getsockname()[1]
@@ -103,10 +104,10 @@ class CuttingProxy:
             self._sockets.append(upstream)
         if early:
             upstream.sendall(early)
-        self._spawn(self._pump, client, upstream)
-        self._spawn(self._pump, upstream, client)
+        self._spawn(self._pump, client, upstream, True)
+        self._spawn(self._pump, upstream, client, False)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
         try:
             while not self._stop.is_set():
                 if not self._flowing.wait(0.2):
@@ -121,6 +122,8 @@ class CuttingProxy:
                     if self._stop.is_set():
                         return
                 dst.sendall(data)
+                if upward:
+                    self.bytes_up += len(data)
         except (OSError, ValueError):
             pass  # ValueError: select() on a socket the other direction closed (fd -1)
         finally:

@@ -62,12 +62,12 @@ def _metrics_text(service: IngestService) -> str:
 
 
 def test_full_disk_pauses_acks_and_resumes_without_loss(
+    small_fs: Path,  # first: set up before the hub, so unmounted after it stopped
     hubs: HubFactory,
     mqtt_client: MqttClientFactory,
     running_stack: RunningStack,
     influx_db: str,
     unique_id: str,
-    small_fs: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     gauge = f"{unique_id}-g1"

@@ -104,8 +104,12 @@ def test_a_cut_link_is_dropped_within_the_ping_timeout_and_nothing_is_lost(
     try:
         seen.wait(lambda: len(seen.connects) == 1, "the first connection", 10)
         time.sleep(0.3)  # the SUBACK
+        mark = proxy.bytes_up
         publisher.publish(f"{root}/x", b"before")
         seen.wait(lambda: b"before" in seen.payloads, "'before'", 10)
+        # Its PUBACK (4 bytes) must be past the proxy before the cut, or the broker
+        # rightly sends 'before' again on the new connection (at least once).
+        seen.wait(lambda: proxy.bytes_up >= mark + 4, "the PUBACK of 'before'", 10)
 
         proxy.cut()
         cut_at = time.monotonic()
