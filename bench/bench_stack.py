@@ -104,7 +104,7 @@ class BenchStack:
         self.settings = load_settings(
             None,
             state_dir=self.root / "state",
-            mqtt={"port": free_port()},
+            mqtt={"port": free_port(), "tls_port": free_port()},
             influx={"url": f"http://127.0.0.1:{free_port()}"},
             stack={"influx_rpc_port": free_port(), "start_timeout_s": 60},
         )

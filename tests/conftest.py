@@ -41,7 +41,8 @@ def make_settings(state_dir: Path, **extra: object) -> Settings:
     return load_settings(
         None,
         state_dir=state_dir,
-        mqtt={"port": free_port()},
+        # The TLS listener gets a free port too: port + 1 may be anyone's.
+        mqtt={"port": free_port(), "tls_port": free_port()},
         influx={"url": f"http://127.0.0.1:{free_port()}"},
         stack={"influx_rpc_port": free_port(), "start_timeout_s": 60},
         **extra,

@@ -47,7 +47,7 @@ def config_for(stack: RunningStack, path: Path) -> Path:
     s = stack.settings
     path.write_text(
         f'state_dir = "{s.state_dir}"\n'
-        f"[mqtt]\nport = {s.mqtt.port}\n"
+        f"[mqtt]\nport = {s.mqtt.port}\ntls_port = {s.mqtt.resolved_tls_port}\n"
         f'[influx]\nurl = "{s.influx.url}"\n'
         f"[stack]\ninflux_rpc_port = {s.stack.influx_rpc_port}\nstart_timeout_s = 60\n"
         f"[ingest]\nmetrics_port = {free_port()}\n"

@@ -31,7 +31,7 @@ def write_config(folder: Path) -> Path:
     cfg = folder / "kotahub.toml"
     cfg.write_text(
         f'state_dir = "{folder / "state"}"\n'
-        f"[mqtt]\nport = {free_port()}\n"
+        f"[mqtt]\nport = {free_port()}\ntls_port = {free_port()}\n"
         f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\n'
         f"[stack]\ninflux_rpc_port = {free_port()}\n"
     )
