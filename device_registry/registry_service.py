@@ -306,20 +306,25 @@ class RegistryService:
         with self.write_transaction() as (session, _pending, _issued):
             if session.get(DeviceType, data.name) is not None:
                 raise ConflictError("name", f"device type {data.name!r} already exists")
-            row = DeviceType(**data.model_dump(mode="json"), created_at=utc_now())
-            row.updated_at = row.created_at
-            session.add(row)
-            self._audit(
-                session,
-                actor=actor,
-                action="create",
-                kind="device_type",
-                key=data.name,
-                before=None,
-                after=data.model_dump(mode="json"),
-            )
+            row = self._insert_type(session, data.model_dump(mode="json"), actor=actor)
             self.bump_revision(session)
         return _type_public(row)
+
+    def _insert_type(self, session: Session, values: dict[str, Any], *, actor: str) -> DeviceType:
+        """Add a new device type row and its audit entry (created and updated now)."""
+        now = utc_now()
+        row = DeviceType(**values, created_at=now, updated_at=now)
+        session.add(row)
+        self._audit(
+            session,
+            actor=actor,
+            action="create",
+            kind="device_type",
+            key=values["name"],
+            before=None,
+            after=values,
+        )
+        return row
 
     def update_type(self, name: str, data: DeviceTypeUpdate, *, actor: str) -> DeviceTypePublic:
         """Change a device type's interval, metrics, description or influx tag keys."""
@@ -372,18 +377,7 @@ class RegistryService:
                     wanted = declared_type(family, spec)
                     row = session.get(DeviceType, wanted.name)
                     if row is None:
-                        values = wanted.model_dump(mode="json")
-                        now = utc_now()
-                        session.add(DeviceType(**values, created_at=now, updated_at=now))
-                        self._audit(
-                            session,
-                            actor=actor,
-                            action="create",
-                            kind="device_type",
-                            key=wanted.name,
-                            before=None,
-                            after=values,
-                        )
+                        self._insert_type(session, wanted.model_dump(mode="json"), actor=actor)
                         results.append((wanted.name, "created"))
                         changed = True
                         continue
