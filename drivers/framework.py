@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,12 +89,18 @@ class DeviceTypeSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reading:
-    """What a driver yields: one device's metrics at one time."""
+    """What a driver yields: one device's metrics at one time, as telemetry or an event.
+
+    ``kind="event"`` (a tamper alarm, a button press, an SNMP trap) goes to the device's
+    ``event`` topic and the ``<family>_event`` measurement; its metric names are rows of
+    the family's metric table like any reading's.
+    """
 
     device_id: str
     ts: datetime
     metrics: Mapping[str, MetricValue]
     seq: int | None = None
+    kind: Literal["telemetry", "event"] = "telemetry"
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:

@@ -420,7 +420,7 @@ class Agent:
     def _publish_readings(self, readings: list[Reading]) -> None:
         for reading in readings:
             self.stats.readings += 1
-            topic = gateway_topic(self.gateway_id, reading.device_id, "telemetry")
+            topic = gateway_topic(self.gateway_id, reading.device_id, reading.kind)
             self.publisher.enqueue(topic, reading.payload())
 
     def _report(self, device_id: str, status: str, reason: str) -> None:
