@@ -662,7 +662,7 @@
             h("tr", { "data-metric": name }, h("th", { text: name }),
               h("td", { class: "value", text: String(value) + (units[name] ? " " + units[name] : "") }),
               readingsAt[name]
-                ? h("td", { class: "when", style: "font-weight: 400; color: var(--muted); font-size: 0.9rem", text: when(readingsAt[name]) })
+                ? h("td", { class: "when", text: when(readingsAt[name]) })
                 : null))))
           : h("p", { class: "note", text: "No readings reported yet." })),
       actions,
