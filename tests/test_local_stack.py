@@ -34,6 +34,10 @@ def write_config(folder: Path) -> Path:
         f"[mqtt]\nport = {free_port()}\ntls_port = {free_port()}\n"
         f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\n'
         f"[stack]\ninflux_rpc_port = {free_port()}\n"
+        # Ports of its own for the hub and the API too: `stack status` probes them, and a
+        # demo running on the defaults beside the tests must not show up here.
+        f"[ingest]\nmetrics_port = {free_port()}\n"
+        f"[registry]\napi_port = {free_port()}\n"
     )
     return cfg
 
