@@ -46,6 +46,7 @@ from hub.ingest.line_protocol import line_measurement, line_tag, series_batches
 from hub.ingest.mqtt_intake import IntakeOptions, MqttIntake
 from hub.ingest.self_metrics import HubMeasurement, IngestStats, MetricsServer
 from hub.ingest.thread_supervisor import SupervisedThread
+from hub.ingest.wal_consumers import INFLUX_CURSOR, WalConsumer, WalCursors, run_consumer
 from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
 from hub.settings import Settings
 
@@ -151,7 +152,12 @@ class IngestService:
         self._stop_flusher = threading.Event()
         self._stop_writer = threading.Event()
         self._stop_house = threading.Event()
+        self._stop_consumers = threading.Event()
         self._ready = threading.Event()
+        # Readers of the WAL besides the InfluxDB writer (the alert engine): each has
+        # its own position in self.cursors and its own thread (wal_consumers.py).
+        self._consumers: list[WalConsumer] = []
+        self.cursors: WalCursors | None = None
         # The intake takes the bare lock once per message (a C-level context manager);
         # the flusher waits on a condition over the same lock.
         self._group_lock = threading.Lock()
@@ -178,6 +184,12 @@ class IngestService:
         self._last_handler_log = 0.0
 
     # -- life cycle --------------------------------------------------------------
+    def add_consumer(self, consumer: WalConsumer) -> None:
+        """Hand every reading and status change to ``consumer`` too; call before ``start``."""
+        if self._started:
+            raise IngestError(f"consumer {consumer.name} added after the hub started")
+        self._consumers.append(consumer)
+
     def start(self, ready_timeout_s: float = 30.0) -> None:
         """Open the WAL, start the threads, connect and subscribe; log 'ingest ready'."""
         cfg = self.settings.ingest
@@ -195,9 +207,18 @@ class IngestService:
         self._recovered_end = self.wal.durable if self.wal.recovered_records else None
         if cfg.restore_status:
             self._restore_status()
+        wal = self.wal
+        # Every position is registered before the writer can release a segment.
+        self.cursors = cursors = WalCursors(wal, hold_fill=cfg.wal_warn_fill)
+        cursors.register(INFLUX_CURSOR, wal.first_position(), essential=True)
+        for consumer in self._consumers:
+            start = consumer.start_position(wal.first_position(), wal.durable)
+            cursors.register(consumer.name, start)
         self._started = True
         self._spawn("ingest-flusher", self._flusher_loop, self._stop_flusher)
         self._spawn("ingest-writer", self._writer_loop, self._stop_writer)
+        for consumer in self._consumers:
+            self._spawn_consumer(consumer)
         self._spawn("ingest-housekeeping", self._housekeeping_loop, self._stop_house)
         if cfg.metrics_port:
             self.metrics_server = MetricsServer(
@@ -258,6 +279,29 @@ class IngestService:
             flush=True,
         )
 
+    def _spawn_consumer(self, consumer: WalConsumer) -> None:
+        name = f"ingest-consumer-{consumer.name}"
+        assert self.wal is not None
+        assert self.cursors is not None
+        wal, cursors = self.wal, self.cursors
+
+        def loop() -> None:
+            run_consumer(wal, cursors, consumer, self._stop_consumers, lambda: self._beat(name))
+
+        self._spawn(name, loop, self._stop_consumers)
+
+    def _consumers_behind(self) -> bool:
+        cursors, wal = self.cursors, self.wal
+        if cursors is None or wal is None or not self._consumers:
+            return False
+        durable = wal.durable
+        alive = {t.name for t in self._threads if t.is_alive()}
+        return any(
+            cursors.position(c.name) < durable
+            for c in self._consumers
+            if f"ingest-consumer-{c.name}" in alive
+        )
+
     def _spawn(self, name: str, target: Callable[[], None], stop: threading.Event) -> None:
         thread = SupervisedThread(name, target, stop=stop)
         self._threads.append(thread)
@@ -289,14 +333,21 @@ class IngestService:
             if not self._writer_alive() or self._writer_failing:
                 break  # InfluxDB is down: the WAL keeps the rest for the next start
             time.sleep(0.02)
+        while time.monotonic() < deadline and self._consumers_behind():
+            time.sleep(0.02)  # what a consumer has not read stays for the next start
         self._stop_writer.set()
         self._join("ingest-writer")
+        self._stop_consumers.set()
+        for consumer in self._consumers:
+            self._join(f"ingest-consumer-{consumer.name}")
         self._flush_group()  # dead-letters of points InfluxDB refused in the last batch
         self.deadletter_log.summarise(force=True)
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        # All of it in InfluxDB: nothing to replay at the next start (and no warning).
-        self.wal.close(written=self._committed)
+        # All of it in InfluxDB and with every consumer: nothing to replay at the next
+        # start (and no warning).
+        # (The InfluxDB writer's position is one of the cursors.)
+        self.wal.close(written=self.cursors.lowest() if self.cursors else self._committed)
         log.info("ingest stopped")
 
     def _writer_alive(self) -> bool:
@@ -462,6 +513,10 @@ class IngestService:
             pass
         self.stats.backpressure_s += time.monotonic() - started
 
+    def queue_lines(self, lines: list[str]) -> None:
+        """Write points of a consumer's own (the ``alert`` measurement) through the WAL."""
+        self._queue(lines)
+
     def _queue(self, lines: list[str]) -> None:
         """Queue lines that acknowledge no message (status, dead-letters, hub points)."""
         with self._group_lock:
@@ -579,7 +634,11 @@ class IngestService:
                 # the dead-letter): a crash before this replays all of it (idempotent).
                 position = batch.end
                 self._committed = batch.end
-                wal.release(batch.end)
+                # Segments go once every consumer (not only InfluxDB) is past them.
+                if self.cursors is not None:
+                    self.cursors.commit(INFLUX_CURSOR, batch.end)
+                else:
+                    wal.release(batch.end)  # a writer run on its own (tests)
         except WriterStoppedError:
             log.info("writer stopped with data left in the WAL; it is replayed at next start")
         # Anything else goes to the supervisor, which logs it and restarts the loop from
