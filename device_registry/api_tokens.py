@@ -13,18 +13,33 @@ from device_registry.database import RegistryDatabase
 from device_registry.errors import NotFoundError
 from device_registry.models import ApiToken, AuditEntry, utc_now
 from device_registry.mqtt_identities import secret_hash
-from device_registry.schemas import Role, TokenCreated, TokenPublic
+from device_registry.schemas import GATEWAY_ROLE, Role, TokenCreated, TokenPublic
 
 TOKEN_PREFIX = "khr_"  # noqa: S105 - a marker, not a secret
 
-# What each role may do. Routes name a permission, never a role.
+# What each role may do. Routes name a permission, never a role. "gateway.devices" reads a
+# gateway's device list: every person who may read, and a gateway token for its own gateway
+# only (the route compares the token's gateway_id); a gateway token reads nothing else.
+GATEWAY_DEVICES = "gateway.devices"
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "viewer": frozenset({"read"}),
-    "technician": frozenset({"read", "device.write", "credentials"}),
-    "provisioner": frozenset({"read", "device.write", "device.bulk", "credentials", "status"}),
-    "admin": frozenset(
-        {"read", "device.write", "device.bulk", "credentials", "status", "catalog", "tokens"}
+    "viewer": frozenset({"read", GATEWAY_DEVICES}),
+    "technician": frozenset({"read", "device.write", "credentials", GATEWAY_DEVICES}),
+    "provisioner": frozenset(
+        {"read", "device.write", "device.bulk", "credentials", "status", GATEWAY_DEVICES}
     ),
+    "admin": frozenset(
+        {
+            "read",
+            "device.write",
+            "device.bulk",
+            "credentials",
+            "status",
+            "catalog",
+            "tokens",
+            GATEWAY_DEVICES,
+        }
+    ),
+    GATEWAY_ROLE: frozenset({GATEWAY_DEVICES}),
 }
 
 
@@ -47,8 +62,15 @@ def create_token(
     role: Role,
     actor: str,
     expires_in_s: int | None = None,
+    gateway_id: str | None = None,
 ) -> TokenCreated:
-    """Make a token (expiring after ``expires_in_s`` if given); its secret is shown once."""
+    """Make a token (expiring after ``expires_in_s`` if given); its secret is shown once.
+
+    Role ``gateway`` needs ``gateway_id`` (the one gateway it may read), no other role takes
+    one; ``ValueError`` says so, as the API's body check (``TokenCreate``) does.
+    """
+    if (role == GATEWAY_ROLE) != (gateway_id is not None):
+        raise ValueError("gateway_id: required with role gateway, and only with that role")
     token_id = secrets.token_hex(4)
     secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
     now = utc_now()
@@ -60,6 +82,7 @@ def create_token(
         created_at=now,
         created_by=actor,
         expires_at=now + dt.timedelta(seconds=expires_in_s) if expires_in_s else None,
+        gateway_id=gateway_id,
     )
     with database.session() as session:
         session.add(row)
@@ -75,6 +98,7 @@ def create_token(
                     "name": name,
                     "role": role,
                     "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+                    "gateway_id": gateway_id,
                 },
             )
         )

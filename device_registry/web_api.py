@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from device_registry.api_tokens import (
+    GATEWAY_DEVICES,
     PERMISSIONS,
     check_token,
     create_token,
@@ -43,6 +44,8 @@ from device_registry.bulk_import import (
     parse_file,
 )
 from device_registry.database import DatabaseError
+from device_registry.database_directory import DatabaseDeviceDirectory
+from device_registry.directory import DeviceRecord, DirectoryError, record_row
 from device_registry.errors import ConflictError, CredentialsError, FieldError, NotFoundError
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import (
@@ -109,6 +112,7 @@ class Caller(BaseModel):
     token_id: str
     name: str
     role: str
+    gateway_id: str | None = None  # a gateway token's one gateway
 
     @property
     def actor(self) -> str:
@@ -222,7 +226,7 @@ def _authenticate(request: Request, authorization: str | None) -> Caller:
     if result.token is None:
         raise StarletteHTTPException(401, result.refusal)
     token = result.token
-    return Caller(token_id=token.id, name=token.name, role=token.role)
+    return Caller(token_id=token.id, name=token.name, role=token.role, gateway_id=token.gateway_id)
 
 
 def _authorize(who: Caller, permission: str) -> Caller:
@@ -293,6 +297,11 @@ Rotator = Annotated[Caller, Depends(_need("credentials"))]
 StatusWriter = Annotated[Caller, Depends(_need("status"))]
 Catalog = Annotated[Caller, Depends(_need("catalog"))]
 Admin = Annotated[Caller, Depends(_need("tokens"))]
+GatewayReader = Annotated[Caller, Depends(_need(GATEWAY_DEVICES))]
+
+
+def _device_id(record: DeviceRecord) -> str:
+    return record.device_id
 
 
 def create_app(
@@ -592,6 +601,43 @@ def create_app(
         """Recent audit entries, newest first."""
         return service.audit_log(entity_kind=entity_kind, limit=limit, offset=offset)
 
+    # Made on the first gateway request: an API without agents never loads the device list.
+    gateway_directories: list[DatabaseDeviceDirectory] = []
+
+    @app.get(f"{PREFIX}/gateways/{{gateway_id}}/devices", tags=["gateways"])
+    def gateway_devices(who: GatewayReader, gateway_id: str, request: Request) -> Response:
+        """The devices assigned to a gateway (its agent's poll list), with the revision as ETag.
+
+        A gateway token reads its own gateway only. ``If-None-Match`` with the last ETag
+        answers 304 while nothing in the registry changed.
+        """
+        if who.gateway_id is not None and who.gateway_id != gateway_id:
+            raise StarletteHTTPException(
+                403,
+                f"token {who.token_id} belongs to gateway {who.gateway_id!r}, not {gateway_id!r}",
+            )
+        # Read before the snapshot: a change in between makes the ETag older than the
+        # list, so the agent fetches once more; never the other way round.
+        revision = service.revision()
+        etag = f'"rev-{revision}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        try:
+            if not gateway_directories:
+                gateway_directories.append(DatabaseDeviceDirectory(database))
+            gateway_directory = gateway_directories[0]
+            gateway_directory.refresh()
+        except DirectoryError as err:
+            raise DatabaseError(str(err)) from err
+        if gateway_directory.get(gateway_id) is None:
+            raise NotFoundError("gateway", gateway_id)
+        devices = sorted(gateway_directory.devices_for_gateway(gateway_id), key=_device_id)
+        rows = [record_row(r) for r in devices]
+        return JSONResponse(
+            {"gateway_id": gateway_id, "revision": revision, "devices": rows},
+            headers={"ETag": etag, "Cache-Control": "no-store"},
+        )
+
     @app.get(f"{PREFIX}/tokens", tags=["tokens"])
     def tokens(_who: Admin) -> list[TokenPublic]:
         """Every API token (never their secrets)."""
@@ -606,6 +652,7 @@ def create_app(
             role=body.role,
             actor=who.actor,
             expires_in_s=body.expires_in_s,
+            gateway_id=body.gateway_id,
         )
 
     @app.delete(f"{PREFIX}/tokens/{{token_id}}", tags=["tokens"])
