@@ -302,7 +302,9 @@ _RULE = TypeAdapter(Rule)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in RULE_KINDS]
+    if loc and loc[0] in RULE_KINDS:
+        loc = loc[1:]  # the discriminated union's tag, not a key of the rule
+    parts = [str(p) for p in loc]
     return ".".join(parts).replace("for_s", "for").replace("clear_for_s", "clear_for") or "(rule)"
 
 
@@ -313,7 +315,7 @@ def _problem(item: Mapping[str, Any]) -> str:
     key = _location(tuple(item["loc"]))
     message = str(item["msg"]).removeprefix("Value error, ")
     if item["type"] == "union_tag_invalid":
-        message = f"kind must be one of {', '.join(RULE_KINDS)}"
+        key, message = "kind", f"must be one of {', '.join(RULE_KINDS)}"
     elif item["type"] == "union_tag_not_found":
         key, message = "kind", f"missing (one of {', '.join(RULE_KINDS)})"
     return f"key '{key}': {message}"
@@ -324,7 +326,10 @@ def parse_rules(text: str, source: str) -> tuple[Defaults, list[Rule]]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise RuleError(f"{source}: not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "unreadable"
+        raise RuleError(f"{source}: not valid YAML{where}: {problem}") from err
     if data is None:
         data = {}
     if not isinstance(data, dict):
