@@ -25,6 +25,7 @@ This module imports nothing of ``hub`` or ``device_registry`` (drivers may not).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import pkgutil
 import ssl
@@ -268,3 +269,75 @@ def discover_simulators() -> dict[str, FamilySimulator]:
         if isinstance(simulator, FamilySimulator):
             found[simulator.family] = simulator
     return found
+
+
+class SimulatedMqttLink:
+    """One simulated device's (or stand-in gateway's) own MQTT connection, QoS 1.
+
+    paho runs the network loop in its own thread and reconnects by itself with capped
+    backoff, as a tracker's firmware does; what is published while the link is down waits
+    in paho's queue and goes out after the reconnect (counted in ``queued``).
+    """
+
+    def __init__(
+        self,
+        ctx: SimulatorContext,
+        *,
+        username: str,
+        password: str | None,
+        will: tuple[str, bytes] | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.username = username
+        # The broker pins the client id to the username (dynamic security), as a device's.
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=username,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        client.username_pw_set(username, password)
+        tls = ctx.mqtt_tls()
+        if tls is not None:
+            client.tls_set_context(tls)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        self._client = client
+        self._host, self._port = ctx.mqtt_host, ctx.mqtt_port
+        self.connected = threading.Event()
+        self.refused = ""
+        self.published = 0
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            self.refused = str(reason)
+            return
+        self.refused = ""
+        self.connected.set()
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self.connected.clear()
+
+    def start(self) -> None:
+        """Connect in the background (and keep reconnecting)."""
+        self._client.connect_async(self._host, self._port, keepalive=60)
+        self._client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish with QoS 1 (queued by paho while disconnected)."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+        self.published += 1
+
+    def stop(self, last_words: tuple[str, bytes] | None = None) -> None:
+        """Say ``last_words`` (a retained status) if connected, then disconnect."""
+        if last_words is not None and self.connected.is_set():
+            info = self._client.publish(last_words[0], last_words[1], qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2)
+        self._client.disconnect()
+        self._client.loop_stop()

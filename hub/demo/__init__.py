@@ -1,0 +1,1 @@
+"""`kotahub demo`: a simulated Semarang (fleet, simulators, runner, summary)."""
