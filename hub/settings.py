@@ -60,9 +60,10 @@ class StackSettings(_Section):
         default_factory=list,
         description="More names/addresses for the generated certificate (the hub's LAN name).",
     )
-    # "full": the admin identity also reads every topic and publishes under kota/ (what
-    # tools and the test fixtures use); "control": $CONTROL/dynamic-security/# only.
-    admin_acl: Literal["full", "control"] = "full"
+    # "control" (least privilege): the admin identity may use $CONTROL/dynamic-security/#
+    # only; "full" also lets it read every topic and publish under kota/ (test and bench
+    # stacks that watch everything ask for it). Applied when the broker is bootstrapped.
+    admin_acl: Literal["full", "control"] = "control"
     start_timeout_s: float = Field(default=30.0, gt=0)
     stop_timeout_s: float = Field(default=15.0, gt=0)
     # A hub outage of 10 minutes at 10,000 msg/s queues 6 million messages for the hub's
@@ -193,6 +194,41 @@ class AgentSettings(_Section):
     breaker_open_s: float = Field(default=60.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
     refresh_interval_s: float = Field(default=5.0, gt=0)
+    # A gateway on another machine reads its device list from the registry API (with a
+    # token of role "gateway" scoped to it) instead of devices_file; see docs/operations.md.
+    registry_url: str | None = Field(
+        default=None, description="The registry API, e.g. https://hub.kota.example:8080"
+    )
+    registry_token: SecretStr | None = Field(default=None, description="The gateway's token")
+    registry_token_file: Path | None = Field(
+        default=None, description="File holding the token (mode 0600), instead of the value"
+    )
+    registry_ca_file: Path | None = Field(
+        default=None, description="CA of the registry's https certificate; unset: system CAs"
+    )
+    registry_refresh_s: float = Field(default=60.0, gt=0, le=86400)
+    registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    device_cache_file: Path | None = Field(
+        default=None, description="Last list fetched; unset: buffer_dir/devices-<gateway>.json"
+    )
+    # `kotahub run`: the in-process agent's gateway password, made and kept here (0600).
+    credential_file: Path | None = Field(
+        default=None, description="Unset: state_dir/agent/gateway-<gateway>.secret"
+    )
+
+    @field_validator(
+        "registry_url",
+        "registry_token_file",
+        "registry_ca_file",
+        "device_cache_file",
+        "credential_file",
+        "devices_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """TOML and the environment have no null: an empty string means unset."""
+        return None if value == "" else value
 
 
 class Settings(BaseSettings):

@@ -274,7 +274,8 @@ class Agent:
 
     async def _refresh(self, group: asyncio.TaskGroup) -> None:
         try:
-            changed = self.directory.refresh()
+            # In a thread: a directory may ask the network (the registry API, with a timeout).
+            changed = await asyncio.to_thread(self.directory.refresh)
         except Exception as err:  # a bad device list keeps the last good one
             log.error("agent %s: device list not reloaded: %s", self.gateway_id, err)
             return

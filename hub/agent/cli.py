@@ -12,9 +12,10 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from device_registry.directory import DirectoryError, FileDeviceDirectory
+from device_registry.directory import DeviceDirectory, DirectoryError, FileDeviceDirectory
 from hub.agent.agent import Agent, AgentFatalError
-from hub.settings import Settings
+from hub.agent.registry_feed import RegistryFeedDirectory, feed_config
+from hub.settings import ConfigError, Settings
 
 
 class AgentStartError(Exception):
@@ -22,7 +23,7 @@ class AgentStartError(Exception):
 
 
 def devices_file(settings: Settings) -> Path:
-    """The device list the agent reads until the registry serves it."""
+    """The device list the agent reads when ``agent.registry_url`` is not set."""
     return settings.agent.devices_file or settings.state_dir / "devices.json"
 
 
@@ -31,9 +32,14 @@ def build_agent(settings: Settings, gateway_id: str | None) -> Agent:
     gateway = gateway_id or settings.agent.gateway_id
     if not gateway:
         raise AgentStartError("no gateway: pass --gateway or set agent.gateway_id")
+    directory: DeviceDirectory
     try:
-        directory = FileDeviceDirectory(devices_file(settings))
-    except DirectoryError as err:
+        if settings.agent.registry_url is not None:
+            # A gateway on another machine: the registry API, with the list cached on disk.
+            directory = RegistryFeedDirectory(feed_config(settings, gateway))
+        else:
+            directory = FileDeviceDirectory(devices_file(settings))
+    except (DirectoryError, ConfigError) as err:
         raise AgentStartError(str(err)) from err
     try:
         agent = Agent(settings=settings, gateway_id=gateway, directory=directory)
@@ -82,4 +88,7 @@ def run_agent(settings: Settings, gateway_id: str | None) -> Agent:
     except AgentFatalError as err:
         logging.getLogger(__name__).critical("%s; exiting with status 1", err)
         raise SystemExit(1) from err
+    finally:
+        if isinstance(agent.directory, RegistryFeedDirectory):
+            agent.directory.close()
     return agent
