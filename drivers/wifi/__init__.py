@@ -1,0 +1,43 @@
+"""Public WiFi access points over SNMP (MikroTik, UniFi, any IF-MIB agent), and their traps."""
+
+from __future__ import annotations
+
+from drivers.framework import DeviceTypeSpec, DriverFamily
+from drivers.wifi.access_point import (
+    DEVICE_VENDORS,
+    AccessPointConfig,
+    check_device,
+    create_access_point,
+)
+from drivers.wifi.metrics import WIFI_METRICS
+
+PROTOCOL = "snmp"
+POLLED = ("up", "uptime_s", "clients", "rx_bps", "tx_bps", "reboots")
+DESCRIPTIONS = {
+    "mikrotik_ap": "MikroTik RouterOS AP (mtxrWlApClientCount)",
+    "unifi_ap": "Ubiquiti UniFi AP (unifiVapNumStations summed over VAPs)",
+    "generic_snmp_ap": "Any AP with IF-MIB and the system group (no client count)",
+}
+
+FAMILY = DriverFamily(
+    name="wifi",
+    description="Public WiFi hotspots polled over SNMP",
+    protocols=(PROTOCOL,),
+    metrics=WIFI_METRICS,
+    config_model=AccessPointConfig,
+    models=tuple(DEVICE_VENDORS),
+    device_types=tuple(
+        DeviceTypeSpec(
+            name=name,
+            protocol=PROTOCOL,
+            expected_interval_s=120.0,
+            metrics=tuple(m.key for m in WIFI_METRICS)
+            if name != "generic_snmp_ap"
+            else tuple(m.key for m in WIFI_METRICS if m.key != "clients"),
+            description=DESCRIPTIONS[name],
+        )
+        for name in DEVICE_VENDORS
+    ),
+    create_poller=create_access_point,
+    check=check_device,
+)
