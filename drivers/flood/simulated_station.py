@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from pymodbus.constants import ExcCodes
@@ -48,6 +48,10 @@ class SimulatedStation:
         self._memory: dict[int, list[int]] = {}
         self._last_access: dict[int, float] = {}
         self._woke_at: dict[int, float] = {}
+        # Units that stay silent: an RS-485 gateway answers "target device failed to respond".
+        self.silent_units: set[int] = set()
+        # Called with (unit, request address, count) for every read answered.
+        self.on_read: Callable[[int, int, int], None] | None = None
         self._server: ModbusTcpServer | None = None
         self._slow_answers: set[asyncio.Task[object]] = set()
 
@@ -68,14 +72,18 @@ class SimulatedStation:
         unit: int,
         _function_code: int,
         start_address: int,
-        _address: int,
-        _count: int,
+        address: int,
+        count: int,
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         self._memory[unit] = registers
+        if unit in self.silent_units:
+            return ExcCodes.GATEWAY_NO_RESPONSE
         if set_values is None:
             self.reads += 1
+            if self.on_read is not None:
+                self.on_read(unit, address, count)
         now = time.monotonic()
         if self.sleep_after_s is not None:
             if now - self._last_access.get(unit, float("-inf")) > self.sleep_after_s:
