@@ -5,6 +5,7 @@ from __future__ import annotations
 from drivers.atcs.metrics import ATCS_METRICS
 from drivers.atcs.ntcip_controller import NtcipControllerConfig, create_controller
 from drivers.framework import DeviceTypeSpec, DriverFamily
+from drivers.snmp.trap_receiver import trap_stream_factory
 
 PROTOCOL = "ntcip_1202"
 CONTROLLER_METRICS = tuple(m.key for m in ATCS_METRICS if not m.key.startswith("trap"))
@@ -25,5 +26,7 @@ FAMILY = DriverFamily(
             description="NTCIP 1202 actuated signal controller (phases, alarms, detectors)",
         ),
     ),
+    # Traps: one receiver for the family's devices that set trap_port (events).
+    create_stream=trap_stream_factory("atcs", [m.key for m in ATCS_METRICS]),
     create_poller=create_controller,
 )

@@ -28,6 +28,17 @@ class SnmpTargetConfig(DriverConfig):
     retries: int = Field(default=1, ge=0, le=5)
     backoff_s: float = Field(default=0.2, ge=0, le=10, description="Before retry n: x 2^(n-1).")
     max_repetitions: int = Field(default=24, ge=1, le=200, description="GETBULK rows per request")
+    trap_port: int | None = Field(
+        default=None, gt=0, lt=65536, description="Listen for this device's traps on this port"
+    )
+    trap_source: str | None = Field(
+        default=None, description="IP the device's traps come from; unset: the address's host"
+    )
+    trap_engine_id: str | None = Field(
+        default=None,
+        pattern=r"^(0x)?[0-9a-fA-F]{10,64}$",
+        description="v3 traps: the device's snmpEngineID (hex), which USM needs to verify them",
+    )
 
     @field_validator("address")
     @classmethod
@@ -62,6 +73,11 @@ class SnmpTargetConfig(DriverConfig):
         """Host part of the address."""
         host, sep, _ = self.address.rpartition(":")
         return host if sep else self.address
+
+    @property
+    def trap_from(self) -> str:
+        """The source IP the device's traps carry."""
+        return self.trap_source or self.host
 
     @property
     def port(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drivers.framework import DeviceTypeSpec, DriverFamily
+from drivers.snmp.trap_receiver import trap_stream_factory
 from drivers.wifi.access_point import (
     DEVICE_VENDORS,
     AccessPointConfig,
@@ -38,6 +39,8 @@ FAMILY = DriverFamily(
         )
         for name in DEVICE_VENDORS
     ),
+    # Traps: one receiver for the family's devices that set trap_port (events).
+    create_stream=trap_stream_factory("wifi", [m.key for m in WIFI_METRICS]),
     create_poller=create_access_point,
     check=check_device,
 )
