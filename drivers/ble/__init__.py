@@ -1,4 +1,4 @@
-"""BLE sensors (BTHome v2, pvvx custom format) heard by a scanner on the gateway."""
+"""BLE sensors (BTHome v2 through bthome-ble, pvvx and atc1441) heard by the gateway's scanner."""
 
 from __future__ import annotations
 
@@ -22,17 +22,51 @@ BLE_DEVICE_TYPES = (
         description="Thermometer with pvvx (ATC_MiThermometer) firmware",
     ),
     DeviceTypeSpec(
+        name="bthome_climate",
+        protocol="ble",
+        expected_interval_s=60.0,
+        metrics=(
+            "temperature_c",
+            "temperature_c_2",
+            "humidity_pct",
+            "dewpoint_c",
+            "pressure_hpa",
+            "battery_pct",
+            "voltage_v",
+            "packet_id",
+            "button",
+            "rssi_dbm",
+        ),
+        description="BTHome temperature/humidity sensor (Shelly BLU H&T, ATC with BTHome)",
+    ),
+    DeviceTypeSpec(
+        name="bthome_button",
+        protocol="ble",
+        # Buttons advertise only when pressed (and a heartbeat): allow an hour of quiet.
+        expected_interval_s=3600.0,
+        metrics=(
+            "button",
+            "button_2",
+            "button_3",
+            "button_4",
+            "battery_pct",
+            "packet_id",
+            "rssi_dbm",
+        ),
+        description="BTHome button or remote (Shelly BLU Button1, RC Button 4); presses are events",
+    ),
+    DeviceTypeSpec(
         name="bthome_sensor",
         protocol="ble",
         expected_interval_s=60.0,
         metrics=tuple(m.key for m in BLE_METRICS),
-        description="Any BTHome v2 sensor",
+        description="Any BTHome v2 sensor: every object and event bthome-ble knows",
     ),
 )
 
 FAMILY = DriverFamily(
     name="ble",
-    description="BLE temperature, humidity, battery and leak sensors (BTHome v2, pvvx)",
+    description="BLE sensors: BTHome v2 (every object, events, encryption), pvvx, atc1441",
     protocols=("ble",),
     metrics=BLE_METRICS,
     device_types=BLE_DEVICE_TYPES,

@@ -1,7 +1,10 @@
 """One BLE scanner for all registered sensors: advertisements in, Readings out.
 
-bleak does the radio; this module decodes BTHome v2 (0xFCD2) and the pvvx custom format
-(0x181A) for sensors registered by MAC address, and ignores everything else (counted).
+bleak does the radio; ``bthome.py`` (through ``bthome-ble``) decodes BTHome v2 (0xFCD2)
+and ``pvvx.py`` the pvvx and atc1441 formats (0x181A), for sensors registered by MAC
+address. Everything else is ignored and counted. A device whose adverts cannot be
+decoded (a wrong bindkey, say) is logged once when that starts and once when it ends,
+and costs no other device anything.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from drivers.ble.bthome import BTHOME_UUID, BTHomeError, decode_bthome
+from drivers.ble.bthome import (
+    BTHOME_UUID,
+    BTHomeAdvert,
+    BTHomeDecoder,
+    BTHomeError,
+    BTHomeKeyError,
+    parse_bindkey,
+)
 from drivers.ble.pvvx import PVVX_UUID, PvvxError, decode_pvvx
 from drivers.framework import DeviceSpec, DriverConfig, MetricValue, Reading, utc_now
 
@@ -32,10 +42,14 @@ class BleSensorConfig(DriverConfig):
     min_interval_s: float = Field(
         default=10.0,
         ge=0,
-        description="Sensors advertise every second or so: publish at most this often.",
+        description="Sensors advertise every second or so: publish at most this often "
+        "(events and trigger-based adverts are always published).",
     )
     contact_means_leak: bool = Field(
         default=False, description="pvvx contact input wired to a water-leak probe"
+    )
+    bindkey: SecretStr | None = Field(
+        default=None, description="BTHome encryption key: 32 hex characters (AES-128)."
     )
 
     @field_validator("address")
@@ -45,6 +59,17 @@ class BleSensorConfig(DriverConfig):
         if not MAC.match(mac):
             raise ValueError("must be a MAC address like A4:C1:38:C6:77:14")
         return mac
+
+    @field_validator("bindkey")
+    @classmethod
+    def _bindkey(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_bindkey(value.get_secret_value())  # raises without quoting the key
+        return value
+
+    def key_bytes(self) -> bytes | None:
+        """The bindkey as the 16 bytes AES wants, or None."""
+        return None if self.bindkey is None else parse_bindkey(self.bindkey.get_secret_value())
 
 
 class BleSensorScanner:
@@ -57,56 +82,90 @@ class BleSensorScanner:
         backend: type[Any] | None = None,
     ) -> None:
         self.devices: dict[str, tuple[str, BleSensorConfig]] = {}
+        self._bthome: dict[str, BTHomeDecoder] = {}
         for spec, config in devices:
             assert isinstance(config, BleSensorConfig)
             self.devices[config.address] = (spec.device_id, config)
+            if config.format != "pvvx":
+                self._bthome[spec.device_id] = BTHomeDecoder(bindkey=config.key_bytes())
         self.backend = backend
         self.unknown_adverts = 0
         self.undecodable = 0
+        self.key_errors = 0
+        self.duplicates = 0
         self.dropped = 0
+        # device id -> why its last advert gave nothing (logged once per change).
+        self.errors: dict[str, str] = {}
         self._last_sent: dict[str, float] = {}
         self._queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_SIZE)
 
     def on_advertisement(self, device: Any, adv: Any) -> None:
-        """bleak's detection callback: decode a registered sensor's advert, queue a reading."""
+        """bleak's detection callback: decode a registered sensor's advert, queue readings."""
         address = str(device.address).upper()
         service_data: dict[str, bytes] = dict(adv.service_data)
         registered = self.devices.get(address)
-        metrics: dict[str, MetricValue] | None = None
+        advert: BTHomeAdvert | None = None
         try:
-            if PVVX_UUID in service_data and (
+            # BTHome first: a sensor may send both, and 0x181A then holds other layouts.
+            decoder = self._bthome.get(registered[0]) if registered is not None else None
+            if decoder is not None and BTHOME_UUID in service_data:
+                advert = decoder.decode(
+                    address, service_data[BTHOME_UUID], name=adv.local_name, rssi=adv.rssi
+                )
+            elif PVVX_UUID in service_data and (
                 registered is None or registered[1].format != "bthome"
             ):
                 mac, decoded = decode_pvvx(service_data[PVVX_UUID])
                 # Random-address adapters report another address; the payload names the sensor.
                 registered = registered or self.devices.get(mac)
-                metrics = dict(decoded)
-            elif BTHOME_UUID in service_data and (
-                registered is None or registered[1].format != "pvvx"
-            ):
-                metrics = dict(decode_bthome(service_data[BTHOME_UUID]))
+                advert = BTHomeAdvert(metrics=dict(decoded))
         except (BTHomeError, PvvxError) as err:
             if registered is not None:
                 self.undecodable += 1
-                log.warning("BLE %s (%s): %s", registered[0], address, err)
+                self.key_errors += isinstance(err, BTHomeKeyError)
+                self._failing(registered[0], address, str(err))
             return
-        if registered is None or metrics is None:
+        if registered is None or advert is None:
             self.unknown_adverts += 1
             return
         device_id, config = registered
+        self._recovered(device_id)
+        if advert.duplicate:
+            self.duplicates += 1
+            return
+        now = utc_now()
+        if advert.events:
+            self._put(Reading(device_id=device_id, ts=now, metrics=advert.events, kind="event"))
+        metrics: dict[str, MetricValue] = dict(advert.metrics)
+        if not metrics and advert.events:
+            return  # an event-only advert (a button): no telemetry of the RSSI alone
         if "contact" in metrics:
             contact = metrics.pop("contact")
             if config.contact_means_leak:
                 metrics["water_leak"] = contact
         metrics["rssi_dbm"] = int(adv.rssi)
-        now = time.monotonic()
-        if now - self._last_sent.get(device_id, float("-inf")) < config.min_interval_s:
+        clock = time.monotonic()
+        last = self._last_sent.get(device_id, float("-inf"))
+        # A trigger-based advert (a door opening) is news, whatever min_interval_s says.
+        if not advert.trigger_based and clock - last < config.min_interval_s:
             return
-        self._last_sent[device_id] = now
+        self._last_sent[device_id] = clock
+        self._put(Reading(device_id=device_id, ts=now, metrics=metrics))
+
+    def _put(self, reading: Reading) -> None:
         try:
-            self._queue.put_nowait(Reading(device_id=device_id, ts=utc_now(), metrics=metrics))
+            self._queue.put_nowait(reading)
         except asyncio.QueueFull:
             self.dropped += 1
+
+    def _failing(self, device_id: str, address: str, reason: str) -> None:
+        if self.errors.get(device_id) != reason:
+            log.warning("BLE %s (%s): %s", device_id, address, reason)
+        self.errors[device_id] = reason
+
+    def _recovered(self, device_id: str) -> None:
+        if self.errors.pop(device_id, None) is not None:
+            log.info("BLE %s: decoding again", device_id)
 
     async def stream(self) -> AsyncIterator[Reading]:
         """Scan until cancelled, yielding readings as sensors advertise."""
