@@ -1,0 +1,310 @@
+"""ONVIF health of one camera with onvif-zeep-async: reachability, clock, identity, media, events.
+
+``GetSystemDateAndTime`` answers without credentials, so it is the liveness probe and the
+clock-drift reading; authentication is computed with the camera's own clock (the library's
+``adjust_time``), so a camera whose clock is 10 minutes off still answers the rest. The
+pull-point subscription is driven here rather than by the library's manager, which would
+start tasks of its own outside the agent's TaskGroup: created on first use, pulled every
+check, renewed before it lapses, recreated when the camera has forgotten it (a reboot).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from onvif import ONVIFCamera
+from onvif.exceptions import ONVIFError
+from onvif.transport import ASYNC_TRANSPORT
+from zeep.exceptions import Fault, TransportError, XMLParseError
+
+from drivers.framework import DriverError, MetricValue, Reading, utc_now
+
+log = logging.getLogger(__name__)
+
+
+def _close_library_session() -> None:
+    """Close the library's module-level requests session while imports still work.
+
+    Its zeep transport only reads bundled WSDL files; left open, its ``__del__`` prints an
+    ImportError traceback at every interpreter exit.
+    """
+    ASYNC_TRANSPORT.session.close()
+    ASYNC_TRANSPORT.session = SimpleNamespace(close=lambda: None)
+
+
+atexit.register(_close_library_session)
+PULLPOINT_NS = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
+SUBSCRIPTION_S = 120
+MAX_TEXT = 200
+# Topic prefix -> the event name published (tamper, motion and image quality).
+EVENT_TOPICS: tuple[tuple[str, str], ...] = (
+    ("tns1:VideoSource/GlobalSceneChange", "tamper"),
+    ("tns1:RuleEngine/TamperDetector", "tamper"),
+    ("tns1:RuleEngine/CellMotionDetector", "motion"),
+    ("tns1:VideoSource/MotionAlarm", "motion"),
+    ("tns1:VideoSource/ImageTooBlurry", "image_too_blurry"),
+    ("tns1:VideoSource/ImageTooDark", "image_too_dark"),
+    ("tns1:VideoSource/ImageTooBright", "image_too_bright"),
+    ("tns1:VideoSource/SignalLoss", "videoloss"),
+)
+STATE_ITEMS = ("State", "IsMotion", "IsTamper", "IsTooBlurry", "IsTooDark", "IsTooBright")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnvifTarget:
+    """Where and how to reach one camera's ONVIF device service."""
+
+    device_id: str
+    host: str
+    port: int
+    username: str
+    password: str
+    timeout_s: float = 5.0
+    events: bool = True
+
+
+@dataclass(slots=True)
+class HealthResult:
+    """One check's metrics and what the stream sampler needs from it."""
+
+    metrics: dict[str, MetricValue]
+    stream_uri: str | None = None
+    fps_nominal: float | None = None
+    events: list[Reading] = field(default_factory=list)
+
+
+def event_name(topic: str) -> str | None:
+    """The published event name of an ONVIF topic, None for topics not watched."""
+    bare = topic.strip()
+    for prefix, name in EVENT_TOPICS:
+        if bare.startswith(prefix):
+            return name
+    return None
+
+
+def _text(value: object) -> str:
+    return str(value if value is not None else "").strip()[:MAX_TEXT]
+
+
+def _message_state(message: Any) -> bool | None:
+    """The boolean state item of an ONVIF ``tt:Message`` (zeep object or lxml), else None."""
+    if message is None:
+        return None
+    if hasattr(message, "iter"):  # left as XML when the schema did not type it
+        items = [
+            (i.get("Name"), i.get("Value")) for i in message.iter() if "SimpleItem" in str(i.tag)
+        ]
+    else:
+        data = getattr(message, "Data", None)
+        items = [(i.Name, i.Value) for i in (getattr(data, "SimpleItem", None) or [])]
+    for name, value in items:
+        if name in STATE_ITEMS:
+            return str(value).lower() in ("true", "1")
+    return None
+
+
+def _camera_time(reply: Any) -> dt.datetime:
+    utc = reply.UTCDateTime
+    return dt.datetime(
+        utc.Date.Year,
+        utc.Date.Month,
+        utc.Date.Day,
+        utc.Time.Hour,
+        utc.Time.Minute,
+        utc.Time.Second,
+        tzinfo=dt.UTC,
+    )
+
+
+class OnvifHealth:
+    """Checks one camera; keeps its ONVIF session and pull point between checks."""
+
+    def __init__(self, target: OnvifTarget) -> None:
+        self.target = target
+        self.device_id = target.device_id
+        self._camera: ONVIFCamera | None = None
+        self._ready = False
+        self._pullpoint: Any = None
+        self._subscription: Any = None
+        self._renew_at = 0.0
+        self._media_cache: dict[str, MetricValue] = {}
+        self._stream_uri: str | None = None
+        self._fps_nominal: float | None = None
+        self.recreated = 0
+
+    async def check(self) -> HealthResult:
+        """One health check; raises DriverError when the camera does not answer at all."""
+        camera = self._camera_object()
+        started = time.time()
+        try:
+            devicemgmt = await camera.create_devicemgmt_service()
+            reply = await devicemgmt.authless_GetSystemDateAndTime()
+        except (aiohttp.ClientError, TimeoutError, OSError, ONVIFError, TransportError) as err:
+            await self.close()
+            raise DriverError(self.device_id, f"ONVIF unreachable: {_describe(err)}") from err
+        # The reply has whole seconds: half the round trip is the best estimate of its time.
+        received = time.time()
+        ours = dt.datetime.fromtimestamp((started + received) / 2, dt.UTC)
+        metrics: dict[str, MetricValue] = {
+            "clock_drift_s": round((_camera_time(reply) - ours).total_seconds(), 1)
+        }
+        events: list[Reading] = []
+        try:
+            if not self._ready:
+                # Learns the camera's clock (signs tokens with it) and its service addresses.
+                await camera.update_xaddrs()
+                self._ready = True
+                devicemgmt = await camera.create_devicemgmt_service()
+            info = await devicemgmt.GetDeviceInformation()
+            metrics.update(
+                manufacturer=_text(info.Manufacturer),
+                device_model=_text(info.Model),
+                firmware=_text(info.FirmwareVersion),
+                serial=_text(info.SerialNumber),
+            )
+            if not self._media_cache:
+                await self._read_media(camera)
+            metrics.update(self._media_cache)
+            if self.target.events:
+                events = await self._pull_events(camera)
+                metrics["events_ok"] = self._pullpoint is not None
+                metrics["subscriptions_recreated"] = self.recreated
+        except (TransportError, Fault, XMLParseError, ONVIFError, AttributeError) as err:
+            status = _status_of(err)
+            if status == "auth_failed":
+                self._ready = False  # the camera's clock may have jumped: learn it again
+            log.debug("%s: ONVIF %s: %s", self.device_id, status, _describe(err))
+            metrics["onvif_status"] = status
+            return HealthResult(metrics=metrics)
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            await self.close()
+            raise DriverError(self.device_id, f"ONVIF failed mid-check: {_describe(err)}") from err
+        metrics["onvif_status"] = "ok"
+        return HealthResult(
+            metrics=metrics,
+            stream_uri=self._stream_uri,
+            fps_nominal=self._fps_nominal,
+            events=events,
+        )
+
+    def _camera_object(self) -> ONVIFCamera:
+        if self._camera is None:
+            self._camera = ONVIFCamera(
+                self.target.host,
+                self.target.port,
+                self.target.username,
+                self.target.password,
+                no_cache=True,
+                # Sign WS-Security tokens with the camera's clock: a drifted camera answers.
+                adjust_time=True,
+            )
+            self._ready = False
+        return self._camera
+
+    async def _read_media(self, camera: ONVIFCamera) -> None:
+        """Profiles, nominal fps, stream and snapshot URIs: they change rarely, so once."""
+        media = await camera.create_media_service()
+        profiles = list(await media.GetProfiles() or [])
+        out: dict[str, MetricValue] = {"profiles": len(profiles)}
+        if profiles:
+            token = profiles[0].token
+            encoder = getattr(profiles[0], "VideoEncoderConfiguration", None)
+            rate = getattr(getattr(encoder, "RateControl", None), "FrameRateLimit", None)
+            if rate:
+                self._fps_nominal = float(rate)
+                out["fps_nominal"] = float(rate)
+            stream = await media.GetStreamUri(
+                {
+                    "StreamSetup": {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
+                    "ProfileToken": token,
+                }
+            )
+            uri = _text(getattr(stream, "Uri", ""))
+            out["stream_uri_ok"] = uri.startswith(("rtsp://", "http://", "https://"))
+            self._stream_uri = uri or None
+            snapshot = await media.GetSnapshotUri({"ProfileToken": token})
+            out["snapshot_uri_ok"] = _text(getattr(snapshot, "Uri", "")).startswith("http")
+        self._media_cache = out
+
+    async def _subscribe(self, camera: ONVIFCamera) -> None:
+        events = await camera.create_events_service()
+        result = await events.CreatePullPointSubscription(
+            {"InitialTerminationTime": f"PT{SUBSCRIPTION_S}S"}
+        )
+        camera.xaddrs[PULLPOINT_NS] = result.SubscriptionReference.Address._value_1
+        self._subscription = await camera.create_subscription_service("PullPointSubscription")
+        self._pullpoint = await camera.create_pullpoint_service()
+        self._renew_at = time.monotonic() + SUBSCRIPTION_S * 0.5
+
+    async def _pull_events(self, camera: ONVIFCamera) -> list[Reading]:
+        """Pull what the camera queued; renew or recreate the subscription as needed."""
+        if self._pullpoint is None:
+            await self._subscribe(camera)
+        try:
+            if time.monotonic() >= self._renew_at:
+                await self._subscription.Renew(f"PT{SUBSCRIPTION_S}S")
+                self._renew_at = time.monotonic() + SUBSCRIPTION_S * 0.5
+            reply = await self._pullpoint.PullMessages(
+                {"Timeout": dt.timedelta(seconds=1), "MessageLimit": 100}
+            )
+        except (Fault, TransportError) as err:
+            # The camera rebooted or expired the pull point: a new one, and pull once more.
+            log.info("%s: pull point lost (%s), recreating", self.device_id, _describe(err))
+            self._pullpoint = None
+            await self._subscribe(camera)
+            self.recreated += 1
+            reply = await self._pullpoint.PullMessages(
+                {"Timeout": dt.timedelta(seconds=1), "MessageLimit": 100}
+            )
+        return self._event_readings(reply)
+
+    def _event_readings(self, reply: Any) -> list[Reading]:
+        readings = []
+        for message in getattr(reply, "NotificationMessage", None) or []:
+            topic = _text(getattr(getattr(message, "Topic", None), "_value_1", ""))
+            name = event_name(topic)
+            if name is None:
+                continue
+            body = getattr(getattr(message, "Message", None), "_value_1", None)
+            state = _message_state(body)
+            metrics: dict[str, MetricValue] = {
+                "event": name,
+                "event_source": "onvif",
+                "event_topic": topic,
+            }
+            if state is not None:
+                metrics["event_active"] = state
+            readings.append(
+                Reading(device_id=self.device_id, ts=utc_now(), metrics=metrics, kind="event")
+            )
+        return readings
+
+    async def close(self) -> None:
+        """Drop the session (the next check reconnects); the pull point lapses on its own."""
+        camera, self._camera = self._camera, None
+        self._ready = False
+        self._pullpoint = self._subscription = None
+        self._media_cache = {}
+        if camera is not None:
+            await camera.close()
+
+
+def _status_of(err: BaseException) -> str:
+    if isinstance(err, TransportError) and err.status_code in (401, 403):
+        return "auth_failed"
+    if isinstance(err, Fault):
+        codes = " ".join(str(c) for c in (getattr(err, "subcodes", None) or []))
+        return "auth_failed" if "NotAuthorized" in codes else "fault"
+    return "malformed"
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return f"{type(err).__name__}: {text}"[:MAX_TEXT]
