@@ -208,7 +208,7 @@ def bootstrap_dynsec(
     *,
     hub_username: str | None = None,
     hub_password: str | None = None,
-    admin_acl: Literal["full", "control"] = "full",
+    admin_acl: Literal["full", "control"] = "control",
 ) -> None:
     """Write a dynamic-security file with the admin identity and the hub's own.
 
@@ -394,13 +394,17 @@ def mqtt_connect_check(
     timeout_s: float,
     *,
     tls: ssl.SSLContext | None = None,
+    client_id: str | None = None,
 ) -> tuple[bool, str]:
-    """Try one MQTT v5 connect (TLS when a context is given); return (accepted, reason)."""
+    """Try one MQTT v5 connect (TLS when a context is given); return (accepted, reason).
+
+    ``client_id``: for identities pinned to one (a device's or gateway's is its username).
+    """
     result: dict[str, str] = {}
     done = threading.Event()
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"kotahub-check-{secrets.token_hex(4)}",
+        client_id=client_id or f"kotahub-check-{secrets.token_hex(4)}",
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)

@@ -1,8 +1,9 @@
 """``kotahub run``: the whole of Kotahub for one machine, in one process.
 
 It runs the hub ingest (MQTT -> write-ahead log -> InfluxDB), the registry's REST API and
-technician page, and, when ``agent.gateway_id`` is set, the field agent. The hub and the
-agent read devices from the registry database (or from a JSON file when one is
+technician page, and, when ``agent.gateway_id`` is set, the field agent (logged in as
+its gateway, whose identity it creates: ``hub.agent.gateway_credential``). The hub and
+the agent read devices from the registry database (or from a JSON file when one is
 configured), and the hub's online/offline changes flow back into the registry so that
 the API's ``online`` filter and the technician page show them.
 """
@@ -164,6 +165,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     from device_registry.mqtt_identities import DynamicSecurityClient, DynsecIdentities
     from device_registry.web_api import create_app
     from hub.agent.agent import Agent
+    from hub.agent.gateway_credential import ensure_gateway_credential
     from hub.ingest.ingest_service import IngestService
     from hub.local_stack import broker_admin, mqtt_password
 
@@ -189,6 +191,13 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     seeded = [name for name, action in service.seed_types(actor="kotahub") if action != "unchanged"]
     if seeded:
         log.info("device types from the driver families: %s", ", ".join(seeded))
+    # The agent logs in as its gateway: registered (with its broker identity) on first
+    # start, its secret kept 0600 in the state folder and never printed.
+    agent_settings = settings
+    if settings.agent.gateway_id:
+        agent_settings = await asyncio.to_thread(
+            ensure_gateway_credential, settings, service, settings.agent.gateway_id
+        )
     status_sink = StatusToRegistry(service)
 
     ingest = IngestService(settings, password, directory=ingest_directory)
@@ -244,7 +253,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
                 )
             if settings.agent.gateway_id and agent_directory is not None:
                 agent = Agent(
-                    settings=settings,
+                    settings=agent_settings,
                     gateway_id=settings.agent.gateway_id,
                     directory=agent_directory,
                 )
