@@ -1,8 +1,10 @@
-"""A simulated BRT bus or garbage truck: drives a route and yields contract payloads."""
+"""A simulated BRT bus or garbage truck: drives a route (stops, traffic) and yields fixes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
@@ -37,3 +39,67 @@ def drive(
             ),
         )
         ts += timedelta(seconds=leg_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteMotion:
+    """A vehicle going round a route for ever: cruising between stops, dwelling at each.
+
+    ``loop``: a round (garbage truck) returns from the last stop to the first; otherwise
+    the vehicle turns back along the corridor (a BRT bus). ``offset`` (0..1) spreads the
+    vehicles of one route over its cycle. The position is a pure function of time.
+    """
+
+    path: tuple[tuple[float, float], ...]
+    cruise_kmh: float = 30.0
+    dwell_s: float = 30.0
+    loop: bool = False
+    offset: float = 0.0
+
+    def legs(self) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        """The stop-to-stop legs of one cycle."""
+        points = list(self.path)
+        if self.loop:
+            points.append(points[0])
+        else:
+            points += points[-2::-1]
+        return list(pairwise(points))
+
+    def _cycle(
+        self, kmh: float
+    ) -> list[tuple[float, float, tuple[float, float], tuple[float, float]]]:
+        out = []
+        for a, b in self.legs():
+            metres = distance_m(a[0], a[1], b[0], b[1])
+            out.append((self.dwell_s, metres / (kmh / 3.6), a, b))
+        return out
+
+    def fix_at(self, elapsed_s: float, *, traffic: float = 1.0) -> GpsFix:
+        """Where the vehicle is ``elapsed_s`` into its rounds; ``traffic`` scales its speed."""
+        kmh = max(5.0, self.cruise_kmh * traffic)
+        cycle = self._cycle(kmh)
+        total = sum(dwell + drive_s for dwell, drive_s, _a, _b in cycle)
+        t = (elapsed_s + self.offset * total) % total
+        for dwell, drive_s, a, b in cycle:
+            heading = round(bearing_deg(a[0], a[1], b[0], b[1]), 1) % 360
+            if t < dwell:
+                return GpsFix(lat=a[0], lon=a[1], speed_kmh=0.0, heading=heading)
+            t -= dwell
+            if t < drive_s:
+                f = t / drive_s
+                return GpsFix(
+                    lat=round(a[0] + (b[0] - a[0]) * f, 6),
+                    lon=round(a[1] + (b[1] - a[1]) * f, 6),
+                    speed_kmh=round(kmh, 1),
+                    heading=heading,
+                )
+            t -= drive_s
+        first = cycle[0][2]
+        return GpsFix(lat=first[0], lon=first[1], speed_kmh=0.0, heading=0.0)
+
+
+def traffic_factor(local_hour: float) -> float:
+    """How free the roads are (1 = free flow) at a local hour: slow in the rush hours."""
+    morning = math.exp(-(((local_hour - 7.0) / 1.2) ** 2))
+    evening = math.exp(-(((local_hour - 17.0) / 1.5) ** 2))
+    return max(0.45, 1.0 - 0.5 * morning - 0.55 * evening)

@@ -418,11 +418,17 @@ def _vehicles(b: _Builder, buses_per_corridor: int, trucks_per_area: int) -> Non
                 lon=lon,
                 team="trans-semarang",
                 model="teltonika-fmb920",
-                params={"route": corridor, "offset": round((n - 1) / buses_per_corridor, 4)},
+                params={
+                    "route": corridor,
+                    "path": [list(p) for p in stops],
+                    "offset": round((n - 1) / buses_per_corridor, 4),
+                },
             )
     for area in AREAS:
+        points = [[k["lat"], k["lon"]] for k in b.areas[area.kecamatan]["kelurahan"]]
         for n in range(1, trucks_per_area + 1):
             kel, lat, lon = b.place(area)
+            path = points[n % len(points) :] + points[: n % len(points)]
             b.device(
                 id=f"dlh-{area.slug}-truck-{n:02d}",
                 family="gps",
@@ -432,7 +438,7 @@ def _vehicles(b: _Builder, buses_per_corridor: int, trucks_per_area: int) -> Non
                 lat=lat,
                 lon=lon,
                 team="dlh-kebersihan",
-                params={"round": "kelurahan", "offset": round(b.rng.random(), 4)},
+                params={"round": "kelurahan", "path": path, "offset": round(b.rng.random(), 4)},
             )
 
 

@@ -168,7 +168,8 @@ async def test_flood_rises_lifts_the_areas_levels() -> None:
             after = (await driver.poll())[0].metrics["level_m"]
         finally:
             await driver.close()
-    assert isinstance(before, float) and isinstance(after, float)
+    assert isinstance(before, float)
+    assert isinstance(after, float)
     assert after > before + 0.8
 
 

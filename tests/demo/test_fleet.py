@@ -1,0 +1,280 @@
+"""The demo fleet: file validation, one-transaction and idempotent registration, identities."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from device_registry.database import RegistryDatabase, open_database
+from device_registry.errors import RegistryError
+from device_registry.models import Device, MqttIdentity
+from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, DynsecIdentities
+from device_registry.registry_service import RegistryService
+from drivers.contract import device_topic
+from drivers.simulation import FaultBoard, SimClock, SimulatorContext
+from hub.demo.fleet import DEFAULT_FLEET_FILE, read_secrets, register_fleet, secrets_path
+from hub.demo.fleet_city import sample_document
+from hub.demo.fleet_file import FleetFileError, load_fleet_file, parse_fleet
+from tests.conftest import MqttClientFactory, RunningStack
+
+KECAMATAN = {
+    "Semarang Tengah", "Semarang Utara", "Semarang Timur", "Semarang Selatan", "Semarang Barat",
+    "Gayamsari", "Candisari", "Gajahmungkur", "Genuk", "Pedurungan", "Tembalang", "Banyumanik",
+    "Gunungpati", "Mijen", "Ngaliyan", "Tugu",
+}  # fmt: skip
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[RegistryDatabase]:
+    db = open_database(f"sqlite:///{tmp_path}/registry.sqlite3")
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def service(database: RegistryDatabase) -> RegistryService:
+    svc = RegistryService(database, None)
+    svc.seed_types(actor="test")
+    return svc
+
+
+def count_devices(database: RegistryDatabase) -> int:
+    with database.session() as session:
+        return int(session.scalar(select(func.count()).select_from(Device)) or 0)
+
+
+def write(tmp_path: Path, document: Any) -> Path:
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def test_the_committed_file_is_the_generator_output_and_covers_the_city() -> None:
+    assert json.loads(DEFAULT_FLEET_FILE.read_text(encoding="utf-8")) == sample_document()
+    doc = load_fleet_file(DEFAULT_FLEET_FILE)
+    assert {a.kecamatan for a in doc.areas} == KECAMATAN
+    assert len({a.gateway.id for a in doc.areas}) == 16
+    assert 200 <= len(doc.devices) <= 600
+    assert {d.family for d in doc.devices} == {"flood", "gps", "ble"}
+
+
+def test_registration_is_idempotent_and_keeps_the_file_s_areas(
+    service: RegistryService, database: RegistryDatabase, tmp_path: Path
+) -> None:
+    first = register_fleet(service, state_dir=tmp_path)
+    assert first.registered_now
+    total = count_devices(database)
+    assert total == len(first.devices) + 16  # plus one gateway per area
+    again = register_fleet(service, state_dir=tmp_path)
+    assert not again.registered_now
+    assert again.registration.unchanged == total
+    assert count_devices(database) == total
+    assert [d.address for d in again.devices] == [d.address for d in first.devices]
+    gps = [d for d in first.devices if d.family == "gps"]
+    assert gps
+    assert all(d.gateway_id is None for d in gps)
+    assert all(
+        d.gateway_id and d.gateway_id.startswith("gw-") for d in first.devices if d.family != "gps"
+    )
+
+
+def test_a_failure_half_way_registers_nothing(
+    service: RegistryService, database: RegistryDatabase, tmp_path: Path
+) -> None:
+    document = sample_document()
+    # A type no family declares, on the last device: found only after the rest is planned.
+    document["devices"][-1]["device_type"] = "no_such_type"
+    with pytest.raises(FleetFileError, match=r"devices\[\d+\] .*device_type"):
+        register_fleet(service, fleet_file=write(tmp_path, document), state_dir=tmp_path)
+    assert count_devices(database) == 0
+    # A registry-side refusal (a retired id) half way: the transaction rolls back whole.
+    good = sample_document()
+    register_fleet(service, fleet_file=write(tmp_path, good), state_dir=tmp_path)
+    before = count_devices(database)
+    victim = good["devices"][len(good["devices"]) // 2]["id"]
+    service.retire_device(victim, actor="test")
+    grown = copy.deepcopy(good)
+    grown["devices"].append({**good["devices"][0], "id": "smg-new-gauge-99"})
+    with pytest.raises(RegistryError, match=victim):
+        register_fleet(service, fleet_file=write(tmp_path, grown), state_dir=tmp_path)
+    assert count_devices(database) == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["devices"][3].update(lat=-8.5), r"devices\[3\] \(.+\): lat:"),
+        (
+            lambda d: d["devices"][5].pop("kecamatan"),
+            r"devices\[5\] \(.+\): kecamatan: Field required",
+        ),
+        (
+            lambda d: d["devices"][7].update(kecamatan="Atlantis"),
+            r"devices\[7\].*kecamatan.*Atlantis",
+        ),
+        (
+            lambda d: d["devices"][8].update(id=d["devices"][2]["id"]),
+            r"devices\[8\].*id.*already used",
+        ),
+        (lambda d: d["areas"][0].update(team="nobody"), r"areas\[0\] \(Semarang Tengah\): team"),
+        (lambda d: d["devices"][1].update(colour="red"), r"devices\[1\].*colour: Extra inputs"),
+        (lambda d: d.update(version=2), r"\(file\): version"),
+    ],
+)
+def test_hand_edits_give_one_line_naming_entry_and_field(
+    tmp_path: Path, edit: Any, expected: str
+) -> None:
+    document = sample_document()
+    edit(document)
+    with pytest.raises(FleetFileError, match=expected) as caught:
+        load_fleet_file(write(tmp_path, document))
+    assert "\n" not in str(caught.value)
+
+
+def test_corrupt_files_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.json"
+    path.write_bytes(b'{"version": 1, "kota": ')
+    with pytest.raises(FleetFileError, match="not valid JSON at line 1"):
+        load_fleet_file(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(FleetFileError, match="not UTF-8"):
+        load_fleet_file(path)
+    with pytest.raises(FleetFileError, match="cannot read"):
+        load_fleet_file(tmp_path / "missing.json")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+BASE = sample_document()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    section=st.sampled_from(["devices", "areas", "sites", "teams"]),
+    index=st.integers(0, 5),
+    key=st.sampled_from(["id", "lat", "lon", "kecamatan", "family", "name", "team", "params", "x"]),
+    value=json_values,
+)
+def test_no_edit_crashes_the_loader(section: str, index: int, key: str, value: Any) -> None:
+    document = copy.deepcopy(BASE)
+    document[section][index][key] = value
+    try:
+        parse_fleet(document, where="fleet.json")
+    except FleetFileError as err:
+        assert "\n" not in str(err)
+        assert str(err).startswith("fleet.json: ")
+
+
+@given(value=json_values)
+def test_any_json_document_is_refused_cleanly_or_accepted(value: Any) -> None:
+    with contextlib.suppress(FleetFileError):
+        parse_fleet(value, where="fleet.json")
+
+
+# -- identities on the real broker --------------------------------------------------------
+@pytest.fixture
+def broker_service(
+    running_stack: RunningStack, database: RegistryDatabase
+) -> Iterator[RegistryService]:
+    client = DynamicSecurityClient(
+        BrokerAdmin(
+            host=running_stack.mqtt_host,
+            port=running_stack.mqtt_port,
+            username=running_stack.settings.mqtt.username,
+            password=running_stack.mqtt_password,
+        )
+    )
+    try:
+        svc = RegistryService(database, DynsecIdentities(client))
+        svc.seed_types(actor="test")
+        yield svc
+    finally:
+        client.close()
+
+
+def small_fleet(unique_id: str) -> dict[str, Any]:
+    document = sample_document()
+    keep = [d for d in document["devices"] if d["kecamatan"] == "Tugu"]
+    for entry in keep:
+        entry["id"] = f"{unique_id}-{entry['id']}"
+    document["devices"] = keep
+    document["areas"] = [a for a in document["areas"] if a["kecamatan"] == "Tugu"]
+    document["areas"][0]["gateway"]["id"] = f"{unique_id}-gw-tugu"
+    document["areas"][0]["gateway"]["site"] = None
+    document["sites"] = [
+        s for s in document["sites"] if s["kecamatan"] == "Tugu" and "pompa" in s["id"]
+    ]
+    return document
+
+
+async def test_a_vehicle_publishes_under_its_own_registry_identity(
+    broker_service: RegistryService,
+    database: RegistryDatabase,
+    tmp_path: Path,
+    unique_id: str,
+    running_stack: RunningStack,
+    mqtt_client: MqttClientFactory,
+) -> None:
+    path = write(tmp_path, small_fleet(unique_id))
+    fleet = await asyncio.to_thread(
+        register_fleet, broker_service, fleet_file=path, state_dir=tmp_path
+    )
+    stored = read_secrets(tmp_path)
+    assert stat.S_IMODE(secrets_path(tmp_path).stat().st_mode) == 0o600
+    vehicles = [d for d in fleet.devices if d.family == "gps"]
+    assert vehicles
+    assert all(d.mqtt_password == stored[d.device_id] for d in vehicles)
+    assert fleet.gateways[0].mqtt_password == stored[fleet.gateways[0].gateway_id]
+    with database.session() as session:
+        kinds = dict(session.execute(select(MqttIdentity.device_id, MqttIdentity.kind)).all())
+    assert kinds[fleet.gateways[0].gateway_id] == "gateway"
+    assert all(kinds[d.device_id] == "device" for d in vehicles)
+    # Again: nothing new is issued, the stored secrets stay valid.
+    again = await asyncio.to_thread(
+        register_fleet, broker_service, fleet_file=path, state_dir=tmp_path
+    )
+    assert again.registration.issued == []
+    assert read_secrets(tmp_path) == stored
+
+    from drivers.gps.simulator import GpsSimulator
+
+    bus = vehicles[0]
+    listener = mqtt_client()
+    listener.subscribe(device_topic(bus.device_id, "telemetry"))
+    simulator = GpsSimulator()
+    ctx = SimulatorContext(
+        clock=SimClock(60),
+        faults=FaultBoard(),
+        mqtt_host=running_stack.mqtt_host,
+        mqtt_port=running_stack.mqtt_port,
+        state_dir=tmp_path,
+    )
+    task = asyncio.create_task(simulator.run([bus], ctx))
+    try:
+        messages = await asyncio.to_thread(listener.wait_for, 2, 20.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(messages) >= 2
+    payload = json.loads(messages[0].payload)
+    assert set(payload["metrics"]) == {"lat", "lon", "speed_kmh", "heading"}
+    assert simulator.stats.by_device()[bus.device_id] >= 2
