@@ -1,0 +1,179 @@
+"""Who gets paged: teams by kecamatan, family and registry team, escalation levels, repeats.
+
+The routing file (YAML, ``[alerts] routing``)::
+
+    teams:
+      - id: pompa-timur
+        match: {kecamatan: [Semarang Timur, Genuk], families: [flood]}
+        notify: ["json://127.0.0.1:9000/hook", "mailto://..."]   # apprise URLs
+        escalate:
+          - {after: 15m, notify: ["tgram://..."]}                 # not acknowledged by then
+        repeat: 30m                                                # until acknowledged
+    default: {notify: ["mailto://situation-room@..."]}
+
+The first team whose ``match`` takes the alert (every key given must match: its
+device's kecamatan, family, registry team, severity) gets it; else ``default``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hub.alerts.alert_store import AlertRow, AlertStore, PageMaker
+from hub.alerts.rule_engine import AlertEvent
+from hub.alerts.rule_model import RuleError, Severity, seconds_of
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeamMatch(_Strict):
+    """Which alerts a team takes."""
+
+    kecamatan: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    severities: tuple[Severity, ...] = ()
+
+    @field_validator("kecamatan", "families", "teams", "severities", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+
+class Escalation(_Strict):
+    """The next level: paged when the alert is not acknowledged ``after`` its raise."""
+
+    after_s: float = Field(alias="after", gt=0)
+    notify: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("after_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return seconds_of(value)
+
+
+class Team(_Strict):
+    """A field team: where its pages go and how they escalate."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    match: TeamMatch = TeamMatch()
+    notify: tuple[str, ...] = ()
+    escalate: tuple[Escalation, ...] = ()
+    repeat_s: float | None = Field(default=None, alias="repeat", gt=0)
+
+    @field_validator("repeat_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float | None:
+        return None if value is None else seconds_of(value)
+
+    def takes(self, alert: AlertRow) -> bool:
+        """Whether the alert is this team's."""
+        m = self.match
+        return (
+            (not m.kecamatan or alert.kecamatan in m.kecamatan)
+            and (not m.families or alert.family in m.families)
+            and (not m.teams or alert.team in m.teams)
+            and (not m.severities or alert.severity in m.severities)
+        )
+
+    def targets(self, level: int) -> tuple[str, ...]:
+        """The URLs of escalation ``level`` (0: the team itself)."""
+        if level == 0:
+            return self.notify
+        return self.escalate[level - 1].notify if level <= len(self.escalate) else ()
+
+
+class Routing(_Strict):
+    """The routing file."""
+
+    teams: tuple[Team, ...] = ()
+    default: Team | None = None
+
+
+def load_routing(path: Path) -> Routing:
+    """Read and check a routing file; RuleError names the file and the key."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RuleError(f"{path}: cannot read the routing file: {err}") from err
+    if isinstance(data, dict) and isinstance(data.get("default"), dict):
+        data = {**data, "default": {"id": "default", **data["default"]}}
+    try:
+        return Routing.model_validate(data)
+    except ValidationError as err:
+        item = err.errors()[0]
+        key = ".".join(str(p) for p in item["loc"]).replace("after_s", "after")
+        raise RuleError(f"{path}: key '{key}': {item['msg']}") from err
+
+
+def _title(alert: AlertRow, kind: str) -> str:
+    what = {
+        "raise": "ALERT",
+        "stage": "STAGE",
+        "clear": "RESOLVED",
+        "escalate": "ESCALATED",
+        "repeat": "STILL FIRING",
+        "flap_start": "FLAPPING",
+        "flap_end": "STEADY",
+    }.get(kind, kind.upper())
+    stage = f" {alert.stage}" if alert.stage else ""
+    return f"[{what}] {alert.severity}{stage}: {alert.rule_id} on {alert.device_id}"
+
+
+class AlertRouter(PageMaker):
+    """Turns events into pages, and runs escalations and repeats from the store."""
+
+    def __init__(self, routing: Routing) -> None:
+        self.routing = routing
+
+    def team(self, alert: AlertRow) -> Team | None:
+        """The team that takes the alert, or the default."""
+        for team in self.routing.teams:
+            if team.takes(alert):
+                return team
+        return self.routing.default
+
+    def pages(self, event: AlertEvent, alert: AlertRow, silenced: bool) -> list[tuple[str, str]]:
+        """Pages for one event: none when silenced, acknowledged or flapping."""
+        team = self.team(alert)
+        if team is None or silenced:
+            return []
+        kind = event.kind
+        if kind in ("raise", "stage") and (alert.acked_ms is not None or event.flapping):
+            return []
+        if kind == "clear":
+            if alert.last_page_ms is None or event.flapping:
+                return []  # nobody was told it fired
+            levels = range(alert.escalation + 1)
+            urls = {url for level in levels for url in team.targets(level)}
+            return [(url, _title(alert, kind)) for url in sorted(urls)]
+        if kind not in ("raise", "stage", "flap_start", "flap_end"):
+            return []
+        return [(url, _title(alert, kind)) for url in team.targets(0)]
+
+    def run_escalations(self, store: AlertStore, now_ms: int) -> None:
+        """Escalate alerts not acknowledged in time; repeat pages at the team's interval."""
+        for alert in store.firing_unacked():
+            team = self.team(alert)
+            if team is None or alert.flapping:
+                continue
+            level = alert.escalation
+            if level < len(team.escalate):
+                step = team.escalate[level]
+                if now_ms - alert.raised_ms >= step.after_s * 1000:
+                    targets = [(url, _title(alert, "escalate")) for url in step.notify]
+                    store.escalate(alert, "escalate", targets, now_ms, level=level + 1)
+                    continue
+            if (
+                team.repeat_s is not None
+                and alert.last_page_ms is not None
+                and now_ms - alert.last_page_ms >= team.repeat_s * 1000
+            ):
+                urls = team.targets(level) or team.notify
+                targets = [(url, _title(alert, "repeat")) for url in urls]
+                store.escalate(alert, "repeat", targets, now_ms, level=level)

@@ -1,0 +1,189 @@
+"""The alert engine inside ``kotahub hub run``: rules, store, consumer, notifier, link endpoint.
+
+``attach_alerts`` loads and checks the rule and routing files (a bad one stops the start
+with one line naming the file, rule and key), then adds the alert consumer to the
+ingest service before it starts. The one-tap link endpoint (``[alerts] ack_port``)
+answers ``GET /alerts/ack?t=TOKEN`` with a page holding one button, and acknowledges on
+its ``POST``: mail scanners and chat previews fetch links, and must not acknowledge a
+page nobody read.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from hub.alerts.ack_links import LinkOutcome, LinkSigner, acknowledge_by_link
+from hub.alerts.alert_consumer import AlertConsumer
+from hub.alerts.alert_router import AlertRouter, Routing, load_routing
+from hub.alerts.alert_store import AlertStore, Page, default_path
+from hub.alerts.clock import Clock, SystemClock
+from hub.alerts.notifier import Notifier, RetryPolicy
+from hub.alerts.rule_engine import RuleEngine
+from hub.alerts.rule_model import load_rule_files
+from hub.ingest.ingest_service import IngestService
+from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def alert_database(settings: Settings) -> Path:
+    """The alert database of these settings."""
+    return settings.alerts.database or default_path(settings.state_dir)
+
+
+def link_signer(settings: Settings) -> LinkSigner | None:
+    """The signer of one-tap links, when a secret is set."""
+    cfg = settings.alerts
+    if cfg.link_secret is None:
+        return None
+    return LinkSigner(cfg.link_secret.get_secret_value().encode(), round(cfg.link_ttl_s * 1000))
+
+
+class AlertRuntime:
+    """What ``attach_alerts`` built; ``stop`` after the ingest service stopped."""
+
+    def __init__(
+        self,
+        consumer: AlertConsumer,
+        notifier: Notifier,
+        ack_server: ThreadingHTTPServer | None,
+    ) -> None:
+        self.consumer = consumer
+        self.notifier = notifier
+        self.ack_server = ack_server
+        self._ack_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the notifier and the link endpoint."""
+        self.notifier.start()
+        if self.ack_server is not None:
+            self._ack_thread = threading.Thread(
+                target=self.ack_server.serve_forever, name="alerts-ack", daemon=True
+            )
+            self._ack_thread.start()
+
+    def stop(self) -> None:
+        """Stop the notifier and the link endpoint; close the consumer's database."""
+        self.notifier.stop()
+        if self.ack_server is not None:
+            self.ack_server.shutdown()
+            self.ack_server.server_close()
+        self.consumer.store.close()
+
+
+def attach_alerts(
+    service: IngestService, settings: Settings, *, clock: Clock | None = None
+) -> AlertRuntime | None:
+    """Add the alert engine to ``service`` (before it starts); None without rules."""
+    cfg = settings.alerts
+    if not cfg.rules:
+        return None
+    clock = clock or SystemClock()
+    rules = load_rule_files(list(cfg.rules))
+    routing = load_routing(cfg.routing) if cfg.routing else Routing()
+    router = AlertRouter(routing)
+    database = alert_database(settings)
+    store = AlertStore(database)
+    engine = RuleEngine(rules, service.directory, clock)
+    signer = link_signer(settings)
+    base = cfg.link_base_url.rstrip("/")
+
+    def link(page: Page) -> str:
+        assert signer is not None
+        return f"{base}/alerts/ack?t={signer.token(page.key, page.instance, clock.now_ms())}"
+
+    notifier = Notifier(
+        database,
+        clock,
+        policy=RetryPolicy(cfg.retry_min_s, cfg.retry_max_s, cfg.max_attempts, cfg.send_timeout_s),
+        link=link if signer is not None and base else None,
+    )
+    consumer = AlertConsumer(
+        engine,
+        store,
+        clock,
+        pages=router,
+        sink=service.queue_lines,
+        on_saved=notifier.wake,
+        escalations=router.run_escalations,
+    )
+    service.add_consumer(consumer)
+    server = None
+    if cfg.ack_port and signer is not None:
+        server = ack_server(cfg.ack_host, cfg.ack_port, database, signer, clock)
+    runtime = AlertRuntime(consumer, notifier, server)
+    runtime.start()
+    log.info(
+        "alert engine: %d rule(s), %d team(s), state in %s",
+        len(rules),
+        len(routing.teams),
+        database,
+    )
+    return runtime
+
+
+_PAGE = """<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Kotahub alert</title><body style="font:18px sans-serif;margin:2em">{body}</body>"""
+
+
+def ack_server(
+    host: str, port: int, database: Path, signer: LinkSigner, clock: Clock
+) -> ThreadingHTTPServer:
+    """The endpoint of one-tap links (GET shows a button, POST acknowledges)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return  # tokens are in the query: keep them out of logs
+
+        def _token(self) -> str | None:
+            parts = urlsplit(self.path)
+            if parts.path != "/alerts/ack":
+                return None
+            return parse_qs(parts.query).get("t", [""])[0]
+
+        def _answer(self, status: int, body: str) -> None:
+            data = _PAGE.format(body=body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            token = self._token()
+            if token is None:
+                self._answer(404, "<p>Not found.</p>")
+                return
+            checked = signer.read(token, clock.now_ms())
+            if isinstance(checked, LinkOutcome):
+                self._answer(403, f"<p>{html.escape(checked.value)}.</p>")
+                return
+            key = html.escape(checked[0])
+            safe_token = html.escape(token, quote=True)
+            self._answer(
+                200,
+                f"<p>Alert <b>{key}</b></p><form method=post action='/alerts/ack?t={safe_token}'>"
+                "<button style='font-size:1.4em;padding:.6em 1.2em'>Acknowledge</button></form>",
+            )
+
+        def do_POST(self) -> None:
+            token = self._token()
+            if token is None:
+                self._answer(404, "<p>Not found.</p>")
+                return
+            store = AlertStore(database)
+            try:
+                outcome = acknowledge_by_link(store, signer, token, clock.now_ms())
+            finally:
+                store.close()
+            status = 200 if outcome in (LinkOutcome.ACKNOWLEDGED, LinkOutcome.ALREADY) else 403
+            self._answer(status, f"<p>{html.escape(outcome.value.capitalize())}.</p>")
+
+    return ThreadingHTTPServer((host, port), Handler)

@@ -1,0 +1,45 @@
+"""The ``[alerts]`` settings section (environment ``KOTAHUB_ALERTS__<KEY>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class AlertSettings(BaseModel):
+    """Rules, routing and paging of the alert engine (docs/alerting.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[Path] = Field(
+        default_factory=list,
+        description="Rule files or folders of *.yaml; empty: the hub runs no alert engine.",
+    )
+    routing: Path | None = Field(default=None, description="Teams and escalations (YAML).")
+    database: Path | None = Field(
+        default=None, description="Alert state; unset: <state_dir>/alerts/alerts.sqlite3."
+    )
+    retry_min_s: float = Field(default=2.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=12, ge=1)
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    # One-tap acknowledgement links in pages: signed with link_secret, served on ack_port.
+    link_secret: SecretStr | None = None
+    link_base_url: str = Field(default="", description="e.g. https://hub.example/ ; unset: no link")
+    link_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    ack_host: str = "127.0.0.1"
+    ack_port: int = Field(default=0, ge=0, le=65535, description="0: no link endpoint.")
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        """A single path (the environment gives text) is a list of one; "" is none."""
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part]
+        return value
+
+    @field_validator("routing", "database", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
