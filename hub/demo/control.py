@@ -93,6 +93,18 @@ def parse_fault(name: str, argument: str | None) -> FaultRequest:
     return FaultRequest(name, target=target)
 
 
+def fault_from_message(message: dict[str, Any]) -> FaultRequest:
+    """The fault a channel message asks for, checked again (the sender may be anything)."""
+    name = str(message.get("fault", ""))
+    if name == "influx-outage":
+        duration = message.get("duration_s")
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            raise ControlError("influx-outage: duration_s must be a number of seconds")
+        return parse_fault(name, f"{duration:g}")
+    target = message.get("target")
+    return parse_fault(name, None if target is None else str(target))
+
+
 def control_file(state_dir: Path) -> Path:
     """Where the running demo says how to reach it."""
     return state_dir / "demo" / CONTROL_FILE

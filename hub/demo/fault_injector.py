@@ -88,6 +88,10 @@ class FaultInjector:
         for area in self.areas:
             if slug(area) == wanted:
                 return area
+        # "utara" for "Semarang Utara", when only one area ends so.
+        endings = [a for a in self.areas if slug(a).endswith("-" + wanted)]
+        if wanted and len(endings) == 1:
+            return endings[0]
         shown = ", ".join(slug(a) for a in self.areas[:6])
         raise ControlError(f"unknown area {text!r}: the fleet's areas are {shown}, ...")
 
