@@ -184,11 +184,11 @@ class SimulatedAgents:
         self.host = host
         self._transports: list[asyncio.DatagramTransport] = []
 
-    async def serve(self, target: SimulatedTarget, port: int = 0) -> int:
-        """Start answering for ``target``; returns its port."""
+    async def serve(self, target: SimulatedTarget, port: int = 0, host: str | None = None) -> int:
+        """Start answering for ``target`` (port 0: a free one); returns its port."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Endpoint(target), local_addr=(self.host, port)
+            lambda: _Endpoint(target), local_addr=(host or self.host, port)
         )
         self._transports.append(transport)
         return int(transport.get_extra_info("sockname")[1])
