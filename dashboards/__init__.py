@@ -1,0 +1,1 @@
+"""Dashboards as code: Grafana boards generated from Python, provisioning, Prometheus example."""

@@ -1,0 +1,1 @@
+"""Grafana boards for the situation room, built with grafana-foundation-sdk."""

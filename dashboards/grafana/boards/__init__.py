@@ -1,0 +1,1 @@
+"""One module per board; each exposes ``UID`` and ``build(figures)``."""

@@ -1,0 +1,163 @@
+"""CCTV: online share by kecamatan and owner, stream quality, analytics, NVR health."""
+
+# The queries are InfluxQL built from constants, not from input (no injection).
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+
+from dashboards.grafana.board_kit import (
+    KECAMATAN,
+    bars,
+    board,
+    kecamatan_variable,
+    rollup,
+    rollup_variable,
+    rows,
+    section,
+    series,
+    single,
+)
+from dashboards.grafana.city_figures import CityFigures
+from dashboards.grafana.influxql_query import InfluxQL
+
+UID = "kotahub-cctv"
+BY_DEVICE = '"device_id"'
+BY_DEVICE_KECAMATAN = '"device_id", "kecamatan"'
+BY_DEVICE_TEAM = '"device_id", "team"'
+SHARE = [(None, "red"), (80, "orange"), (95, "green")]
+
+
+def _status(group_by: str) -> str:
+    """Each camera's last status (the hub writes device_status on every change)."""
+    return (
+        '(SELECT last("online") AS "online" FROM "device_status" '
+        f"WHERE \"family\" = 'cctv' AND {KECAMATAN} AND time > now() - 30d "
+        f"GROUP BY {group_by})"
+    )
+
+
+def _problem(flag: str) -> InfluxQL:
+    return InfluxQL(
+        f'SELECT count("{flag}") AS "{flag}" FROM {rollup("cctv")} '
+        f'WHERE {KECAMATAN} AND "{flag}" = true AND $timeFilter '
+        "GROUP BY time($__interval) fill(0)"
+    )
+
+
+def build(figures: CityFigures) -> dash.Dashboard:
+    """The CCTV board."""
+    del figures
+    return (
+        board(UID, "Kotahub / CCTV", "Cameras and NVRs: who is online, picture and analytics.")
+        .with_variable(rollup_variable())
+        .with_variable(kecamatan_variable())
+        .with_row(section("Online"))
+        .with_panel(
+            single(
+                "Cameras online",
+                InfluxQL(f'SELECT sum("online") AS "online" FROM {_status(BY_DEVICE)}'),
+                w=4,
+                thresholds=[(None, "blue")],
+            )
+        )
+        .with_panel(
+            single(
+                "Online share",
+                InfluxQL(f'SELECT mean("online") * 100 AS "online_pct" FROM {_status(BY_DEVICE)}'),
+                unit="percent",
+                w=4,
+                thresholds=SHARE,
+                decimals=1,
+            )
+        )
+        .with_panel(
+            bars(
+                "Online share by kecamatan",
+                InfluxQL(
+                    'SELECT mean("online") * 100 AS "online_pct" FROM '
+                    f"{_status(BY_DEVICE_KECAMATAN)} "
+                    'GROUP BY "kecamatan"'
+                ).alias("$tag_kecamatan"),
+                unit="percent",
+                w=8,
+                thresholds=SHARE,
+                max_value=100,
+            )
+        )
+        .with_panel(
+            bars(
+                "Online share by owner (team)",
+                InfluxQL(
+                    'SELECT mean("online") * 100 AS "online_pct" FROM '
+                    f"{_status(BY_DEVICE_TEAM)} "
+                    'GROUP BY "team"'
+                ).alias("$tag_team"),
+                unit="percent",
+                w=8,
+                thresholds=SHARE,
+                max_value=100,
+            )
+        )
+        .with_row(section("Stream quality"))
+        .with_panel(
+            series(
+                "Frame rate against nominal",
+                InfluxQL(
+                    f'SELECT mean("fps_ratio") AS "fps_ratio" FROM {rollup("cctv")} '
+                    f"WHERE {KECAMATAN} AND $timeFilter "
+                    'GROUP BY time($__interval), "kecamatan" fill(none)'
+                ).alias("$tag_kecamatan"),
+                unit="percentunit",
+                thresholds=[(None, "red"), (0.5, "green")],
+            )
+        )
+        .with_panel(
+            series(
+                "Pictures with a problem (camera samples)",
+                _problem("frozen").alias("frozen"),
+                _problem("black").alias("black"),
+                _problem("blurred").alias("blurred"),
+                bars=True,
+            )
+        )
+        .with_row(section("Analytics"))
+        .with_panel(
+            series(
+                "Crowd: people in the crowd zone",
+                InfluxQL(
+                    f'SELECT max("zone_people") AS "zone_people" FROM {rollup("cctv")} '
+                    f"WHERE {KECAMATAN} AND $timeFilter "
+                    'GROUP BY time($__interval), "site" fill(none)'
+                ).alias("$tag_site"),
+                thresholds=[(None, "green"), (20, "orange"), (50, "red")],
+            )
+        )
+        .with_panel(
+            series(
+                "Vehicles parked in no-parking zones",
+                InfluxQL(
+                    f'SELECT max("parked_vehicles") AS "parked_vehicles" FROM {rollup("cctv")} '
+                    f"WHERE {KECAMATAN} AND $timeFilter "
+                    'GROUP BY time($__interval), "site" fill(none)'
+                ).alias("$tag_site"),
+            )
+        )
+        .with_row(section("NVRs"))
+        .with_panel(
+            rows(
+                "NVR health (last hour)",
+                InfluxQL(
+                    'SELECT last("recording") AS "recording", '
+                    'last("disk_status") AS "disk_status", '
+                    'last("disk_fill_pct") AS "disk_fill_pct", '
+                    'last("channels_video_loss") AS "channels_video_loss" FROM "cctv" '
+                    f'WHERE {KECAMATAN} AND time > now() - 1h AND "disk_status" =~ /./ '
+                    'GROUP BY "device_id", "site"'
+                ),
+                w=24,
+                h=6,
+            )
+        )
+    )

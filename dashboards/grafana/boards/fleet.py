@@ -1,0 +1,132 @@
+"""Fleet: BRT buses and garbage trucks on a map, speed, late and stopped vehicles."""
+
+# The queries are InfluxQL built from constants, not from input (no injection).
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+
+from dashboards.grafana.board_kit import (
+    DEVICE,
+    board,
+    city_map,
+    device_variable,
+    rollup,
+    rollup_variable,
+    rows,
+    section,
+    series,
+    single,
+)
+from dashboards.grafana.city_figures import CityFigures
+from dashboards.grafana.influxql_query import DATASOURCE, InfluxQL
+
+UID = "kotahub-fleet"
+TEAM = '"team" =~ /^$team$/'
+WHERE = f"{TEAM} AND {DEVICE}"
+
+
+def team_variable() -> dash.QueryVariable:
+    """Which fleet: the registry team that runs the vehicles (BRT operator, DLH)."""
+    return (
+        dash.QueryVariable("team")
+        .label("Fleet")
+        .datasource(DATASOURCE)
+        .query('SHOW TAG VALUES FROM "gps" WITH KEY = "team"')
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+
+
+def build(figures: CityFigures) -> dash.Dashboard:
+    """The fleet board."""
+    return (
+        board(UID, "Kotahub / Fleet", "BRT buses and garbage trucks.", time_from="now-3h")
+        .with_variable(rollup_variable())
+        .with_variable(team_variable())
+        .with_variable(device_variable("gps", narrowed_by=TEAM))
+        .with_row(section("Where"))
+        .with_panel(
+            city_map(
+                "Vehicles now (last 15 min)",
+                InfluxQL(
+                    'SELECT last("lat") AS "lat", last("lon") AS "lon", '
+                    'last("speed_kmh") AS "speed_kmh" FROM "gps" '
+                    f'WHERE {WHERE} AND time > now() - 15m GROUP BY "device_id", "team"'
+                ),
+                center=figures.map_center,
+                w=16,
+                h=14,
+                thresholds=[(None, "red"), (5, "yellow"), (15, "green")],
+            )
+        )
+        .with_panel(
+            single(
+                "Vehicles reporting (5 min)",
+                InfluxQL(
+                    'SELECT count("lat") AS "vehicles" FROM '
+                    f'(SELECT last("lat") AS "lat" FROM "gps" WHERE {WHERE} '
+                    'AND time > now() - 5m GROUP BY "device_id")'
+                ),
+                w=8,
+                h=4,
+                thresholds=[(None, "red"), (1, "green")],
+            )
+        )
+        .with_panel(
+            rows(
+                "Late: trackers the hub marked offline",
+                InfluxQL(
+                    'SELECT "online", "reason" FROM '
+                    '(SELECT last("online") AS "online", last("reason") AS "reason" '
+                    'FROM "device_status" WHERE "family" = \'gps\' AND '
+                    f'{WHERE} AND time > now() - 30d GROUP BY "device_id", "team") '
+                    'WHERE "online" = 0 GROUP BY "device_id", "team"'
+                ),
+                w=8,
+                h=5,
+                description="Silent for 3 expected intervals (offline_factor): late or off "
+                "shift. Off-route needs each route's geometry, which the registry lacks.",
+            )
+        )
+        .with_panel(
+            rows(
+                "Stopped: under 2 km/h for 15 min",
+                InfluxQL(
+                    'SELECT "max_speed_kmh" FROM '
+                    '(SELECT max("speed_kmh") AS "max_speed_kmh" FROM "gps" '
+                    f'WHERE {WHERE} AND time > now() - 15m GROUP BY "device_id", "team") '
+                    'WHERE "max_speed_kmh" < 2 GROUP BY "device_id", "team"'
+                ),
+                w=8,
+                h=5,
+            )
+        )
+        .with_row(section("Speed"))
+        .with_panel(
+            series(
+                "Speed per vehicle",
+                InfluxQL(
+                    f'SELECT mean("speed_kmh") AS "speed_kmh" FROM {rollup("gps")} '
+                    f"WHERE {WHERE} AND $timeFilter "
+                    'GROUP BY time($__interval), "device_id" fill(none)'
+                ).alias("$tag_device_id"),
+                unit="velocitykmh",
+                w=16,
+            )
+        )
+        .with_panel(
+            series(
+                "Mean speed per fleet",
+                InfluxQL(
+                    f'SELECT mean("speed_kmh") AS "speed_kmh" FROM {rollup("gps")} '
+                    f"WHERE {WHERE} AND $timeFilter "
+                    'GROUP BY time($__interval), "team" fill(none)'
+                ).alias("$tag_team"),
+                unit="velocitykmh",
+                w=8,
+            )
+        )
+    )

@@ -1,0 +1,190 @@
+"""City overview: devices online on a map and by family, open alerts, freshness, the hub."""
+
+# The queries are InfluxQL built from constants, not from input (no injection).
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import stat
+
+from dashboards.grafana.board_kit import (
+    FAMILY,
+    KECAMATAN,
+    OPEN_ALERT,
+    bars,
+    board,
+    city_map,
+    family_variable,
+    kecamatan_variable,
+    rows,
+    section,
+    single,
+)
+from dashboards.grafana.city_figures import CityFigures
+from dashboards.grafana.influxql_query import InfluxQL
+
+UID = "kotahub-overview"
+BY_KECAMATAN = '"device_id", "kecamatan"'
+BY_FAMILY = '"device_id", "family"'
+GAZETTEER = "public/gazetteer/kotahub-kecamatan.json"
+# A field every device of the family sends, to date the family's newest point.
+FRESHNESS_FIELDS = {
+    "flood": "level_m",
+    "atcs": "control_mode",
+    "atcs_detector": "volume",
+    "cctv": "onvif_status",
+    "wifi": "up",
+    "gps": "lat",
+    "ble": "rssi_dbm",
+}
+
+
+def _last_status(group_by: str) -> str:
+    return (
+        '(SELECT last("online") AS "online" FROM "device_status" '
+        f"WHERE {FAMILY} AND {KECAMATAN} AND time > now() - 30d GROUP BY {group_by})"
+    )
+
+
+def _freshness(family: str, field: str) -> stat.Panel:
+    """The time of the family's newest point, shown as its age ("2 minutes ago")."""
+    return (
+        single(
+            family,
+            InfluxQL(
+                f'SELECT last("{field}") AS "{field}" FROM "{family}" WHERE time > now() - 7d'
+            ).table(),
+            unit="dateTimeFromNow",
+            w=3,
+            h=3,
+            thresholds=[(None, "blue")],
+        )
+        .reduce_options(
+            common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields("/^Time$/")
+        )
+        .no_value("no data for 7 days")
+    )
+
+
+def build(figures: CityFigures) -> dash.Dashboard:
+    """The city overview board."""
+    dashboard = (
+        board(UID, f"Kotahub / {figures.city} overview", "The situation room's first screen.")
+        .with_variable(kecamatan_variable())
+        .with_variable(family_variable())
+        .with_row(section("Devices and alerts"))
+        .with_panel(
+            city_map(
+                "Devices online by kecamatan",
+                InfluxQL(
+                    'SELECT sum("online") AS "online", count("online") AS "devices" FROM '
+                    f"{_last_status(BY_KECAMATAN)} "
+                    'GROUP BY "kecamatan"'
+                ),
+                center=figures.map_center,
+                lookup_gazetteer=GAZETTEER,
+                w=12,
+                h=12,
+                thresholds=[(None, "red"), (1, "green")],
+                description="Kecamatan centres from kotahub-kecamatan.json (docs/grafana.md).",
+            )
+        )
+        .with_panel(
+            bars(
+                "Devices online by family",
+                InfluxQL(
+                    'SELECT sum("online") AS "online" FROM '
+                    f"{_last_status(BY_FAMILY)} "
+                    'GROUP BY "family"'
+                ).alias("$tag_family"),
+                w=6,
+                h=6,
+                thresholds=[(None, "blue")],
+            )
+        )
+        .with_panel(
+            single(
+                "Open alerts",
+                InfluxQL(
+                    'SELECT count("event_id") AS "open" FROM '
+                    '(SELECT last("event_id") AS "event_id", "event" FROM "alert" '
+                    f"WHERE {KECAMATAN} AND time > now() - 30d "
+                    f'GROUP BY "rule_id", "device_id") WHERE {OPEN_ALERT}'
+                ),
+                w=6,
+                h=6,
+                thresholds=[(None, "green"), (1, "orange"), (10, "red")],
+            )
+        )
+        .with_panel(
+            rows(
+                "Open alerts",
+                InfluxQL(
+                    'SELECT "event", "stage", "message" FROM '
+                    '(SELECT last("event_id") AS "event_id", "event", "stage", "message" '
+                    f'FROM "alert" WHERE {KECAMATAN} AND time > now() - 30d '
+                    'GROUP BY "rule_id", "device_id", "severity", "kecamatan") '
+                    f"WHERE {OPEN_ALERT} "
+                    'GROUP BY "rule_id", "device_id", "severity", "kecamatan"'
+                ),
+                w=12,
+                h=6,
+            )
+        )
+        .with_row(section("Newest data per family"))
+    )
+    for family, field in FRESHNESS_FIELDS.items():
+        dashboard = dashboard.with_panel(_freshness(family, field))
+    return (
+        dashboard.with_row(section("Hub"))
+        .with_panel(
+            single(
+                "Messages in per second",
+                InfluxQL(
+                    'SELECT sum("messages_in_per_s") AS "messages_in_per_s" FROM '
+                    '(SELECT last("messages_in_per_s") AS "messages_in_per_s" FROM "hub" '
+                    'WHERE time > now() - 5m GROUP BY "hub")'
+                ),
+                unit="reqps",
+                w=6,
+                thresholds=[(None, "red"), (0.01, "green")],
+            )
+        )
+        .with_panel(
+            single(
+                "WAL depth",
+                InfluxQL(
+                    'SELECT sum("wal_depth_bytes") AS "wal_depth_bytes" FROM '
+                    '(SELECT last("wal_depth_bytes") AS "wal_depth_bytes" FROM "hub" '
+                    'WHERE time > now() - 5m GROUP BY "hub")'
+                ),
+                unit="bytes",
+                w=6,
+                thresholds=[(None, "green"), (1e9, "orange"), (8e9, "red")],
+            )
+        )
+        .with_panel(
+            single(
+                "Write latency",
+                InfluxQL(
+                    'SELECT max("write_latency_mean_s") AS "write_latency_mean_s" FROM "hub" '
+                    "WHERE time > now() - 5m"
+                ),
+                unit="s",
+                w=6,
+                thresholds=[(None, "green"), (0.5, "orange"), (2, "red")],
+            )
+        )
+        .with_panel(
+            single(
+                "Dead-letters, last hour",
+                InfluxQL(
+                    'SELECT sum("count") AS "count" FROM "deadletter" WHERE time > now() - 1h'
+                ),
+                w=6,
+                thresholds=[(None, "green"), (1, "orange"), (100, "red")],
+            )
+        )
+    )

@@ -1,0 +1,94 @@
+"""The city's figures the boards need: indicator denominators, map centre, flood stages.
+
+They live on the registry side (``device_registry/data/city_figures.json``), not in code,
+so another city regenerates its boards from its own file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FIGURES = PROJECT_ROOT / "device_registry" / "data" / "city_figures.json"
+DEFAULT_STAGE = "_default"
+
+
+class FiguresError(ValueError):
+    """The figures file is missing or invalid; the message names the file and the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloodStages(_Model):
+    """Stage levels of one gauge (metres, same datum as ``level_m``), lowest first."""
+
+    waspada: float
+    siaga: float
+    awas: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloodStages:
+        if not self.waspada < self.siaga < self.awas:
+            raise ValueError("stages must rise: waspada < siaga < awas")
+        return self
+
+    def steps(self) -> list[tuple[float | None, str]]:
+        """Grafana threshold steps: normal, waspada (alert), siaga (standby), awas (danger)."""
+        return [
+            (None, "green"),
+            (self.waspada, "yellow"),
+            (self.siaga, "orange"),
+            (self.awas, "red"),
+        ]
+
+
+class PublicTransport(_Model):
+    """The public-transport fleet: its registry team and how many vehicles it runs."""
+
+    team: str = Field(min_length=1)
+    vehicles: int = Field(gt=0)
+
+
+class CityFigures(_Model):
+    """One city's figures (see docs/indicators.md for where each comes from)."""
+
+    comment: str = Field(default="", alias="_comment")
+    city: str = Field(min_length=1)
+    year: int
+    population: int = Field(gt=0)
+    area_km2: float = Field(gt=0)
+    kecamatan_count: int = Field(gt=0)
+    kelurahan_count: int = Field(gt=0)
+    signalised_intersections: int = Field(gt=0)
+    public_transport: PublicTransport
+    flood_gauges: int = Field(gt=0)
+    map_center: tuple[float, float]
+    kecamatan: dict[str, tuple[float, float]]
+    flood_stages: dict[str, FloodStages]
+    tide_gauges: list[str] = Field(default_factory=list)
+
+    def stages_for(self, device_id: str) -> FloodStages:
+        """A gauge's own stages, else the city's default."""
+        return self.flood_stages.get(device_id) or self.flood_stages[DEFAULT_STAGE]
+
+
+def load_figures(path: Path = DEFAULT_FIGURES) -> CityFigures:
+    """Read and check a figures file; FiguresError names the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FiguresError(f"{path}: {err}") from err
+    try:
+        figures = CityFigures.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FiguresError(f"{path}: {where}: {first['msg']}") from err
+    if DEFAULT_STAGE not in figures.flood_stages:
+        raise FiguresError(f"{path}: flood_stages.{DEFAULT_STAGE}: missing (the city's default)")
+    return figures

@@ -1,0 +1,372 @@
+"""Simulated points of a city for every family the boards read, as InfluxDB line protocol.
+
+Field names and kinds follow the families' metric tables (``drivers/*/metrics.py``; a test
+checks they match) and the hub's own measurements (``device_status``, ``hub``,
+``deadletter``, ``alert``). Tags are the registry's: ``device_id``, ``family``, ``site``,
+``kecamatan``, ``kelurahan``, ``team``, ``model``. Used by the query tests, the board
+previews and the query benchmark; deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+KECAMATAN = (
+    "Banyumanik",
+    "Candisari",
+    "Gayamsari",
+    "Genuk",
+    "Pedurungan",
+    "Semarang Tengah",
+    "Semarang Utara",
+    "Tembalang",
+)
+MINUTE_MS = 60_000
+
+FieldValue = float | int | bool | str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CitySize:
+    """How many devices of each kind the simulated city has."""
+
+    gauges: int = 3
+    rain_gauges: int = 2
+    pumps: int = 2
+    controllers: int = 3
+    detectors_per_controller: int = 2
+    access_points: int = 4
+    cameras: int = 9
+    nvrs: int = 1
+    vehicles: int = 4
+    ble_sensors: int = 2
+
+    def scaled(self, factor: float) -> CitySize:
+        """Every count times ``factor`` (at least one of each)."""
+        return CitySize(
+            **{
+                name: max(1, round(getattr(self, name) * factor))
+                for name in self.__dataclass_fields__
+            }
+        )
+
+
+# Semarang's real counts (docs/indicators.md), for the benchmark's full-size city.
+SEMARANG = CitySize(
+    gauges=17,
+    rain_gauges=12,
+    pumps=49,
+    controllers=54,
+    detectors_per_controller=4,
+    access_points=2300,
+    cameras=10700,
+    nvrs=2600,
+    vehicles=300,
+    ble_sensors=200,
+)
+
+
+def _escape_tag(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time_ms: int
+) -> str:
+    """One point of line protocol (ms precision)."""
+    tag_text = "".join(f",{k}={_escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+    field_text = ",".join(f"{k}={_field(v)}" for k, v in fields.items())
+    return f"{measurement}{tag_text} {field_text} {time_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A simulated device and its registry tags."""
+
+    device_id: str
+    family: str
+    tags: Mapping[str, str]
+    every_ms: int
+    # Position among its kind: picks which devices carry the simulated faults.
+    number: int
+
+
+def _tags(
+    device_id: str, family: str, index: int, team: str, model: str, site: str | None = None
+) -> dict[str, str]:
+    kecamatan = KECAMATAN[index % len(KECAMATAN)]
+    return {
+        "device_id": device_id,
+        "family": family,
+        "site": site or f"{family}-site-{index:03d}",
+        "kecamatan": kecamatan,
+        "kelurahan": f"{kecamatan} kel-{index % 5}",
+        "team": team,
+        "model": model,
+    }
+
+
+def devices(size: CitySize, tide_gauge: str = "smg-tide-tanjungmas") -> list[Device]:
+    """The city's devices."""
+    out: list[Device] = []
+
+    def add(device_id: str, family: str, i: int, team: str, model: str, every_s: int) -> None:
+        tags = _tags(device_id, family, i, team, model)
+        out.append(Device(device_id, family, tags, every_s * 1000, i))
+
+    for i in range(size.gauges):
+        add(f"smg-gauge-{i:03d}", "flood", i, "bpbd", "vegapuls_c21", 300)
+    add(tide_gauge, "flood", 1, "bpbd", "vegapuls_c21", 300)
+    for i in range(size.rain_gauges):
+        add(f"smg-rain-{i:03d}", "flood", i, "bpbd", "tipping_bucket_rain", 300)
+    for i in range(size.pumps):
+        add(f"smg-pump-{i:03d}", "flood", i, "dpu-pompa", "pump_station_plc", 60)
+    for i in range(size.controllers):
+        add(f"atcs-{i:03d}", "atcs", i, "dishub-atcs", "ntcip_1202_controller", 60)
+        for d in range(size.detectors_per_controller):
+            tags = _tags(f"atcs-{i:03d}-det{d}", "atcs_detector", i, "dishub-atcs", "ntcip_1202")
+            tags["site"] = f"atcs-site-{i:03d}"
+            tags["detector"] = str(d + 1)
+            out.append(Device(tags["device_id"], "atcs_detector", tags, 60_000, i))
+    for i in range(size.access_points):
+        add(f"wifi-ap-{i:04d}", "wifi", i, "diskominfo", "mikrotik_cap_ac", 300)
+    for i in range(size.cameras):
+        team = "diskominfo" if i % 3 else "rt-community"
+        add(f"cam-{i:05d}", "cctv", i, team, "hikvision_ds2cd", 300)
+    for i in range(size.nvrs):
+        add(f"nvr-{i:04d}", "cctv", i, "rt-community", "hikvision_nvr", 300)
+    for i in range(size.vehicles):
+        team = "trans-semarang" if i % 2 == 0 else "dlh-kebersihan"
+        add(f"veh-{i:04d}", "gps", i, team, "teltonika-fmb920", 30 if i % 2 else 10)
+    for i in range(size.ble_sensors):
+        add(f"ble-{i:04d}", "ble", i, "dlh-lingkungan", "pvvx_lywsd03mmc", 60)
+    return out
+
+
+def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[str, FieldValue]:
+    """The metrics a device of its kind reports at ``t_ms``."""
+    hours = t_ms / 3_600_000
+    n = device.number
+    model = device.tags["model"]
+    if device.family == "flood":
+        if model == "tipping_bucket_rain":
+            return {"rain_mm": round(max(0.0, rng.gauss(0.3, 0.6)), 1), "battery_v": 12.6}
+        if model == "pump_station_plc":
+            running = (index // 30 + n) % 3
+            return {
+                "pump_on": running > 0,
+                "pumps_running": running,
+                "basin_level_m": round(1.2 + 0.4 * math.sin(hours), 3),
+                "pump_run_hours": round(1000.0 + hours, 2),
+                "sensor_status": "ok",
+            }
+        if "tide" in device.device_id:
+            return {"level_m": round(0.55 * math.sin(2 * math.pi * hours / 12.42), 3)}
+        return {
+            "level_m": round(1.0 + 0.4 * n + 0.6 * math.sin(hours / 3 + n), 3),
+            "signal_quality_db": round(rng.uniform(20, 40), 1),
+            "battery_v": round(rng.uniform(11.8, 13.0), 2),
+            "sensor_status": "ok" if n % 4 else "check",
+        }
+    if device.family == "atcs":
+        flashing = n == 1
+        return {
+            "control_mode": "system_control" if n % 3 else "timebase",
+            "flash": flashing,
+            "flash_state": "mmu" if flashing else "not_flash",
+            "alarm_critical": flashing,
+            "alarm_detector_fault": n == 2,
+            "alarm_coord_fail": False,
+            "pattern": 255 if flashing else 3,
+            "pattern_mode": "flash" if flashing else "pattern",
+            "cycle_s": 0 if flashing else 120,
+            "detector_periods_missed": 0,
+        }
+    if device.family == "atcs_detector":
+        rush = 1.0 + math.sin(hours * math.pi / 12) ** 2
+        faulty = device.tags["detector"] == "2" and n == 2
+        fields: dict[str, FieldValue] = {
+            "volume": int(rng.uniform(5, 25) * rush),
+            "volume_overflow": False,
+            "fault": "open_loop" if faulty else "ok",
+            "alarms": 4 if faulty else 0,
+            "period_s": 60,
+        }
+        if not faulty:
+            fields["occupancy_pct"] = round(min(100.0, rng.uniform(5, 30) * rush), 1)
+        return fields
+    if device.family == "wifi":
+        up = n % 7 != 3
+        return {
+            "up": up,
+            "uptime_s": float(index * 300 + 86_400),
+            "clients": int(rng.uniform(0, 40)) if up else 0,
+            "rx_bps": round(rng.uniform(1e5, 5e6), 1) if up else 0.0,
+            "tx_bps": round(rng.uniform(1e5, 2e7), 1) if up else 0.0,
+            "reboots": index // 20 if n % 5 == 0 else 0,
+        }
+    if device.family == "cctv":
+        if model == "hikvision_nvr":
+            return {
+                "recording": n % 2 == 0,
+                "disk_status": "ok" if n % 2 == 0 else "error",
+                "disk_fill_pct": round(60 + 10 * math.sin(hours), 1),
+                "channels_total": 4,
+                "channels_video_loss": 0 if n % 2 == 0 else 1,
+            }
+        ok = n % 9 != 4
+        fields = {
+            "onvif_status": "ok" if ok else "fault",
+            "stream_ok": ok,
+            "fps_measured": round(rng.uniform(10, 25), 1) if ok else 0.0,
+            "fps_ratio": round(rng.uniform(0.5, 1.0), 2) if ok else 0.0,
+            "frozen": n % 9 == 5,
+            "black": n % 9 == 6,
+            "blurred": n % 9 == 7,
+            "blur_var": round(rng.uniform(80, 400), 1),
+        }
+        if n % 3 == 0:
+            fields["people_count"] = int(rng.uniform(0, 60))
+            fields["zone_people"] = int(rng.uniform(0, 40))
+            fields["crowd_level"] = "medium"
+            fields["parked_vehicles"] = int(rng.uniform(0, 4))
+        return fields
+    if device.family == "gps":
+        angle = hours * 2 + n
+        stopped = n == 1
+        return {
+            "lat": round(-7.0 + 0.03 * math.sin(angle), 6),
+            "lon": round(110.42 + 0.05 * math.cos(angle), 6),
+            "speed_kmh": 0.0 if stopped else round(rng.uniform(10, 45), 1),
+            "heading": round((math.degrees(angle) + 90) % 360, 1),
+            "satellites": 9,
+            "hdop": 0.9,
+        }
+    return {
+        "temperature_c": round(28 + 3 * math.sin(hours / 4), 2),
+        "humidity_pct": round(rng.uniform(60, 90), 1),
+        "battery_pct": 87,
+        "rssi_dbm": int(rng.uniform(-90, -50)),
+    }
+
+
+def city_lines(
+    size: CitySize, *, start_ms: int, end_ms: int, seed: int = 17, step_factor: int = 1
+) -> Iterator[str]:
+    """Every point of the city between ``start_ms`` and ``end_ms``.
+
+    ``step_factor`` thins the devices' rates (2 = every other reading) for large runs.
+    """
+    rng = random.Random(seed)
+    fleet = devices(size)
+    for device in fleet:
+        every = device.every_ms * step_factor
+        index, t = 0, start_ms - start_ms % every
+        while t <= end_ms:
+            if t >= start_ms:
+                yield line(device.family, device.tags, _reading(device, index, t, rng), t)
+            index += 1
+            t += every
+    yield from _hub_lines(fleet, start_ms=start_ms, end_ms=end_ms, rng=rng)
+
+
+def _hub_lines(
+    fleet: list[Device], *, start_ms: int, end_ms: int, rng: random.Random
+) -> Iterator[str]:
+    """device_status changes, the hub's own points, dead-letters and alert events."""
+    for i, device in enumerate(fleet):
+        yield line("device_status", device.tags, {"online": 1.0, "reason": "data"}, start_ms + i)
+        if i % 11 == 5 or (device.family == "gps" and device.number == 3):
+            yield line(
+                "device_status", device.tags, {"online": 0.0, "reason": "silent"}, end_ms - 60_000
+            )
+    hub_every = 60_000
+    t, n = start_ms - start_ms % hub_every, 0
+    while t <= end_ms:
+        if t >= start_ms:
+            yield line(
+                "hub",
+                {"hub": "kotahub-hub-1"},
+                {
+                    "messages_in_per_s": round(rng.uniform(40, 60), 2),
+                    "written_per_s": round(rng.uniform(40, 60), 2),
+                    "batch_lines_mean": 480.0,
+                    "write_latency_mean_s": round(rng.uniform(0.01, 0.08), 4),
+                    "messages_in": float(n * 3000),
+                    "lines_written": float(n * 3000),
+                    "write_retries": 0.0,
+                    "refused_lines": 0.0,
+                    "wal_bytes": 2e7,
+                    "wal_depth_bytes": round(rng.uniform(0, 4e5), 0),
+                    "wal_segments": 2.0,
+                    "seq_gaps": float(n // 5),
+                    "deadletters": float(n // 3),
+                },
+                t,
+            )
+            if n % 5 == 0:
+                yield line(
+                    "hub",
+                    {"hub": "kotahub-hub-1", "device_id": fleet[n % len(fleet)].device_id},
+                    {"seq_gaps": float(n // 5)},
+                    t,
+                )
+            if n % 3 == 0:
+                reason = ("not_json", "metric_not_in_type", "unknown_device")[(n // 3) % 3]
+                yield line(
+                    "deadletter",
+                    {"reason": reason, "hub": "kotahub-hub-1"},
+                    {"count": 1.0, "topic": "kota/v1/dev/x/telemetry", "payload_bytes": 120.0},
+                    t,
+                )
+        n += 1
+        t += hub_every
+    yield from _alert_lines(fleet, end_ms)
+
+
+def _alert_lines(fleet: list[Device], end_ms: int) -> Iterator[str]:
+    """A raised, an acknowledged and a cleared alert (the alert engine's schema)."""
+    samples = [d for d in fleet if d.family in ("flood", "atcs", "wifi")][:3]
+    for number, device in enumerate(samples):
+        tags = {
+            "rule_id": f"{device.family}_rule",
+            "device_id": device.device_id,
+            "family": device.family,
+            "kecamatan": device.tags["kecamatan"],
+            "team": device.tags["team"],
+            "severity": ("warning", "critical", "info")[number],
+        }
+        base = end_ms - (number + 2) * 600_000
+        events = [("raise", "siaga")]
+        if number == 1:
+            events.append(("ack", "siaga"))
+        if number == 2:
+            events.append(("clear", "normal"))
+        for step, (event, stage) in enumerate(events):
+            yield line(
+                "alert",
+                {**tags, "event": event},
+                {
+                    "alert_key": f"{tags['rule_id']}/{device.device_id}",
+                    "instance": 1.0,
+                    "level": 2.0 if event != "clear" else 0.0,
+                    "stage": stage,
+                    "message": f"{device.device_id}: {event} ({stage})",
+                    "actor": "",
+                    "event_id": float(number * 10 + step),
+                },
+                base + step * 60_000,
+            )

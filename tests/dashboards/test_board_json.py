@@ -1,0 +1,99 @@
+"""The committed board JSON is what the Python generates, and has what Grafana needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dashboards.grafana import generate
+from dashboards.grafana.board_queries import load_boards
+from dashboards.grafana.city_figures import DEFAULT_FIGURES, FiguresError, load_figures
+from dashboards.grafana.grafana_interpolation import board_targets, board_variables
+from dashboards.grafana.influxql_query import DATASOURCE_UID
+
+
+def test_committed_json_is_what_generation_gives() -> None:
+    files = generate.render(load_figures())
+    stale = generate.stale_files(files)
+    assert not stale, f"regenerate with python -m dashboards.grafana.generate: {stale}"
+    assert generate.main(["--check"]) == 0
+
+
+def test_check_fails_when_a_file_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = generate.render(load_figures())
+    board_file = next(p for p in files if p.parent == generate.JSON_DIR)
+    copy = tmp_path / board_file.name
+    copy.write_text(files[board_file].replace("Water", "Wasser").replace("Kotahub", "K"))
+    assert generate.stale_files({copy: files[board_file]}) == [copy]
+
+
+def test_every_board_has_variables_annotation_and_our_datasource() -> None:
+    for uid, board in load_boards().items():
+        names = {v["name"] for v in board_variables(board)}
+        if uid != "kotahub-indicators":
+            assert names & {"kecamatan", "team", "hub"}, uid
+        annotation = board["annotations"]["list"][0]
+        assert annotation["datasource"]["uid"] == DATASOURCE_UID
+        assert 'FROM "alert"' in annotation["target"]["query"]
+        targets = list(board_targets(board))
+        assert targets, uid
+        for panel, target in targets:
+            assert target["datasource"]["uid"] == DATASOURCE_UID, panel["title"]
+            assert target["rawQuery"] is True
+        assert board["schemaVersion"] == generate.SCHEMA_VERSION
+    flood = load_boards()["kotahub-flood"]
+    assert {"kecamatan", "device", "rollup"} <= {v["name"] for v in board_variables(flood)}
+
+
+def test_flood_gauges_get_their_own_stage_thresholds() -> None:
+    figures = load_figures()
+    flood = load_boards()["kotahub-flood"]
+    level = next(p for p in flood["panels"] if p.get("title") == "Water level per gauge")
+    by_gauge = {
+        o["matcher"]["options"]: o["properties"][0]["value"]["steps"]
+        for o in level["fieldConfig"]["overrides"]
+    }
+    stages = figures.flood_stages["smg-bkt-01"]
+    assert [s["value"] for s in by_gauge["smg-bkt-01"]] == [
+        None,
+        stages.waspada,
+        stages.siaga,
+        stages.awas,
+    ]
+
+
+def test_indicators_take_denominators_from_the_figures(tmp_path: Path) -> None:
+    data = json.loads(DEFAULT_FIGURES.read_text())
+    data["population"] = 123_456
+    data["signalised_intersections"] = 41
+    other = tmp_path / "figures.json"
+    other.write_text(json.dumps(data))
+    files = generate.render(load_figures(other))
+    text = files[generate.JSON_DIR / "kotahub-indicators.json"]
+    assert "* 100000 / 123456" in text
+    assert "* 100 / 41" in text
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["population", "area_km2", "kelurahan_count", "flood_stages", "map_center"]
+        ),
+        st.one_of(st.none(), st.integers(-5, 0), st.text(max_size=5), st.lists(st.integers())),
+        min_size=1,
+    )
+)
+def test_bad_figures_are_one_clear_error(
+    tmp_path_factory: pytest.TempPathFactory, bad: dict[str, object]
+) -> None:
+    data = json.loads(DEFAULT_FIGURES.read_text())
+    data.update(bad)
+    path = tmp_path_factory.mktemp("figures") / "figures.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(FiguresError) as caught:
+        load_figures(path)
+    assert str(path) in str(caught.value)
