@@ -113,6 +113,7 @@ class Track:
     first_seen_s: float
     last_seen_s: float
     still_since_s: float
+    anchor: tuple[int, int, int, int]  # where it was when it last stopped
     reported: bool = False
 
 
@@ -135,7 +136,9 @@ class ParkingDetector:
     max_area: float = 0.25
     move_tolerance: float = 0.02  # centroid drift (share of width) that still counts as still
     forget_after_s: float = 3.0
+    warmup_frames: int = 10
     tracks: list[Track] = field(default_factory=list)
+    frames_seen: int = 0
     motion_ratio: float = 0.0
     _subtractor: cv2.BackgroundSubtractorMOG2 = field(
         default_factory=lambda: cv2.createBackgroundSubtractorMOG2(
@@ -152,8 +155,14 @@ class ParkingDetector:
         small = scaled(frame, 320)
         if self._mask is None or self._mask.shape != small.shape[:2]:
             self._mask = polygon_mask(self.zone, small.shape)
-        # Learn slowly: a parked car must stay foreground for minutes, not seconds.
-        foreground = self._subtractor.apply(small, learningRate=0.0005)
+        # Learn fast at first (so whatever moved off the first frame leaves no ghost), then
+        # slowly: a parked car must stay foreground for minutes, not seconds.
+        self.frames_seen += 1
+        warming = self.frames_seen <= self.warmup_frames
+        rate = 1.0 / self.frames_seen if warming else 0.0005
+        foreground = self._subtractor.apply(small, learningRate=rate)
+        if warming:
+            return []
         foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, self._kernel)
         foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, self._kernel)
         self.motion_ratio = float(np.count_nonzero(foreground)) / foreground.size
@@ -181,12 +190,16 @@ class ParkingDetector:
             if best is None:
                 continue
             unmatched.remove(best)
-            if _centre_distance(track.box, best) > tolerance:
-                track.still_since_s = t  # it moved: the dwell starts again
+            if _centre_distance(track.anchor, best) > tolerance:
+                # It moved (even slowly, frame by frame): the dwell starts again here.
+                track.still_since_s = t
+                track.anchor = best
             track.box = best
             track.last_seen_s = t
         for blob in unmatched:
-            self.tracks.append(Track(box=blob, first_seen_s=t, last_seen_s=t, still_since_s=t))
+            self.tracks.append(
+                Track(box=blob, first_seen_s=t, last_seen_s=t, still_since_s=t, anchor=blob)
+            )
         self.tracks = [tr for tr in self.tracks if t - tr.last_seen_s <= self.forget_after_s]
         for track in self.tracks:
             dwell = t - track.still_since_s

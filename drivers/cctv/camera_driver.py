@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -130,8 +131,15 @@ def sample_offset(device_id: str, every_s: float) -> float:
 class SampleAnalytics:
     """The analytics of one sample: fed every frame in the worker thread."""
 
-    def __init__(self, device_id: str, config: AnalyticsConfig, parking: ParkingDetector | None):
+    def __init__(
+        self,
+        device_id: str,
+        config: AnalyticsConfig,
+        parking: ParkingDetector | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.device_id = device_id
+        self.clock = clock
         self.config = config
         self.parking = parking
         self.people = PeopleDetector() if config.people else None
@@ -154,7 +162,7 @@ class SampleAnalytics:
             self.zone_people = max(self.zone_people or 0, in_zone)
         if self.parking is not None:
             # The detector's clock runs across samples, so a dwell can span two of them.
-            for event in self.parking.update(frame, time.monotonic()):
+            for event in self.parking.update(frame, self.clock()):
                 self.events.append(
                     Reading(
                         device_id=self.device_id,
