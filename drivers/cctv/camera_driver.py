@@ -29,6 +29,7 @@ from drivers.cctv.analytics import (
     scaled,
 )
 from drivers.cctv.device_types import thresholds_for
+from drivers.cctv.onnx_plugin import OnnxPlugin, OnnxPluginError, Prediction
 from drivers.cctv.onvif_health import OnvifHealth, OnvifTarget
 from drivers.cctv.stream_quality import (
     BackgroundModel,
@@ -65,6 +66,7 @@ class AnalyticsConfig(BaseModel):
     no_parking_zone: Polygon | None = Field(default=None, description="Normalised polygon.")
     parking_dwell_s: float = Field(default=120.0, gt=0, le=3600)
     onnx_model: str | None = Field(default=None, description="Path of an ONNX plug-in model.")
+    onnx_labels: tuple[str, ...] = Field(default=(), description="Labels of its scores.")
 
     @field_validator("crowd_zone", "no_parking_zone", mode="before")
     @classmethod
@@ -137,12 +139,15 @@ class SampleAnalytics:
         config: AnalyticsConfig,
         parking: ParkingDetector | None,
         clock: Callable[[], float] = time.monotonic,
+        plugin: OnnxPlugin | None = None,
     ) -> None:
         self.device_id = device_id
         self.clock = clock
         self.config = config
         self.parking = parking
         self.people = PeopleDetector() if config.people else None
+        self.plugin = plugin
+        self.prediction: Prediction | None = None
         low, medium, high = config.crowd_levels
         self.levels = CrowdLevels(low=low, medium=medium, high=high)
         self.people_count: int | None = None
@@ -153,13 +158,9 @@ class SampleAnalytics:
 
     def on_frame(self, frame: Frame, t: float) -> None:
         """One decoded frame at ``t`` seconds into the sample."""
-        if self.people is not None and t >= self._next_people_s:
+        if t >= self._next_people_s and (self.people is not None or self.plugin is not None):
             self._next_people_s = t + PEOPLE_EVERY_S
-            small = scaled(frame)
-            boxes = self.people.detect(small)
-            total, in_zone = count_people(boxes, small.shape, self.config.crowd_zone)
-            self.people_count = max(self.people_count or 0, total)
-            self.zone_people = max(self.zone_people or 0, in_zone)
+            self._once_a_second(frame)
         if self.parking is not None:
             # The detector's clock runs across samples, so a dwell can span two of them.
             for event in self.parking.update(frame, self.clock()):
@@ -178,9 +179,25 @@ class SampleAnalytics:
                 )
             self.motion.append(self.parking.motion_ratio)
 
+    def _once_a_second(self, frame: Frame) -> None:
+        """The costly stages (HOG, the ONNX plug-in) on one frame a second."""
+        if self.people is not None:
+            small = scaled(frame)
+            boxes = self.people.detect(small)
+            total, in_zone = count_people(boxes, small.shape, self.config.crowd_zone)
+            self.people_count = max(self.people_count or 0, total)
+            self.zone_people = max(self.zone_people or 0, in_zone)
+        if self.plugin is not None:
+            prediction = self.plugin.predict(frame)
+            if self.prediction is None or prediction.score > self.prediction.score:
+                self.prediction = prediction
+
     def metrics(self) -> dict[str, MetricValue]:
         """The sample's analytics counts."""
         out: dict[str, MetricValue] = {}
+        if self.prediction is not None:
+            out["model_score"] = round(self.prediction.score, 4)
+            out["model_label"] = self.prediction.label[:64]
         if self.people_count is not None:
             out["people_count"] = self.people_count
         if self.zone_people is not None and self.config.crowd_zone is not None:
@@ -226,6 +243,11 @@ class CctvCamera:
         )
         self._seq = 0
         self._slots = decode_slots("cctv", DECODE_SLOTS)
+        model = config.analytics.onnx_model
+        try:
+            self.plugin = OnnxPlugin(model, config.analytics.onnx_labels) if model else None
+        except OnnxPluginError as err:
+            raise DriverError(spec.device_id, str(err)) from err
 
     async def poll(self) -> list[Reading]:
         """ONVIF health and events; the stream sample when due. DriverError if unreachable."""
@@ -248,7 +270,9 @@ class CctvCamera:
         self, uri: str, fps_nominal: float | None
     ) -> tuple[dict[str, MetricValue], list[Reading]]:
         """Decode and analyse one sample (worker thread, under a decode slot)."""
-        analytics = SampleAnalytics(self.device_id, self.config.analytics, self.parking)
+        analytics = SampleAnalytics(
+            self.device_id, self.config.analytics, self.parking, plugin=self.plugin
+        )
         with self._slots:
             try:
                 sample = sample_stream(
