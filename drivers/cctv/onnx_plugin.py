@@ -44,7 +44,7 @@ class OnnxPlugin:
 
     def __init__(self, path: str | Path, labels: tuple[str, ...] = ()) -> None:
         try:
-            import onnxruntime
+            import onnxruntime  # type: ignore[import-untyped]
         except ImportError as err:  # the cctv extra pins it; a bare install may lack it
             raise OnnxPluginError(
                 "onnxruntime is not installed (pip install kotahub[cctv])"
