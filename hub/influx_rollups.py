@@ -14,6 +14,7 @@ the boards which policy serves which time range: their hidden ``rollup`` variabl
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ import httpx
 
 from drivers.framework import DriverFamily, discover_families
 from hub.influxql import InfluxQL, InfluxQueryError
+from hub.settings import Settings
 
 Aggregate = Literal["mean", "min", "max", "last", "sum"]
 Kind = Literal["number", "integer", "boolean", "string"]
+
+log = logging.getLogger(__name__)
 
 META_POLICY = "forever"
 RP_CONFIG = "rp_config"
@@ -217,7 +221,14 @@ def measurement_fields(
     families: Mapping[str, DriverFamily] | None = None,
 ) -> dict[str, dict[str, Kind]]:
     """Every measurement to roll up and its fields' kinds: drivers' tables win."""
-    found = discover_families() if families is None else families
+    if families is None:
+        try:
+            found: Mapping[str, DriverFamily] = discover_families()
+        except Exception as err:  # a driver that fails to import must not stop the stack
+            log.warning("rollups: driver families could not be read (%s); using the schema", err)
+            found = {}
+    else:
+        found = families
     out: dict[str, dict[str, Kind]] = {name: dict(f) for name, f in PENDING_FAMILY_FIELDS.items()}
     for name, family in found.items():
         out[name] = {
@@ -498,3 +509,32 @@ def http_writer(
             raise RollupError(f"writing {RP_CONFIG} to {database}: {resp.status_code} {resp.text}")
 
     return write
+
+
+def setup_for(settings: Settings) -> RollupSetup:
+    """The rollup setup of the settings' InfluxDB (v1 API) and database."""
+    ix = settings.influx
+    password = ix.password.get_secret_value() if ix.password else None
+    client = InfluxQL(ix.url, username=ix.username, password=password, timeout_s=ix.timeout_s)
+    return RollupSetup(
+        client,
+        database=ix.database,
+        raw_policy=ix.retention_policy,
+        write=http_writer(ix.url, username=ix.username, password=password, timeout_s=ix.timeout_s),
+    )
+
+
+def ensure_rollups(settings: Settings, *, log: Callable[[str], None]) -> list[Change]:
+    """Plan and apply; return what was changed (nothing on a server already set up)."""
+    if settings.influx.api != "v1":
+        log("rollups: InfluxDB v2 API configured; create downsampling tasks there instead")
+        return []
+    setup = setup_for(settings)
+    try:
+        changes = setup.plan()
+        if changes:
+            log(f"rollups: {len(changes)} change(s) to {settings.influx.database}")
+            setup.apply(changes)
+        return changes
+    finally:
+        setup.client.close()
