@@ -126,13 +126,17 @@ def default_path(state_dir: Path) -> Path:
 
 
 class AlertStore:
-    """One connection to the alert database; one per thread (SQLite's rule)."""
+    """One connection to the alert database, for one thread at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            # Used by one thread at a time, not always the one that opened it (the hub
+            # opens the consumer's store before its thread starts).
+            self._db = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed batch (its WAL position included) survives a power cut.
             self._db.execute("PRAGMA synchronous=FULL")
