@@ -53,7 +53,7 @@ class GrafanaStandIn:
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
+                body: Any = json.loads(raw) if raw else {}
                 stand_in.requests.append(
                     Recorded(method, self.path, dict(self.headers.items()), body)
                 )
