@@ -125,6 +125,12 @@ class BleSensorScanner:
                 self.key_errors += isinstance(err, BTHomeKeyError)
                 self._failing(registered[0], address, str(err))
             return
+        except Exception as err:
+            # A decoder bug costs this advert only, never the scanner or the other sensors.
+            self.undecodable += 1
+            if registered is not None:
+                self._failing(registered[0], address, f"decoder error {type(err).__name__}: {err}")
+            return
         if registered is None or advert is None:
             self.unknown_adverts += 1
             return

@@ -34,7 +34,6 @@ class LibraryKey:
     type: MetricType
     metric_unit: str
     description: str
-    numbered: bool = True
 
 
 def _s(cls: str, unit: str | None, metric: str, kind: MetricType, mu: str, text: str) -> LibraryKey:
@@ -180,7 +179,7 @@ def numbered(metric: str, index: int) -> str:
 def _rows() -> tuple[Metric, ...]:
     seen: dict[str, Metric] = {}
     for key in (*SENSOR_KEYS, *BINARY_KEYS, *EVENT_KEYS):
-        for index in range(1, MAX_REPEATS + 1 if key.numbered else 2):
+        for index in range(1, MAX_REPEATS + 1):
             name = numbered(key.metric, index)
             text = key.description if index == 1 else f"{key.description} Object {index}."
             seen.setdefault(
@@ -196,12 +195,3 @@ def _rows() -> tuple[Metric, ...]:
 
 
 BLE_METRICS: tuple[Metric, ...] = _rows()
-# The plain (un-numbered) metrics a BTHome event can carry: they go on the event topic.
-EVENT_METRICS: frozenset[str] = frozenset(
-    {numbered(k.metric, i) for k in EVENT_KEYS for i in range(1, MAX_REPEATS + 1)}
-    | {
-        f"{numbered(e, i)}_{p}"
-        for e, p, _, _ in EVENT_PROPERTIES
-        for i in range(1, MAX_REPEATS + 1)
-    }
-)

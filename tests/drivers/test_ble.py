@@ -365,3 +365,26 @@ async def test_bthome_is_read_before_other_0x181a_data() -> None:
         "humidity_pct": 63.27,
         "rssi_dbm": -70,
     }
+
+
+def test_a_decoder_bug_costs_that_advert_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    specs = [ble_spec("ble-a", "A4:C1:38:00:30:01"), ble_spec("ble-b", "A4:C1:38:00:30:02")]
+    scanner = BleSensorScanner([(s, BLE.validate(s)) for s in specs])
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("library bug")
+
+    monkeypatch.setattr(scanner._bthome["ble-a"], "decode", broken)
+    for mac in ("A4:C1:38:00:30:01", "A4:C1:38:00:30:02"):
+        adv = SimpleNamespace(
+            service_data={BTHOME_UUID: bytes.fromhex("4002ca09")}, local_name=None, rssi=-70
+        )
+        scanner.on_advertisement(SimpleNamespace(address=mac), adv)
+    assert scanner.errors == {"ble-a": "decoder error RuntimeError: library bug"}
+    reading = scanner._queue.get_nowait()
+    assert (reading.device_id, reading.metrics) == (
+        "ble-b",
+        {"temperature_c": 25.06, "rssi_dbm": -70},
+    )
