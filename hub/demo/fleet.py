@@ -110,7 +110,12 @@ def _prefer_real_types(
     families: Mapping[str, DriverFamily],
     simulators: Mapping[str, FamilySimulator],
 ) -> None:
-    """A family that ships ``simulator.py`` replaces its stand-in type by its first declared one."""
+    """A family that ships ``simulator.py`` replaces its stand-in type by its first declared one.
+
+    Stand-in children of a replaced device (an ATCS controller's detectors) are dropped: the
+    real driver reads them through their controller.
+    """
+    replaced: set[str] = set()
     for device in devices:
         family = families.get(device["family"])
         if (
@@ -120,6 +125,12 @@ def _prefer_real_types(
             and device["family"] in simulators
         ):
             device["device_type"] = family.device_types[0].name
+            replaced.add(device["id"])
+    devices[:] = [
+        d
+        for d in devices
+        if not (d.get("parent") in replaced and d["device_type"] in STAND_IN_TYPES)
+    ]
 
 
 def speaks_mqtt_itself(family: str, families: Mapping[str, DriverFamily]) -> bool:
