@@ -106,7 +106,8 @@ class BenchStack:
             state_dir=self.root / "state",
             mqtt={"port": free_port(), "tls_port": free_port()},
             influx={"url": f"http://127.0.0.1:{free_port()}"},
-            stack={"influx_rpc_port": free_port(), "start_timeout_s": 60},
+            # The bench's publishers and watchers log in as admin: it needs "full".
+            stack={"influx_rpc_port": free_port(), "start_timeout_s": 60, "admin_acl": "full"},
         )
         self.stack = LocalStack(self.settings)
 

@@ -9,6 +9,8 @@ when it asks for one, a database of its own (``influx_db``).
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import secrets
 import socket
 import threading
@@ -28,12 +30,38 @@ from hub.influxql import InfluxQL
 from hub.local_stack import LocalStack, mqtt_password
 from hub.settings import Settings, load_settings
 
+# Ports come from a range of this process's own, below the kernel's ephemeral range:
+# a test that stops a server and starts it again on its port (an outage) must not find
+# that port taken meanwhile by another pytest-xdist worker's new server, or by an
+# outgoing connection. A port is handed out once per process.
+_PORT_RANGE_START, _PORT_RANGE_END = 12000, 32000
+_ports_given: set[int] = set()
+
+
+def _worker_port_range() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    span = (_PORT_RANGE_END - _PORT_RANGE_START) // max(workers, 1)
+    start = _PORT_RANGE_START + (index % max(workers, 1)) * span
+    return range(start, start + span)
+
 
 def free_port() -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that nothing listens on right now, never handed out before in this run."""
+    ports = _worker_port_range()
+    for _attempt in range(1000):
+        port = random.choice(ports)
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def make_settings(state_dir: Path, **extra: object) -> Settings:
@@ -44,7 +72,8 @@ def make_settings(state_dir: Path, **extra: object) -> Settings:
         # The TLS listener gets a free port too: port + 1 may be anyone's.
         mqtt={"port": free_port(), "tls_port": free_port()},
         influx={"url": f"http://127.0.0.1:{free_port()}"},
-        stack={"influx_rpc_port": free_port(), "start_timeout_s": 60},
+        # The fixtures' admin watches every topic (a new install's reads none: "control").
+        stack={"influx_rpc_port": free_port(), "start_timeout_s": 60, "admin_acl": "full"},
         **extra,
     )
 
