@@ -8,7 +8,11 @@ A backup holds what a city cannot get back otherwise:
   the hub and the API keep writing); PostgreSQL is its operator's (``pg_dump`` advice);
 - the broker's dynamic-security file (every device's identity and ACL) and the
   generated credentials, which belong together: the registry's devices log in with the
-  identities in the one, the hub and registry with the password in the other.
+  identities in the one, the hub and registry with the password in the other;
+- the broker's TLS folder (``<state>/mosquitto/tls/``: the local CA's certificate and
+  key, the server's), with each file's mode: field gateways trust that CA, so a restored
+  hub must present a certificate it signed. Operator-provided files elsewhere
+  (``stack.tls_cert_file``) are the operator's to keep.
 
 Secrets stay private: the folder is 0700 and every file holding a secret or a password
 hash is 0600, in the backup and after a restore.
@@ -22,6 +26,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -37,10 +42,14 @@ MANIFEST = "manifest.json"
 INFLUX_DIR = "influxdb"
 REGISTRY_FILE = "registry.sqlite3"
 DYNSEC_FILE = "dynamic-security.json"
+TLS_DIR = "mosquitto-tls"
 FORMAT_VERSION = 1
 INFLUXD_TIMEOUT_S = 600.0
+# What `kotahub stack up` itself writes into a new database (hub.influx_rollups.RP_CONFIG,
+# which policy the boards read): not data that a restore would lose.
+STACK_MEASUREMENTS = frozenset({"rp_config"})
 # What a backup folder holds; --force replaces only these, never other files.
-BACKUP_ENTRIES = (MANIFEST, INFLUX_DIR, REGISTRY_FILE, DYNSEC_FILE, CREDENTIALS_FILE)
+BACKUP_ENTRIES = (MANIFEST, INFLUX_DIR, REGISTRY_FILE, DYNSEC_FILE, CREDENTIALS_FILE, TLS_DIR)
 
 Progress = Callable[[str], None]
 _LABELS = {"mosquitto": "Mosquitto server", "influxdb": "InfluxDB server"}
@@ -86,6 +95,34 @@ def _copy_private(source: Path, target: Path) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.chmod(target, 0o600)  # an existing file keeps its mode through O_TRUNC
+
+
+def copy_keeping_modes(source: Path, target: Path) -> int:
+    """Copy a folder of keys and certificates, each file with its own mode; return the count.
+
+    A file is written 0600 first and given its mode after, so that no key is readable by
+    others for a moment; the folders keep their modes too (the TLS folder is 0700).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    os.chmod(target, 0o700)
+    count = 0
+    for path in sorted(source.iterdir()):
+        if path.is_symlink():
+            continue  # the local CA writes none; a link could point anywhere
+        if path.is_dir():
+            count += copy_keeping_modes(path, target / path.name)
+            continue
+        if not path.is_file():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        fd = os.open(target / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(path.read_bytes())
+        os.chmod(target / path.name, mode)
+        count += 1
+    os.chmod(target, stat.S_IMODE(source.stat().st_mode))
+    return count
 
 
 def _sqlite_path(settings: Settings) -> Path | None:
@@ -200,6 +237,13 @@ def backup(settings: Settings, target: Path, *, force: bool, progress: Progress)
         summary.add("broker identities", f"{clients} client(s)", "0600")
     else:
         summary.add("broker identities", "not included", f"{dynsec} does not exist")
+    tls = stack.mosquitto_dir / "tls"
+    if tls.is_dir():
+        progress("broker: TLS CA and keys")
+        count = copy_keeping_modes(tls, target / TLS_DIR)
+        summary.add("broker TLS", f"{count} file(s) of {tls}", "CA and keys, modes kept")
+    else:
+        summary.add("broker TLS", "not included", f"{tls} does not exist")
     credentials = stack.state_dir / CREDENTIALS_FILE
     if credentials.is_file():
         _copy_private(credentials, target / CREDENTIALS_FILE)
@@ -215,6 +259,7 @@ def backup(settings: Settings, target: Path, *, force: bool, progress: Progress)
         "registry": REGISTRY_FILE if (target / REGISTRY_FILE).exists() else None,
         "dynamic_security": DYNSEC_FILE if (target / DYNSEC_FILE).exists() else None,
         "credentials": CREDENTIALS_FILE if (target / CREDENTIALS_FILE).exists() else None,
+        "broker_tls": TLS_DIR if (target / TLS_DIR).is_dir() else None,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return summary
@@ -268,17 +313,25 @@ def restore(settings: Settings, source: Path, *, force: bool, progress: Progress
     summary = Summary()
 
     dynsec = stack.mosquitto_dir / DYNSEC_FILE
-    if manifest.get("dynamic_security"):
+    if manifest.get("dynamic_security") or manifest.get("broker_tls"):
         live = [p for p in stack.status() if p.state != "stopped"]
         if live:
-            # The broker keeps identities in memory and writes them back on change: it
-            # must not run while its file is replaced. `down` stops both parts; `up`
-            # below starts both, InfluxDB for its restore and Mosquitto with the file.
+            # The broker keeps identities in memory and writes them back on change, and
+            # reads its certificate at start: it must not run while they are replaced.
+            # `down` stops both parts; `up` below starts both, InfluxDB for its restore
+            # and Mosquitto with the files.
             names = ", ".join(f"{p.name} (pid {p.pid})" for p in live)
             progress(f"stopping {names} to replace the broker's identities")
             stack.down()
             for part in live:
                 summary.add(_LABELS[part.name], "stopped, then started", f"was pid {part.pid}")
+    if manifest.get("broker_tls"):
+        tls = stack.mosquitto_dir / "tls"
+        if tls.is_dir():
+            shutil.rmtree(tls)  # files of another CA must not stay beside the restored one
+        count = copy_keeping_modes(source / TLS_DIR, tls)
+        summary.add("broker TLS", f"{count} file(s)", "CA and keys, modes kept")
+    if manifest.get("dynamic_security"):
         _copy_private(source / DYNSEC_FILE, dynsec)
         clients = len(json.loads((source / DYNSEC_FILE).read_bytes()).get("clients", []))
         summary.add("broker identities", f"{clients} client(s)", "0600")
@@ -315,7 +368,11 @@ def restore(settings: Settings, source: Path, *, force: bool, progress: Progress
     with InfluxQL(influx.url, timeout_s=influx.timeout_s) as client:
         try:
             if influx.database in client.first_column("SHOW DATABASES"):
-                measurements = client.first_column("SHOW MEASUREMENTS", database=influx.database)
+                measurements = [
+                    m
+                    for m in client.first_column("SHOW MEASUREMENTS", database=influx.database)
+                    if m not in STACK_MEASUREMENTS
+                ]
                 if measurements and not force:
                     raise BackupError(
                         f"InfluxDB database {influx.database} holds data "
@@ -333,6 +390,12 @@ def restore(settings: Settings, source: Path, *, force: bool, progress: Progress
         ["restore", "-db", backup_db, "-newdb", influx.database, str(source / INFLUX_DIR)],
     )
     summary.add("InfluxDB", influx.database, f"from {backup_db}")
+    try:
+        # Once more: what stack up prepares inside the database (its retention policy, the
+        # boards' rollups) went with the dropped one, and an older backup may lack it.
+        stack.up()
+    except StackError as err:
+        raise BackupError(f"stack up after the InfluxDB restore failed: {err}") from err
     if not port_in_use(settings.mqtt.host, settings.mqtt.port):
         raise BackupError("Mosquitto does not answer after the restore: see `kotahub stack status`")
     return summary

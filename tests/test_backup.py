@@ -24,8 +24,9 @@ from device_registry.database import open_database
 from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, DynsecIdentities
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceTypeCreate, MetricSpec, MqttCredentials
-from hub.backup import DYNSEC_FILE, REGISTRY_FILE
-from hub.local_stack import CREDENTIALS_FILE
+from hub.backup import DYNSEC_FILE, REGISTRY_FILE, TLS_DIR
+from hub.local_ca import client_context
+from hub.local_stack import CREDENTIALS_FILE, mqtt_connect_check
 from tests.conftest import MqttTestClient, RunningStack, free_port, own_stack
 from tests.test_one_machine import wait_until
 
@@ -145,6 +146,15 @@ def test_backup_wipe_restore_round_trip(
         creds = secrets["gauge-1"]
         assert device_publishes(stack, creds, creds.password)
 
+        # The broker's TLS folder: the local CA that field gateways trust, and the keys.
+        tls = stack.settings.state_dir / "mosquitto" / "tls"
+        tls_before = {p.name: (p.read_bytes(), mode(p)) for p in tls.iterdir()}
+        assert {"ca.crt", "ca.key", "server.crt", "server.key"} <= set(tls_before)
+        assert tls_before["ca.key"][1] == 0o600
+        assert tls_before["ca.crt"][1] == 0o644
+        trusted_ca = tmp_path / "gateway-trusts-ca.crt"  # as a field gateway keeps it
+        trusted_ca.write_bytes(tls_before["ca.crt"][0])
+
         target = tmp_path / "backup"
         made = kotahub("backup", str(target), "--config", str(config))
         assert made.returncode == 0, made.stdout + made.stderr
@@ -154,6 +164,10 @@ def test_backup_wipe_restore_round_trip(
         for name in (REGISTRY_FILE, DYNSEC_FILE, CREDENTIALS_FILE):
             assert mode(target / name) == 0o600, name
         assert mode(target) == 0o700
+        assert "broker TLS" in made.stdout, made.stdout
+        copied = {p.name: (p.read_bytes(), mode(p)) for p in (target / TLS_DIR).iterdir()}
+        assert copied == tls_before  # same bytes, same modes (keys 0600)
+        assert mode(target / TLS_DIR) == mode(tls)
         # A second backup into the same folder is refused without --force, in one line.
         again = kotahub("backup", str(target), "--config", str(config))
         assert again.returncode == 1
@@ -174,6 +188,18 @@ def test_backup_wipe_restore_round_trip(
         state = stack.settings.state_dir
         assert mode(state / CREDENTIALS_FILE) == 0o600
         assert mode(state / "mosquitto" / DYNSEC_FILE) == 0o600
+        # The same CA and keys, with their modes: a gateway that trusts the old CA still
+        # connects over TLS (no new CA was made on the empty state).
+        assert {p.name: (p.read_bytes(), mode(p)) for p in tls.iterdir()} == tls_before
+        ok, reason = mqtt_connect_check(
+            "127.0.0.1",
+            stack.settings.mqtt.resolved_tls_port,
+            stack.settings.mqtt.username,
+            stack.mqtt_password,
+            10,
+            tls=client_context(trusted_ca),
+        )
+        assert ok, reason
 
         # Devices, their points and their broker identities are back.
         service, dynsec = registry_service(stack)
