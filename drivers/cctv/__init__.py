@@ -1,19 +1,21 @@
-"""CCTV cameras and NVRs: ONVIF health and events, stream quality, on-agent analytics."""
+"""CCTV cameras and NVRs: ONVIF and ISAPI health and events, stream quality, analytics."""
 
 from __future__ import annotations
 
-from drivers.cctv.camera_driver import CameraConfig, create_camera
-from drivers.cctv.device_types import ONVIF, cctv_device_types
+from drivers.cctv.camera_driver import CameraConfig, check_device, create_camera
+from drivers.cctv.device_types import ISAPI, ONVIF, cctv_device_types
 from drivers.cctv.metrics import CCTV_METRICS
 from drivers.framework import DriverFamily
 
 FAMILY = DriverFamily(
     name="cctv",
-    description="ONVIF cameras (RT, ATCS, corporate): health, events, stream quality, analytics",
-    protocols=(ONVIF,),
+    description="CCTV cameras (RT, ATCS, corporate) and NVRs: ONVIF/ISAPI health and events, "
+    "stream quality, analytics",
+    protocols=(ONVIF, ISAPI),
     metrics=CCTV_METRICS,
     config_model=CameraConfig,
-    models=tuple(t.name for t in cctv_device_types() if t.protocol == ONVIF),
-    device_types=tuple(t for t in cctv_device_types() if t.protocol == ONVIF),
+    models=tuple(t.name for t in cctv_device_types()),
+    device_types=cctv_device_types(),
     create_poller=create_camera,
+    check=check_device,
 )

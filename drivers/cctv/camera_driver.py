@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.cctv.analytics import (
     CrowdLevels,
@@ -28,7 +28,8 @@ from drivers.cctv.analytics import (
     count_people,
     scaled,
 )
-from drivers.cctv.device_types import thresholds_for
+from drivers.cctv.device_types import ISAPI, NVR_TYPES, thresholds_for
+from drivers.cctv.isapi_device import IsapiDevice
 from drivers.cctv.onnx_plugin import OnnxPlugin, OnnxPluginError, Prediction
 from drivers.cctv.onvif_health import OnvifHealth, OnvifTarget
 from drivers.cctv.stream_quality import (
@@ -97,6 +98,10 @@ class CameraConfig(DriverConfig):
     open_timeout_s: float = Field(default=5.0, gt=0, le=60)
     read_timeout_s: float = Field(default=5.0, gt=0, le=60)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
+    # Hikvision ISAPI devices (protocol "isapi"): the alert stream and the login guard.
+    listen_s: float = Field(default=50.0, gt=0, le=3600, description="alertStream per poll.")
+    heartbeat_watchdog_s: float = Field(default=30.0, gt=0, le=600)
+    max_auth_failures: int = Field(default=3, ge=1, le=4, description="Below the lock-out (5).")
 
     @field_validator("address")
     @classmethod
@@ -113,15 +118,21 @@ class CameraConfig(DriverConfig):
             raise ValueError("must be an rtsp://, http:// or https:// URI")
         return value
 
-    @model_validator(mode="after")
-    def _timeout_covers_sample(self) -> CameraConfig:
-        needed = self.sample_s + self.open_timeout_s + 2
-        if self.timeout_s < needed:
-            raise ValueError(
-                f"timeout_s ({self.timeout_s:g}) must cover sample_s + open_timeout_s + 2 s "
-                f"({needed:g})"
-            )
-        return self
+
+def check_device(spec: DeviceSpec, config: DriverConfig) -> None:
+    """Start-up check beyond the schema (no network): the poll timeout covers the work."""
+    if not isinstance(config, CameraConfig):
+        raise DriverError(spec.device_id, "cctv devices need a CameraConfig")
+    if spec.protocol == ISAPI:
+        needed = config.listen_s + 5
+        what = "listen_s + 5 s"
+    else:
+        needed = config.sample_s + config.open_timeout_s + 2
+        what = "sample_s + open_timeout_s + 2 s"
+    if config.timeout_s < needed:
+        raise DriverError(
+            spec.device_id, f"timeout_s ({config.timeout_s:g}) must cover {what} ({needed:g})"
+        )
 
 
 def sample_offset(device_id: str, every_s: float) -> float:
@@ -294,8 +305,19 @@ class CctvCamera:
         await self.health.close()
 
 
-def create_camera(spec: DeviceSpec, config: DriverConfig) -> CctvCamera:
-    """The family's factory: a poller for one camera."""
+def create_camera(spec: DeviceSpec, config: DriverConfig) -> CctvCamera | IsapiDevice:
+    """The family's factory: an ONVIF camera poller, or an ISAPI camera or NVR poller."""
     if not isinstance(config, CameraConfig):
-        raise DriverError(spec.device_id, "cctv cameras need a CameraConfig")
+        raise DriverError(spec.device_id, "cctv devices need a CameraConfig")
+    if spec.protocol == ISAPI:
+        return IsapiDevice(
+            spec,
+            address=config.address,
+            username=config.username,
+            password=config.password,
+            listen_s=config.listen_s,
+            heartbeat_watchdog_s=config.heartbeat_watchdog_s,
+            max_auth_failures=config.max_auth_failures,
+            nvr=spec.device_type in NVR_TYPES,
+        )
     return CctvCamera(spec, config)

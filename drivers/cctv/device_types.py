@@ -105,7 +105,8 @@ CCTV_TYPES: tuple[CctvType, ...] = (
         thresholds=QualityThresholds(),
     ),
 )
-CAMERA_TYPES = frozenset(t.spec.name for t in CCTV_TYPES if t.spec.name != "nvr_4ch")
+NVR_TYPES = frozenset({"nvr_4ch"})
+CAMERA_TYPES = frozenset(t.spec.name for t in CCTV_TYPES if t.spec.name not in NVR_TYPES)
 
 
 def cctv_device_types() -> tuple[DeviceTypeSpec, ...]:
