@@ -287,3 +287,29 @@ async def test_a_vehicle_publishes_under_its_own_registry_identity(
     payload = json.loads(messages[0].payload)
     assert set(payload["metrics"]) == {"lat", "lon", "speed_kmh", "heading"}
     assert simulator.stats.by_device()[bus.device_id] >= 2
+
+
+def test_a_broker_that_refuses_the_identities_leaves_nothing_registered(
+    running_stack: RunningStack, database: RegistryDatabase, tmp_path: Path, unique_id: str
+) -> None:
+    # The real broker, reached with a wrong admin password: it refuses the registry's login
+    # when the identities are made, after every row was flushed.
+    client = DynamicSecurityClient(
+        BrokerAdmin(
+            host=running_stack.mqtt_host,
+            port=running_stack.mqtt_port,
+            username=running_stack.settings.mqtt.username,
+            password="not-the-admin-password",
+            timeout_s=5,
+        )
+    )
+    service = RegistryService(database, DynsecIdentities(client))
+    service.seed_types(actor="test")
+    path = write(tmp_path, small_fleet(unique_id))
+    try:
+        with pytest.raises(RegistryError, match="refused the registry's admin login"):
+            register_fleet(service, fleet_file=path, state_dir=tmp_path)
+    finally:
+        client.close()
+    assert count_devices(database) == 0
+    assert not secrets_path(tmp_path).exists()
