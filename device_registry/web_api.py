@@ -601,8 +601,34 @@ def create_app(
         """Recent audit entries, newest first."""
         return service.audit_log(entity_kind=entity_kind, limit=limit, offset=offset)
 
-    # Made on the first gateway request: an API without agents never loads the device list.
+    # Made on the first directory request: an API without agents never loads the list.
     gateway_directories: list[DatabaseDeviceDirectory] = []
+
+    def directory_snapshot() -> DatabaseDeviceDirectory:
+        try:
+            if not gateway_directories:
+                gateway_directories.append(DatabaseDeviceDirectory(database))
+            gateway_directories[0].refresh()
+        except DirectoryError as err:
+            raise DatabaseError(str(err)) from err
+        return gateway_directories[0]
+
+    @app.get(f"{PREFIX}/directory", tags=["gateways"])
+    def directory(_who: Reader, request: Request) -> Response:
+        """Every device as the hub sees it (type schema, tags), for hub workers on other hosts.
+
+        The ETag is the registry's change counter: ``If-None-Match`` answers 304 while
+        nothing changed.
+        """
+        revision = service.revision()
+        etag = f'"rev-{revision}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        rows = [record_row(r) for r in sorted(directory_snapshot().all(), key=_device_id)]
+        return JSONResponse(
+            {"revision": revision, "devices": rows},
+            headers={"ETag": etag, "Cache-Control": "no-store"},
+        )
 
     @app.get(f"{PREFIX}/gateways/{{gateway_id}}/devices", tags=["gateways"])
     def gateway_devices(who: GatewayReader, gateway_id: str, request: Request) -> Response:
@@ -622,13 +648,7 @@ def create_app(
         etag = f'"rev-{revision}"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
-        try:
-            if not gateway_directories:
-                gateway_directories.append(DatabaseDeviceDirectory(database))
-            gateway_directory = gateway_directories[0]
-            gateway_directory.refresh()
-        except DirectoryError as err:
-            raise DatabaseError(str(err)) from err
+        gateway_directory = directory_snapshot()
         if gateway_directory.get(gateway_id) is None:
             raise NotFoundError("gateway", gateway_id)
         devices = sorted(gateway_directory.devices_for_gateway(gateway_id), key=_device_id)

@@ -18,9 +18,11 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from device_registry.database import RegistryDatabase, open_database
 from device_registry.database_directory import DatabaseDeviceDirectory
-from device_registry.directory import DeviceDirectory, FileDeviceDirectory
+from device_registry.directory import DeviceDirectory, DirectoryError, FileDeviceDirectory
 from device_registry.errors import FieldError, RegistryError
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceStatusUpdate
@@ -46,6 +48,35 @@ def open_directory(
     if database is None:
         database = open_database(settings.registry.resolved_database_url(settings.state_dir))
     return DatabaseDeviceDirectory(database)
+
+
+def hub_directory(settings: Settings) -> DeviceDirectory:
+    """The devices of ``kotahub hub run``: the first of these that is configured.
+
+    ``ingest.devices_file`` (a JSON file); the registry API at ``ingest.registry_url`` (a
+    hub worker on another machine: a token that may read, the list cached on disk for an
+    outage); else the registry database (``registry.database_url``, PostgreSQL in
+    production, the state folder's SQLite file by default).
+    """
+    ingest = settings.ingest
+    if ingest.devices_file is not None:
+        log.info("devices from %s", ingest.devices_file)
+        return FileDeviceDirectory(ingest.devices_file)
+    if ingest.registry_url is not None:
+        from hub.agent.registry_feed import RegistryFeedDirectory, hub_feed_config
+
+        log.info("devices from the registry API at %s", ingest.registry_url)
+        return RegistryFeedDirectory(hub_feed_config(settings))
+    url = settings.registry.resolved_database_url(settings.state_dir)
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        database = open_database(url)
+        directory = DatabaseDeviceDirectory(database)
+    except RegistryError as err:
+        # One line: the driver's message spans several (psycopg adds a hint line).
+        raise DirectoryError(f"registry database {shown}: {' '.join(str(err).split())}") from err
+    log.info("devices from the registry database %s", shown)
+    return directory
 
 
 class StatusToRegistry:

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from device_registry.registry_settings import RegistrySettings
+from hub.alerts.alert_settings import AlertSettings
 
 DEFAULT_CONFIG_FILE = Path("kotahub.toml")
 CONFIG_ENV_VAR = "KOTAHUB_CONFIG"
@@ -126,13 +127,49 @@ class InfluxSettings(_Section):
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-class IngestSettings(_Section):
+class RegistryClientSettings(_Section):
+    """How a process on another machine reads devices from the registry API (agent, hub)."""
+
+    registry_url: str | None = Field(
+        default=None, description="The registry API, e.g. https://hub.kota.example:8080"
+    )
+    registry_token: SecretStr | None = Field(default=None, description="An API token")
+    registry_token_file: Path | None = Field(
+        default=None, description="File holding the token (mode 0600), instead of the value"
+    )
+    registry_ca_file: Path | None = Field(
+        default=None, description="CA of the registry's https certificate; unset: system CAs"
+    )
+    registry_refresh_s: float = Field(default=60.0, gt=0, le=86400)
+    registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    device_cache_file: Path | None = Field(
+        default=None, description="The last list fetched, for registry outages"
+    )
+
+    @field_validator(
+        "registry_url",
+        "registry_token_file",
+        "registry_ca_file",
+        "device_cache_file",
+        mode="before",
+    )
+    @classmethod
+    def _registry_empty_is_unset(cls, value: object) -> object:
+        """TOML and the environment have no null: an empty string means unset."""
+        return None if value == "" else value
+
+
+class IngestSettings(RegistryClientSettings):
     """How the hub ingests MQTT into InfluxDB (see docs/ingest.md)."""
 
+    # Where the hub's devices come from, first match: devices_file (a JSON file), the
+    # registry API at registry_url (a worker on another machine, with a token that may
+    # read), else the registry database (registry.database_url: PostgreSQL in production).
     devices_file: Path | None = Field(
         default=None,
-        description="JSON device list (FileDeviceDirectory); unset: accept no device.",
+        description="JSON device list (FileDeviceDirectory); unset: the registry.",
     )
+    registry_refresh_s: float = Field(default=5.0, gt=0, le=86400)
     client_id: str = Field(default="kotahub-hub-1", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     # Unset: one worker on a plain persistent subscription, which Mosquitto keeps across
     # its own restart; scale-out sets a group (Mosquitto forgets $share over a restart).
@@ -177,8 +214,13 @@ class IngestSettings(_Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class AgentSettings(_Section):
-    """The field agent: the gateway it speaks for, its devices, MQTT identity, policies."""
+class AgentSettings(RegistryClientSettings):
+    """The field agent: the gateway it speaks for, its devices, MQTT identity, policies.
+
+    With ``registry_url`` (a gateway on another machine) the devices come from the
+    registry API with a token of role gateway; the last list is kept in
+    ``device_cache_file`` (unset: buffer_dir/devices-<gateway>.json). See docs/operations.md.
+    """
 
     gateway_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     devices_file: Path | None = Field(
@@ -194,37 +236,12 @@ class AgentSettings(_Section):
     breaker_open_s: float = Field(default=60.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
     refresh_interval_s: float = Field(default=5.0, gt=0)
-    # A gateway on another machine reads its device list from the registry API (with a
-    # token of role "gateway" scoped to it) instead of devices_file; see docs/operations.md.
-    registry_url: str | None = Field(
-        default=None, description="The registry API, e.g. https://hub.kota.example:8080"
-    )
-    registry_token: SecretStr | None = Field(default=None, description="The gateway's token")
-    registry_token_file: Path | None = Field(
-        default=None, description="File holding the token (mode 0600), instead of the value"
-    )
-    registry_ca_file: Path | None = Field(
-        default=None, description="CA of the registry's https certificate; unset: system CAs"
-    )
-    registry_refresh_s: float = Field(default=60.0, gt=0, le=86400)
-    registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    device_cache_file: Path | None = Field(
-        default=None, description="Last list fetched; unset: buffer_dir/devices-<gateway>.json"
-    )
     # `kotahub run`: the in-process agent's gateway password, made and kept here (0600).
     credential_file: Path | None = Field(
         default=None, description="Unset: state_dir/agent/gateway-<gateway>.secret"
     )
 
-    @field_validator(
-        "registry_url",
-        "registry_token_file",
-        "registry_ca_file",
-        "device_cache_file",
-        "credential_file",
-        "devices_file",
-        mode="before",
-    )
+    @field_validator("credential_file", "devices_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """TOML and the environment have no null: an empty string means unset."""
@@ -249,6 +266,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     agent: AgentSettings = AgentSettings()
     ingest: IngestSettings = IngestSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

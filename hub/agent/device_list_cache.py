@@ -31,7 +31,7 @@ class DeviceListCacheError(DirectoryError):
 class CachedDeviceList:
     """One gateway's device list as fetched: the devices, the registry's ETag, when."""
 
-    gateway_id: str
+    gateway_id: str | None  # None: the whole registry (a hub worker's list)
     devices: tuple[DeviceRecord, ...]
     rows: tuple[dict[str, Any], ...]
     etag: str | None
@@ -40,9 +40,9 @@ class CachedDeviceList:
 
 
 def parse_device_rows(
-    rows: object, gateway_id: str, *, where: str
+    rows: object, gateway_id: str | None, *, where: str
 ) -> tuple[tuple[DeviceRecord, ...], tuple[dict[str, Any], ...]]:
-    """Check a list of device objects for one gateway; raise DirectoryError naming the entry.
+    """Check a list of device objects (of one gateway, unless None); DirectoryError names the entry.
 
     A device assigned to another gateway is refused too: the agent must never poll, nor
     publish for, a device that is not its own.
@@ -54,7 +54,7 @@ def parse_device_rows(
         if not isinstance(row, dict):
             raise DirectoryError(f"{where}: device {index}: expected an object")
         record = record_from_mapping(row, where=f"{where}: device {index}")
-        if record.gateway_id != gateway_id:
+        if gateway_id is not None and record.gateway_id != gateway_id:
             raise DirectoryError(
                 f"{where}: device {record.device_id} belongs to gateway "
                 f"{record.gateway_id!r}, not {gateway_id!r}"
@@ -64,9 +64,9 @@ def parse_device_rows(
 
 
 class DeviceListCache:
-    """Reads and writes one gateway's cached device list at ``path``."""
+    """Reads and writes one gateway's (or, with None, the hub's) cached device list."""
 
-    def __init__(self, path: Path, gateway_id: str) -> None:
+    def __init__(self, path: Path, gateway_id: str | None) -> None:
         self.path = path
         self.gateway_id = gateway_id
 

@@ -28,11 +28,12 @@ import httpx
 
 from device_registry.directory import DirectoryError, SnapshotDirectory
 from hub.agent.device_list_cache import DeviceListCache, DeviceListCacheError, parse_device_rows
-from hub.settings import ConfigError, Settings
+from hub.settings import ConfigError, RegistryClientSettings, Settings
 
 log = logging.getLogger(__name__)
 # A gateway's list is small; an answer larger than this is not the registry's.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+DIRECTORY_PATH = "/api/v1/directory"
 
 
 class RegistryUnavailableError(DirectoryError):
@@ -58,7 +59,7 @@ class RegistryFeedConfig:
 
     url: str
     token: str
-    gateway_id: str
+    gateway_id: str | None  # None: every device (a hub worker's list, GET /api/v1/directory)
     cache_file: Path
     refresh_s: float = 60.0
     timeout_s: float = 10.0
@@ -70,44 +71,76 @@ class RegistryFeedConfig:
 
 
 def feed_config(settings: Settings, gateway_id: str) -> RegistryFeedConfig:
-    """The feed's settings, checked without touching the network; ConfigError names the key."""
+    """The agent's feed (``[agent]``), checked without the network; ConfigError names the key."""
     agent = settings.agent
-    if agent.registry_url is None:
-        raise ConfigError("agent.registry_url: not set")
-    parts = urlsplit(agent.registry_url)
+    buffer_dir = Path(agent.buffer_dir or settings.state_dir / "agent")
+    return _config(
+        agent,
+        "agent",
+        gateway_id,
+        agent.device_cache_file or buffer_dir / f"devices-{gateway_id}.json",
+        hint=(
+            f"`kotahub registry token create {gateway_id}-agent --role gateway "
+            f"--gateway {gateway_id}`"
+        ),
+    )
+
+
+def hub_feed_config(settings: Settings) -> RegistryFeedConfig:
+    """A hub worker's feed of every device (``[ingest]``); ConfigError names the key."""
+    ingest = settings.ingest
+    cache = ingest.device_cache_file or settings.state_dir / f"devices-{ingest.client_id}.json"
+    return _config(
+        ingest,
+        "ingest",
+        None,
+        cache,
+        hint="`kotahub registry token create hub-worker --role viewer`",
+    )
+
+
+def _config(
+    section: RegistryClientSettings,
+    name: str,
+    gateway_id: str | None,
+    cache_file: Path,
+    *,
+    hint: str,
+) -> RegistryFeedConfig:
+    if section.registry_url is None:
+        raise ConfigError(f"{name}.registry_url: not set")
+    parts = urlsplit(section.registry_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"agent.registry_url: {agent.registry_url!r} is not an http(s) address "
+            f"{name}.registry_url: {section.registry_url!r} is not an http(s) address "
             "(https://registry.kota.example:8080)"
         )
-    if agent.registry_token is not None:
-        token = agent.registry_token.get_secret_value().strip()
-    elif agent.registry_token_file is not None:
+    if section.registry_token is not None:
+        token = section.registry_token.get_secret_value().strip()
+    elif section.registry_token_file is not None:
         try:
-            token = agent.registry_token_file.read_text(encoding="utf-8").strip()
+            token = section.registry_token_file.read_text(encoding="utf-8").strip()
         except OSError as err:
             raise ConfigError(
-                f"agent.registry_token_file: {agent.registry_token_file}: {err.strerror}"
+                f"{name}.registry_token_file: {section.registry_token_file}: {err.strerror}"
             ) from err
     else:
         raise ConfigError(
-            "agent.registry_token: not set (nor agent.registry_token_file): make one with "
-            f"`kotahub registry token create {gateway_id}-agent --role gateway "
-            f"--gateway {gateway_id}`"
+            f"{name}.registry_token: not set (nor {name}.registry_token_file): make one with "
+            + hint
         )
     if not token:
-        raise ConfigError("agent.registry_token: empty")
-    if agent.registry_ca_file is not None and not agent.registry_ca_file.is_file():
-        raise ConfigError(f"agent.registry_ca_file: {agent.registry_ca_file} does not exist")
-    buffer_dir = Path(agent.buffer_dir or settings.state_dir / "agent")
+        raise ConfigError(f"{name}.registry_token: empty")
+    if section.registry_ca_file is not None and not section.registry_ca_file.is_file():
+        raise ConfigError(f"{name}.registry_ca_file: {section.registry_ca_file} does not exist")
     return RegistryFeedConfig(
-        url=agent.registry_url.rstrip("/"),
+        url=section.registry_url.rstrip("/"),
         token=token,
         gateway_id=gateway_id,
-        cache_file=agent.device_cache_file or buffer_dir / f"devices-{gateway_id}.json",
-        refresh_s=agent.registry_refresh_s,
-        timeout_s=agent.registry_timeout_s,
-        ca_file=agent.registry_ca_file,
+        cache_file=cache_file,
+        refresh_s=section.registry_refresh_s,
+        timeout_s=section.registry_timeout_s,
+        ca_file=section.registry_ca_file,
     )
 
 
@@ -126,7 +159,10 @@ class RegistryFeed:
             verify=verify,
             follow_redirects=False,
         )
-        self.path = f"/api/v1/gateways/{quote(config.gateway_id, safe='')}/devices"
+        gateway = config.gateway_id
+        self.path = (
+            f"/api/v1/gateways/{quote(gateway, safe='')}/devices" if gateway else DIRECTORY_PATH
+        )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -155,10 +191,9 @@ class RegistryFeed:
             data = json.loads(body)
         except (ValueError, RecursionError) as err:
             raise RegistryRefusedError(f"{where}: not a JSON device list ({err})") from err
-        if not isinstance(data, dict) or data.get("gateway_id") != self.config.gateway_id:
-            raise RegistryRefusedError(
-                f"{where}: not gateway {self.config.gateway_id}'s device list"
-            )
+        gateway = self.config.gateway_id
+        if not isinstance(data, dict) or (gateway and data.get("gateway_id") != gateway):
+            raise RegistryRefusedError(f"{where}: not gateway {gateway}'s device list")
         revision = data.get("revision")
         if not isinstance(revision, int) or isinstance(revision, bool):
             revision = None
@@ -218,6 +253,7 @@ class RegistryFeedDirectory(SnapshotDirectory):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.who = f"agent {config.gateway_id}" if config.gateway_id else "hub"
         self.feed = feed or RegistryFeed(config)
         self.cache = DeviceListCache(config.cache_file, config.gateway_id)
         self._clock = clock
@@ -256,17 +292,15 @@ class RegistryFeedDirectory(SnapshotDirectory):
             self._etag, self.revision, self.source = cached.etag, cached.revision, "cache"
             self._failed(str(err))
             log.warning(
-                "agent %s: polling the %d device(s) cached at %s (%s) until the registry answers",
-                self.config.gateway_id,
+                "%s: polling the %d device(s) cached at %s (%s) until the registry answers",
+                self.who,
                 len(cached.devices),
                 cached.fetched_at,
                 self.cache.path,
             )
             return
         if cache_error is not None:
-            log.warning(
-                "agent %s: %s; replaced by the registry's list", self.config.gateway_id, cache_error
-            )
+            log.warning("%s: %s; replaced by the registry's list", self.who, cache_error)
         if answer.rows is None:
             assert cached is not None  # 304 only answers the ETag we sent
             self.replace(cached.devices)
@@ -287,8 +321,8 @@ class RegistryFeedDirectory(SnapshotDirectory):
         except OSError as err:
             # The list itself is good: poll it, and say the outage copy is not kept.
             log.error(
-                "agent %s: device list not cached at %s: %s",
-                self.config.gateway_id,
+                "%s: device list not cached at %s: %s",
+                self.who,
                 self.cache.path,
                 err,
             )
@@ -297,8 +331,8 @@ class RegistryFeedDirectory(SnapshotDirectory):
         self.failures += 1
         if reason != self.failing:
             log.warning(
-                "agent %s: device list not refreshed: %s (keeping the last list)",
-                self.config.gateway_id,
+                "%s: device list not refreshed: %s (keeping the last list)",
+                self.who,
                 reason,
             )
         self.failing = reason
@@ -319,7 +353,7 @@ class RegistryFeedDirectory(SnapshotDirectory):
                 return False
             self.fetches += 1
             if self.failing is not None:
-                log.info("agent %s: the registry answers again", self.config.gateway_id)
+                log.info("%s: the registry answers again", self.who)
                 self.failing = None
             self.source = "registry"
             return self.generation != before

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from device_registry.api_tokens import create_token, revoke_token
 from device_registry.models import ApiToken
 from device_registry.registry_service import RegistryService
-from device_registry.schemas import DeviceCreate
+from device_registry.schemas import DeviceCreate, DeviceTypeCreate
 from tests.agent.registry_api_server import ServedRegistry, served_registry
-from tests.registry.conftest import seed_catalog
 
 PATH = "/api/v1/gateways/{}/devices"
 
@@ -27,7 +26,23 @@ PATH = "/api/v1/gateways/{}/devices"
 def register(service: RegistryService, device_id: str, **fields: object) -> None:
     service.create_device(
         DeviceCreate.model_validate(
-            {"id": device_id, "device_type": "cctv-dome", "state": "active", **fields}
+            {"id": device_id, "device_type": "generic_4_20ma", "state": "active", **fields}
+        ),
+        actor="test",
+    )
+
+
+def seed_types(service: RegistryService) -> None:
+    """A gauge polled over Modbus and a gateway type (no other catalog needed)."""
+    service.create_type(
+        DeviceTypeCreate(
+            name="generic_4_20ma", family="flood", protocol="modbus_tcp", expected_interval_s=60
+        ),
+        actor="test",
+    )
+    service.create_type(
+        DeviceTypeCreate(
+            name="agent", family="gateway", protocol="mqtt", expected_interval_s=60, is_gateway=True
         ),
         actor="test",
     )
@@ -36,7 +51,7 @@ def register(service: RegistryService, device_id: str, **fields: object) -> None
 @pytest.fixture
 def served(service: RegistryService) -> Iterator[ServedRegistry]:
     """Two gateways with two cameras each, served on a free port."""
-    seed_catalog(service)
+    seed_types(service)
     for gw in ("gw-a", "gw-b"):
         service.create_device(DeviceCreate(id=gw, device_type="agent"), actor="test")
         for n in (1, 2):
@@ -71,7 +86,7 @@ def test_a_gateway_token_reads_its_own_list_and_nothing_else(served: ServedRegis
         first = body["devices"][0]
         assert first["gateway_id"] == "gw-a"
         assert first["address"] == "10.0.0.1"
-        assert first["protocol"] == "onvif"
+        assert first["protocol"] == "modbus_tcp"
         assert first["driver_config"] == {"timeout_s": 2}
         assert own.headers["etag"] == f'"rev-{body["revision"]}"'
 
@@ -79,7 +94,12 @@ def test_a_gateway_token_reads_its_own_list_and_nothing_else(served: ServedRegis
         assert other.status_code == 403
         assert "belongs to gateway 'gw-a', not 'gw-b'" in other.json()["detail"]
         # Nothing else of the registry: no device list, no single device, no catalog.
-        for path in ("/api/v1/devices", "/api/v1/devices/cam-b1", "/api/v1/device-types"):
+        for path in (
+            "/api/v1/devices",
+            "/api/v1/devices/cam-b1",
+            "/api/v1/device-types",
+            "/api/v1/directory",
+        ):
             assert api.get(path).status_code == 403, path
 
         # While nothing changes, the ETag answers 304 without a body.
