@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import pkgutil
 import ssl
 import threading
@@ -39,6 +40,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 SIMULATOR_MODULE = "simulator"
+_log = logging.getLogger(__name__)
 
 
 class SimClock:
@@ -315,6 +317,8 @@ class SimulatedMqttLink:
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if getattr(reason, "is_failure", False):
+            if not self.refused:  # once per refusal, not once per reconnect attempt
+                _log.warning("simulated device %s: broker refused login: %s", self.username, reason)
             self.refused = str(reason)
             return
         self.refused = ""

@@ -124,7 +124,21 @@ class FloodSimulator:
                 for member in members:
                     units[(port, member.unit_id)] = member
                     self._update(station, member, ctx, first=True)
-                await station.start()
+                try:
+                    await station.start()
+                except (OSError, RuntimeError) as err:
+                    # A taken port silences its own devices only; the other lines serve on
+                    # (pymodbus says "Could not start listen" as a RuntimeError).
+                    log.error(
+                        "flood simulator: cannot listen on %s:%d (%s); its %d devices stay silent",
+                        host,
+                        port,
+                        getattr(err, "strerror", None) or err,
+                        len(members),
+                    )
+                    for member in members:
+                        self.stats.failed(member.device.device_id)
+                    continue
                 self.stations[port] = station
             log.info("flood: %d devices on %d Modbus ports", len(units), len(self.stations))
             members_of = {port: m for (_h, port), m in by_port.items()}

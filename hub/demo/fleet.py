@@ -200,6 +200,8 @@ def simulated_devices(
         )
         for d in doc.devices
     ]
+    if not 1024 <= first_port <= 65535:
+        raise ValueError(f"first_port: {first_port} is not a port from 1024 to 65535")
     port = first_port
     by_id = {d.device_id: d for d in devices}
     for family in sorted({d.family for d in devices}):
@@ -211,6 +213,11 @@ def simulated_devices(
         by_id.update(assigned)
         used = simulator.ports_used(list(assigned.values()))
         port = max(used, default=port - 1) + 1
+        if port > 65536:
+            raise ValueError(
+                f"first_port: {first_port} leaves too few ports for the {family} devices "
+                f"(they would need up to port {port - 1})"
+            )
     return [by_id[d.device_id] for d in devices]
 
 

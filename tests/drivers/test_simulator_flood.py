@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -222,3 +224,36 @@ def test_pumps_start_above_start_level_and_hold_the_basin(
         assert not any(basin.running)
     assert -0.5 <= basin.level_m <= 4.0
     assert basin.run_hours >= 0
+
+
+async def test_a_taken_port_silences_only_its_own_line() -> None:
+    simulator = FloodSimulator()
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    first = taken.getsockname()[1]
+    try:
+        ours = device("g-ours", "generic_4_20ma")
+        other = replace(device("g-other", "generic_4_20ma"), gateway_id="gw-zzz")
+        assigned = simulator.assign_addresses([ours, other], first)
+        # gw-test gets `first` (taken) and first+1; gw-zzz gets first+2 and first+3.
+        assert assigned["g-ours"].address == f"127.0.0.1:{first}"
+        ctx = SimulatorContext(clock=SimClock(1, START), faults=FaultBoard())
+        task = asyncio.create_task(simulator.run(list(assigned.values()), ctx))
+        try:
+            for _ in range(100):
+                if simulator.stations:
+                    break
+                await asyncio.sleep(0.05)
+            driver = driver_for(assigned["g-other"])
+            try:
+                assert "level_m" in (await driver.poll())[0].metrics
+            finally:
+                await driver.close()
+            assert simulator.stats.errors() == {"g-ours": 1}
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        taken.close()
