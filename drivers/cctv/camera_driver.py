@@ -91,6 +91,7 @@ class CameraConfig(DriverConfig):
     timeout_s: float = Field(default=20.0, gt=0, le=300)
     events: bool = Field(default=True, description="Pull tamper, motion, image-quality events.")
     stream_uri: str | None = Field(default=None, description="Unset: ONVIF GetStreamUri.")
+    stream: bool = Field(default=True, description="false: ONVIF health and events only.")
     sample_every_s: float = Field(
         default=3600.0, ge=0, description="0: sample on every poll (tests, analytics cameras)."
     )
@@ -266,7 +267,7 @@ class CctvCamera:
         metrics = dict(result.metrics)
         readings = list(result.events)
         uri = self.config.stream_uri or result.stream_uri
-        if uri and time.monotonic() >= self._next_sample:
+        if uri and self.config.stream and time.monotonic() >= self._next_sample:
             self._next_sample = time.monotonic() + self.config.sample_every_s
             quality, events = await asyncio.to_thread(self._sample, uri, result.fps_nominal)
             metrics.update(quality)

@@ -36,6 +36,8 @@ class MjpegServer:
         self.port = port
         self.fps = fps
         self.clips: dict[str, list[bytes]] = {}
+        # name -> another clip shown in its place (the demo's covered lens), frame by frame.
+        self.substitutes: dict[str, str] = {}
         self.clients = 0
         self._runner: web.AppRunner | None = None
 
@@ -70,8 +72,8 @@ class MjpegServer:
         return web.Response(body=clip[0], content_type="image/jpeg")
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        clip = self.clips.get(request.match_info["name"])
-        if not clip:
+        name = request.match_info["name"]
+        if not self.clips.get(name):
             raise web.HTTPNotFound()
         response = web.StreamResponse(
             headers={"Content-Type": f"multipart/x-mixed-replace;boundary={BOUNDARY}"}
@@ -81,9 +83,11 @@ class MjpegServer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            for index, jpeg in enumerate(itertools.cycle(clip)):
+            for index in itertools.count():
                 # Paced on a grid from the start, so the measured fps is the clip's.
                 await asyncio.sleep(max(0.0, started + index / self.fps - loop.time()))
+                clip = self.clips.get(self.substitutes.get(name, name)) or self.clips[name]
+                jpeg = clip[index % len(clip)]
                 await response.write(
                     f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                     f"Content-Length: {len(jpeg)}\r\n\r\n".encode()

@@ -74,6 +74,8 @@ class StandInCamera:
     pending: deque[StandInEvent] = field(default_factory=deque)
     subscriptions: set[int] = field(default_factory=set)
     calls: dict[str, int] = field(default_factory=dict)
+    # An outage: the camera drops every connection unanswered.
+    offline: bool = False
 
     def now(self) -> datetime:
         """The camera's own clock (possibly off)."""
@@ -176,6 +178,9 @@ class OnvifStandIn:
         camera = self._by_port.get(sockname[1]) if sockname else None
         if camera is None:
             return web.Response(status=404, text="no such camera")
+        if camera.offline and request.transport is not None:
+            request.transport.abort()
+            return web.Response(status=503)
         try:
             root = ET.fromstring(await request.read())  # noqa: S314 (our own client's XML)
         except ET.ParseError:

@@ -1,0 +1,176 @@
+"""The cctv family's demo simulator: ONVIF stand-ins for every camera, a few streams for real.
+
+Every camera gets a port of its own on one ONVIF SOAP stand-in server (ONVIF fixes the
+device service at ``http://host:port/onvif/device_service``), so the agent's real cctv
+driver checks each camera's health, clock and events as it would in the field. The first
+``REAL_STREAMS`` cameras also get a real video stream (generated scenes on an HTTP MJPEG
+server: walking people, traffic) that the driver decodes and analyses; the rest are
+health-only (``driver_config.stream = false``), so a city-scale demo does not need
+10,700 decoders. NVRs get an ISAPI stand-in each.
+
+Faults: a device the fault board kills drops every connection (an outage). Per-device
+``params``: ``tamper_every_h`` (a tamper alarm every so many simulated hours, lasting
+``tamper_for_min`` simulated minutes; a real stream shows a covered lens meanwhile) and
+``clock_offset_s`` (a camera whose clock drifts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Sequence
+from dataclasses import replace
+
+from drivers.cctv import generated_scenes
+from drivers.cctv.device_types import NVR_TYPES
+from drivers.cctv.isapi_stand_in import IsapiStandIn
+from drivers.cctv.mjpeg_server import MjpegServer
+from drivers.cctv.onvif_stand_in import TAMPER_TOPIC, OnvifStandIn, StandInCamera
+from drivers.simulation import SimulatedDevice, SimulatorContext, SimulatorStats
+
+log = logging.getLogger(__name__)
+REAL_STREAMS = 3
+TICK_S = 1.0
+STAND_IN_PASSWORD = "demo-stand-in"  # noqa: S105 (the demo stand-ins' own password)
+CLIPS = ("people", "traffic", "crowd")
+KERB = [[0.5, 0.6], [1, 0.6], [1, 1], [0.5, 1]]  # the demo's no-parking zone
+
+
+def _port(device: SimulatedDevice) -> int:
+    return int((device.address or ":0").rpartition(":")[2])
+
+
+class CctvSimulator:
+    """Serves every cctv device of the fleet until cancelled."""
+
+    family = "cctv"
+
+    def __init__(self) -> None:
+        self.stats = SimulatorStats()
+        self.onvif: OnvifStandIn | None = None
+        self.isapi: dict[str, IsapiStandIn] = {}
+        self.video: MjpegServer | None = None
+
+    def assign_addresses(
+        self, devices: Sequence[SimulatedDevice], first_port: int, host: str = "127.0.0.1"
+    ) -> dict[str, SimulatedDevice]:
+        """A port per device from ``first_port``; the video server takes the next one."""
+        ordered = sorted(devices, key=lambda d: d.device_id)
+        video_port = first_port + len(ordered)
+        out: dict[str, SimulatedDevice] = {}
+        cameras = 0
+        for index, device in enumerate(ordered):
+            config = dict(device.driver_config)
+            config.setdefault("password", STAND_IN_PASSWORD)
+            if device.device_type in NVR_TYPES:
+                config.setdefault("timeout_s", 60)
+            else:
+                real = cameras < REAL_STREAMS
+                config.setdefault("stream", real)
+                if real:
+                    clip = CLIPS[cameras % len(CLIPS)]
+                    config.setdefault("stream_uri", f"http://{host}:{video_port}/{clip}.mjpg")
+                    config.setdefault("sample_every_s", 300)
+                    config.setdefault(
+                        "analytics",
+                        {
+                            "people": True,
+                            "no_parking_zone": [[0.5, 0.6], [1, 0.6], [1, 1], [0.5, 1]],
+                        },
+                    )
+                cameras += 1
+            out[device.device_id] = replace(
+                device, address=f"{host}:{first_port + index}", driver_config=config
+            )
+        return out
+
+    def ports_used(self, devices: Sequence[SimulatedDevice]) -> set[int]:
+        """Each device's port, and the video server's after them."""
+        ports = {_port(d) for d in devices if d.address}
+        return ports | {max(ports) + 1} if ports else ports
+
+    async def run(self, devices: Sequence[SimulatedDevice], ctx: SimulatorContext) -> None:
+        """Start the stand-ins and the video server; apply faults every second."""
+        served = [d for d in devices if d.address]
+        cameras = [d for d in served if d.device_type not in NVR_TYPES]
+        nvrs = [d for d in served if d.device_type in NVR_TYPES]
+        _raise_open_files(len(served) + 256)
+        host = (served[0].address or "127.0.0.1:0").rpartition(":")[0] if served else "127.0.0.1"
+        try:
+            self.onvif = OnvifStandIn(host=host, ports=[_port(d) for d in cameras])
+            for device, camera in zip(cameras, self.onvif.cameras, strict=True):
+                camera.password = str(device.driver_config.get("password", STAND_IN_PASSWORD))
+                camera.username = str(device.driver_config.get("username", "kotahub"))
+                camera.clock_offset_s = float(device.params.get("clock_offset_s", 0.0))
+                camera.stream_uri = str(device.driver_config.get("stream_uri", camera.stream_uri))
+            await self.onvif.start()
+            for device in nvrs:
+                stand_in = IsapiStandIn(host=host, port=_port(device))
+                stand_in.nvr.password = str(device.driver_config.get("password", STAND_IN_PASSWORD))
+                await stand_in.start()
+                self.isapi[device.device_id] = stand_in
+            if served:
+                self.video = MjpegServer(host=host, port=max(_port(d) for d in served) + 1)
+                self.video.add_clip("people", generated_scenes.walking_people(40, 3))
+                self.video.add_clip("traffic", generated_scenes.moving_shapes(40))
+                self.video.add_clip("crowd", generated_scenes.walking_people(40, 5))
+                self.video.add_clip("covered", generated_scenes.covered(5))
+                await self.video.start()
+            log.info("cctv: %d ONVIF stand-ins, %d NVR stand-ins", len(cameras), len(nvrs))
+            seen: dict[str, int] = {}
+            while True:
+                for device, camera in zip(cameras, self.onvif.cameras, strict=True):
+                    try:
+                        self._tick(device, camera, ctx, seen)
+                    except Exception:  # one device's failure never stops the others
+                        self.stats.failed(device.device_id)
+                        log.exception("cctv simulator: %s", device.device_id)
+                await asyncio.sleep(TICK_S)
+        finally:
+            if self.video is not None:
+                await self.video.stop()
+            for stand_in in self.isapi.values():
+                await stand_in.stop()
+            if self.onvif is not None:
+                await self.onvif.stop()
+
+    def _tick(
+        self,
+        device: SimulatedDevice,
+        camera: StandInCamera,
+        ctx: SimulatorContext,
+        seen: dict[str, int],
+    ) -> None:
+        camera.offline = ctx.faults.is_dead(device.device_id)
+        checks = camera.calls.get("GetDeviceInformation", 0)
+        if checks > seen.get(device.device_id, 0):
+            self.stats.produced(device.device_id, checks - seen.get(device.device_id, 0))
+            seen[device.device_id] = checks
+        every_h = float(device.params.get("tamper_every_h", 0) or 0)
+        if every_h <= 0:
+            return
+        minutes = float(device.params.get("tamper_for_min", 10))
+        hours = ctx.clock.elapsed_s() / 3600
+        tampered = (hours % every_h) * 60 < minutes and hours >= every_h
+        was = camera.calls.get("_tampered", 0) == 1
+        if tampered != was:
+            camera.calls["_tampered"] = int(tampered)
+            camera.raise_event(TAMPER_TOPIC, tampered)
+            uri = str(device.driver_config.get("stream_uri", ""))
+            if uri and self.video is not None:
+                clip = uri.rpartition("/")[2].removesuffix(".mjpg")
+                if tampered:
+                    self.video.substitutes[clip] = "covered"
+                else:
+                    self.video.substitutes.pop(clip, None)
+
+
+def _raise_open_files(needed: int) -> None:
+    """A city's stand-ins listen on thousands of ports: lift the soft open-file limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed * 2, soft)), hard))
+
+
+SIMULATOR = CctvSimulator()
