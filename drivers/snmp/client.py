@@ -14,17 +14,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 from weakref import WeakKeyDictionary
 
+from pysnmp.entity.rfc3413 import cmdgen
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
     SnmpEngine,
     UdpTransportTarget,
     UsmUserData,
-    bulk_cmd,
-    get_cmd,
-    next_cmd,
     usm3DESEDEPrivProtocol,
     usmAesCfb128Protocol,
     usmAesCfb192Protocol,
@@ -37,15 +32,19 @@ from pysnmp.hlapi.v3arch.asyncio import (
     usmHMACMD5AuthProtocol,
     usmHMACSHAAuthProtocol,
 )
+from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
 from pysnmp.proto import errind
+from pysnmp.proto.api import v2c
 
 from drivers.framework import DriverError
 from drivers.snmp.target import SnmpTargetConfig
 from drivers.snmp.values import UNSUPPORTED, SnmpValue, Unsupported, from_pysnmp
 
 log = logging.getLogger(__name__)
-DEFAULT_IN_FLIGHT: Final = 128
+# Answers in flight share one socket buffer (~208 KiB by default): far more would drop some.
+DEFAULT_IN_FLIGHT: Final = 64
 MAX_WALK_REQUESTS: Final = 64  # a table walk that does not end is cut, never endless
+BULK_VARBINDS_MAX: Final = 48  # per GETBULK answer: small datagrams, little BER to decode
 AUTH_PROTOCOLS: Final = {
     "md5": usmHMACMD5AuthProtocol,
     "sha": usmHMACSHAAuthProtocol,
@@ -75,6 +74,9 @@ CAUSES: Final[dict[type[errind.ErrorIndication], str]] = {
     errind.EncryptionError: "SNMPv3 privacy unavailable: install the cryptography package",
     errind.UnknownCommunityName: "community refused by the agent",
 }
+GET: Final = cmdgen.GetCommandGenerator()
+NEXT: Final = cmdgen.NextCommandGenerator()
+BULK: Final = cmdgen.BulkCommandGenerator()
 RETRIED: Final = (errind.RequestTimedOut, errind.NotInTimeWindow, errind.UnknownEngineID)
 
 
@@ -144,24 +146,62 @@ class SnmpClient:
         A column that ends early (a truncated table) just has fewer rows; the caller
         treats a missing row as unsupported, never as zero.
         """
+        return (await self.get_and_walk(device_id, target, (), columns, max_rows=max_rows))[1]
+
+    async def get_and_walk(
+        self,
+        device_id: str,
+        target: SnmpTargetConfig,
+        scalars: Sequence[str],
+        columns: Sequence[str],
+        *,
+        max_rows: int = 512,
+        rows_hint: int | None = None,
+    ) -> tuple[dict[str, SnmpValue | Unsupported], dict[str, dict[str, SnmpValue | Unsupported]]]:
+        """Scalars (``x.0``) and table columns in as few requests as one GETBULK can take.
+
+        The scalars ride as GETBULK non-repeaters (asking for ``x`` answers ``x.0``), so an
+        AP's uptime, interfaces and clients come in one round trip. SNMPv1: GET + GETNEXT.
+        ``rows_hint`` (the rows seen last time) sizes the first GETBULK to the table, so a
+        small table is not answered with rows of the columns after it.
+        """
+        values: dict[str, SnmpValue | Unsupported] = {s: UNSUPPORTED for s in scalars}
+        if scalars and target.version == "1":
+            values = await self.get(device_id, target, scalars)
+            scalars = ()
         out: dict[str, dict[str, SnmpValue | Unsupported]] = {c: {} for c in columns}
         cursor = {c: c for c in columns}  # next OID to ask after, per unfinished column
+        first = True
         for _ in range(MAX_WALK_REQUESTS):
-            if not cursor:
+            leading = list(scalars) if first else []
+            if not cursor and not leading:
                 break
+            first = False
             open_columns = list(cursor)
-            asked = [cursor[c] for c in open_columns]
+            asked = [s.removesuffix(".0") for s in leading] + [cursor[c] for c in open_columns]
             op = "next" if target.version == "1" else "bulk"
             try:
-                var_binds = await self._request(device_id, target, op, asked)
+                var_binds = await self._request(
+                    device_id,
+                    target,
+                    op,
+                    asked,
+                    non_repeaters=len(leading),
+                    columns=len(cursor),
+                    rows=rows_hint + 1 if rows_hint else None,
+                )
             except PduError as err:
                 # SNMPv1 ends a walk with noSuchName at the column that ran out.
                 if err.status != "noSuchName" or not 0 < err.index <= len(open_columns):
                     raise
                 cursor.pop(open_columns[err.index - 1])
                 continue
+            for scalar, (name, value) in zip(leading, var_binds, strict=False):
+                if str(name) == scalar:
+                    values[scalar] = from_pysnmp(value)
+            var_binds = var_binds[len(leading) :]
             finished: set[str] = set()
-            width = len(open_columns)
+            width = max(len(open_columns), 1)
             for position, (name, value) in enumerate(var_binds):
                 column = open_columns[position % width]
                 if column in finished:
@@ -183,17 +223,29 @@ class SnmpClient:
                 finished.update(open_columns)
             for column in finished:
                 cursor.pop(column, None)
-        return out
+        return values, out
 
     async def _request(
-        self, device_id: str, target: SnmpTargetConfig, op: str, oids: Sequence[str]
+        self,
+        device_id: str,
+        target: SnmpTargetConfig,
+        op: str,
+        oids: Sequence[str],
+        *,
+        non_repeaters: int = 0,
+        columns: int = 1,
+        rows: int | None = None,
     ) -> tuple[Any, ...]:
         transport = await self._transport(device_id, target)
         auth = auth_data(target)
-        context = (
-            ContextData(contextName=target.context.encode()) if target.context else ContextData()
-        )
-        objects = [ObjectType(ObjectIdentity(oid)) for oid in oids]
+        context = target.context.encode()
+        # Numeric OIDs as they go on the wire: no MIB resolution per request (hlapi's
+        # ObjectIdentity path resolves every OID against the MIB tree, the poller's hot spot).
+        var_binds = [(v2c.ObjectIdentifier(oid), v2c.null) for oid in oids]
+        # max-repetitions counts rows of every column: bound the whole answer as well.
+        repetitions = max(1, min(target.max_repetitions, BULK_VARBINDS_MAX // max(columns, 1)))
+        if rows is not None:
+            repetitions = max(1, min(repetitions, rows))
         last = "no answer"
         for attempt in range(target.retries + 1):
             if attempt:
@@ -202,25 +254,9 @@ class SnmpClient:
                 self.requests += 1
                 try:
                     async with asyncio.timeout(target.request_timeout_s * 2 + 1):
-                        if op == "get":
-                            result = await get_cmd(
-                                self.engine, auth, transport, context, *objects, lookupMib=False
-                            )
-                        elif op == "next":
-                            result = await next_cmd(
-                                self.engine, auth, transport, context, *objects, lookupMib=False
-                            )
-                        else:
-                            result = await bulk_cmd(
-                                self.engine,
-                                auth,
-                                transport,
-                                context,
-                                0,
-                                target.max_repetitions,
-                                *objects,
-                                lookupMib=False,
-                            )
+                        result = await self._send(
+                            op, auth, transport, context, var_binds, non_repeaters, repetitions
+                        )
                 except TimeoutError:
                     last = "no answer (timeout)"
                     continue
@@ -229,7 +265,7 @@ class SnmpClient:
                     raise SnmpError(
                         device_id, f"SNMP request failed: {type(err).__name__}"
                     ) from err
-            indication, status, index, var_binds = result
+            indication, status, index, answer = result
             if indication:
                 last = describe(indication)
                 if isinstance(indication, RETRIED):
@@ -240,7 +276,7 @@ class SnmpClient:
                 self.failures += 1
                 name = status.prettyPrint() if hasattr(status, "prettyPrint") else str(status)
                 raise PduError(device_id, pdu_error(name, int(index), oids), str(name), int(index))
-            return tuple(var_binds)
+            return tuple(answer)
         self.failures += 1
         hint = ""
         if target.version == "3" and last.startswith("no answer"):
@@ -249,6 +285,45 @@ class SnmpClient:
         raise SnmpError(
             device_id, f"{last} from {target.address} after {target.retries + 1} tries{hint}"
         )
+
+    def _send(
+        self,
+        op: str,
+        auth: CommunityData | UsmUserData,
+        transport: UdpTransportTarget,
+        context: bytes,
+        var_binds: list[tuple[Any, Any]],
+        non_repeaters: int,
+        repetitions: int,
+    ) -> asyncio.Future[tuple[Any, Any, Any, Any]]:
+        """One request on pysnmp's command generators, answered through a future."""
+        address_name, _ = LCD.configure(self.engine, auth, transport, context)
+        future: asyncio.Future[tuple[Any, Any, Any, Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def done(
+            _engine: Any, _handle: Any, indication: Any, status: Any, index: Any, vbs: Any, _c: Any
+        ) -> None:
+            if not future.done():
+                future.set_result((indication, status, index, tuple(vbs or ())))
+
+        if op == "get":
+            GET.send_varbinds(self.engine, address_name, None, context, var_binds, done)
+        elif op == "next":
+            NEXT.send_varbinds(self.engine, address_name, None, context, var_binds, done)
+        else:
+            BULK.send_varbinds(
+                self.engine,
+                address_name,
+                None,
+                context,
+                non_repeaters,
+                repetitions,
+                var_binds,
+                done,
+            )
+        return future
 
     async def _transport(self, device_id: str, target: SnmpTargetConfig) -> UdpTransportTarget:
         key = (target.host, target.port, target.request_timeout_s)

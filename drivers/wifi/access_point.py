@@ -65,17 +65,20 @@ class AccessPoint:
         self._tx: dict[str, RateMeter] = {}
         self._seq = 0
         self._wrong_logged: set[str] = set()
+        self._rows: int | None = None  # interface rows seen last poll: sizes the GETBULK
         self.clock = time.monotonic  # the rates' time base (tests step a clock of their own)
 
     async def poll(self) -> list[Reading]:
         """GET uptime, walk interfaces and clients; one Reading."""
         client = client_for_family(FAMILY_NAME)
-        scalars = await client.get(self.device_id, self.config, [SYS_UPTIME])
-        table = await client.walk(self.device_id, self.config, IF_COLUMNS)
-        clients: dict[str, SnmpValue | Unsupported] | None = None
         column = CLIENT_COLUMN[self.vendor]
-        if column is not None:
-            clients = (await client.walk(self.device_id, self.config, [column]))[column]
+        columns = IF_COLUMNS if column is None else (*IF_COLUMNS, column)
+        # One GETBULK: sysUpTime as a non-repeater, the interface and client columns.
+        scalars, table = await client.get_and_walk(
+            self.device_id, self.config, [SYS_UPTIME], columns, rows_hint=self._rows
+        )
+        self._rows = max((len(rows) for rows in table.values()), default=0) or None
+        clients = None if column is None else table.pop(column)
         return [self.decode(scalars[SYS_UPTIME], table, clients, self.clock())]
 
     def decode(
