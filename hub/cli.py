@@ -13,7 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from device_registry import cli as registry_cli
+from firmware_tools import cli as firmware_cli
+from hub.alerts.cli import alerts_app
 from hub.backup import BackupError, Summary, backup, restore
+from hub.dashboards_cli import dashboards_app
+from hub.demo.cli import demo_app
+from hub.influx_cli import influx_app
 from hub.local_stack import LocalStack, StackError, broker_admin, mqtt_password
 from hub.service_probes import probe_services
 from hub.settings import ConfigError, Settings, load_settings, redacted
@@ -34,6 +39,11 @@ app.add_typer(registry_cli.teams_app, name="teams")
 app.add_typer(registry_cli.sites_app, name="sites")
 app.add_typer(registry_cli.registry_app, name="registry")
 app.add_typer(hub_app, name="hub")
+app.add_typer(firmware_cli.firmware_app, name="firmware")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(influx_app, name="influx")
+app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(demo_app, name="demo")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -90,6 +100,18 @@ def _registry_runtime(
 
 
 registry_cli.set_runtime_loader(_registry_runtime)
+
+
+def _firmware_runtime(config: Path | None) -> firmware_cli.FirmwareRuntime:
+    """Firmware commands: the image store under the state folder, the registry's database."""
+    settings = settings_or_exit(config)
+    return firmware_cli.FirmwareRuntime(
+        store_dir=settings.state_dir / "firmware",
+        database_url=settings.registry.resolved_database_url(settings.state_dir),
+    )
+
+
+firmware_cli.set_runtime_loader(_firmware_runtime)
 
 
 def _stack(config: Path | None) -> LocalStack:
@@ -309,9 +331,13 @@ def hub_run(config: ConfigOption = None) -> None:
     import logging
 
     from device_registry.directory import DirectoryError
+    from hub.alerts.alert_runtime import attach_alerts
+    from hub.alerts.alert_store import AlertStoreError
+    from hub.alerts.rule_model import RuleError
     from hub.ingest import IngestError, IngestService
     from hub.ingest.write_ahead_log import WalError
     from hub.local_stack import mqtt_password
+    from hub.one_machine import hub_directory
     from hub.start_checks import StartError, check_before_start
 
     settings = settings_or_exit(config)
@@ -322,9 +348,26 @@ def hub_run(config: ConfigOption = None) -> None:
     )
     try:
         check_before_start(settings, with_api=False)
-        service = IngestService(settings, mqtt_password(settings))
-        service.run_until_signal()
-    except (StartError, ConfigError, DirectoryError, IngestError, WalError, OSError) as err:
+        # Devices: ingest.devices_file, else the registry API, else the registry database.
+        service = IngestService(
+            settings, mqtt_password(settings), directory=hub_directory(settings)
+        )
+        alerts = attach_alerts(service, settings)  # None without [alerts] rules
+        try:
+            service.run_until_signal()
+        finally:
+            if alerts is not None:
+                alerts.stop()
+    except (
+        StartError,
+        ConfigError,
+        DirectoryError,
+        IngestError,
+        WalError,
+        OSError,
+        RuleError,
+        AlertStoreError,
+    ) as err:
         err_console.print(
             f"[red]hub failed[/red]: {err}{_broker_hint(settings, err)}",
             highlight=False,
