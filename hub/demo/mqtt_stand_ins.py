@@ -8,10 +8,11 @@ own identity, so no real agent's session is touched). Nothing here speaks SNMP, 
 NTCIP: when ``drivers/<family>/simulator.py`` exists, ``hub.demo.fleet.all_simulators``
 uses it instead and these stand-ins step aside.
 
-Metric names follow the families' issues so that boards built on the stand-ins keep
-working: ``atcs`` (mode, flash, alarms, pattern, cycle), ``atcs_detector`` (volume,
-occupancy_pct, fault), ``wifi`` (up, uptime_s, clients, rx_bps, tx_bps, reboots), ``cctv``
-(online, stream_ok, fps, people_count, crowd_level).
+Metric names and kinds are rows of the families' own metric tables (a test keeps them so),
+so boards built on the stand-ins keep working and InfluxDB never sees one field with two
+types: ``atcs`` (control_mode, flash, alarm_critical, pattern, cycle_s), ``atcs_detector``
+(volume, occupancy_pct, fault, alarms), ``wifi`` (up, uptime_s, clients, rx_bps, tx_bps,
+reboots), ``cctv`` (onvif_status, stream_ok, fps_measured, people_count, crowd_level).
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ STAND_IN_TYPES: dict[str, DeviceTypeCreate] = {
             "cctv",
             60,
             {
-                "online": "boolean",
+                "onvif_status": "string",
                 "stream_ok": "boolean",
-                "fps": "number",
+                "fps_measured": "number",
                 "people_count": "integer",
                 "crowd_level": "string",
             },
@@ -74,7 +75,7 @@ STAND_IN_TYPES: dict[str, DeviceTypeCreate] = {
             300,
             {
                 "up": "boolean",
-                "uptime_s": "integer",
+                "uptime_s": "number",
                 "clients": "integer",
                 "rx_bps": "number",
                 "tx_bps": "number",
@@ -87,11 +88,11 @@ STAND_IN_TYPES: dict[str, DeviceTypeCreate] = {
             "atcs",
             60,
             {
-                "mode": "string",
+                "control_mode": "string",
                 "flash": "boolean",
-                "alarms": "integer",
+                "alarm_critical": "boolean",
                 "pattern": "integer",
-                "cycle": "integer",
+                "cycle_s": "integer",
             },
             "NTCIP 1202",
         ),
@@ -99,7 +100,12 @@ STAND_IN_TYPES: dict[str, DeviceTypeCreate] = {
             "atcs_detector_stand_in",
             "atcs_detector",
             60,
-            {"volume": "integer", "occupancy_pct": "number", "fault": "string"},
+            {
+                "volume": "integer",
+                "occupancy_pct": "number",
+                "fault": "string",
+                "alarms": "integer",
+            },
             "NTCIP 1202",
         ),
     )
@@ -135,11 +141,11 @@ def cctv_metrics(
     stream_ok = rng.random() > 0.01
     people = int(rng.gauss(25 * _busy(hour), 4)) if stream_ok else 0
     people = max(0, people)
-    level = "high" if people > 30 else "medium" if people > 12 else "low"
+    level = "high" if people > 30 else "medium" if people > 12 else "low" if people else "none"
     return {
-        "online": True,
+        "onvif_status": "ok",
         "stream_ok": stream_ok,
-        "fps": 25.0 if stream_ok else 0.0,
+        "fps_measured": 25.0 if stream_ok else 0.0,
         "people_count": people,
         "crowd_level": level,
     }
@@ -152,7 +158,7 @@ def wifi_metrics(
     clients = max(0, min(50, int(rng.gauss(30 * _busy(hour), 5))))
     return {
         "up": True,
-        "uptime_s": 300 * n,
+        "uptime_s": 300.0 * n,
         "clients": clients,
         "rx_bps": round(clients * rng.uniform(20e3, 200e3), 1),
         "tx_bps": round(clients * rng.uniform(100e3, 900e3), 1),
@@ -166,11 +172,11 @@ def atcs_metrics(
     """Coordinated by day, flashing yellow late at night (a common practice)."""
     night = hour < 4.5 or hour >= 23
     return {
-        "mode": "flash" if night else "systemControl",
+        "control_mode": "timebase" if night else "systemControl",
         "flash": night,
-        "alarms": 0 if rng.random() > 0.02 else 2,
+        "alarm_critical": rng.random() < 0.02,
         "pattern": 255 if night else 1 + int(hour) // 6,
-        "cycle": 0 if night else (140 if _busy(hour) > 0.6 else 100),
+        "cycle_s": 0 if night else (140 if _busy(hour) > 0.6 else 100),
     }
 
 
@@ -179,7 +185,12 @@ def detector_metrics(
 ) -> dict[str, MetricValue]:
     """Vehicles per minute and occupancy by the time of day."""
     volume = max(0, int(rng.gauss(30 * _busy(hour), 3)))
-    return {"volume": volume, "occupancy_pct": round(min(100.0, volume * 1.6), 1), "fault": "ok"}
+    return {
+        "volume": volume,
+        "occupancy_pct": round(min(100.0, volume * 1.6), 1),
+        "fault": "ok",
+        "alarms": 0,
+    }
 
 
 METRICS_BY_TYPE: dict[str, MetricsFn] = {

@@ -134,3 +134,33 @@ async def test_stand_in_publishes_the_family_metrics_as_its_stand_in_gateway(
     assert set(metrics) == declared == {"up", "uptime_s", "clients", "rx_bps", "tx_bps", "reboots"}
     assert 0 <= int(metrics["clients"]) <= 50
     assert simulator.stats.total >= 3
+
+
+def test_stand_in_metrics_are_rows_of_the_families_tables_and_produced_as_declared() -> None:
+    import random
+
+    from drivers.contract import KIND_OF_TYPE
+    from drivers.framework import discover_families
+    from hub.demo.mqtt_stand_ins import METRICS_BY_TYPE
+
+    families = discover_families()
+    tables = {name: f.metric_schema() for name, f in families.items()}
+    with contextlib.suppress(ImportError):  # detectors are a second table of atcs
+        from drivers.atcs.metrics import ATCS_DETECTOR_METRICS
+
+        tables["atcs_detector"] = {m.key: KIND_OF_TYPE[m.type] for m in ATCS_DETECTOR_METRICS}
+    kinds = {"number": float, "integer": int, "boolean": bool, "string": str}
+    for name, stand_in in STAND_IN_TYPES.items():
+        declared = {m.name: m.kind for m in stand_in.metrics}
+        table = tables.get(stand_in.family)
+        if table is not None:
+            assert {k: table.get(k) for k in declared} == declared, name
+        for hour in (3.0, 7.5, 13.0, 17.0, 23.5):
+            device = SimulatedDevice(
+                device_id="x", family=stand_in.family, device_type=name, gateway_id="gw",
+                kecamatan="Tugu", kelurahan=None, lat=-6.97, lon=110.31,
+            )  # fmt: skip
+            produced = METRICS_BY_TYPE[name](device, random.Random(1), hour, 1)
+            assert set(produced) == set(declared)
+            for key, value in produced.items():
+                assert type(value) is kinds[declared[key]], (name, key, value)
