@@ -65,6 +65,12 @@ def demo(
     fleet_file: Annotated[
         Path | None, typer.Option("--fleet-file", help="A fleet data file of your own.")
     ] = None,
+    first_port: Annotated[
+        int | None,
+        typer.Option(
+            "--first-port", min=1024, max=65000, help="First port of the simulated servers."
+        ),
+    ] = None,
     plain: Annotated[
         bool, typer.Option("--plain", help="A summary line every 10 s instead of the live view.")
     ] = False,
@@ -83,6 +89,7 @@ def demo(
         scale=scale,  # type: ignore[arg-type]
         keep_stack=keep_stack,
         fleet_file=fleet_file,
+        first_port=first_port,
     )
     # The log goes to a file: lines on the terminal would tear the live summary.
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +134,15 @@ async def _run(settings: Settings, options: Any, *, plain: bool) -> int:
             )
             return 2
         status.stop()
+        fleet = runner.fleet
+        if fleet is not None:
+            how = "registered now" if fleet.registered_now else "already registered, kept"
+            areas = len({d.kecamatan for d in fleet.devices})
+            console.print(
+                f"fleet: {len(fleet.devices):,} devices in {areas} areas, "
+                f"{len(fleet.gateways)} gateways ({how})",
+                highlight=False,
+            )
         if runner.sign_in_link:
             console.print(f"technician page sign-in: {runner.sign_in_link}", soft_wrap=True)
         console.print("Ctrl-C stops the demo.", style="dim")

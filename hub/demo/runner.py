@@ -22,6 +22,7 @@ import logging
 import shlex
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,6 +132,44 @@ class DemoTimeDirectory(DatabaseDeviceDirectory):
         super().replace(scaled_record(r, self.speed) for r in records)
 
 
+# The gateway whose agent runs in the current task: each agent's BLE scanner hears the
+# FAKE radio of its own gateway, though all agents share this process (and bleak).
+_AGENT_GATEWAY: ContextVar[str | None] = ContextVar("demo_agent_gateway", default=None)
+
+
+def route_ble_by_gateway(radio_dir: Path) -> Callable[[], None]:
+    """Make bleak's scanner use the FAKE radio of the gateway whose agent creates it.
+
+    ``drivers.ble.simulator`` routes one process to one gateway's radio; the demo runs an
+    agent per gateway in one process, so the radio is chosen per agent task instead.
+    Returns what undoes it.
+    """
+    import bleak
+
+    from drivers.ble.simulator import simulated_radio_backend
+
+    original = bleak.BleakScanner
+    backends: dict[str, type[Any]] = {}
+
+    class PerGatewayScanner(original):  # type: ignore[misc,valid-type]
+        """bleak's scanner on the FAKE radio of the current agent's gateway."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            gateway = _AGENT_GATEWAY.get()
+            if gateway is not None and "backend" not in kwargs:
+                if gateway not in backends:
+                    backends[gateway] = simulated_radio_backend(radio_dir, gateway)
+                kwargs["backend"] = backends[gateway]
+            super().__init__(*args, **kwargs)
+
+    bleak.BleakScanner = PerGatewayScanner  # type: ignore[misc]
+
+    def undo() -> None:
+        bleak.BleakScanner = original  # type: ignore[misc]
+
+    return undo
+
+
 def grafana_note() -> str:
     """Where the Grafana provisioning files are, or that they are still to come."""
     path = PROJECT_ROOT / "dashboards" / "grafana"
@@ -177,6 +216,9 @@ class DemoRunner:
         self._control: ControlServer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._undo_ble: Callable[[], None] | None = None
+        # The simulators' folder: the BLE simulator finds each gateway's FAKE radio here.
+        self._sim_state_dir = self.settings.state_dir / "demo" / "simulators"
 
     # -- start ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -320,7 +362,7 @@ class DemoRunner:
             mqtt_host=host,
             mqtt_port=port,
             mqtt_ca_file=ca_file,
-            state_dir=self.settings.state_dir / "demo" / "simulators",
+            state_dir=self._sim_state_dir,
         )
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
         for family, devices in sorted(by_family.items()):
@@ -347,6 +389,8 @@ class DemoRunner:
     async def _start_agents(self, database: RegistryDatabase, fleet: DemoFleet) -> None:
         from hub.agent.agent import Agent
 
+        if any(d.family == "ble" for d in fleet.devices):
+            self._undo_ble = route_ble_by_gateway(self._sim_state_dir)
         host, port, _tls = mqtt_endpoint(self.settings)
         for gateway in fleet.gateways:
             link = GatewayLink(gateway.gateway_id, host, port)
@@ -373,6 +417,7 @@ class DemoRunner:
             )
 
     async def _run_agent(self, agent: Any) -> None:
+        _AGENT_GATEWAY.set(agent.gateway_id)  # its tasks inherit it: see route_ble_by_gateway
         try:
             await agent.run(self._agent_stop)
         except asyncio.CancelledError:
@@ -582,6 +627,8 @@ class DemoRunner:
                 await task
         for link in self._links.values():
             await link.close()
+        if self._undo_ble is not None:
+            self._undo_ble()
         if self._api_server is not None:
             self._api_server.should_exit = True
         if self._api_task is not None:
