@@ -30,7 +30,7 @@ from device_registry.web_api import ReadingsSource, TimedReadings
 from hub.influxql import InfluxQL
 from hub.ingest.device_status import StatusChange
 from hub.last_readings import InfluxLastReadings
-from hub.settings import Settings
+from hub.settings import ConfigError, Settings
 from hub.start_checks import bind_listener
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,22 @@ def open_directory(
     if database is None:
         database = open_database(settings.registry.resolved_database_url(settings.state_dir))
     return DatabaseDeviceDirectory(database)
+
+
+def api_tls_files(settings: Settings) -> tuple[str | None, str | None]:
+    """Certificate and key for ``registry.api_tls`` (the broker's), or (None, None)."""
+    if not settings.registry.api_tls:
+        return None, None
+    from hub.local_stack import tls_files
+
+    files = tls_files(settings)
+    for path in (files.cert_file, files.key_file):
+        if not path.is_file():
+            raise ConfigError(
+                f"registry.api_tls: {path} does not exist (run `kotahub stack up` first, "
+                "or set stack.tls_cert_file and stack.tls_key_file)"
+            )
+    return str(files.cert_file), str(files.key_file)
 
 
 def hub_directory(settings: Settings) -> DeviceDirectory:
@@ -244,6 +260,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     if with_api:
         # Bound before ingest starts, so a port in use stops the start with one line
         # (uvicorn's own bind failure exits from inside its task, with a traceback).
+        api_cert, api_key = api_tls_files(settings)
         api_socket = bind_listener(
             settings.registry.api_host, settings.registry.api_port, "registry.api_port"
         )
@@ -261,6 +278,8 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
                 host=settings.registry.api_host,
                 port=settings.registry.api_port,
                 log_level="warning",
+                ssl_certfile=api_cert,
+                ssl_keyfile=api_key,
             )
         )
     try:
@@ -278,7 +297,8 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
                 sockets = [api_socket] if api_socket is not None else None
                 group.create_task(server._serve(sockets), name="registry-api")
                 log.info(
-                    "registry API and technician page on http://%s:%d/ (OpenAPI at /docs)",
+                    "registry API and technician page on %s://%s:%d/ (OpenAPI at /docs)",
+                    "https" if settings.registry.api_tls else "http",
                     settings.registry.api_host,
                     settings.registry.api_port,
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceTypeCreate
 from drivers.flood.simulated_station import SimulatedStation
 from hub.agent.gateway_credential import credential_path, ensure_gateway_credential
+from hub.influxql import InfluxQL
 from hub.local_stack import LocalStack, agent_login, broker_admin, mqtt_connect_check, mqtt_password
 from hub.settings import ConfigError, Settings, load_settings
 from tests.broker_security import AclClient
@@ -183,6 +185,7 @@ def test_kotahub_run_with_a_gateway_id_just_works(
         f'[influx]\nurl = "{default_stack.influx.url}"\n'
         f'[ingest]\nclient_id = "{unique_id}-hub"\nmetrics_port = 0\n'
         f'[registry]\napi_port = {api_port}\ndatabase_url = "{database_url}"\n'
+        "api_tls = true\n"
         f'[agent]\ngateway_id = "{gw}"\nbuffer_dir = "{tmp_path / "agent"}"\n'
         f'credential_file = "{secret_file}"\nrefresh_interval_s = 0.5\n'
     )
@@ -200,14 +203,17 @@ def test_kotahub_run_with_a_gateway_id_just_works(
         text=True,
     )
     password = ""
+    api: httpx.Client | None = None
     try:
         wait_until(lambda: secret_file.is_file() or run.poll() is not None, 60)
         assert run.poll() is None, "kotahub run exited"
         password = secret_file.read_text().strip()
+        # https with the broker's certificate: the one CA file a field gateway keeps.
         api = httpx.Client(
-            base_url=f"http://127.0.0.1:{api_port}",
+            base_url=f"https://127.0.0.1:{api_port}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
+            verify=ssl.create_default_context(cafile=str(state / "mosquitto" / "tls" / "ca.crt")),
         )
 
         def api_up() -> bool:
@@ -233,13 +239,21 @@ def test_kotahub_run_with_a_gateway_id_just_works(
 
         # The agent publishes it under its gateway's topic, as that identity (the broker's
         # ACL lets it write kota/v1/gw/{gw}/ only); the hub takes it (the registry assigns
-        # the gauge to that gateway) and says online in the registry.
-        def reported_online() -> bool:
-            body = api.get(f"/api/v1/devices/{device}/status").json()
-            return body.get("online") is True and body.get("last_readings") == {"level_m": 0.5}
+        # the gauge to that gateway) and writes it to InfluxDB.
+        influx = InfluxQL(default_stack.influx.url)
 
-        wait_until(reported_online, 40)
+        def written() -> bool:
+            rows = influx.rows(
+                f"SELECT level_m FROM flood WHERE device_id = '{device}'",
+                database=default_stack.influx.database,
+            )
+            return any(row.get("level_m") == 0.5 for row in rows)
+
+        wait_until(written, 40)
+        influx.close()
     finally:
+        if api is not None:
+            api.close()
         run.send_signal(signal.SIGTERM)
         output = run.communicate(timeout=60)[0]
         print(output)
