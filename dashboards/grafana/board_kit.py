@@ -140,8 +140,13 @@ def series(
     description: str = "",
     stacked: bool = False,
     bars: bool = False,
+    min_interval: str | None = None,
 ) -> timeseries.Panel:
-    """A time series panel; thresholds are drawn as dashed lines."""
+    """A time series panel; thresholds are drawn as dashed lines.
+
+    ``min_interval`` keeps ``$__interval`` at or above the devices' reporting interval, so
+    a sum over devices sees each of them in every bucket (and a day costs fewer buckets).
+    """
     panel = (
         timeseries.Panel()
         .title(title)
@@ -170,6 +175,8 @@ def series(
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if bars:
         panel = panel.draw_style(common.GraphDrawStyle.BARS)
+    if min_interval:
+        panel = panel.interval(min_interval)
     for index, query in enumerate(queries):
         panel = panel.with_target(query.ref_id(chr(ord("A") + index)))
     return panel

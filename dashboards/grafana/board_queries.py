@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 from dashboards.grafana.grafana_interpolation import (
     ALL,
+    MIN_INTERVAL_MS,
     Interpolator,
     TimeRange,
     board_targets,
     board_variables,
+    duration_ms,
     select_columns,
 )
 
@@ -132,9 +134,14 @@ def run_board(
 ) -> Iterator[PanelResult]:
     """Each target of the board, filled and run."""
     values, all_values = variable_values(board, client, database, time_range, selection)
-    fill = Interpolator(time_range=time_range, values=values, all_values=all_values).fill
     for panel, target in board_targets(board):
-        statement = fill(str(target["query"]))
+        minimum = duration_ms(str(panel["interval"])) if panel.get("interval") else MIN_INTERVAL_MS
+        statement = Interpolator(
+            time_range=time_range,
+            values=values,
+            all_values=all_values,
+            min_interval_ms=minimum,
+        ).fill(str(target["query"]))
         started = time.perf_counter()
         series = list(client.query(statement, database=database))
         elapsed = (time.perf_counter() - started) * 1000

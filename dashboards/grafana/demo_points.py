@@ -45,13 +45,12 @@ class CitySize:
     ble_sensors: int = 2
 
     def scaled(self, factor: float) -> CitySize:
-        """Every count times ``factor`` (at least one of each)."""
-        return CitySize(
-            **{
-                name: max(1, round(getattr(self, name) * factor))
-                for name in self.__dataclass_fields__
-            }
-        )
+        """Every count times ``factor`` (at least one of each); detectors per controller stay."""
+        counts = {
+            name: max(1, round(getattr(self, name) * factor)) for name in self.__dataclass_fields__
+        }
+        counts["detectors_per_controller"] = self.detectors_per_controller
+        return CitySize(**counts)
 
 
 # Semarang's real counts (docs/indicators.md), for the benchmark's full-size city.

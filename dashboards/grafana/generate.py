@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -70,11 +71,38 @@ def alert_annotation() -> dict[str, object]:
     }
 
 
+def compact(panels: list[dict[str, Any]]) -> None:
+    """Move each panel up while nothing is in the way, as Grafana's grid does on load.
+
+    The SDK flows panels left to right and starts a new line below the tallest one; the
+    committed positions are the ones Grafana would show, so previews match.
+    """
+    placed: list[dict[str, int]] = []
+
+    def collides(pos: dict[str, int], y: int) -> bool:
+        return any(
+            pos["x"] < o["x"] + o["w"]
+            and o["x"] < pos["x"] + pos["w"]
+            and y < o["y"] + o["h"]
+            and o["y"] < y + pos["h"]
+            for o in placed
+        )
+
+    for panel in sorted(panels, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        pos = panel["gridPos"]
+        y = pos["y"]
+        while y > 0 and not collides(pos, y - 1):
+            y -= 1
+        pos["y"] = y
+        placed.append(pos)
+
+
 def board_json(builder: dash.Dashboard) -> dict[str, object]:
     """One board as the JSON dict Grafana reads, with the alert annotation added."""
     encoded = json.loads(JSONEncoder(sort_keys=True).encode(builder.build()))
     assert isinstance(encoded, dict)
     encoded["annotations"] = {"list": [alert_annotation()]}
+    compact(encoded["panels"])
     encoded["schemaVersion"] = SCHEMA_VERSION
     encoded["id"] = None
     return encoded

@@ -75,6 +75,18 @@ def interval_text(interval_ms: int) -> str:
     return f"{interval_ms}ms"
 
 
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def duration_ms(text: str) -> int:
+    """``5m`` -> 300000 (a panel's min interval); ValueError for anything else."""
+    match = _DURATION.fullmatch(text.strip().lstrip(">"))
+    if not match:
+        raise ValueError(f"not a Grafana interval: {text!r}")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
 def grafana_interval_ms(
     range_ms: int, max_data_points: int = DEFAULT_MAX_DATA_POINTS, min_ms: int = MIN_INTERVAL_MS
 ) -> int:
@@ -122,10 +134,14 @@ class Interpolator:
     values: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     all_values: Mapping[str, str] = field(default_factory=dict)
     max_data_points: int = DEFAULT_MAX_DATA_POINTS
+    # A panel's "Min interval" replaces the data source's.
+    min_interval_ms: int = MIN_INTERVAL_MS
 
     def interval_ms(self) -> int:
         """``$__interval`` in milliseconds."""
-        return grafana_interval_ms(self.time_range.range_ms, self.max_data_points)
+        return grafana_interval_ms(
+            self.time_range.range_ms, self.max_data_points, self.min_interval_ms
+        )
 
     def fill(self, query: str) -> str:
         """The query with macros and variables replaced; unknown variables raise KeyError."""

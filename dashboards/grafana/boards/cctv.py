@@ -26,6 +26,8 @@ UID = "kotahub-cctv"
 BY_DEVICE = '"device_id"'
 BY_DEVICE_KECAMATAN = '"device_id", "kecamatan"'
 BY_DEVICE_TEAM = '"device_id", "team"'
+# Cameras are checked every 5 minutes (drivers/cctv/device_types.py HEALTH_INTERVAL_S).
+CHECK = "5m"
 SHARE = [(None, "red"), (80, "orange"), (95, "green")]
 
 
@@ -111,6 +113,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 ).alias("$tag_kecamatan"),
                 unit="percentunit",
                 thresholds=[(None, "red"), (0.5, "green")],
+                min_interval=CHECK,
             )
         )
         .with_panel(
@@ -120,6 +123,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 _problem("black").alias("black"),
                 _problem("blurred").alias("blurred"),
                 bars=True,
+                stacked=True,
+                min_interval=CHECK,
             )
         )
         .with_row(section("Analytics"))
@@ -132,6 +137,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     'GROUP BY time($__interval), "site" fill(none)'
                 ).alias("$tag_site"),
                 thresholds=[(None, "green"), (20, "orange"), (50, "red")],
+                min_interval=CHECK,
             )
         )
         .with_panel(
@@ -142,6 +148,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     f"WHERE {KECAMATAN} AND $timeFilter "
                     'GROUP BY time($__interval), "site" fill(none)'
                 ).alias("$tag_site"),
+                min_interval=CHECK,
             )
         )
         .with_row(section("NVRs"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import stat
+from grafana_foundation_sdk.models import dashboard
 
 from dashboards.grafana.board_kit import (
     FAMILY,
@@ -70,7 +71,7 @@ def _freshness(family: str, field: str) -> stat.Panel:
 
 def build(figures: CityFigures) -> dash.Dashboard:
     """The city overview board."""
-    dashboard = (
+    built = (
         board(UID, f"Kotahub / {figures.city} overview", "The situation room's first screen.")
         .with_variable(kecamatan_variable())
         .with_variable(family_variable())
@@ -132,13 +133,15 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 w=12,
                 h=6,
             )
+            # Beside the map, under the bars and the count (the SDK would start a new line).
+            .grid_pos(dashboard.GridPos(h=6, w=12, x=12, y=7))
         )
         .with_row(section("Newest data per family"))
     )
     for family, field in FRESHNESS_FIELDS.items():
-        dashboard = dashboard.with_panel(_freshness(family, field))
+        built = built.with_panel(_freshness(family, field))
     return (
-        dashboard.with_row(section("Hub"))
+        built.with_row(section("Hub"))
         .with_panel(
             single(
                 "Messages in per second",

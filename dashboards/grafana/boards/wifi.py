@@ -26,6 +26,8 @@ from dashboards.grafana.influxql_query import InfluxQL
 
 UID = "kotahub-wifi"
 WHERE = f"{KECAMATAN} AND {DEVICE}"
+# Access points are polled every 60-300 s: buckets shorter than that miss some of them.
+POLL = "5m"
 
 
 def _aps(up: bool) -> InfluxQL:
@@ -86,13 +88,16 @@ def build(figures: CityFigures) -> dash.Dashboard:
             )
         )
         .with_row(section("Over time"))
-        .with_panel(series("Clients by kecamatan", _summed("clients"), stacked=True))
+        .with_panel(
+            series("Clients by kecamatan", _summed("clients"), stacked=True, min_interval=POLL)
+        )
         .with_panel(
             series(
                 "Throughput",
                 _summed("rx_bps").alias("rx $tag_kecamatan"),
                 _summed("tx_bps").alias("tx $tag_kecamatan"),
                 unit="bps",
+                min_interval=POLL,
             )
         )
         .with_panel(
@@ -106,6 +111,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     'WHERE $timeFilter GROUP BY time($__interval), "kecamatan" fill(none)'
                 ).alias("$tag_kecamatan"),
                 bars=True,
+                min_interval=POLL,
             )
         )
         .with_panel(
