@@ -55,7 +55,7 @@ class FleetRegistration:
     created: dict[str, int] = field(default_factory=dict)
     updated: int = 0
     unchanged: int = 0
-    issued: list[IssuedSecret] = field(default_factory=list)
+    issued: list[IssuedSecret] = field(default_factory=list, repr=False)  # secrets: not shown
     seconds: float = 0.0
 
     @property

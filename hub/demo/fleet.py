@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,7 +75,7 @@ class FleetGateway:
     lat: float
     lon: float
     mqtt_username: str | None
-    mqtt_password: str | None
+    mqtt_password: str | None = field(repr=False)  # never printed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -252,6 +252,8 @@ async def test_a_vehicle_publishes_under_its_own_registry_identity(
     assert vehicles
     assert all(d.mqtt_password == stored[d.device_id] for d in vehicles)
     assert fleet.gateways[0].mqtt_password == stored[fleet.gateways[0].gateway_id]
+    shown = repr(fleet)  # what a log line or a traceback would print
+    assert not [name for name, secret in stored.items() if secret in shown]
     with database.session() as session:
         kinds = dict(session.execute(select(MqttIdentity.device_id, MqttIdentity.kind)).all())
     assert kinds[fleet.gateways[0].gateway_id] == "gateway"
