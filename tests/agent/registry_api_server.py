@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 
@@ -20,16 +21,23 @@ from tests.conftest import free_port
 class ServedRegistry:
     """One registry API on 127.0.0.1:port; ``stop`` and ``start`` like a service manager."""
 
-    def __init__(self, service: RegistryService, port: int | None = None) -> None:
+    def __init__(
+        self,
+        service: RegistryService,
+        port: int | None = None,
+        *,
+        tls: tuple[Path, Path] | None = None,  # certificate and key: serve https
+    ) -> None:
         self.service = service
         self.port = port or free_port()
+        self.tls = tls
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The API's base address."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Serve until ``stop``; returns once uvicorn listens."""
@@ -40,6 +48,8 @@ class ServedRegistry:
                 port=self.port,
                 log_level="warning",
                 lifespan="off",
+                ssl_certfile=str(self.tls[0]) if self.tls else None,
+                ssl_keyfile=str(self.tls[1]) if self.tls else None,
             )
         )
         thread = threading.Thread(target=server.run, name="registry-uvicorn", daemon=True)
@@ -61,9 +71,11 @@ class ServedRegistry:
 
 
 @contextmanager
-def served_registry(service: RegistryService) -> Iterator[ServedRegistry]:
-    """A started registry API, stopped afterwards."""
-    served = ServedRegistry(service)
+def served_registry(
+    service: RegistryService, *, tls: tuple[Path, Path] | None = None
+) -> Iterator[ServedRegistry]:
+    """A started registry API (https with ``tls``), stopped afterwards."""
+    served = ServedRegistry(service, tls=tls)
     served.start()
     try:
         yield served

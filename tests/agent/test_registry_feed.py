@@ -29,6 +29,7 @@ from hub.agent.agent import Agent
 from hub.agent.cli import AgentStartError, build_agent
 from hub.agent.device_list_cache import DeviceListCache, DeviceListCacheError
 from hub.agent.registry_feed import RegistryFeedDirectory, feed_config
+from hub.local_ca import ensure_server_certificate
 from hub.settings import AgentSettings, Settings, load_settings
 from tests.agent.conftest import agent_settings, by_topic, wait_until
 from tests.agent.registry_api_server import ServedRegistry, served_registry
@@ -301,6 +302,28 @@ async def test_the_agent_polls_through_a_registry_outage_and_picks_up_new_device
         directory.close()
     payloads = by_topic(watcher.messages, f"dev/{second}/telemetry")
     assert payloads[0]["metrics"] == {"level_m": 1.7}
+
+
+def test_https_with_the_registry_ca_and_a_clear_line_without_it(
+    registry: ServedRegistry, tmp_path: Path
+) -> None:
+    files = ensure_server_certificate(tmp_path / "tls", ["127.0.0.1", "localhost"])
+    add_gauge(registry.service, "g-tls", "gw-a", 5020)
+    token = token_for(registry, "gw-a")
+    with served_registry(registry.service, tls=(files.cert_file, files.key_file)) as secure:
+        assert secure.url.startswith("https://")
+        trusted = feed_settings(
+            tmp_path / "a", secure, "gw-a", token, registry_ca_file=str(files.ca_file)
+        )
+        directory = RegistryFeedDirectory(feed_config(trusted, "gw-a"))
+        directory.close()
+        assert [d.device_id for d in directory.devices_for_gateway("gw-a")] == ["g-tls"]
+        # Without the CA the system's trust store does not know it: named, with the fix.
+        untrusted = feed_settings(tmp_path / "b", secure, "gw-a", token)
+        with pytest.raises(
+            AgentStartError, match=r"TLS certificate not trusted .*: set agent\.registry_ca_file"
+        ):
+            build_agent(untrusted, None)
 
 
 cache_documents = st.recursive(
