@@ -16,6 +16,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -124,6 +125,9 @@ def check_device(spec: DeviceSpec, config: DriverConfig) -> None:
     """Start-up check beyond the schema (no network): the poll timeout covers the work."""
     if not isinstance(config, CameraConfig):
         raise DriverError(spec.device_id, "cctv devices need a CameraConfig")
+    model = config.analytics.onnx_model
+    if model and not Path(model).is_file():
+        raise DriverError(spec.device_id, f"analytics.onnx_model: no file {model}")
     if spec.protocol == ISAPI:
         needed = config.listen_s + 5
         what = "listen_s + 5 s"

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from drivers.cctv import FAMILY, generated_scenes
 from drivers.cctv.camera_driver import AnalyticsConfig, SampleAnalytics, create_camera
 from drivers.cctv.onnx_plugin import OnnxPlugin, OnnxPluginError
-from drivers.framework import DeviceSpec, DriverError
+from drivers.framework import DeviceSpec, DriverConfigError, DriverError
 
 LABELS = "red,green,blue"
 
@@ -74,5 +74,15 @@ def test_missing_or_wrong_model_is_one_clear_error(tmp_path: Path) -> None:
         address="127.0.0.1:80",
         driver_config={"analytics": {"onnx_model": str(tmp_path / "absent.onnx")}},
     )
+    with pytest.raises(DriverConfigError, match=r"cam-bad: analytics\.onnx_model: no file"):
+        FAMILY.validate(spec)
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    broken = DeviceSpec(
+        device_id="cam-bad",
+        device_type="rt_camera",
+        protocol="onvif",
+        address="127.0.0.1:80",
+        driver_config={"analytics": {"onnx_model": str(tmp_path / "broken.onnx")}},
+    )
     with pytest.raises(DriverError, match="cam-bad: cannot load ONNX model"):
-        create_camera(spec, FAMILY.validate(spec))
+        create_camera(broken, FAMILY.validate(broken))
