@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,9 @@ from hub.ingest.wal_consumers import MetricValue, Reading
 log = logging.getLogger(__name__)
 
 MAX_WINDOW_SAMPLES = 512
+# A rate window or a silence clock that only moved on is saved at most this often (a
+# level or a pending move is saved at once): after a crash it is at most this stale.
+CHECKPOINT_MS = 10_000
 EVENT_KINDS = ("raise", "stage", "clear", "flap_start", "flap_end")
 
 
@@ -75,10 +78,20 @@ class Track:
     window: list[tuple[int, float]] = field(default_factory=list)
     changes: list[int] = field(default_factory=list)
     flapping: bool = False
+    saved_ms: int = 0  # in memory only: reading time of the last save
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        return {
+            "level": self.level,
+            "pending_level": self.pending_level,
+            "pending_since": self.pending_since,
+            "value": self.value,
+            "last_ms": self.last_ms,
+            "window": self.window,
+            "changes": self.changes,
+            "flapping": self.flapping,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Track:
@@ -210,6 +223,25 @@ class CompiledRule:
         return [(0.5, 0.5)]  # match and absence: the level is 0 or 1 already
 
 
+def _index_keys(compiled: CompiledRule) -> list[tuple[str, str]]:
+    """Where a rule is filed: under one scope key that every device it admits has."""
+    scope = compiled.rule.scope
+    if scope.devices:
+        return [("device", d) for d in scope.devices]
+    if scope.tags:
+        key, value = next(iter(scope.tags.items()))
+        return [(f"tag:{key}", value)]
+    if scope.kecamatan:
+        return [("kecamatan", k) for k in scope.kecamatan]
+    if scope.teams:
+        return [("team", t) for t in scope.teams]
+    if scope.device_types:
+        return [("type", t) for t in scope.device_types]
+    if scope.families:
+        return [("family", f) for f in scope.families]
+    return [("all", "")]
+
+
 class RuleEngine:
     """Evaluates compiled rules on readings, status changes and the passing of time."""
 
@@ -229,14 +261,12 @@ class RuleEngine:
         self._pending: set[str] = set()
         self._absence: set[str] = set()
         self._flapping: set[str] = set()
-        self._by_family: dict[str, list[CompiledRule]] = {}
-        self._any_family: list[CompiledRule] = []
+        # Rules indexed by their most selective scope key, so that a device is matched
+        # against its candidates only (15,000 devices x 1,000 rules would be slow).
+        self._index: dict[tuple[str, str], list[CompiledRule]] = {}
         for compiled in self.rules:
-            families = compiled.rule.scope.families
-            if not families:
-                self._any_family.append(compiled)
-            for family in families:
-                self._by_family.setdefault(family, []).append(compiled)
+            for key in _index_keys(compiled):
+                self._index.setdefault(key, []).append(compiled)
         # device id -> (rules by metric, offline rules, bands by rule id), per registry snapshot.
         self._device_cache: dict[str, tuple[dict[str, list[CompiledRule]], list[CompiledRule]]] = {}
         self._bands: dict[str, list[tuple[float, float]] | None] = {}
@@ -260,9 +290,11 @@ class RuleEngine:
                 self._flapping.add(key)
 
     def take_dirty(self) -> dict[str, Track]:
-        """The tracks changed since the last call."""
+        """The tracks changed since the last call (to be saved now)."""
         dirty = {key: self.tracks[key] for key in self.dirty if key in self.tracks}
         self.dirty = set()
+        for track in dirty.values():
+            track.saved_ms = max(track.last_ms, track.window[-1][0] if track.window else 0)
         return dirty
 
     # -- input -----------------------------------------------------------------------
@@ -278,9 +310,19 @@ class RuleEngine:
         if cached is not None:
             return cached
         record = self.directory.get(device_id)
+        all_tags = record.tags if record is not None else tags
+        keys = [("device", device_id), ("family", family), ("all", "")]
+        keys += [(f"tag:{k}", v) for k, v in all_tags.items()]
+        keys += [("kecamatan", all_tags.get("kecamatan", "")), ("team", all_tags.get("team", ""))]
+        if record is not None:
+            keys.append(("type", record.device_type))
+        candidates: dict[str, CompiledRule] = {}
+        for key in keys:
+            for compiled in self._index.get(key, ()):
+                candidates[compiled.id] = compiled
         by_metric: dict[str, list[CompiledRule]] = {}
         offline: list[CompiledRule] = []
-        for compiled in (*self._by_family.get(family, ()), *self._any_family):
+        for compiled in candidates.values():
             if not compiled.admits(device_id, family, record, tags):
                 continue
             metric = compiled.metric()
@@ -357,6 +399,8 @@ class RuleEngine:
             track = self.tracks.setdefault(key, Track())
             self._absence.add(key)
             track.last_ms = max(track.last_ms, t)
+            if t - track.saved_ms >= CHECKPOINT_MS:
+                self.dirty.add(key)
             target = 0
         else:
             number = _number(value)
@@ -369,11 +413,12 @@ class RuleEngine:
             measured = number
             if isinstance(rule, RateRule):
                 measured = self._change(track, rule, t, number)
+                if t - track.saved_ms >= CHECKPOINT_MS:
+                    self.dirty.add(key)
             elif _below(rule):
                 measured = -number
             target = level_of(measured, track.level, bands)
-        track.value = value
-        self.dirty.add(key)
+        track.value = value  # for messages; saved with the next change, not for itself
         return self._step(compiled, key, reading.device_id, track, target, t)
 
     @staticmethod
@@ -397,6 +442,7 @@ class RuleEngine:
             if track.pending_level is not None:
                 track.pending_level = None
                 self._pending.discard(key)
+                self.dirty.add(key)
             return []
         up = target > track.level
         rule = compiled.rule
@@ -408,6 +454,8 @@ class RuleEngine:
         same_way = track.pending_level is not None and (track.pending_level > track.level) == up
         if not same_way:
             track.pending_since = t
+        if track.pending_level != target:
+            self.dirty.add(key)
         track.pending_level = target
         if t - track.pending_since >= hold_s * 1000:
             return self._move(compiled, key, device_id, track, target, t)

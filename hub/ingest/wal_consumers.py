@@ -22,6 +22,7 @@ and logged as an error (``skipped_segments``).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -100,39 +101,6 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _split_unescaped(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` where it is not preceded by a backslash escape."""
-    if "\\" not in text:
-        return text.split(sep)
-    parts: list[str] = []
-    start = i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == sep:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return parts
-
-
-def _head_end(text: str) -> int:
-    """Index of the first unescaped space: where the measurement and tags end."""
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == " ":
-            return i
-        i += 1
-    raise LineProtocolError("no field set")
-
-
 def _value(raw: str) -> MetricValue:
     if raw == "true":
         return True
@@ -181,18 +149,49 @@ def _fields(text: str) -> dict[str, MetricValue]:
     return fields
 
 
+_HEAD_END = re.compile(r"(?<!\\) ")
+_TAG_SPLIT = re.compile(r"(?<!\\),")
+_KEY_SPLIT = re.compile(r"(?<!\\)=")
+_ESCAPE = re.compile(r"\\(.)")
+HEAD_CACHE = 100_000
+# Series key (measurement and tags, as written) -> (measurement, tags): a device's lines
+# share it, so each is split and unescaped once (the tags dict is shared: read only).
+_heads: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def _plain(text: str) -> str:
+    return _ESCAPE.sub(r"\1", text) if "\\" in text else text
+
+
+def _head(head: str) -> tuple[str, dict[str, str]]:
+    cached = _heads.get(head)
+    if cached is not None:
+        return cached
+    parts = _TAG_SPLIT.split(head)
+    tags: dict[str, str] = {}
+    for part in parts[1:]:
+        key, value = _KEY_SPLIT.split(part, 1)
+        tags[_plain(key)] = _plain(value)
+    cached = (_plain(parts[0]), tags)
+    if len(_heads) >= HEAD_CACHE:
+        _heads.clear()
+    _heads[head] = cached
+    return cached
+
+
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, MetricValue], int]:
-    """``(measurement, tags, fields, time_ms)`` of one line; raises LineProtocolError."""
+    """``(measurement, tags, fields, time_ms)`` of one line; raises LineProtocolError.
+
+    The tags dict may be shared between lines of one series: do not change it.
+    """
     try:
         rest, _, stamp = line.rpartition(" ")
-        end = _head_end(rest)
-        head, field_text = rest[:end], rest[end + 1 :]
-        parts = _split_unescaped(head, ",")
-        tags: dict[str, str] = {}
-        for part in parts[1:]:
-            key, value = _split_unescaped(part, "=")
-            tags[_unescape(key)] = _unescape(value)
-        return _unescape(parts[0]), tags, _fields(field_text), int(stamp)
+        match = _HEAD_END.search(rest)
+        if match is None:
+            raise LineProtocolError("no field set")
+        end = match.start()
+        measurement, tags = _head(rest[:end])
+        return measurement, tags, _fields(rest[end + 1 :]), int(stamp)
     except LineProtocolError:
         raise
     except ValueError as err:
