@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,14 @@ def test_a_broker_that_refuses_the_identities_leaves_nothing_registered(
         client.close()
     assert count_devices(database) == 0
     assert not secrets_path(tmp_path).exists()
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_in_the_file_are_refused_in_one_line(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fleet.json"
+        path.write_bytes(data)
+        with pytest.raises(FleetFileError) as caught:
+            load_fleet_file(path)
+    assert "\n" not in str(caught.value)
