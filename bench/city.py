@@ -1,0 +1,569 @@
+"""City benchmark (``make bench-city``): one whole simulated city at its real reporting rates.
+
+Everything runs on this box, each part in a process of its own so that its CPU share can be
+measured with psutil: Mosquitto and InfluxDB (a private stack on free ports under a temp
+folder), the hub (ingest), the simulators, and the agents (one per gateway, in one
+process). The fleet is the demo's (``--scale city``: 10,700 cameras, 2,300 WiFi points,
+54 ATCS controllers, about 150 gauges and pumps, 450 vehicles), registered once.
+
+Measured in the same run:
+
+- CPU cores of each part over the measuring window (CPU seconds / wall seconds), and the
+  idle stack (Mosquitto + InfluxDB with no fleet, the reference);
+- hub p99 publish-to-queryable: probe trackers publish stamped with their publish time,
+  a poller asks InfluxDB every 200 ms (an upper bound: it includes up to one poll);
+- points written vs points the simulators produced, per family, after the simulators stop
+  and everything they produced has drained (must be equal);
+- InfluxDB disk growth over the window, extrapolated per day and per 30 days (an upper
+  bound: a short run has not compacted its shards yet).
+
+    python -m bench.city [--scale city] [--duration-s 600] [--fleet-file F]
+
+Prints a table, then ONE JSON line (the last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.bench_stack import BenchError, free_port, percentile
+from hub.influxql import InfluxQL
+from hub.local_stack import LocalStack, mqtt_password
+from hub.settings import Settings, load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ROLES = ("hub", "simulators", "agents")
+PROBE_PREFIX = "bench-probe"
+PROBE_TYPE = "gps_tracker"
+TARGET_CORES = 0.5
+READY_TIMEOUT_S = 300.0
+DRAIN_TIMEOUT_S = 180.0
+IDLE_REFERENCE_S = 5.0
+NON_FAMILY = frozenset({"device_status", "deadletter", "hub", "alert"})
+
+
+# -- the children ----------------------------------------------------------------------
+def run_role(
+    role: str, config: Path, out_dir: Path, fleet_file: Path | None, scale: str, speed: float
+) -> None:
+    """A child process: one part of the demo (at real speed by default) until SIGTERM."""
+    import logging
+
+    from hub.demo.runner import DemoOptions, DemoRunner
+
+    settings = load_settings(config)
+    logging.basicConfig(
+        level=logging.WARNING,
+        filename=str(out_dir / f"{role}.log"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = DemoOptions(
+        speed=speed,
+        scale=scale,  # type: ignore[arg-type]
+        manage_stack=False,
+        with_api=False,
+        fleet_file=fleet_file,
+        parts=frozenset({role}),
+    )
+
+    if role != "hub":
+        # Started with the hub to import meanwhile; nothing is published before the hub's
+        # persistent session exists (what comes before it would be lost, as it should).
+        from hub.demo.fleet import all_simulators
+
+        all_simulators()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not (out_dir / "ready-hub").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    async def main() -> None:
+        runner = DemoRunner(settings, options)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.start()
+        (out_dir / f"ready-{role}").write_text(str(os.getpid()))
+        await stop.wait()
+        stats = role_stats(runner, role)
+        await runner.stop()
+        if role == "hub":
+            stats["lines_written"] = runner._ingest.stats.lines_written
+        (out_dir / f"stats-{role}.json").write_text(json.dumps(stats))
+
+    asyncio.run(main())
+
+
+def role_stats(runner: Any, role: str) -> dict[str, Any]:
+    """What a child reports at its end: readings produced, polled, written."""
+    if role == "simulators":
+        return {
+            "produced": {f: s.stats.total for f, s in runner._simulators.items()},
+            "by_device": {
+                device: count
+                for s in runner._simulators.values()
+                for device, count in s.stats.by_device().items()
+            },
+        }
+    if role == "agents":
+        return {"readings": sum(a.stats.readings for a in runner._agents)}
+    stats = runner._ingest.stats
+    return {
+        "messages_in": stats.messages_in,
+        "lines_written": stats.lines_written,
+        "deadletters": dict(stats.deadletters),
+    }
+
+
+# -- the parent ------------------------------------------------------------------------
+@dataclass
+class CityBench:
+    """One run: the stack, the registered fleet, the three children, the probes."""
+
+    scale: str
+    duration_s: float
+    fleet_file: Path | None
+    probes: int
+    speed: float = 1.0
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kotahub-city-")))
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.state_dir = self.root / "state"
+        self.config = self.root / "kotahub.toml"
+        self.config.write_text(
+            f'state_dir = "{self.state_dir}"\n'
+            f"[mqtt]\nport = {free_port()}\ntls_port = {free_port()}\n"
+            f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\n'
+            f"[stack]\ninflux_rpc_port = {free_port()}\nstart_timeout_s = 60\n"
+            # The probes publish as the admin identity: "full" lets it write under kota/.
+            'admin_acl = "full"\n'
+            f"[ingest]\nmetrics_port = 0\n"
+            f"[registry]\napi_port = {free_port()}\n"
+        )
+        self.settings: Settings = load_settings(self.config)
+        self.stack = LocalStack(self.settings)
+
+    def log(self, message: str) -> None:
+        """Progress on stderr (the last stdout line is the JSON)."""
+        print(f"[city {time.monotonic() - self.t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    def register(self) -> int:
+        """Register the fleet once (the children find it registered) and the probes."""
+        from hub.demo.runner import DemoOptions, DemoRunner
+
+        runner = DemoRunner(
+            self.settings,
+            DemoOptions(
+                speed=1.0,
+                scale=self.scale,  # type: ignore[arg-type]
+                manage_stack=False,
+                with_api=False,
+                fleet_file=self.fleet_file,
+                parts=frozenset(),
+            ),
+        )
+
+        async def go() -> int:
+            started = time.monotonic()
+            await runner.start()
+            assert runner.fleet is not None
+            count = len(runner.fleet.devices)
+            self.log(f"fleet of {count:,} devices registered in {time.monotonic() - started:.1f} s")
+            await runner.stop()
+            return count
+
+        count = asyncio.run(go())
+        self._register_probes()
+        return count
+
+    def _register_probes(self) -> None:
+        from device_registry.database import open_database
+        from device_registry.registry_service import RegistryService
+        from device_registry.schemas import DeviceCreate
+
+        database = open_database(
+            self.settings.registry.resolved_database_url(self.settings.state_dir)
+        )
+        try:
+            service = RegistryService(database, None)
+            for index in range(self.probes):
+                service.create_device(
+                    DeviceCreate(
+                        id=f"{PROBE_PREFIX}-{index}", device_type=PROBE_TYPE, state="active"
+                    ),
+                    actor="bench-city",
+                    issue_credentials=False,
+                )
+        finally:
+            database.close()
+
+    def spawn(self, role: str) -> None:
+        """Start one child (``wait_ready`` waits for it)."""
+        argv = [sys.executable, "-m", "bench.city", "--role", role, "--config", str(self.config)]
+        argv += ["--out", str(self.root), "--scale", self.scale, "--speed", str(self.speed)]
+        if self.fleet_file is not None:
+            argv += ["--fleet-file", str(self.fleet_file)]
+        log_file = (self.root / f"{role}.stderr").open("ab")
+        self.children[role] = subprocess.Popen(
+            argv, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, role: str) -> None:
+        """Wait until a child says it is ready; its log's tail if it exited."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not (self.root / f"ready-{role}").exists():
+            if self.children[role].poll() is not None:
+                tail = (self.root / f"{role}.stderr").read_text(errors="replace")[-2000:]
+                raise BenchError(f"{role} exited during start-up:\n{tail}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{role} not ready within {READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+
+    def stop_child(self, role: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """SIGTERM one child (if not yet), wait, return its stats."""
+        proc = self.children.pop(role)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise BenchError(f"{role} did not stop within {timeout_s:.0f} s") from None
+        path = self.root / f"stats-{role}.json"
+        if not path.exists():
+            raise BenchError(f"{role} left no stats (exit {proc.returncode})")
+        return dict(json.loads(path.read_text()))
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """Each part's process: the children and the stack's two servers."""
+        out = {role: psutil.Process(proc.pid) for role, proc in self.children.items()}
+        for name, part in (("broker", "mosquitto"), ("influxdb", "influxdb")):
+            record = json.loads((self.stack.run_dir / f"{part}.json").read_text())
+            out[name] = psutil.Process(int(record["pid"]))
+        return out
+
+    def close(self) -> None:
+        """Stop whatever still runs and remove the temp folder."""
+        for role in list(self.children):
+            with contextlib.suppress(Exception):
+                proc = self.children.pop(role)
+                proc.kill()
+                proc.wait(5)
+        with contextlib.suppress(Exception):
+            self.stack.down()
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of a process and its children."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+class LatencyProbe:
+    """Probe trackers publish stamped with the publish time; a poller finds them in InfluxDB."""
+
+    def __init__(self, settings: Settings, probes: int) -> None:
+        self.settings = settings
+        self.ids = [f"{PROBE_PREFIX}-{i}" for i in range(probes)]
+        self.sent: dict[int, float] = {}
+        self.latencies_ms: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._influx = InfluxQL(settings.influx.url, timeout_s=10.0)
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="bench-city-probe",
+            protocol=mqtt.MQTTv311,
+        )
+        self._client.username_pw_set(settings.mqtt.username, mqtt_password(settings))
+        self._threads = [
+            threading.Thread(target=self._publish, daemon=True),
+            threading.Thread(target=self._poll, daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Connect and start both threads."""
+        self._client.connect(self.settings.mqtt.host, self.settings.mqtt.port, keepalive=60)
+        self._client.loop_start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop publishing and polling."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._influx.close()
+
+    def _publish(self) -> None:
+        last = 0
+        index = 0
+        while not self._stop.wait(1.0 / max(1, len(self.ids))):
+            ts = max(int(time.time() * 1000), last + 1)
+            last = ts
+            device = self.ids[index % len(self.ids)]
+            index += 1
+            payload = json.dumps(
+                {"ts": ts, "metrics": {"lat": -6.98, "lon": 110.41, "speed_kmh": 0.0}}
+            )
+            with self._lock:
+                self.sent[ts] = time.time() * 1000
+            self._client.publish(f"kota/v1/dev/{device}/telemetry", payload, qos=1)
+
+    def _poll(self) -> None:
+        database = self.settings.influx.database
+        while not self._stop.wait(0.2):
+            with self._lock:
+                pending = sorted(self.sent)
+            if not pending:
+                continue
+            try:
+                series = self._influx.query(
+                    f"SELECT lat FROM gps WHERE device_id =~ /^{PROBE_PREFIX}-/ "
+                    f"AND time >= {pending[0]}ms",
+                    database=database,
+                )
+            except Exception:  # a failed poll is retried at the next tick
+                continue
+            now = time.time() * 1000
+            with self._lock:
+                for item in series:
+                    for row in item.values:
+                        ts = _epoch_ms(row[0])
+                        sent = self.sent.pop(ts, None)
+                        if sent is not None:
+                            self.latencies_ms.append(now - sent)
+
+
+def _epoch_ms(value: Any) -> int:
+    if isinstance(value, int | float):
+        return int(value)
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def written_by_family(influx: InfluxQL, database: str) -> dict[str, int]:
+    """Points per family in InfluxDB, probes excluded.
+
+    A point's fields are counted separately by InfluxQL: a device's points are the largest
+    of its fields' counts (each point of a device carries that field).
+    """
+    out: dict[str, int] = {}
+    for item in influx.query("SHOW MEASUREMENTS", database=database):
+        for (name,) in item.values:
+            if name in NON_FAMILY:
+                continue
+            for series in influx.query(
+                f'SELECT count(*) FROM "{name}" GROUP BY "device_id"',
+                database=database,
+            ):
+                if (series.tags or {}).get("device_id", "").startswith(PROBE_PREFIX):
+                    continue
+                counts = [int(v) for row in series.values for v in row[1:] if v is not None]
+                out[name] = out.get(name, 0) + (max(counts) if counts else 0)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole run; returns the figures."""
+    bench = CityBench(args.scale, args.duration_s, args.fleet_file, args.probes, args.speed)
+    try:
+        bench.log(f"stack under {bench.root}")
+        bench.stack.up()
+        devices = bench.register()
+        procs = bench.processes()
+        before = {n: cpu_seconds(p) for n, p in procs.items()}
+        time.sleep(args.idle_s)
+        idle_cores = sum(cpu_seconds(p) - before[n] for n, p in procs.items()) / args.idle_s
+        # The hub first: its persistent session must exist before anything is published.
+        bench.log("starting the hub, then the simulators and the agents")
+        for role in ROLES:
+            bench.spawn(role)
+        for role in ROLES:
+            bench.wait_ready(role)
+        probe = LatencyProbe(bench.settings, args.probes)
+        probe.start()
+        procs = bench.processes()
+        machine0 = psutil.cpu_times()
+        cpu0 = {n: cpu_seconds(p) for n, p in procs.items()}
+        influx_dir = bench.stack.influx_dir
+        disk0 = folder_bytes(influx_dir)
+        t0 = time.monotonic()
+        bench.log(f"measuring {args.duration_s:.0f} s")
+        while time.monotonic() - t0 < args.duration_s:
+            time.sleep(min(10.0, args.duration_s - (time.monotonic() - t0)) or 0.1)
+        window = time.monotonic() - t0
+        cpu1 = {n: cpu_seconds(p) for n, p in procs.items()}
+        machine1 = psutil.cpu_times()
+        disk1 = folder_bytes(influx_dir)
+        probe.stop()
+        cores = {n: (cpu1[n] - cpu0[n]) / window for n in procs}
+        busy = (
+            sum(machine1)
+            - machine1.idle
+            - getattr(machine1, "iowait", 0.0)
+            - (sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0.0))
+        ) / window
+        bench.log("stopping the simulators; waiting for everything produced to be written")
+        sims = bench.stop_child("simulators")
+        produced: dict[str, int] = {k: int(v) for k, v in sims["produced"].items()}
+        influx = InfluxQL(bench.settings.influx.url, timeout_s=60.0)
+        database = bench.settings.influx.database
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        written: dict[str, int] = {}
+        stable_since, last_total = time.monotonic(), -1
+        while time.monotonic() < deadline:
+            written = written_by_family(influx, database)
+            total = sum(written.get(f, 0) for f in produced)
+            if all(written.get(f, 0) >= n for f, n in produced.items()):
+                break
+            if total != last_total:
+                stable_since, last_total = time.monotonic(), total
+            elif time.monotonic() - stable_since > 30:
+                break  # nothing moved for 30 s: what is missing is lost
+            time.sleep(2.0)
+        for role in ("agents", "hub"):  # both at once; each writes its stats as it ends
+            bench.children[role].send_signal(signal.SIGTERM)
+        agents = bench.stop_child("agents")
+        hub = bench.stop_child("hub")
+        influx.close()
+        bench.log("stopped")
+        missing = {f: max(0, n - written.get(f, 0)) for f, n in produced.items()}
+        messages = hub.get("messages_in", 0)
+        return {
+            "devices": devices,
+            "window_s": window,
+            "msg_per_s": messages / max(window, 1e-9),
+            "cores": cores,
+            "idle_stack_cores": idle_cores,
+            "machine_busy_cores": busy,
+            "p99_ms": percentile(probe.latencies_ms, 99),
+            "p50_ms": percentile(probe.latencies_ms, 50),
+            "probes_seen": len(probe.latencies_ms),
+            "produced": produced,
+            "written": written,
+            "missing": missing,
+            "agent_readings": agents.get("readings", 0),
+            "deadletters": hub.get("deadletters", {}),
+            "disk_growth_bytes": disk1 - disk0,
+        }
+    finally:
+        bench.close()
+
+
+def report(figures: dict[str, Any]) -> dict[str, Any]:
+    """Print the table; return the JSON summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    window = figures["window_s"]
+    per_day_gb = figures["disk_growth_bytes"] / window * 86400 / 1e9
+    cores = figures["cores"]
+    total = sum(cores.values())
+    table = Table(title=f"City bench: {figures['devices']:,} devices, {window:.0f} s window")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in sorted(cores.items()):
+        table.add_row(f"CPU cores: {name}", f"{value:.3f}")
+    table.add_row("CPU cores: all parts", f"{total:.3f} (target <= {TARGET_CORES})")
+    table.add_row("reference: idle stack (broker + InfluxDB)", f"{figures['idle_stack_cores']:.3f}")
+    table.add_row("reference: whole machine busy", f"{figures['machine_busy_cores']:.2f}")
+    table.add_row("messages in / s (hub)", f"{figures['msg_per_s']:.1f}")
+    table.add_row(
+        "publish -> queryable p50 / p99 ms",
+        f"{figures['p50_ms']:.0f} / {figures['p99_ms']:.0f} ({figures['probes_seen']} probes)",
+    )
+    for family, count in sorted(figures["produced"].items()):
+        table.add_row(
+            f"points {family}: produced / written",
+            f"{count:,} / {figures['written'].get(family, 0):,}",
+        )
+    table.add_row("InfluxDB disk per day / 30 days", f"{per_day_gb:.3f} / {per_day_gb * 30:.2f} GB")
+    Console(stderr=True).print(table)
+    p99 = figures["p99_ms"]
+    return {
+        "devices": figures["devices"],
+        "msg_per_s": round(figures["msg_per_s"], 1),
+        "cpu_cores_total": round(total, 3),
+        "cpu_cores_hub": round(cores.get("hub", 0.0), 3),
+        "p99_ms": None if math.isnan(p99) else round(p99, 1),
+        "points_missing": sum(figures["missing"].values()),
+        "disk_gb_per_30d": round(per_day_gb * 30, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options; run the bench (or one child role)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scale", choices=("sample", "city"), default="city")
+    parser.add_argument("--duration-s", type=float, default=600.0)
+    parser.add_argument("--fleet-file", type=Path, default=None)
+    parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--idle-s", type=float, default=IDLE_REFERENCE_S)
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="simulated time x real (1: real rates)"
+    )
+    parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        run_role(args.role, args.config, args.out, args.fleet_file, args.scale, args.speed)
+        return 0
+    if min(args.duration_s, args.idle_s, args.speed) <= 0 or args.probes < 1:
+        parser.error("--duration-s, --idle-s and --speed must be positive, --probes at least 1")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        figures = run(args)
+    except BenchError as err:
+        print(f"bench-city failed: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report(figures)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
