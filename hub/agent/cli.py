@@ -77,11 +77,12 @@ def run_agent(settings: Settings, gateway_id: str | None) -> Agent:
     agent = build_agent(settings, gateway_id)
     devices = agent.directory.devices_for_gateway(agent.gateway_id)
     logging.getLogger(__name__).info(
-        "agent %s: %d device(s) assigned, broker %s:%d",
+        "agent %s: %d device(s) assigned, broker %s:%d%s",
         agent.gateway_id,
         len(devices),
-        settings.mqtt.host,
-        settings.mqtt.port,
+        agent.publisher.host,
+        agent.publisher.port,
+        " (TLS)" if settings.mqtt.tls else "",
     )
     try:
         asyncio.run(run_until_signal(agent))
