@@ -93,6 +93,9 @@ class CameraConfig(DriverConfig):
     events: bool = Field(default=True, description="Pull tamper, motion, image-quality events.")
     stream_uri: str | None = Field(default=None, description="Unset: ONVIF GetStreamUri.")
     stream: bool = Field(default=True, description="false: ONVIF health and events only.")
+    profile: int = Field(
+        default=1, ge=0, le=15, description="Media profile sampled: 1 is most cameras' substream."
+    )
     sample_every_s: float = Field(
         default=3600.0, ge=0, description="0: sample on every poll (tests, analytics cameras)."
     )
@@ -245,6 +248,7 @@ class CctvCamera:
                 password=config.password,
                 timeout_s=config.timeout_s,
                 events=config.events,
+                profile=config.profile,
             )
         )
         self.background = BackgroundModel()

@@ -68,6 +68,7 @@ class OnvifTarget:
     password: str
     timeout_s: float = 5.0
     events: bool = True
+    profile: int = 1  # the substream on most cameras; the last profile when fewer
 
 
 @dataclass(slots=True)
@@ -209,13 +210,14 @@ class OnvifHealth:
         return self._camera
 
     async def _read_media(self, camera: ONVIFCamera) -> None:
-        """Profiles, nominal fps, stream and snapshot URIs: they change rarely, so once."""
+        """Profiles, nominal fps, stream and snapshot URIs of the sampled profile (once)."""
         media = await camera.create_media_service()
         profiles = list(await media.GetProfiles() or [])
         out: dict[str, MetricValue] = {"profiles": len(profiles)}
         if profiles:
-            token = profiles[0].token
-            encoder = getattr(profiles[0], "VideoEncoderConfiguration", None)
+            chosen = profiles[min(self.target.profile, len(profiles) - 1)]
+            token = chosen.token
+            encoder = getattr(chosen, "VideoEncoderConfiguration", None)
             rate = getattr(getattr(encoder, "RateControl", None), "FrameRateLimit", None)
             if rate:
                 self._fps_nominal = float(rate)

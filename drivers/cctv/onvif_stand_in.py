@@ -67,6 +67,7 @@ class StandInCamera:
     stream_uri: str = "rtsp://127.0.0.1:554/stream1"
     snapshot_uri: str = "http://127.0.0.1/snapshot.jpg"
     nominal_fps: int = 25
+    sub_fps: int = 10
     # "http401": a 401 to every authenticated call; "fault": a NotAuthorized SOAP fault.
     reject_auth: str | None = None
     fault_on: set[str] = field(default_factory=set)
@@ -102,6 +103,21 @@ def _fault(subcode: str, reason: str) -> str:
         "<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode>"
         f"<s:Value>{subcode}</s:Value></s:Subcode></s:Code>"
         f'<s:Reason><s:Text xml:lang="en">{escape(reason)}</s:Text></s:Reason></s:Fault>'
+    )
+
+
+def _profile(token: str, width: int, height: int, fps: int) -> str:
+    return (
+        f'<trt:Profiles token="{token}" fixed="true"><tt:Name>{token}</tt:Name>'
+        f'<tt:VideoEncoderConfiguration token="venc_{token}"><tt:Name>{token}</tt:Name>'
+        "<tt:UseCount>1</tt:UseCount><tt:Encoding>H264</tt:Encoding>"
+        f"<tt:Resolution><tt:Width>{width}</tt:Width><tt:Height>{height}</tt:Height>"
+        "</tt:Resolution><tt:Quality>5</tt:Quality><tt:RateControl>"
+        f"<tt:FrameRateLimit>{fps}</tt:FrameRateLimit>"
+        "<tt:EncodingInterval>1</tt:EncodingInterval>"
+        "<tt:BitrateLimit>2048</tt:BitrateLimit></tt:RateControl>"
+        "<tt:SessionTimeout>PT60S</tt:SessionTimeout>"
+        "</tt:VideoEncoderConfiguration></trt:Profiles>"
     )
 
 
@@ -239,16 +255,9 @@ class OnvifStandIn:
             ),
             "GetProfiles": lambda: (
                 "<trt:GetProfilesResponse>"
-                '<trt:Profiles token="profile_main" fixed="true"><tt:Name>main</tt:Name>'
-                '<tt:VideoEncoderConfiguration token="venc_main"><tt:Name>main</tt:Name>'
-                "<tt:UseCount>1</tt:UseCount><tt:Encoding>H264</tt:Encoding>"
-                "<tt:Resolution><tt:Width>1920</tt:Width><tt:Height>1080</tt:Height>"
-                "</tt:Resolution><tt:Quality>5</tt:Quality><tt:RateControl>"
-                f"<tt:FrameRateLimit>{camera.nominal_fps}</tt:FrameRateLimit>"
-                "<tt:EncodingInterval>1</tt:EncodingInterval>"
-                "<tt:BitrateLimit>2048</tt:BitrateLimit></tt:RateControl>"
-                "<tt:SessionTimeout>PT60S</tt:SessionTimeout>"
-                "</tt:VideoEncoderConfiguration></trt:Profiles></trt:GetProfilesResponse>"
+                + _profile("profile_main", 1920, 1080, camera.nominal_fps)
+                + _profile("profile_sub", 640, 360, camera.sub_fps)
+                + "</trt:GetProfilesResponse>"
             ),
             "GetStreamUri": lambda: self._media_uri("GetStreamUriResponse", camera.stream_uri),
             "GetSnapshotUri": lambda: self._media_uri(

@@ -49,8 +49,8 @@ async def test_healthy_camera_reports_identity_media_and_clock(
     assert health["device_model"] == stand_in.camera.model
     assert health["firmware"] == stand_in.camera.firmware
     assert health["serial"] == stand_in.camera.serial
-    assert health["profiles"] == 1
-    assert health["fps_nominal"] == 25.0
+    assert health["profiles"] == 2
+    assert health["fps_nominal"] == 10.0  # the substream (profile 1) is the one sampled
     assert health["stream_uri_ok"] is True
     assert health["snapshot_uri_ok"] is True
     assert health["events_ok"] is True

@@ -113,6 +113,7 @@ async def test_camera_poll_samples_the_onvif_stream(
             "sample_every_s": 0,
             "sample_s": 1.5,
             "events": False,
+            "profile": 0,  # the main stream, whose profile promises 25 fps
         },
     )
     camera = create_camera(spec, FAMILY.validate(spec))
