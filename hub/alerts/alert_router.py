@@ -12,7 +12,8 @@ The routing file (YAML, ``[alerts] routing``)::
     default: {notify: ["mailto://situation-room@..."]}
 
 The first team whose ``match`` takes the alert (every key given must match: its
-device's kecamatan, family, registry team, severity) gets it; else ``default``.
+device's kecamatan, family, registry team, severity) gets it; else ``default``. A device
+the registry has in ``maintenance`` pages no one (its alerts are still recorded).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from device_registry.directory import DeviceDirectory
 from hub.alerts.alert_store import AlertRow, AlertStore, PageMaker
 from hub.alerts.rule_engine import AlertEvent
 from hub.alerts.rule_model import RuleError, Severity, seconds_of
@@ -128,8 +130,14 @@ def _title(alert: AlertRow, kind: str) -> str:
 class AlertRouter(PageMaker):
     """Turns events into pages, and runs escalations and repeats from the store."""
 
-    def __init__(self, routing: Routing) -> None:
+    def __init__(self, routing: Routing, directory: DeviceDirectory | None = None) -> None:
         self.routing = routing
+        self.directory = directory
+
+    def in_maintenance(self, device_id: str) -> bool:
+        """Whether the registry has the device in maintenance (it pages no one)."""
+        record = self.directory.get(device_id) if self.directory is not None else None
+        return record is not None and record.state == "maintenance"
 
     def team(self, alert: AlertRow) -> Team | None:
         """The team that takes the alert, or the default."""
@@ -141,7 +149,7 @@ class AlertRouter(PageMaker):
     def pages(self, event: AlertEvent, alert: AlertRow, silenced: bool) -> list[tuple[str, str]]:
         """Pages for one event: none when silenced, acknowledged or flapping."""
         team = self.team(alert)
-        if team is None or silenced:
+        if team is None or silenced or self.in_maintenance(alert.device_id):
             return []
         kind = event.kind
         if kind in ("raise", "stage") and (alert.acked_ms is not None or event.flapping):
@@ -160,7 +168,7 @@ class AlertRouter(PageMaker):
         """Escalate alerts not acknowledged in time; repeat pages at the team's interval."""
         for alert in store.firing_unacked():
             team = self.team(alert)
-            if team is None or alert.flapping:
+            if team is None or alert.flapping or self.in_maintenance(alert.device_id):
                 continue
             level = alert.escalation
             if level < len(team.escalate):

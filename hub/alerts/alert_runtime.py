@@ -86,7 +86,7 @@ def attach_alerts(
     clock = clock or SystemClock()
     rules = load_rule_files(list(cfg.rules))
     routing = load_routing(cfg.routing) if cfg.routing else Routing()
-    router = AlertRouter(routing)
+    router = AlertRouter(routing, service.directory)
     database = alert_database(settings)
     store = AlertStore(database)
     engine = RuleEngine(rules, service.directory, clock)

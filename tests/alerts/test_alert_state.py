@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,9 @@ class Rig:
     def open(self) -> None:
         defaults, rules = parse_rules(RULES, "rules.yaml")
         self.store = AlertStore(self.tmp_path / "alerts.sqlite3")
-        self.router = AlertRouter(load_routing(self.routing_path))
-        engine = RuleEngine([(defaults, r) for r in rules], SnapshotDirectory(GAUGES), self.clock)
+        self.directory = SnapshotDirectory(GAUGES)
+        self.router = AlertRouter(load_routing(self.routing_path), self.directory)
+        engine = RuleEngine([(defaults, r) for r in rules], self.directory, self.clock)
         self.consumer = AlertConsumer(
             engine,
             self.store,
@@ -272,3 +274,20 @@ def test_routing_file_errors_name_the_key(tmp_path: Path) -> None:
     path.write_text("teams: [{id: t, escalate: [{after: soon, notify: [x]}]}]")
     with pytest.raises(RuleError, match=r"routing.yaml: key 'teams.0.escalate.0.after'"):
         load_routing(path)
+
+
+def test_a_device_in_maintenance_pages_no_one(
+    rig: tuple[Rig, WebhookReceiver, SmtpReceiver],
+) -> None:
+    r, webhook, smtp = rig
+    r.directory.replace([replace(GAUGES[0], state="maintenance"), GAUGES[1]])
+    r.feed("g1", 3.5)
+    r.tick(16 * 60)  # no escalation either
+    assert r.send() == 0
+    assert r.store.alert("high-water|g1").state == "firing"  # recorded all the same
+    # Back in service: the escalation that is due now goes out.
+    r.directory.replace(GAUGES)
+    r.tick(1)
+    assert r.send() == 1
+    smtp.wait_for(1)
+    assert webhook.posts == []
