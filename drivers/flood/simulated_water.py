@@ -8,7 +8,8 @@ physics as properties without a server:
 * storms: most afternoons of the rainy season bring one convective storm to an area
   (14:00-19:00 WIB, 5-45 mm/h for 0.5-2 h), drawn from the area and the day;
 * a gauge rises with its area's rain through a linear reservoir (time constant 1.5 h),
-  ``lag_h`` later than the rain gauges tip;
+  ``lag_h`` later than the rain gauges tip, and a lowland gauge also with a share of the
+  rain on the hills upstream of it (its ``catchment``), later still;
 * a pump station's basin fills with that runoff (and with the tide, at the coast, when
   the gravity outlet is closed) and its pumps start and stop on level, with hysteresis.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -34,6 +36,15 @@ class Storm:
     start_h: float
     duration_h: float
     mm_per_h: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tributary:
+    """An upstream area whose rain reaches a gauge: ``lag_h`` later, ``weight`` of it."""
+
+    area: str
+    lag_h: float
+    weight: float
 
 
 def tide_m(t_h: float, *, amplitude_m: float = 0.45, phase_h: float = 0.0) -> float:
@@ -111,9 +122,17 @@ def gauge_level_m(
     coastal: bool = False,
     lag_h: float = 1.0,
     tide_phase_h: float = 0.0,
+    catchment: Sequence[Tributary] = (),
 ) -> float:
-    """A canal or river level: base, the tide at the coast, and the area's runoff."""
+    """A canal or river level: base, the tide at the coast, the area's and upstream runoff."""
     level = base_m + METRES_PER_MM_H * runoff_mm_h(area, t_h, lag_h=lag_h)
+    for upstream in catchment:
+        # Rain on the hills reaches a lowland gauge later, and only a share of it.
+        level += (
+            upstream.weight
+            * METRES_PER_MM_H
+            * runoff_mm_h(upstream.area, t_h, lag_h=upstream.lag_h)
+        )
     if coastal:
         level += tide_m(t_h, phase_h=tide_phase_h)
     return level

@@ -8,7 +8,8 @@ registration; ports go ``first_port`` upwards, two per area in sorted gateway or
 
 Values come from ``drivers.flood.simulated_water`` at the simulated time and are written
 into the registers every second; the agent's real flood driver reads them. Per-device
-``params``: ``coastal`` (tide), ``lag_h`` and ``base_m`` (rain response), ``drift_m_per_day``
+``params``: ``coastal`` (tide), ``lag_h`` and ``base_m`` (rain response), ``catchment``
+(``[{"area", "lag_h", "weight"}]``: upstream rain reaching the gauge), ``drift_m_per_day``
 (a gauge that drifts), ``sticks_after_h`` (one that sticks), ``dies_after_h`` (one that
 dies), ``battery_sag_v_per_day`` (rain loggers), ``pumps``/``start_m``/``stop_m`` (PLCs).
 A dead device (fault board or ``dies_after_h``) stays silent on its line: its RS-485
@@ -26,7 +27,7 @@ from typing import Any
 
 from drivers.flood.register_map import WordOrder, load_register_map, plan_requests
 from drivers.flood.simulated_station import SimulatedStation
-from drivers.flood.simulated_water import PumpBasin, gauge_level_m, rain_total_mm
+from drivers.flood.simulated_water import PumpBasin, Tributary, gauge_level_m, rain_total_mm
 from drivers.simulation import SimulatedDevice, SimulatorContext, SimulatorStats
 
 log = logging.getLogger(__name__)
@@ -233,12 +234,26 @@ class FloodSimulator:
             base_m=float(params.get("base_m", 0.3)),
             coastal=bool(params.get("coastal", False)),
             lag_h=float(params.get("lag_h", 1.0)),
+            catchment=_catchment(params.get("catchment")),
         )
         level += float(params.get("drift_m_per_day", 0.0)) * age_h / 24 + unit.flood_extra_m
         level = round(level, 3)
         if isinstance(sticks, int | float) and age_h >= sticks:
             unit.stuck_m = level
         return level
+
+
+def _catchment(raw: Any) -> tuple[Tributary, ...]:
+    """``[{"area", "lag_h", "weight"}, ...]`` from a device's params; malformed entries skipped."""
+    if not isinstance(raw, list | tuple):
+        return ()
+    out = []
+    for entry in raw:
+        try:
+            out.append(Tributary(str(entry["area"]), float(entry["lag_h"]), float(entry["weight"])))
+        except (KeyError, TypeError, ValueError):
+            log.warning("flood simulator: catchment entry %r ignored", entry)
+    return tuple(out)
 
 
 def _unit(device: SimulatedDevice) -> _Unit:

@@ -81,6 +81,21 @@ UPSTREAM = {
     "Ngaliyan",
 }
 
+# Where each lowland area's rivers come from (Banjir Kanal Barat / Kali Garang, Banjir
+# Kanal Timur, Kali Semarang, Kali Beringin): upstream kecamatan whose rain reaches it.
+CATCHMENTS: dict[str, tuple[str, ...]] = {
+    "Semarang Barat": ("Gunungpati", "Gajahmungkur"),
+    "Semarang Utara": ("Gajahmungkur",),
+    "Semarang Tengah": ("Candisari",),
+    "Semarang Timur": ("Candisari",),
+    "Semarang Selatan": ("Banyumanik", "Candisari"),
+    "Gayamsari": ("Pedurungan", "Tembalang"),
+    "Pedurungan": ("Tembalang",),
+    "Genuk": ("Pedurungan",),
+    "Ngaliyan": ("Mijen",),
+    "Tugu": ("Mijen", "Ngaliyan"),
+}
+
 # BRT Trans Semarang corridors, as stop-to-stop polylines (demo data, real-looking).
 # fmt: off
 BRT_CORRIDORS: dict[str, tuple[tuple[float, float], ...]] = {
@@ -209,6 +224,14 @@ def _flood(b: _Builder, area: Area, *, gauges: int, rains: int, pumps: int) -> N
             "lag_h": round(rng.uniform(0.5, 2.0), 2),
             "base_m": round(rng.uniform(-0.2, 0.6), 2),
         }
+        upstream = CATCHMENTS.get(area.kecamatan, ())
+        if upstream:
+            # A generator of its own, so adding catchments moved no other device.
+            lags = random.Random(f"catchment:{area.slug}:{n}")
+            params["catchment"] = [
+                {"area": u, "lag_h": round(lags.uniform(1.5, 3.0), 2), "weight": 0.5}
+                for u in upstream
+            ]
         b.device(
             id=f"smg-{area.slug}-level-{n:02d}",
             family="flood",

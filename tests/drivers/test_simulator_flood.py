@@ -18,6 +18,7 @@ from drivers.flood import FAMILY
 from drivers.flood.simulated_water import (
     M2_PERIOD_H,
     PumpBasin,
+    Tributary,
     gauge_level_m,
     rain_rate_mm_h,
     rain_total_mm,
@@ -257,3 +258,20 @@ async def test_a_taken_port_silences_only_its_own_line() -> None:
                 await task
     finally:
         taken.close()
+
+
+@given(day=st.integers(20_000, 21_000), lag=st.floats(min_value=1.5, max_value=3.0))
+def test_rain_upstream_reaches_the_lowland_gauge_later(day: int, lag: float) -> None:
+    hills = Tributary("Tembalang", lag, 0.5)
+    for storm in storms_on_day("Tembalang", day):
+
+        def upstream_share(t_h: float) -> float:
+            alone = gauge_level_m("Gayamsari", t_h, lag_h=1.0)
+            return gauge_level_m("Gayamsari", t_h, lag_h=1.0, catchment=[hills]) - alone
+
+        # Nothing of the hills' storm before its lag; a rise once the storm has come down.
+        assert upstream_share(storm.start_h + 0.99 * lag) <= upstream_share(storm.start_h) + 1e-9
+        assert upstream_share(storm.start_h + lag + storm.duration_h) > upstream_share(
+            storm.start_h
+        )
+        assert upstream_share(storm.start_h) >= 0
