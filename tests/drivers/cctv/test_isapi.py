@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from xml.sax.saxutils import escape
 
 import pytest
 import pytest_asyncio
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from drivers.cctv import FAMILY
 from drivers.cctv.camera_driver import create_camera
-from drivers.cctv.isapi_device import IsapiDevice, MultipartParts
+from drivers.cctv.isapi_device import IsapiDevice, MultipartParts, alert_reading, parse_xml
 from drivers.cctv.isapi_stand_in import IsapiStandIn, StandInDisk, alert_xml
 from drivers.framework import DeviceSpec, DriverError
 from tests.conftest import free_port
@@ -147,3 +148,27 @@ def test_multipart_parts_survive_any_chunking(cuts: list[int]) -> None:
         start = cut
     bodies += parser.feed(stream[start:])
     assert [b.decode() for b in bodies] == documents
+
+
+@given(
+    event_type=st.text(max_size=40),
+    state=st.sampled_from(["active", "inactive", "", "ACTIVE"]),
+    channel=st.text(max_size=5),
+)
+def test_any_alert_is_an_event_of_the_table_or_nothing(
+    event_type: str, state: str, channel: str
+) -> None:
+    cleaned = "".join(c for c in event_type if c.isprintable())
+    xml = (
+        f"<EventNotificationAlert><channelID>{escape(channel)}</channelID>"
+        f"<eventType>{escape(cleaned)}</eventType><eventState>{state}</eventState>"
+        "</EventNotificationAlert>"
+    )
+    try:
+        alert = parse_xml(xml.encode())
+    except ValueError:
+        return  # not XML (a control character): the driver reports the reply, no reading
+    reading = alert_reading("hik-1", alert)
+    if reading is not None:
+        assert reading.kind == "event"
+        assert set(reading.metrics) <= set(FAMILY.device_type("nvr_4ch").metrics)

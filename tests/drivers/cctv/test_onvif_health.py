@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.cctv import FAMILY
-from drivers.cctv.camera_driver import CctvCamera, create_camera
+from drivers.cctv.camera_driver import CctvCamera, create_camera, sample_offset
+from drivers.cctv.onvif_health import event_name
 from drivers.cctv.onvif_stand_in import MOTION_TOPIC, TAMPER_TOPIC, OnvifStandIn
 from drivers.framework import DeviceSpec, DriverConfigError, DriverError, Reading
 from tests.drivers.cctv.conftest import StandInFactory
@@ -178,3 +181,42 @@ def test_config_is_valid_or_one_clear_error(
         return
     assert 0 < config.sample_s <= 600  # type: ignore[attr-defined]
     assert len(zone) >= 3
+
+
+@given(topic=st.text(max_size=80))
+def test_any_topic_maps_to_a_watched_event_or_none(topic: str) -> None:
+    name = event_name(topic)
+    assert name is None or name in {
+        "tamper",
+        "motion",
+        "image_too_blurry",
+        "image_too_dark",
+        "image_too_bright",
+        "videoloss",
+    }
+
+
+@given(n=st.integers(0, 10_000), every=st.floats(1, 86_400))
+def test_sample_offsets_stay_inside_the_interval(n: int, every: float) -> None:
+    assert 0 <= sample_offset(f"cctv-{n}", every) < every
+
+
+def test_sample_offsets_spread_a_fleet_over_the_hour() -> None:
+    offsets = [sample_offset(f"cctv-smg-{n:05d}", 3600) for n in range(2000)]
+    per_quarter = [sum(1 for o in offsets if q * 900 <= o < (q + 1) * 900) for q in range(4)]
+    assert all(400 <= count <= 600 for count in per_quarter), per_quarter
+
+
+async def test_a_stream_is_not_sampled_before_its_turn(
+    onvif_stand_in: StandInFactory, unique_id: str
+) -> None:
+    stand_in = await onvif_stand_in()
+    camera = camera_for(stand_in, unique_id, sample_every_s=86_400, events=False)
+    # Its turn comes at its offset within the day; until then polls are health only.
+    camera._next_sample = max(camera._next_sample, time.monotonic() + 60)
+    try:
+        health = (await camera.poll())[0].metrics
+    finally:
+        await camera.close()
+    assert health["onvif_status"] == "ok"
+    assert "stream_ok" not in health
