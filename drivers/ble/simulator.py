@@ -22,6 +22,7 @@ import logging
 import math
 import socket
 import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,7 +128,7 @@ class BleSimulator:
         temp = (
             28.0
             + 4.0 * math.sin(2 * math.pi * (hour - 9) / 24)
-            + (hash(device.device_id) % 10) / 10
+            + (zlib.crc32(device.device_id.encode()) % 10) / 10
         )
         humidity = 75.0 - 15.0 * math.sin(2 * math.pi * (hour - 9) / 24)
         battery = max(2.2, float(params.get("battery_start_v", 3.0)) - 0.01 * age_h / 24)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 
 from drivers.contract import device_topic, status_payload
@@ -102,7 +103,7 @@ class GpsSimulator:
         link.publish(status, status_payload(True, ts_ms=time.time_ns() // 1_000_000), retain=True)
         seq = 0
         # Spread the vehicles' reports over the interval instead of all at once.
-        await asyncio.sleep(interval * (hash(device.device_id) % 1000) / 1000)
+        await asyncio.sleep(interval * (zlib.crc32(device.device_id.encode()) % 1000) / 1000)
         try:
             while True:
                 age_h = (ctx.clock.elapsed_s() - started) / 3600
