@@ -14,27 +14,13 @@ from collections.abc import Sequence
 from typing import Any, Final
 from weakref import WeakKeyDictionary
 
-from pysnmp.entity.rfc3413 import cmdgen
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData,
-    SnmpEngine,
-    UdpTransportTarget,
-    UsmUserData,
-    usm3DESEDEPrivProtocol,
-    usmAesCfb128Protocol,
-    usmAesCfb192Protocol,
-    usmAesCfb256Protocol,
-    usmDESPrivProtocol,
-    usmHMAC128SHA224AuthProtocol,
-    usmHMAC192SHA256AuthProtocol,
-    usmHMAC256SHA384AuthProtocol,
-    usmHMAC384SHA512AuthProtocol,
-    usmHMACMD5AuthProtocol,
-    usmHMACSHAAuthProtocol,
-)
-from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
+from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.entity import config
+from pysnmp.entity.engine import SnmpEngine
 from pysnmp.proto import errind
 from pysnmp.proto.api import v2c
+from pysnmp.proto.error import StatusInformation
+from pysnmp.proto.proxy import rfc2576
 
 from drivers.framework import DriverError
 from drivers.snmp.target import SnmpTargetConfig
@@ -45,21 +31,25 @@ log = logging.getLogger(__name__)
 DEFAULT_IN_FLIGHT: Final = 64
 MAX_WALK_REQUESTS: Final = 64  # a table walk that does not end is cut, never endless
 BULK_VARBINDS_MAX: Final = 48  # per GETBULK answer: small datagrams, little BER to decode
-AUTH_PROTOCOLS: Final = {
-    "md5": usmHMACMD5AuthProtocol,
-    "sha": usmHMACSHAAuthProtocol,
-    "sha224": usmHMAC128SHA224AuthProtocol,
-    "sha256": usmHMAC192SHA256AuthProtocol,
-    "sha384": usmHMAC256SHA384AuthProtocol,
-    "sha512": usmHMAC384SHA512AuthProtocol,
+V3_AUTH: Final = {
+    "md5": config.USM_AUTH_HMAC96_MD5,
+    "sha": config.USM_AUTH_HMAC96_SHA,
+    "sha224": config.USM_AUTH_HMAC128_SHA224,
+    "sha256": config.USM_AUTH_HMAC192_SHA256,
+    "sha384": config.USM_AUTH_HMAC256_SHA384,
+    "sha512": config.USM_AUTH_HMAC384_SHA512,
 }
-PRIV_PROTOCOLS: Final = {
-    "des": usmDESPrivProtocol,
-    "3des": usm3DESEDEPrivProtocol,
-    "aes": usmAesCfb128Protocol,
-    "aes192": usmAesCfb192Protocol,
-    "aes256": usmAesCfb256Protocol,
+V3_PRIV: Final = {
+    "des": config.USM_PRIV_CBC56_DES,
+    "aes": config.USM_PRIV_CFB128_AES,
+    "aes192": config.USM_PRIV_CFB192_AES,
+    "aes256": config.USM_PRIV_CFB256_AES,
 }
+NO_AUTH_NO_PRIV: Final = 1  # RFC 3411 securityLevel values, as pysnmp compares them
+AUTH_PRIV: Final = 3
+GET_PDU: Final = v2c.GetRequestPDU()
+NEXT_PDU: Final = v2c.GetNextRequestPDU()
+BULK_PDU: Final = v2c.GetBulkRequestPDU()
 # pysnmp's error indications, in words an operator can act on (no key ever appears).
 CAUSES: Final[dict[type[errind.ErrorIndication], str]] = {
     errind.RequestTimedOut: "no answer (timeout)",
@@ -74,10 +64,9 @@ CAUSES: Final[dict[type[errind.ErrorIndication], str]] = {
     errind.EncryptionError: "SNMPv3 privacy unavailable: install the cryptography package",
     errind.UnknownCommunityName: "community refused by the agent",
 }
-GET: Final = cmdgen.GetCommandGenerator()
-NEXT: Final = cmdgen.NextCommandGenerator()
-BULK: Final = cmdgen.BulkCommandGenerator()
-RETRIED: Final = (errind.RequestTimedOut, errind.NotInTimeWindow, errind.UnknownEngineID)
+RETRIED: Final = (errind.RequestTimedOut,)
+DISCOVERY: Final = (errind.NotInTimeWindow, errind.UnknownEngineID)
+DISCOVERY_STEPS: Final = 4
 
 
 class SnmpError(DriverError):
@@ -110,7 +99,7 @@ class SnmpClient:
         self.limit = asyncio.Semaphore(in_flight)
         self.requests = 0
         self.failures = 0
-        self._transports: dict[tuple[str, int, float], UdpTransportTarget] = {}
+        self._security_names: dict[tuple[object, ...], tuple[int, int, str, int]] = {}
 
     async def get(
         self, device_id: str, target: SnmpTargetConfig, oids: Sequence[str]
@@ -236,8 +225,6 @@ class SnmpClient:
         columns: int = 1,
         rows: int | None = None,
     ) -> tuple[Any, ...]:
-        transport = await self._transport(device_id, target)
-        auth = auth_data(target)
         context = target.context.encode()
         # Numeric OIDs as they go on the wire: no MIB resolution per request (hlapi's
         # ObjectIdentity path resolves every OID against the MIB tree, the poller's hot spot).
@@ -247,18 +234,20 @@ class SnmpClient:
         if rows is not None:
             repetitions = max(1, min(repetitions, rows))
         last = "no answer"
-        for attempt in range(target.retries + 1):
-            if attempt:
+        attempt = discovery = 0
+        while attempt <= target.retries:
+            if attempt and not discovery:
                 await asyncio.sleep(target.backoff_s * 2 ** (attempt - 1))
             async with self.limit:
                 self.requests += 1
                 try:
                     async with asyncio.timeout(target.request_timeout_s * 2 + 1):
                         result = await self._send(
-                            op, auth, transport, context, var_binds, non_repeaters, repetitions
+                            op, target, context, var_binds, non_repeaters, repetitions
                         )
                 except TimeoutError:
                     last = "no answer (timeout)"
+                    attempt, discovery = attempt + 1, 0
                     continue
                 except Exception as err:  # pysnmp raises PySnmpError and its own bugs here
                     self.failures += 1
@@ -268,7 +257,11 @@ class SnmpClient:
             indication, status, index, answer = result
             if indication:
                 last = describe(indication)
+                if isinstance(indication, DISCOVERY) and discovery < DISCOVERY_STEPS:
+                    discovery += 1  # SNMPv3 engine discovery / time sync: ask again at once
+                    continue
                 if isinstance(indication, RETRIED):
+                    attempt, discovery = attempt + 1, 0
                     continue
                 self.failures += 1
                 raise SnmpError(device_id, last)
@@ -289,55 +282,145 @@ class SnmpClient:
     def _send(
         self,
         op: str,
-        auth: CommunityData | UsmUserData,
-        transport: UdpTransportTarget,
+        target: SnmpTargetConfig,
         context: bytes,
         var_binds: list[tuple[Any, Any]],
         non_repeaters: int,
         repetitions: int,
     ) -> asyncio.Future[tuple[Any, Any, Any, Any]]:
-        """One request on pysnmp's command generators, answered through a future."""
-        address_name, _ = LCD.configure(self.engine, auth, transport, context)
+        """One request through pysnmp's message dispatcher, answered through a future.
+
+        pysnmp's command generators look every target up in its SNMP-TARGET-MIB, and
+        adding a row there costs more the more rows it holds (2,300 APs: minutes). The
+        dispatcher takes the transport address directly; the credentials are configured
+        once per community or user (``_security``).
+        """
+        model, security_model, name, level = self._security(target)
+        # pysnmp keys its security tables by the SNMP string, not a Python str.
+        security_name = v2c.OctetString(name)
+        pdu = (GET_PDU if op == "get" else NEXT_PDU if op == "next" else BULK_PDU).clone()
+        v2c.apiPDU.set_defaults(pdu)
+        v2c.apiPDU.set_varbinds(pdu, var_binds)
+        if op == "bulk":
+            v2c.apiBulkPDU.set_non_repeaters(pdu, non_repeaters)
+            v2c.apiBulkPDU.set_max_repetitions(pdu, repetitions)
+        sent = rfc2576.v2_to_v1(pdu) if model == 0 else pdu
         future: asyncio.Future[tuple[Any, Any, Any, Any]] = (
             asyncio.get_running_loop().create_future()
         )
 
-        def done(
-            _engine: Any, _handle: Any, indication: Any, status: Any, index: Any, vbs: Any, _c: Any
+        def answered(
+            _engine: Any,
+            _mp: Any,
+            _sm: Any,
+            _sn: Any,
+            _sl: Any,
+            _ce: Any,
+            _cn: Any,
+            _version: Any,
+            response: Any,
+            status: Any,
+            _handle: Any,
+            _ctx: Any,
         ) -> None:
-            if not future.done():
-                future.set_result((indication, status, index, tuple(vbs or ())))
-
-        if op == "get":
-            GET.send_varbinds(self.engine, address_name, None, context, var_binds, done)
-        elif op == "next":
-            NEXT.send_varbinds(self.engine, address_name, None, context, var_binds, done)
-        else:
-            BULK.send_varbinds(
-                self.engine,
-                address_name,
-                None,
-                context,
-                non_repeaters,
-                repetitions,
-                var_binds,
-                done,
+            if future.done():
+                return
+            if status:
+                future.set_result((status["errorIndication"], 0, 0, ()))
+                return
+            if model == 0:
+                response = rfc2576.v1_to_v2(response, pdu)
+            if v2c.apiPDU.get_request_id(response) != v2c.apiPDU.get_request_id(pdu):
+                future.set_result((errind.dataMismatch, 0, 0, ()))
+                return
+            future.set_result(
+                (
+                    None,
+                    v2c.apiPDU.get_error_status(response),
+                    v2c.apiPDU.get_error_index(response, muteErrors=True),
+                    tuple(v2c.apiPDU.get_varbinds(response)),
+                )
             )
+
+        dispatcher = self.engine.transport_dispatcher
+        ticks = target.request_timeout_s / dispatcher.get_timer_resolution()
+        try:
+            self._dispatch(
+                model, security_model, security_name, level, target, context, sent, ticks, answered
+            )
+        except StatusInformation as status:
+            # Refused before sending (SNMPv3 discovery under way, an unknown user...).
+            future.set_result((status["errorIndication"], 0, 0, ()))
         return future
 
-    async def _transport(self, device_id: str, target: SnmpTargetConfig) -> UdpTransportTarget:
-        key = (target.host, target.port, target.request_timeout_s)
-        transport = self._transports.get(key)
-        if transport is None:
-            try:
-                # retries=0: this client owns retries, with backoff between them.
-                transport = await UdpTransportTarget.create(
-                    (target.host, target.port), timeout=target.request_timeout_s, retries=0
+    def _dispatch(
+        self,
+        model: int,
+        security_model: int,
+        security_name: Any,
+        level: int,
+        target: SnmpTargetConfig,
+        context: bytes,
+        sent: Any,
+        ticks: float,
+        answered: Any,
+    ) -> None:
+        self.engine.message_dispatcher.send_pdu(
+            self.engine,
+            udp.DOMAIN_NAME,
+            (target.host, target.port),
+            model,
+            security_model,
+            security_name,
+            level,
+            None,
+            context,
+            0 if model == 0 else 1,
+            sent,
+            True,
+            ticks,
+            answered,
+            None,
+        )
+
+    def _security(self, target: SnmpTargetConfig) -> tuple[int, int, str, int]:
+        """(mp model, security model, security name, level); configured once per credential.
+
+        One security name per community whatever the version: pysnmp maps an answer's
+        community back to the first name that has it, so two names for one community
+        would make v1 and v2c answers mismatch their requests.
+        """
+        v1_model = 0 if target.version == "1" else 1
+        key = auth_key(target) if target.version == "3" else ("c", target.community)
+        known = self._security_names.get(key)
+        if known is None:
+            if not self._security_names:
+                transport = udp.UdpAsyncioTransport().open_client_mode()
+                config.add_transport(self.engine, udp.DOMAIN_NAME, transport)
+            name = f"{self.family}-{len(self._security_names)}"
+            if target.version == "3":
+                # USM finds the user by its name during engine discovery: they must match.
+                name = target.user or name
+                assert target.user is not None
+                assert target.auth_key is not None
+                assert target.priv_key is not None
+                config.add_v3_user(
+                    self.engine,
+                    target.user,
+                    V3_AUTH[target.auth_protocol],
+                    target.auth_key.get_secret_value(),
+                    V3_PRIV[target.priv_protocol],
+                    target.priv_key.get_secret_value(),
+                    securityName=name,
                 )
-            except Exception as err:
-                raise SnmpError(device_id, f"cannot resolve {target.host}: {err}") from err
-            self._transports[key] = transport
-        return transport
+                known = (3, 3, name, AUTH_PRIV)
+            else:
+                config.add_v1_system(self.engine, name, target.community.get_secret_value())
+                known = (1, 2, name, NO_AUTH_NO_PRIV)
+            self._security_names[key] = known
+        if target.version == "3":
+            return known
+        return (v1_model, v1_model + 1, known[2], NO_AUTH_NO_PRIV)
 
     def close(self) -> None:
         """Close the engine's socket."""
@@ -350,12 +433,9 @@ def pdu_error(name: str, index: int, oids: Sequence[str]) -> str:
     return f"agent answered {name}{where}"
 
 
-_AUTH_CACHE: dict[tuple[object, ...], CommunityData | UsmUserData] = {}
-
-
-def auth_data(target: SnmpTargetConfig) -> CommunityData | UsmUserData:
-    """The pysnmp credentials of a target (cached: pysnmp configures each once)."""
-    key = (
+def auth_key(target: SnmpTargetConfig) -> tuple[object, ...]:
+    """What tells one credential from another (kept in memory only, never printed)."""
+    return (
         target.version,
         target.community.get_secret_value(),
         target.user,
@@ -364,28 +444,6 @@ def auth_data(target: SnmpTargetConfig) -> CommunityData | UsmUserData:
         target.priv_protocol,
         target.priv_key.get_secret_value() if target.priv_key else None,
     )
-    cached = _AUTH_CACHE.get(key)
-    if cached is not None:
-        return cached
-    made: CommunityData | UsmUserData
-    if target.version == "3":
-        # The config's validator made sure of all three.
-        assert target.user is not None
-        assert target.auth_key is not None
-        assert target.priv_key is not None
-        made = UsmUserData(
-            target.user,
-            authKey=target.auth_key.get_secret_value(),
-            privKey=target.priv_key.get_secret_value(),
-            authProtocol=AUTH_PROTOCOLS[target.auth_protocol],
-            privProtocol=PRIV_PROTOCOLS[target.priv_protocol],
-        )
-    else:
-        made = CommunityData(
-            target.community.get_secret_value(), mpModel=0 if target.version == "1" else 1
-        )
-    _AUTH_CACHE[key] = made
-    return made
 
 
 _CLIENTS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SnmpClient]] = WeakKeyDictionary()
