@@ -9,6 +9,7 @@ The routing file (YAML, ``[alerts] routing``)::
         escalate:
           - {after: 15m, notify: ["tgram://..."]}                 # not acknowledged by then
         repeat: 30m                                                # until acknowledged
+        quiet_hours: {start: "22:00", end: "06:00", utc_offset_h: 7}  # non-critical wait
     default: {notify: ["mailto://situation-room@..."]}
 
 The first team whose ``match`` takes the alert (every key given must match: its
@@ -59,6 +60,29 @@ class Escalation(_Strict):
         return seconds_of(value)
 
 
+class QuietHours(_Strict):
+    """Hours in which non-critical pages wait (deferred to the end, never dropped)."""
+
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    utc_offset_h: float = Field(default=7.0, ge=-12, le=14)  # WIB by default
+
+    def end_if_quiet(self, now_ms: int) -> int | None:
+        """The end of the quiet period ``now_ms`` falls in (ms), or None when not quiet."""
+        day_ms = 86_400_000
+        local = now_ms + round(self.utc_offset_h * 3_600_000)
+        into_day = local % day_ms
+        start, end = (int(t[:2]) * 3_600_000 + int(t[3:]) * 60_000 for t in (self.start, self.end))
+        if start == end:
+            return None
+        if start < end:
+            quiet, until = start <= into_day < end, end - into_day
+        else:  # across midnight, e.g. 22:00-06:00
+            quiet = into_day >= start or into_day < end
+            until = (end - into_day) % day_ms
+        return now_ms + until if quiet else None
+
+
 class Team(_Strict):
     """A field team: where its pages go and how they escalate."""
 
@@ -67,6 +91,7 @@ class Team(_Strict):
     notify: tuple[str, ...] = ()
     escalate: tuple[Escalation, ...] = ()
     repeat_s: float | None = Field(default=None, alias="repeat", gt=0)
+    quiet_hours: QuietHours | None = None
 
     @field_validator("repeat_s", mode="before")
     @classmethod
@@ -164,12 +189,22 @@ class AlertRouter(PageMaker):
             return []
         return [(url, _title(alert, kind)) for url in team.targets(0)]
 
+    def send_after(self, alert: AlertRow, now_ms: int) -> int:
+        """Non-critical pages wait out the team's quiet hours; critical ones go at once."""
+        team = self.team(alert)
+        if team is None or team.quiet_hours is None or alert.severity == "critical":
+            return now_ms
+        end = team.quiet_hours.end_if_quiet(now_ms)
+        return now_ms if end is None else end
+
     def run_escalations(self, store: AlertStore, now_ms: int) -> None:
         """Escalate alerts not acknowledged in time; repeat pages at the team's interval."""
         for alert in store.firing_unacked():
             team = self.team(alert)
             if team is None or alert.flapping or self.in_maintenance(alert.device_id):
                 continue
+            if self.send_after(alert, now_ms) > now_ms:
+                continue  # quiet hours: no escalation or repeat of a non-critical alert now
             level = alert.escalation
             if level < len(team.escalate):
                 step = team.escalate[level]

@@ -274,9 +274,11 @@ class AlertStore:
         if page is not None and instance:
             alert = self._alert(db, event.key)
             if alert is not None:
-                for target, title in page.pages(event, alert, self._silenced(db, alert, now_ms)):
+                targets = page.pages(event, alert, self._silenced(db, alert, now_ms))
+                when = page.send_after(alert, now_ms) if targets else now_ms
+                for target, title in targets:
                     self._queue_page(
-                        db, event_id, alert, event.kind, target, title, event.message, now_ms
+                        db, event_id, alert, event.kind, target, title, event.message, now_ms, when
                     )
         return event_id
 
@@ -290,11 +292,13 @@ class AlertStore:
         title: str,
         body: str,
         now_ms: int,
+        send_after_ms: int | None = None,
     ) -> None:
+        due = max(now_ms, send_after_ms or now_ms)  # quiet hours defer, never drop
         db.execute(
             "INSERT INTO outbox (event_id, key, instance, kind, target, title, body, next_try_ms, "
             "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (event_id, alert.key, alert.instance, kind, target, title, body, now_ms, now_ms),
+            (event_id, alert.key, alert.instance, kind, target, title, body, due, now_ms),
         )
         db.execute("UPDATE alerts SET last_page_ms = ? WHERE key = ?", (now_ms, alert.key))
 
@@ -533,3 +537,7 @@ class PageMaker:
     def pages(self, event: AlertEvent, alert: AlertRow, silenced: bool) -> list[tuple[str, str]]:
         """(target URL, title) for each page this event sends."""
         raise NotImplementedError
+
+    def send_after(self, alert: AlertRow, now_ms: int) -> int:
+        """When the alert's pages may go (quiet hours defer non-critical ones)."""
+        return now_ms

@@ -291,3 +291,48 @@ def test_a_device_in_maintenance_pages_no_one(
     assert r.send() == 1
     smtp.wait_for(1)
     assert webhook.posts == []
+
+
+def test_quiet_hours_defer_non_critical_pages_and_let_critical_ones_through(tmp_path: Path) -> None:
+    from hub.alerts.alert_router import QuietHours
+
+    quiet = QuietHours(start="22:00", end="06:00", utc_offset_h=7)
+    # 2026-12-02 23:30 WIB is 16:30 UTC; the quiet hours end at 06:00 WIB = 23:00 UTC.
+    late = 1_796_315_400_000
+    assert quiet.end_if_quiet(late) == 1_796_338_800_000
+    assert quiet.end_if_quiet(late + 7 * 3_600_000) is None  # 06:30 WIB
+    with webhook_receiver() as webhook:
+        routing = tmp_path / "routing.yaml"
+        team = {
+            "notify": [webhook.url],
+            "repeat": "10m",
+            "quiet_hours": {"start": "22:00", "end": "06:00"},
+        }
+        routing.write_text(yaml.safe_dump({"default": team}))
+        text = (
+            RULES
+            + "  - {id: flood, kind: threshold, metric: level_m, above: 4, severity: critical}\n"
+        )
+        defaults, rules = parse_rules(text, "rules.yaml")
+        clock = ManualClock(late)
+        store = AlertStore(tmp_path / "alerts.sqlite3")
+        router = AlertRouter(load_routing(routing))
+        engine = RuleEngine([(defaults, r) for r in rules], SnapshotDirectory(GAUGES), clock)
+        consumer = AlertConsumer(
+            engine, store, clock, pages=router, escalations=router.run_escalations
+        )
+        notifier = Notifier(tmp_path / "alerts.sqlite3", clock)
+        reading = Reading("g1", "flood", "telemetry", {}, {"level_m": 4.5}, late)
+        consumer.consume([reading], WalPosition(1, 1))
+        assert notifier.drain(store) == 1  # the critical one, now
+        assert [p["title"] for p in webhook.wait_for(1)] == ["[ALERT] critical: flood on g1"]
+        clock.advance(3600)
+        consumer.tick()  # no repeat of the warning while quiet
+        assert notifier.drain(store) == 1  # the critical one's repeat
+        clock.set(1_796_338_800_000)
+        consumer.tick()
+        assert notifier.drain(store) >= 1  # the warning, at 06:00
+        titles = [p["title"] for p in webhook.wait_for(3)]
+        assert "[ALERT] warning: high-water on g1" in titles
+        assert titles.count("[ALERT] warning: high-water on g1") == 1
+        store.close()
