@@ -155,6 +155,14 @@ def devices(size: CitySize, tide_gauge: str = "smg-tide-tanjungmas") -> list[Dev
     return out
 
 
+def _daily(hours: float) -> float:
+    """A day's activity, 0.3 at night to about 1.6 in the evening (UTC+7 local time)."""
+    local = (hours + 7) % 24
+    return (
+        0.3 + 1.3 * math.exp(-(((local - 18) / 4) ** 2)) + 0.6 * math.exp(-(((local - 8) / 2) ** 2))
+    )
+
+
 def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[str, FieldValue]:
     """The metrics a device of its kind reports at ``t_ms``."""
     hours = t_ms / 3_600_000
@@ -209,13 +217,14 @@ def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[
         return fields
     if device.family == "wifi":
         up = n % 7 != 3
+        busy = _daily(hours)
         return {
             "up": up,
             "uptime_s": float(index * 300 + 86_400),
-            "clients": int(rng.uniform(0, 40)) if up else 0,
-            "rx_bps": round(rng.uniform(1e5, 5e6), 1) if up else 0.0,
-            "tx_bps": round(rng.uniform(1e5, 2e7), 1) if up else 0.0,
-            "reboots": index // 20 if n % 5 == 0 else 0,
+            "clients": int(busy * rng.uniform(10, 30)) if up else 0,
+            "rx_bps": round(busy * rng.uniform(1e6, 3e6), 1) if up else 0.0,
+            "tx_bps": round(busy * rng.uniform(4e6, 1.2e7), 1) if up else 0.0,
+            "reboots": index // 200 if n % 5 == 0 else 0,
         }
     if device.family == "cctv":
         if model == "hikvision_nvr":
@@ -238,8 +247,8 @@ def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[
             "blur_var": round(rng.uniform(80, 400), 1),
         }
         if n % 3 == 0:
-            fields["people_count"] = int(rng.uniform(0, 60))
-            fields["zone_people"] = int(rng.uniform(0, 40))
+            fields["people_count"] = int(_daily(hours) * rng.uniform(10, 25))
+            fields["zone_people"] = int(_daily(hours) * rng.uniform(5, 15))
             fields["crowd_level"] = "medium"
             fields["parked_vehicles"] = int(rng.uniform(0, 4))
         return fields
@@ -249,7 +258,7 @@ def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[
         return {
             "lat": round(-7.0 + 0.03 * math.sin(angle), 6),
             "lon": round(110.42 + 0.05 * math.cos(angle), 6),
-            "speed_kmh": 0.0 if stopped else round(rng.uniform(10, 45), 1),
+            "speed_kmh": 0.0 if stopped else round(40 / (0.6 + _daily(hours)) + rng.gauss(0, 2), 1),
             "heading": round((math.degrees(angle) + 90) % 360, 1),
             "satellites": 9,
             "hdop": 0.9,
@@ -300,8 +309,8 @@ def _hub_lines(
                 "hub",
                 {"hub": "kotahub-hub-1"},
                 {
-                    "messages_in_per_s": round(rng.uniform(40, 60), 2),
-                    "written_per_s": round(rng.uniform(40, 60), 2),
+                    "messages_in_per_s": round(50 * _daily(t / 3_600_000) + rng.gauss(0, 1), 2),
+                    "written_per_s": round(50 * _daily(t / 3_600_000) + rng.gauss(0, 1), 2),
                     "batch_lines_mean": 480.0,
                     "write_latency_mean_s": round(rng.uniform(0.01, 0.08), 4),
                     "messages_in": float(n * 3000),
