@@ -245,8 +245,8 @@ class OtaSender:
         with self._lock:
             self.transfers[device_id] = record
         self.client.publish(ota_topic(device_id, OFFER), offer.encode(), qos=1)
-        self._changed(record)
-        return record
+        self._changed(replace(record))
+        return replace(record)
 
     def control(self, device_id: str, control: Control) -> None:
         """Send a device an abort or a rollback."""

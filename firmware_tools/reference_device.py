@@ -214,6 +214,8 @@ class _Member:
     drop_for_s: float = 0.5
     reboot_s: float = 0.2
     connects: int = 0
+    unacked: list[mqtt.MQTTMessageInfo] = field(default_factory=list)
+    away: bool = False  # a reboot or a drop is under way
 
 
 class DeviceSwarm:
@@ -359,6 +361,7 @@ class DeviceSwarm:
                     member.client.loop_misc()
 
     def _connect(self, member: _Member) -> None:
+        member.away = False
         try:
             if member.connects == 0:
                 member.client.connect(self.host, self.port, keepalive=self.keepalive_s)
@@ -403,6 +406,8 @@ class DeviceSwarm:
         member.connected = False
 
     def _on_message(self, _c: mqtt.Client, member: _Member, msg: mqtt.MQTTMessage) -> None:
+        if member.away:
+            return  # rebooting or cut off: it hears nothing until it is back
         kind = msg.topic.rsplit("/", 1)[-1]
         ota = member.ota
         self._publish(member, ota.handle(kind, bytes(msg.payload)))
@@ -417,12 +422,21 @@ class DeviceSwarm:
             member.drop_after_chunks = None
             self._go_away(member, member.drop_for_s)
 
-    def _go_away(self, member: _Member, for_s: float) -> None:
-        """Disconnect (a reboot, or a dropped link) and come back after ``for_s``."""
+    def _go_away(self, member: _Member, for_s: float, *, waited_s: float = 0.0) -> None:
+        """Disconnect (a reboot, or a dropped link) and come back after ``for_s``.
+
+        A device flushes what it said first (up to 5 s): a status still waiting for an
+        in-flight slot would otherwise go out after the reconnect, behind newer ones.
+        """
+        member.away = True
+        member.unacked = [info for info in member.unacked if not info.is_published()]
+        if member.unacked and waited_s < 5.0 and member.connected:
+            self.call_later(0.02, lambda: self._go_away(member, for_s, waited_s=waited_s + 0.02))
+            return
         member.client.disconnect()
         self.call_later(for_s, lambda: self._connect(member))
 
     def _publish(self, member: _Member, statuses: list[Status]) -> None:
         topic = ota_topic(member.ota.device_id, STATUS)
         for status in statuses:
-            member.client.publish(topic, status.encode(), qos=1)
+            member.unacked.append(member.client.publish(topic, status.encode(), qos=1))
