@@ -97,3 +97,23 @@ def test_bad_figures_are_one_clear_error(
     with pytest.raises(FiguresError) as caught:
         load_figures(path)
     assert str(path) in str(caught.value)
+
+
+def test_provisioning_files_match_the_boards() -> None:
+    import yaml
+
+    from dashboards.grafana.grafana_interpolation import MIN_INTERVAL_MS, duration_ms
+
+    root = generate.HERE / "provisioning"
+    source = yaml.safe_load((root / "datasources" / "kotahub-influxdb.yaml").read_text())
+    (datasource,) = source["datasources"]
+    assert datasource["uid"] == DATASOURCE_UID
+    assert datasource["type"] == "influxdb"
+    assert datasource["jsonData"]["version"] == "InfluxQL"
+    assert datasource["jsonData"]["dbName"] == "kotahub"
+    # the interpolation the query tests use assumes the data source's minimum interval
+    assert duration_ms(datasource["jsonData"]["timeInterval"]) == MIN_INTERVAL_MS
+    provider = yaml.safe_load((root / "dashboards" / "kotahub.yaml").read_text())
+    (files,) = provider["providers"]
+    assert files["type"] == "file"
+    assert files["options"]["path"].endswith("/kotahub")
