@@ -273,6 +273,8 @@ class DemoRunner:
             self._control = ControlServer(self.settings.state_dir, self._handle)
             await self._control.start()
         if self.summary is not None:
+            # Now that the API's sign-in link exists.
+            self.summary.sources.next_steps = self.next_steps(fleet)
             self._background.append(asyncio.create_task(self._refresh_levels(), name="demo-levels"))
 
     def _registry_service(self, database: RegistryDatabase) -> Any:
@@ -557,7 +559,7 @@ class DemoRunner:
         if self.options.with_api:
             steps += [
                 ("registry API", f"{self.api_url}/docs"),
-                ("technician page", "(sign-in link below, valid 24 h)"),
+                ("technician page", f"{self.sign_in_link} (signs in, valid 24 h)"),
             ]
         steps += [
             *(
