@@ -170,6 +170,7 @@ class IngestService:
         self._committed: WalPosition | None = None
         self._wal_warned = False
         self._writer_failing = False
+        self._catching_up = False  # the writer drains a backlog: consumers yield
         self._deadletter_lock = threading.Lock()
         self._deadletter_ms = 0
         self._dir_error: str | None = None
@@ -286,7 +287,15 @@ class IngestService:
         wal, cursors = self.wal, self.cursors
 
         def loop() -> None:
-            run_consumer(wal, cursors, consumer, self._stop_consumers, lambda: self._beat(name))
+            run_consumer(
+                wal,
+                cursors,
+                consumer,
+                self._stop_consumers,
+                lambda: self._beat(name),
+                # Behind InfluxDB's writer draining a backlog, consumers take a back seat.
+                pressure=lambda: self._catching_up,
+            )
 
         self._spawn(name, loop, self._stop_consumers)
 
@@ -625,7 +634,7 @@ class IngestService:
                 )
                 # A batch filled without waiting means the WAL is ahead of InfluxDB: the
                 # lines left over have waited already, so the next one goes when read.
-                catching_up = batch.behind
+                catching_up = self._catching_up = batch.behind
                 if batch.chunks:
                     self._post(writer, batch, sort=bool(window))
                     if self._recovered_end is not None and position < self._recovered_end:

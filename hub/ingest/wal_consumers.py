@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -34,8 +35,17 @@ from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
 log = logging.getLogger(__name__)
 
 INFLUX_CURSOR = "influx"
-READ_BYTES = 256 * 1024
+# Small reads: a consumer holds the GIL for one read's worth of work at a time.
+READ_BYTES = 64 * 1024
 IDLE_WAIT_S = 0.2
+# A consumer more than LAG_YIELD_BYTES behind (a backlog is draining faster than it can
+# evaluate) or told that ingest is under pressure runs at BACKLOG_DUTY of the time, so
+# that ingest keeps its full speed; its share grows with its lag, to all of it at half of
+# what the log holds for it, so it never falls out of the log. Live traffic (a consumer
+# that keeps up) is handed over at once.
+BACKLOG_DUTY = 0.05
+LAG_YIELD_BYTES = 4 * 1024 * 1024
+MAX_YIELD_S = 1.0
 MetricValue = float | int | bool | str
 # Measurements the hub writes about itself: never readings of a device.
 HUB_MEASUREMENTS = frozenset({"deadletter", "hub", "alert"})
@@ -325,11 +335,14 @@ def run_consumer(
     consumer: WalConsumer,
     stop: threading.Event,
     beat: Callable[[], None],
+    pressure: Callable[[], bool] = lambda: False,
+    duty: float = BACKLOG_DUTY,
 ) -> None:
     """One consumer's loop: read from its position, hand over, commit; until ``stop``.
 
     Restarted by its supervisor after an error, it resumes at the last committed position,
-    so the batch that failed is handed over again.
+    so the batch that failed is handed over again. While ``pressure()`` says ingest is
+    draining a backlog, it yields so as to run at most ``duty`` of the time.
     """
     name = consumer.name
     position = cursors.position(name)
@@ -355,9 +368,16 @@ def run_consumer(
         if not wal.wait_for_data(position, timeout_s=IDLE_WAIT_S):
             consumer.tick()
             continue
+        started = time.perf_counter()
         records, end = wal.read(position, READ_BYTES)
         items = decode_records(records, consumer.wanted(), parse_failed)
         consumer.consume(items, end)
         position = end
         cursors.commit(name, end)
         consumer.tick()  # durations run out under a steady stream too
+        lag = wal.bytes_after(position)
+        if lag > LAG_YIELD_BYTES or pressure():
+            share = min(1.0, duty + lag / max(1.0, wal.max_bytes * cursors.hold_fill / 2))
+            if share < 1.0:
+                busy = time.perf_counter() - started
+                stop.wait(min(MAX_YIELD_S, busy * (1 - share) / share))

@@ -252,3 +252,27 @@ def test_acked_but_unconsumed_readings_reach_the_consumer_after_restart(
     hubs.hubs.remove(restarted)
     assert not any(Path(restarted.wal_dir).glob("*.wal"))
     assert level_points(running_stack, influx_db) == 5
+
+
+def test_a_consumer_that_yields_to_ingest_still_reads_everything(tmp_path: Path) -> None:
+    wal = _filled_wal(tmp_path, 3)
+    try:
+        records, _end = wal.read(wal.first_position(), 1 << 30)
+        lines = sum(r.count(b"\n") + 1 for r in records)
+        cursors = WalCursors(wal, hold_fill=0.9)
+        cursors.register("alerts", wal.first_position())
+        consumer = RecordingConsumer("alerts")
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=run_consumer,
+            args=(wal, cursors, consumer, stop, lambda: None),
+            kwargs={"pressure": lambda: True},  # ingest under pressure all along
+            daemon=True,
+        )
+        thread.start()
+        wait_until(lambda: cursors.position("alerts") == wal.durable, what="all of it read")
+        stop.set()
+        thread.join(5)
+        assert len(consumer.readings()) == lines > 0
+    finally:
+        wal.close()
