@@ -130,24 +130,24 @@ def build(figures: CityFigures) -> dash.Dashboard:
         .with_row(section("Analytics"))
         .with_panel(
             series(
-                "Crowd: people in the crowd zone",
+                "Crowd: most people in a crowd zone, by kecamatan",
                 InfluxQL(
                     f'SELECT max("zone_people") AS "zone_people" FROM {rollup("cctv")} '
                     f"WHERE {KECAMATAN} AND $timeFilter "
-                    'GROUP BY time($__interval), "site" fill(none)'
-                ).alias("$tag_site"),
+                    'GROUP BY time($__interval), "kecamatan" fill(none)'
+                ).alias("$tag_kecamatan"),
                 thresholds=[(None, "green"), (20, "orange"), (50, "red")],
                 min_interval=CHECK,
             )
         )
         .with_panel(
             series(
-                "Vehicles parked in no-parking zones",
+                "Most vehicles parked in a no-parking zone, by kecamatan",
                 InfluxQL(
                     f'SELECT max("parked_vehicles") AS "parked_vehicles" FROM {rollup("cctv")} '
                     f"WHERE {KECAMATAN} AND $timeFilter "
-                    'GROUP BY time($__interval), "site" fill(none)'
-                ).alias("$tag_site"),
+                    'GROUP BY time($__interval), "kecamatan" fill(none)'
+                ).alias("$tag_kecamatan"),
                 min_interval=CHECK,
             )
         )
@@ -160,7 +160,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     'last("disk_status") AS "disk_status", '
                     'last("disk_fill_pct") AS "disk_fill_pct", '
                     'last("channels_video_loss") AS "channels_video_loss" FROM "cctv" '
-                    f'WHERE {KECAMATAN} AND time > now() - 1h AND "disk_status" =~ /./ '
+                    f'WHERE {KECAMATAN} AND time > now() - 1h AND "channels_total" > 0 '
                     'GROUP BY "device_id", "site"'
                 ),
                 w=24,
