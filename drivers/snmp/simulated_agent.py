@@ -1,27 +1,27 @@
 """Simulated SNMP v1/v2c agents: many targets, one UDP port each, in one process.
 
 Each target is a ``SimulatedTarget`` whose ``objects()`` returns its MIB view at the time
-of the request; the agent answers GET, GETNEXT and GETBULK with pysnmp's protocol
-modules (BER over UDP, the same codec the poller uses), so the drivers under test speak
-real SNMP to it. Faults are part of the target: ``silent`` (drops requests, a dead AP),
-``gen_err`` (answers genErr), wrong types and missing rows come from ``objects()``.
+of the request; the agent answers GET, GETNEXT and GETBULK as RFC 3416 says (BER over
+UDP by ``ber_codec``, whose bytes the tests check against pysnmp's codec), so the drivers
+under test, pysnmp and net-snmp's tools all speak real SNMP to it. Faults are part of the
+target: ``silent`` (drops requests, a dead AP), ``gen_err`` (answers genErr), wrong types
+and missing rows come from ``objects()``.
 
 One process serves thousands of targets (the bench, the demo city); SNMPv3 peers in the
-tests are Debian's snmpd and pysnmp's own engine.
+tests are Debian's snmpd (and snmptrap for the trap receiver).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from pyasn1.codec.ber import decoder, encoder  # type: ignore[import-untyped]
-from pysnmp.proto import api
-from pysnmp.proto.api import v2c
+from drivers.snmp import ber_codec as ber
 
 log = logging.getLogger(__name__)
 ObjectKind = Literal["integer", "counter32", "counter64", "gauge", "timeticks", "octets", "oid"]
@@ -29,19 +29,14 @@ SimValue = tuple[ObjectKind, int | bytes | str]
 GEN_ERR: Final = 5
 NO_SUCH_NAME: Final = 2
 MAX_BULK_VARBINDS: Final = 120
-ENCODERS: Final[dict[str, Any]] = {
-    "integer": v2c.Integer,
-    "counter32": v2c.Counter32,
-    "counter64": v2c.Counter64,
-    "gauge": v2c.Gauge32,
-    "timeticks": v2c.TimeTicks,
-    "octets": v2c.OctetString,
-    "oid": v2c.ObjectIdentifier,
-}
+NULL_VALUE: Final = ber.value_tlv("null", None)
+NO_SUCH_INSTANCE: Final = ber.value_tlv("noSuchInstance", None)
+END_OF_MIB: Final = ber.value_tlv("endOfMibView", None)
 
 
+@functools.lru_cache(maxsize=65536)
 def oid_key(oid: str) -> tuple[int, ...]:
-    """A dotted OID as the tuple SNMP orders lexicographically."""
+    """A dotted OID as the tuple SNMP orders lexicographically (cached: OIDs repeat)."""
     return tuple(int(part) for part in oid.strip(".").split("."))
 
 
@@ -74,7 +69,7 @@ class _Endpoint(asyncio.DatagramProtocol):
             return
         try:
             reply = answer(self.target, data)
-        except Exception as err:  # a malformed datagram must not stop the agent
+        except (ber.BerError, ValueError) as err:  # a malformed datagram must not stop it
             log.debug("simulated agent: bad request from %s: %s", addr, err)
             return
         if reply is not None and self.transport is not None:
@@ -83,59 +78,54 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 def answer(target: SimulatedTarget, data: bytes) -> bytes | None:
     """The encoded response to one request datagram (None: wrong community, ignored)."""
-    version = int(api.decodeMessageVersion(data))
-    module = api.PROTOCOL_MODULES[version]
-    request, _ = decoder.decode(data, asn1Spec=module.Message())
-    if str(module.apiMessage.get_community(request)) != target.community:
+    request = ber.decode_request(data)
+    if request.community != target.community.encode():
         return None  # as a real agent: a wrong community gets no answer
-    response = module.apiMessage.get_response(request)
-    pdu = module.apiMessage.get_pdu(request)
-    rsp_pdu = module.apiMessage.get_pdu(response)
-    asked = [str(oid) for oid, _ in module.apiPDU.get_varbinds(pdu)]
+    asked = request.oids
     if target.gen_err:
-        module.apiPDU.set_error_status(rsp_pdu, GEN_ERR)
-        module.apiPDU.set_error_index(rsp_pdu, 1)
-        module.apiPDU.set_varbinds(rsp_pdu, [(oid, v2c.null) for oid in asked])
-        return bytes(encoder.encode(response))
-    v1 = version == api.SNMP_VERSION_1
+        return ber.response(request, [(o, NULL_VALUE) for o in asked], GEN_ERR, 1)
+    v1 = request.version == 0
     # SNMPv1 has no Counter64: a v1 agent leaves those objects out of its view (RFC 3584).
-    view = {o: v for o, v in target.objects().items() if not (v1 and v[0] == "counter64")}
-    keys = sorted(oid_key(o) for o in view)
-    values = {oid_key(o): v for o, v in view.items()}
-    out: list[tuple[str, Any]] = []
-    if pdu.isSameTypeWith(module.GetRequestPDU()):
+    values = {
+        oid_key(o): v for o, v in target.objects().items() if not (v1 and v[0] == "counter64")
+    }
+    keys = sorted(values)
+    out: list[tuple[tuple[int, ...], bytes]] = []
+    if request.pdu_type == ber.GET:
         for position, oid in enumerate(asked, start=1):
-            value = values.get(oid_key(oid))
+            value = values.get(oid)
             if value is None:
                 if v1:
-                    return _v1_error(module, response, rsp_pdu, asked, position)
-                out.append((oid, v2c.NoSuchInstance("")))
+                    return ber.response(
+                        request, [(o, NULL_VALUE) for o in asked], NO_SUCH_NAME, position
+                    )
+                out.append((oid, NO_SUCH_INSTANCE))
             else:
-                out.append((oid, encode(value)))
-    elif pdu.isSameTypeWith(module.GetNextRequestPDU()):
+                out.append((oid, ber.value_tlv(*value)))
+    elif request.pdu_type == ber.GET_NEXT:
         for position, oid in enumerate(asked, start=1):
-            found = _next(keys, oid_key(oid))
+            found = _next(keys, oid)
             if found is None:
                 if v1:
-                    return _v1_error(module, response, rsp_pdu, asked, position)
-                out.append((oid, v2c.EndOfMibView("")))
+                    return ber.response(
+                        request, [(o, NULL_VALUE) for o in asked], NO_SUCH_NAME, position
+                    )
+                out.append((oid, END_OF_MIB))
             else:
-                out.append((_dotted(found), encode(values[found])))
-    elif not v1 and pdu.isSameTypeWith(v2c.GetBulkRequestPDU()):
-        non_repeaters = int(v2c.apiBulkPDU.get_non_repeaters(pdu))
-        repetitions = int(v2c.apiBulkPDU.get_max_repetitions(pdu))
+                out.append((found, ber.value_tlv(*values[found])))
+    elif not v1:
+        non_repeaters = max(0, min(request.non_repeaters, len(asked)))
         for oid in asked[:non_repeaters]:
-            found = _next(keys, oid_key(oid))
-            out.append(_bulk_item(oid, found, values))
-        cursors = [oid_key(o) for o in asked[non_repeaters:]]
-        for _ in range(repetitions):
+            out.append(_bulk_item(oid, _next(keys, oid), values))
+        cursors = list(asked[non_repeaters:])
+        for _ in range(max(0, request.max_repetitions)):
             if not cursors or len(out) + len(cursors) > MAX_BULK_VARBINDS:
                 break
             step: list[tuple[int, ...]] = []
             ended = 0
             for cursor in cursors:
                 found = _next(keys, cursor)
-                out.append(_bulk_item(_dotted(cursor), found, values))
+                out.append(_bulk_item(cursor, found, values))
                 ended += found is None
                 step.append(found if found is not None else cursor)
             cursors = step
@@ -143,14 +133,7 @@ def answer(target: SimulatedTarget, data: bytes) -> bytes | None:
                 break
     else:
         return None
-    module.apiPDU.set_varbinds(rsp_pdu, out)
-    return bytes(encoder.encode(response))
-
-
-def encode(value: SimValue) -> Any:
-    """A simulated value as its pysnmp type."""
-    kind, raw = value
-    return ENCODERS[kind](raw)
+    return ber.response(request, out)
 
 
 def _next(keys: list[tuple[int, ...]], after: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -158,23 +141,14 @@ def _next(keys: list[tuple[int, ...]], after: tuple[int, ...]) -> tuple[int, ...
     return keys[position] if position < len(keys) else None
 
 
-def _dotted(key: tuple[int, ...]) -> str:
-    return ".".join(str(p) for p in key)
-
-
 def _bulk_item(
-    asked: str, found: tuple[int, ...] | None, values: Mapping[tuple[int, ...], SimValue]
-) -> tuple[str, Any]:
+    asked: tuple[int, ...],
+    found: tuple[int, ...] | None,
+    values: Mapping[tuple[int, ...], SimValue],
+) -> tuple[tuple[int, ...], bytes]:
     if found is None:
-        return asked, v2c.EndOfMibView("")
-    return _dotted(found), encode(values[found])
-
-
-def _v1_error(module: Any, response: Any, pdu: Any, asked: list[str], index: int) -> bytes:
-    module.apiPDU.set_error_status(pdu, NO_SUCH_NAME)
-    module.apiPDU.set_error_index(pdu, index)
-    module.apiPDU.set_varbinds(pdu, [(oid, v2c.null) for oid in asked])
-    return bytes(encoder.encode(response))
+        return asked, END_OF_MIB
+    return found, ber.value_tlv(*values[found])
 
 
 class SimulatedAgents:

@@ -211,3 +211,31 @@ def test_missed_periods_modulo_256(previous: int, step: int) -> None:
 def test_alarm_bits_name_every_bit(word: int) -> None:
     named = ntcip.bits(word, ntcip.ALARM_1_BITS)
     assert sum(named.values()) == bin(word).count("1")
+
+
+def test_sample_device_files_load_and_carry_their_types_schema() -> None:
+    from pathlib import Path
+
+    import drivers
+    from device_registry.directory import load_device_file
+    from drivers.atcs.metrics import ATCS_DETECTOR_METRICS
+    from drivers.wifi import FAMILY as WIFI
+
+    families = {"atcs": FAMILY, "wifi": WIFI}
+    detector_schema = {m.key: m.kind for m in ATCS_DETECTOR_METRICS}
+    for name in ("atcs", "wifi"):
+        family = families[name]
+        for record in load_device_file(Path(drivers.__file__).parent / name / "sample_config.json"):
+            if record.family == "atcs_detector":
+                assert dict(record.metrics) == detector_schema
+                continue
+            expected = family.metric_schema(family.device_type(record.device_type).metrics)
+            assert dict(record.metrics) == expected, record.device_id
+            spec = DeviceSpec(
+                device_id=record.device_id,
+                device_type=record.device_type,
+                protocol=record.protocol or "",
+                address=record.address,
+                driver_config=record.driver_config,
+            )
+            family.validate(spec)  # the sample configs are valid configs
