@@ -72,7 +72,7 @@ CCTV_TYPES: tuple[CctvType, ...] = (
             metrics=CAMERA_METRICS,
             description="ATCS intersection camera (ONVIF), always-moving traffic scene",
         ),
-        thresholds=QualityThresholds(frozen_diff=1.5, blur_var=120.0, fps_ratio_min=0.7),
+        thresholds=QualityThresholds(blur_var=120.0, fps_ratio_min=0.7),
     ),
     CctvType(
         spec=DeviceTypeSpec(

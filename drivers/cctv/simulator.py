@@ -112,9 +112,9 @@ class CctvSimulator:
                 self.isapi[device.device_id] = stand_in
             if served:
                 self.video = MjpegServer(host=host, port=max(_port(d) for d in served) + 1)
-                self.video.add_clip("people", generated_scenes.walking_people(40, 3))
-                self.video.add_clip("traffic", generated_scenes.moving_shapes(40))
-                self.video.add_clip("crowd", generated_scenes.walking_people(40, 5))
+                self.video.add_clip("people", generated_scenes.walking_people(20, 3))
+                self.video.add_clip("traffic", generated_scenes.moving_shapes(20))
+                self.video.add_clip("crowd", generated_scenes.walking_people(20, 5))
                 self.video.add_clip("covered", generated_scenes.covered(5))
                 await self.video.start()
             log.info("cctv: %d ONVIF stand-ins, %d NVR stand-ins", len(cameras), len(nvrs))

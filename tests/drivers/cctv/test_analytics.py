@@ -50,14 +50,14 @@ def test_crowd_zone_counts_only_feet_inside() -> None:
 
 
 def test_parking_event_within_two_seconds_of_the_dwell_limit() -> None:
-    scene = generated_scenes.car_parks(seconds=16, arrive_s=2.0)
-    detector = ParkingDetector(zone=scene.zone, dwell_limit_s=10.0)
+    scene = generated_scenes.car_parks(seconds=10, arrive_s=2.0)
+    detector = ParkingDetector(zone=scene.zone, dwell_limit_s=6.0)
     events = []
     for index, frame in enumerate(scene.frames):
         events += detector.update(frame, index / scene.fps)
     assert len(events) == 1
-    assert events[0].at_s == pytest.approx(scene.stopped_at_s + 10.0, abs=2.0)
-    assert events[0].dwell_s == pytest.approx(10.0, abs=2.0)
+    assert events[0].at_s == pytest.approx(scene.stopped_at_s + 6.0, abs=2.0)
+    assert events[0].dwell_s == pytest.approx(6.0, abs=2.0)
     assert detector.parked == 1
 
 
@@ -81,7 +81,7 @@ def test_parking_becomes_an_event_reading_of_the_family_table() -> None:
 
 
 def test_traffic_that_keeps_moving_is_not_parking() -> None:
-    frames = generated_scenes.moving_shapes(120)
+    frames = generated_scenes.moving_shapes(80)
     zone = ((0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0))
     detector = ParkingDetector(zone=zone, dwell_limit_s=5.0)
     events = [e for i, f in enumerate(frames) for e in detector.update(f, i / 10.0)]
@@ -104,7 +104,7 @@ async def test_camera_counts_people_and_stays_inside_the_agent(
         driver_config={
             "password": stand_in.camera.password,
             "sample_every_s": 0,
-            "sample_s": 1.5,
+            "sample_s": 1.0,
             "events": False,
             "analytics": {
                 "people": True,

@@ -55,7 +55,7 @@ async def test_every_reading_and_event_is_accepted_by_the_hub(
 ) -> None:
     """Telemetry and events through the hub's real decoder, against the type's schema."""
     stand_in = await onvif_stand_in()
-    stand_in.camera.stream_uri = mjpeg_server.add_clip("t", generated_scenes.walking_people(10, 2))
+    stand_in.camera.stream_uri = mjpeg_server.add_clip("t", generated_scenes.walking_people(6, 2))
     device_id = f"cam-{unique_id}"
     spec = DeviceSpec(
         device_id=device_id,
@@ -65,7 +65,7 @@ async def test_every_reading_and_event_is_accepted_by_the_hub(
         driver_config={
             "password": stand_in.camera.password,
             "sample_every_s": 0,
-            "sample_s": 1.0,
+            "sample_s": 0.6,
             "analytics": {"people": True, "no_parking_zone": [[0, 0], [1, 0], [1, 1]]},
         },
     )

@@ -95,7 +95,7 @@ async def test_real_stream_camera_health_only_camera_and_outage(
 ) -> None:
     simulator, assigned, faults = simulated
     cameras = sorted(assigned.values(), key=lambda d: d.device_id)
-    real = driver(cameras[0], sample_every_s=0, sample_s=1.5)
+    real = driver(cameras[0], sample_every_s=0, sample_s=1.0)
     health_only = driver(cameras[3])
     try:
         metrics = (await real.poll())[0].metrics

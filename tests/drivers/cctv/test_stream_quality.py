@@ -30,7 +30,7 @@ FPS = 10.0
 DEFAULT = QualityThresholds()
 
 
-async def sample(url: str, background: BackgroundModel | None = None, seconds: float = 1.5) -> Any:
+async def sample(url: str, background: BackgroundModel | None = None, seconds: float = 1.0) -> Any:
     return await asyncio.to_thread(sample_stream, url, sample_s=seconds, background=background)
 
 
@@ -38,10 +38,10 @@ async def test_mjpeg_feeds_measure_as_generated(mjpeg_server: MjpegServer) -> No
     urls = {
         name: mjpeg_server.add_clip(name, frames)
         for name, frames in {
-            "moving": generated_scenes.moving_shapes(20),
+            "moving": generated_scenes.moving_shapes(12),
             "frozen": generated_scenes.frozen(5),
             "black": generated_scenes.black(5),
-            "blurred": generated_scenes.blurred(20),
+            "blurred": generated_scenes.blurred(12),
         }.items()
     }
     # Sampled together, each in its own worker thread, as the agent's decode slots do.
@@ -66,7 +66,7 @@ async def test_mjpeg_feeds_measure_as_generated(mjpeg_server: MjpegServer) -> No
 async def test_covered_lens_shows_against_the_background_of_earlier_samples(
     mjpeg_server: MjpegServer,
 ) -> None:
-    normal = mjpeg_server.add_clip("normal", generated_scenes.moving_shapes(20))
+    normal = mjpeg_server.add_clip("normal", generated_scenes.moving_shapes(12))
     covered = mjpeg_server.add_clip("covered", generated_scenes.covered(5))
     background = BackgroundModel()
     first = (await sample(normal, background)).quality(DEFAULT, FPS)
@@ -81,8 +81,8 @@ async def test_covered_lens_shows_against_the_background_of_earlier_samples(
 async def test_rtsp_stream_from_a_real_rtsp_server(
     rtsp_server: Callable[[dict[str, list[Any]]], str],
 ) -> None:
-    base = rtsp_server({"street": generated_scenes.moving_shapes(60)})
-    measured = (await sample(f"{base}/street", seconds=2.5)).quality(DEFAULT, FPS)
+    base = rtsp_server({"street": generated_scenes.moving_shapes(35)})
+    measured = (await sample(f"{base}/street", seconds=2.0)).quality(DEFAULT, FPS)
     assert measured["stream_ok"] is True
     assert measured["fps_measured"] == pytest.approx(FPS, abs=2.0)
     assert measured["frozen"] is False
@@ -111,7 +111,7 @@ async def test_camera_poll_samples_the_onvif_stream(
         driver_config={
             "password": stand_in.camera.password,
             "sample_every_s": 0,
-            "sample_s": 1.5,
+            "sample_s": 1.0,
             "events": False,
             "profile": 0,  # the main stream, whose profile promises 25 fps
         },
