@@ -159,6 +159,17 @@ class AlertRouter(PageMaker):
         self.routing = routing
         self.directory = directory
 
+    def parent_of(self, device_id: str) -> str | None:
+        """The device's gateway in the registry: when it is down, the device's alerts join it."""
+        record = self.directory.get(device_id) if self.directory is not None else None
+        return record.gateway_id if record is not None else None
+
+    def children_of(self, device_id: str) -> list[str]:
+        """The devices the registry assigns to this gateway."""
+        if self.directory is None:
+            return []
+        return [record.device_id for record in self.directory.devices_for_gateway(device_id)]
+
     def in_maintenance(self, device_id: str) -> bool:
         """Whether the registry has the device in maintenance (it pages no one)."""
         record = self.directory.get(device_id) if self.directory is not None else None
@@ -203,6 +214,8 @@ class AlertRouter(PageMaker):
             team = self.team(alert)
             if team is None or alert.flapping or self.in_maintenance(alert.device_id):
                 continue
+            if store.is_child(alert):
+                continue  # part of its parent's incident: the parent escalates
             if self.send_after(alert, now_ms) > now_ms:
                 continue  # quiet hours: no escalation or repeat of a non-critical alert now
             level = alert.escalation

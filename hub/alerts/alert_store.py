@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS silences (
     starts_ms INTEGER NOT NULL, ends_ms INTEGER NOT NULL, created_by TEXT NOT NULL,
     comment TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS used_links (nonce TEXT PRIMARY KEY, used_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS incident_children (
+    parent_key TEXT NOT NULL, parent_instance INTEGER NOT NULL, child_key TEXT NOT NULL,
+    child_instance INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+    PRIMARY KEY (child_key, child_instance));
 """
 ALERT_COLUMNS = (
     "key, rule_id, device_id, instance, state, level, stage, severity, value, message, family, "
@@ -273,7 +277,23 @@ class AlertStore:
         event_id = int(cursor.lastrowid or 0)
         if page is not None and instance:
             alert = self._alert(db, event.key)
-            if alert is not None:
+            if alert is not None and event.kind == "raise":
+                parent = self._firing_parent(db, page.parent_of(alert.device_id))
+                if parent is not None:
+                    # Its parent (gateway) is down: one incident on the parent, no page.
+                    db.execute(
+                        "INSERT OR IGNORE INTO incident_children VALUES (?, ?, ?, ?, ?)",
+                        (parent.key, parent.instance, alert.key, alert.instance, event.time_ms),
+                    )
+                # Devices behind it that failed first join its incident (no more repeats).
+                for child_id in page.children_of(alert.device_id):
+                    child = self._firing_parent(db, child_id)
+                    if child is not None:
+                        db.execute(
+                            "INSERT OR IGNORE INTO incident_children VALUES (?, ?, ?, ?, ?)",
+                            (alert.key, alert.instance, child.key, child.instance, event.time_ms),
+                        )
+            if alert is not None and not self._is_child(db, alert):
                 targets = page.pages(event, alert, self._silenced(db, alert, now_ms))
                 when = page.send_after(alert, now_ms) if targets else now_ms
                 for target, title in targets:
@@ -301,6 +321,37 @@ class AlertStore:
             (event_id, alert.key, alert.instance, kind, target, title, body, due, now_ms),
         )
         db.execute("UPDATE alerts SET last_page_ms = ? WHERE key = ?", (now_ms, alert.key))
+
+    @staticmethod
+    def _firing_parent(db: sqlite3.Connection, parent_id: str | None) -> AlertRow | None:
+        if parent_id is None:
+            return None
+        row = db.execute(
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = ? AND state = 'firing' "  # noqa: S608
+            "ORDER BY raised_ms LIMIT 1",
+            (parent_id,),
+        ).fetchone()
+        return AlertRow(*row) if row else None
+
+    @staticmethod
+    def _is_child(db: sqlite3.Connection, alert: AlertRow) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM incident_children WHERE child_key = ? AND child_instance = ?",
+            (alert.key, alert.instance),
+        ).fetchone()
+        return row is not None
+
+    def is_child(self, alert: AlertRow) -> bool:
+        """Whether the alert belongs to an incident on its parent (it pages no one)."""
+        return self._is_child(self._db, alert)
+
+    def children(self, key: str) -> list[sqlite3.Row]:
+        """The alerts of devices behind this alert's device, grouped into its incident."""
+        return self._db.execute(
+            "SELECT c.child_key, c.child_instance, c.time_ms, a.state FROM incident_children c "
+            "JOIN alerts a ON a.key = c.child_key WHERE c.parent_key = ? ORDER BY c.time_ms",
+            (key,),
+        ).fetchall()
 
     @staticmethod
     def _alert(db: sqlite3.Connection, key: str) -> AlertRow | None:
@@ -541,3 +592,11 @@ class PageMaker:
     def send_after(self, alert: AlertRow, now_ms: int) -> int:
         """When the alert's pages may go (quiet hours defer non-critical ones)."""
         return now_ms
+
+    def parent_of(self, device_id: str) -> str | None:
+        """The device's parent in the registry's topology (its gateway), if any."""
+        return None
+
+    def children_of(self, device_id: str) -> list[str]:
+        """The devices behind this one in the registry's topology."""
+        return []

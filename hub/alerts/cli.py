@@ -122,6 +122,7 @@ def show(
     try:
         alert = store.alert(key)
         events = store.events_of(key)
+        children = store.children(key)
     except AlertStoreError as err:
         err_console.print(str(err), highlight=False)
         raise typer.Exit(1) from err
@@ -137,6 +138,10 @@ def show(
         f"{_when(alert.acked_ms)}  escalation level {alert.escalation}",
         highlight=False,
     )
+    if children:
+        console.print(f"incident: {len(children)} device(s) behind it failed with it:")
+        for child in children:
+            console.print(f"  {child['child_key']} ({child['state']})", highlight=False)
     table = Table("time (UTC)", "#", "event", "stage", "value", "by")
     for event in events:
         table.add_row(
