@@ -18,11 +18,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from device_registry.api_tokens import create_token
 from device_registry.database import open_database
+from device_registry.directory import DirectoryError
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceTypeCreate, MetricSpec
+from hub.one_machine import hub_directory
+from hub.settings import load_settings
 from tests.agent.registry_api_server import served_registry
 from tests.conftest import MqttClientFactory, RunningStack, free_port
 from tests.registry.conftest import TEMPLATE_DB, PostgresServer
@@ -204,41 +208,29 @@ def test_hub_run_reads_the_registry_api_and_a_gateway_token_is_refused(
             database, name="gw-x", role="gateway", actor="test", gateway_id="gw-x"
         ).token
         cache.unlink()
-        config.write_text(config.read_text().replace(viewer, gateway))
-        refused = subprocess.run(
-            [sys.executable, "-m", "hub", "hub", "run", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={**os.environ, "COLUMNS": "300"},
+        settings = load_settings(config)
+        refused_settings = settings.model_copy(
+            update={
+                "ingest": settings.ingest.model_copy(update={"registry_token": SecretStr(gateway)})
+            }
         )
+        with pytest.raises(DirectoryError, match=r"answered 403: .*gateway") as refused:
+            hub_directory(refused_settings)
     database.close()
-    assert refused.returncode == 1, refused.stderr
-    last = refused.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"hub failed: registry {registry.url}: answered 403"), last
-    assert gateway not in refused.stderr
+    assert str(refused.value).startswith(f"registry {registry.url}: answered 403")
+    assert gateway not in str(refused.value)
+    assert not cache.exists()
 
 
-def test_hub_run_with_an_unreachable_database_is_one_line_without_the_password(
+def test_an_unreachable_database_is_one_line_without_the_password(
     tmp_path: Path, unique_id: str
 ) -> None:
-    config = tmp_path / "kotahub.toml"
     url = f"postgresql+psycopg://kotahub:pw-{unique_id}@127.0.0.1:{free_port()}/kotahub"
-    config.write_text(
-        f'state_dir = "{tmp_path}"\n[mqtt]\npassword = "x"\n[ingest]\nmetrics_port = 0\n'
-        f'[registry]\ndatabase_url = "{url}"\n'
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "hub", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "300"},
-    )
-    assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("hub failed: registry database postgresql+psycopg://kotahub:***@"), last
-    assert f"pw-{unique_id}" not in result.stderr
-    assert "Traceback" not in result.stderr
+    settings = load_settings(None, state_dir=tmp_path, registry={"database_url": url})
+    # What `kotahub hub run` prints after "hub failed: " (it catches DirectoryError).
+    with pytest.raises(DirectoryError) as failed:
+        hub_directory(settings)
+    message = str(failed.value)
+    assert message.startswith("registry database postgresql+psycopg://kotahub:***@127.0.0.1:")
+    assert "\n" not in message
+    assert f"pw-{unique_id}" not in message
