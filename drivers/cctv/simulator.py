@@ -51,6 +51,7 @@ class CctvSimulator:
         self.onvif: OnvifStandIn | None = None
         self.isapi: dict[str, IsapiStandIn] = {}
         self.video: MjpegServer | None = None
+        self.tampered: set[str] = set()
 
     def assign_addresses(
         self, devices: Sequence[SimulatedDevice], first_port: int, host: str = "127.0.0.1"
@@ -153,9 +154,11 @@ class CctvSimulator:
         minutes = float(device.params.get("tamper_for_min", 10))
         hours = ctx.clock.elapsed_s() / 3600
         tampered = (hours % every_h) * 60 < minutes and hours >= every_h
-        was = camera.calls.get("_tampered", 0) == 1
-        if tampered != was:
-            camera.calls["_tampered"] = int(tampered)
+        if tampered != (device.device_id in self.tampered):
+            if tampered:
+                self.tampered.add(device.device_id)
+            else:
+                self.tampered.discard(device.device_id)
             camera.raise_event(TAMPER_TOPIC, tampered)
             uri = str(device.driver_config.get("stream_uri", ""))
             if uri and self.video is not None:
