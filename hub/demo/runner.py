@@ -21,19 +21,15 @@ import dataclasses
 import logging
 import shlex
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from device_registry.database import RegistryDatabase, open_database
-from device_registry.database_directory import DatabaseDeviceDirectory
-from device_registry.directory import DeviceRecord
 from drivers.simulation import (
     FamilySimulator,
     FaultBoard,
@@ -42,6 +38,7 @@ from drivers.simulation import (
     SimulatorContext,
 )
 from hub.demo.control import ControlError, ControlServer, fault_from_message
+from hub.demo.demo_time import AGENT_GATEWAY, DemoTimeDirectory, route_ble_by_gateway
 from hub.demo.fault_injector import FaultInjector, StackParts
 from hub.demo.gateway_links import GatewayLink
 from hub.demo.summary import (
@@ -58,8 +55,6 @@ from hub.settings import Settings
 log = logging.getLogger(__name__)
 Scale = Literal["sample", "city"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-# A polled device is never asked more often than this, whatever the speed.
-MIN_INTERVAL_S = 1.0
 # The highest water level per area over the last 5 minutes: what a rising flood changes.
 LEVELS_QUERY = 'SELECT max("level_m") FROM "flood" WHERE time > now() - 5m GROUP BY "kecamatan"'
 EXAMPLE_QUERIES = (
@@ -106,68 +101,6 @@ class DemoFleet:
     devices: tuple[SimulatedDevice, ...]
     gateways: tuple[DemoGateway, ...]
     registered_now: bool
-
-
-def scaled_record(record: DeviceRecord, speed: float) -> DeviceRecord:
-    """The record as the demo's hub and agents see it: intervals divided by ``speed``."""
-    if speed == 1:
-        return record
-    interval = max(MIN_INTERVAL_S, record.expected_interval_s / speed)
-    config: Mapping[str, Any] = record.driver_config
-    poll = config.get("poll_interval_s")
-    if isinstance(poll, int | float) and not isinstance(poll, bool) and poll > 0:
-        config = MappingProxyType({**config, "poll_interval_s": max(MIN_INTERVAL_S, poll / speed)})
-    return dataclasses.replace(record, expected_interval_s=interval, driver_config=config)
-
-
-class DemoTimeDirectory(DatabaseDeviceDirectory):
-    """The registry's devices with their intervals in demo time (see the module's note)."""
-
-    def __init__(self, database: RegistryDatabase, speed: float) -> None:
-        self.speed = speed
-        super().__init__(database)
-
-    def replace(self, records: Iterable[DeviceRecord]) -> None:
-        """Swap in a new snapshot, each record scaled to the demo's speed."""
-        super().replace(scaled_record(r, self.speed) for r in records)
-
-
-# The gateway whose agent runs in the current task: each agent's BLE scanner hears the
-# FAKE radio of its own gateway, though all agents share this process (and bleak).
-_AGENT_GATEWAY: ContextVar[str | None] = ContextVar("demo_agent_gateway", default=None)
-
-
-def route_ble_by_gateway(radio_dir: Path) -> Callable[[], None]:
-    """Make bleak's scanner use the FAKE radio of the gateway whose agent creates it.
-
-    ``drivers.ble.simulator`` routes one process to one gateway's radio; the demo runs an
-    agent per gateway in one process, so the radio is chosen per agent task instead.
-    Returns what undoes it.
-    """
-    import bleak
-
-    from drivers.ble.simulator import simulated_radio_backend
-
-    original = bleak.BleakScanner
-    backends: dict[str, type[Any]] = {}
-
-    class PerGatewayScanner(original):  # type: ignore[misc,valid-type]
-        """bleak's scanner on the FAKE radio of the current agent's gateway."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            gateway = _AGENT_GATEWAY.get()
-            if gateway is not None and "backend" not in kwargs:
-                if gateway not in backends:
-                    backends[gateway] = simulated_radio_backend(radio_dir, gateway)
-                kwargs["backend"] = backends[gateway]
-            super().__init__(*args, **kwargs)
-
-    bleak.BleakScanner = PerGatewayScanner  # type: ignore[misc]
-
-    def undo() -> None:
-        bleak.BleakScanner = original  # type: ignore[misc]
-
-    return undo
 
 
 def grafana_note() -> str:
@@ -419,7 +352,7 @@ class DemoRunner:
             )
 
     async def _run_agent(self, agent: Any) -> None:
-        _AGENT_GATEWAY.set(agent.gateway_id)  # its tasks inherit it: see route_ble_by_gateway
+        AGENT_GATEWAY.set(agent.gateway_id)  # its tasks inherit it: see route_ble_by_gateway
         try:
             await agent.run(self._agent_stop)
         except asyncio.CancelledError:
