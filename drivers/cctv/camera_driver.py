@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ from drivers.cctv.stream_quality import (
 )
 from drivers.framework import DeviceSpec, DriverConfig, DriverError, MetricValue, Reading, utc_now
 
+log = logging.getLogger(__name__)
 DECODE_SLOTS = max(1, os.cpu_count() or 1)
 PEOPLE_EVERY_S = 1.0  # HOG is the costly stage: one frame a second of the sample
 
@@ -207,7 +210,13 @@ class SampleAnalytics:
             self.people_count = max(self.people_count or 0, total)
             self.zone_people = max(self.zone_people or 0, in_zone)
         if self.plugin is not None:
-            prediction = self.plugin.predict(frame)
+            try:
+                prediction = self.plugin.predict(frame)
+            except (OnnxPluginError, RuntimeError, ValueError) as err:
+                # A model that fails on real frames costs its own metrics, not the camera.
+                log.warning("%s: ONNX plug-in disabled for this sample: %s", self.device_id, err)
+                self.plugin = None
+                return
             if self.prediction is None or prediction.score > self.prediction.score:
                 self.prediction = prediction
 
@@ -263,6 +272,9 @@ class CctvCamera:
         )
         self._seq = 0
         self._slots = decode_slots("cctv", DECODE_SLOTS)
+        # A sample cut short by the agent's timeout runs on in its thread; the next one
+        # must not decode alongside it (the background model is not thread-safe).
+        self._sampling = threading.Lock()
         model = config.analytics.onnx_model
         try:
             self.plugin = OnnxPlugin(model, config.analytics.onnx_labels) if model else None
@@ -290,6 +302,16 @@ class CctvCamera:
         self, uri: str, fps_nominal: float | None
     ) -> tuple[dict[str, MetricValue], list[Reading]]:
         """Decode and analyse one sample (worker thread, under a decode slot)."""
+        if not self._sampling.acquire(blocking=False):
+            return {}, []  # the previous sample is still decoding: skip this turn
+        try:
+            return self._sample_locked(uri, fps_nominal)
+        finally:
+            self._sampling.release()
+
+    def _sample_locked(
+        self, uri: str, fps_nominal: float | None
+    ) -> tuple[dict[str, MetricValue], list[Reading]]:
         analytics = SampleAnalytics(
             self.device_id, self.config.analytics, self.parking, plugin=self.plugin
         )

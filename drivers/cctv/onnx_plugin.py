@@ -78,7 +78,10 @@ class OnnxPlugin:
             cv2.COLOR_BGR2RGB,
         )
         tensor = (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[np.newaxis]
-        scores = np.ravel(self.session.run(None, {self.input_name: tensor})[0])
+        try:
+            scores = np.ravel(self.session.run(None, {self.input_name: tensor})[0])
+        except Exception as err:  # onnxruntime's own exception types, per failure
+            raise OnnxPluginError(f"the model failed on a frame: {err}") from err
         if scores.size == 0 or not np.all(np.isfinite(scores)):
             raise OnnxPluginError("the model returned no finite scores")
         best = int(np.argmax(scores))

@@ -86,3 +86,38 @@ def test_missing_or_wrong_model_is_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DriverError, match="cam-bad: cannot load ONNX model"):
         create_camera(broken, FAMILY.validate(broken))
+
+
+def nan_model(path: Path, side: int = 16) -> Path:
+    """A real model whose scores are NaN (log of a negative mean): a broken plug-in."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, side, side])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["image", "axes"], ["means"], keepdims=0),
+            helper.make_node("Neg", ["means"], ["negative"]),
+            helper.make_node("Log", ["negative"], ["scores"]),
+        ],
+        "broken",
+        [image],
+        [scores],
+        initializer=[axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_plugin_that_fails_on_frames_costs_only_its_own_metrics(tmp_path: Path) -> None:
+    plugin = OnnxPlugin(nan_model(tmp_path / "nan.onnx"))
+    with pytest.raises(OnnxPluginError, match="no finite scores"):
+        plugin.predict(generated_scenes.moving_shapes(1)[0])
+    config = AnalyticsConfig(people=True)
+    analytics = SampleAnalytics("cam-n", config, None, plugin=plugin)
+    for index, frame in enumerate(generated_scenes.walking_people(3, 2)):
+        analytics.on_frame(frame, index / 10)
+    metrics = analytics.metrics()
+    assert "model_score" not in metrics
+    assert abs(int(metrics["people_count"]) - 2) <= 1
