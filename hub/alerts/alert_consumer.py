@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ALERT_MEASUREMENT = "alert"
 TICK_INTERVAL_MS = 200
+POSITION_COMMIT_MS = 1000
 Sink = Callable[[list[str]], None]
 
 
@@ -87,6 +88,7 @@ class AlertConsumer:
         self.on_saved = on_saved
         self.escalations = escalations
         self._last_tick = 0
+        self._last_commit = 0
         self._queued_ids: list[int] = []
         engine.load(store.tracks())
         families: set[str] = set()
@@ -122,7 +124,14 @@ class AlertConsumer:
             elif isinstance(item, StatusChange):
                 events += engine.on_status(item)
         dirty = engine.take_dirty()
-        self.store.apply(events, dirty, end, self.pages, self.clock.now_ms())
+        now = self.clock.now_ms()
+        if not events and not dirty and now - self._last_commit < POSITION_COMMIT_MS:
+            # Nothing changed that a replay would not redo the same way: the position
+            # alone is saved at most once a second (an fsync per read would slow the
+            # hub's own WAL fsyncs).
+            return
+        self.store.apply(events, dirty, end, self.pages, now)
+        self._last_commit = now
         if events:
             self._after_save()
 

@@ -78,7 +78,7 @@ class Track:
     window: list[tuple[int, float]] = field(default_factory=list)
     changes: list[int] = field(default_factory=list)
     flapping: bool = False
-    saved_ms: int = 0  # in memory only: reading time of the last save
+    saved_ms: int = 0  # in memory only: engine clock at the last save
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -272,6 +272,7 @@ class RuleEngine:
         self._bands: dict[str, list[tuple[float, float]] | None] = {}
         self._generation = -1
         self._warned: set[str] = set()
+        self._now = clock.now_ms()  # the clock once per reading, for checkpoints
 
     # -- state ---------------------------------------------------------------------
     def load(self, tracks: Mapping[str, Track]) -> None:
@@ -293,8 +294,9 @@ class RuleEngine:
         """The tracks changed since the last call (to be saved now)."""
         dirty = {key: self.tracks[key] for key in self.dirty if key in self.tracks}
         self.dirty = set()
+        now = self.clock.now_ms()
         for track in dirty.values():
-            track.saved_ms = max(track.last_ms, track.window[-1][0] if track.window else 0)
+            track.saved_ms = now
         return dirty
 
     # -- input -----------------------------------------------------------------------
@@ -357,6 +359,7 @@ class RuleEngine:
         by_metric, _offline = self._rules_for(reading.device_id, reading.family, reading.tags)
         if not by_metric:
             return []
+        self._now = self.clock.now_ms()
         events: list[AlertEvent] = []
         for metric, value in reading.metrics.items():
             for compiled in by_metric.get(metric, ()):
@@ -399,7 +402,7 @@ class RuleEngine:
             track = self.tracks.setdefault(key, Track())
             self._absence.add(key)
             track.last_ms = max(track.last_ms, t)
-            if t - track.saved_ms >= CHECKPOINT_MS:
+            if self._now - track.saved_ms >= CHECKPOINT_MS:
                 self.dirty.add(key)
             target = 0
         else:
@@ -413,7 +416,7 @@ class RuleEngine:
             measured = number
             if isinstance(rule, RateRule):
                 measured = self._change(track, rule, t, number)
-                if t - track.saved_ms >= CHECKPOINT_MS:
+                if self._now - track.saved_ms >= CHECKPOINT_MS:
                     self.dirty.add(key)
             elif _below(rule):
                 measured = -number
