@@ -159,6 +159,9 @@ class RegistryFeed:
             verify=verify,
             follow_redirects=False,
         )
+        # httpx logs every request at INFO: one line a minute per agent (every 5 s on a hub
+        # worker) says nothing; failures are logged here, once each way.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         gateway = config.gateway_id
         self.path = (
             f"/api/v1/gateways/{quote(gateway, safe='')}/devices" if gateway else DIRECTORY_PATH

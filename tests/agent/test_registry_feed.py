@@ -7,6 +7,7 @@ list is polled, the agent keeps polling), a damaged cache (a clear one-line erro
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import stat
@@ -27,10 +28,16 @@ from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceTypeCreate
 from hub.agent.agent import Agent
 from hub.agent.cli import AgentStartError, build_agent
-from hub.agent.device_list_cache import DeviceListCache, DeviceListCacheError
-from hub.agent.registry_feed import RegistryFeedDirectory, feed_config
+from hub.agent.device_list_cache import DeviceListCache, DeviceListCacheError, parse_device_rows
+from hub.agent.registry_feed import (
+    RegistryFeed,
+    RegistryFeedConfig,
+    RegistryFeedDirectory,
+    RegistryRefusedError,
+    feed_config,
+)
 from hub.local_ca import ensure_server_certificate
-from hub.settings import AgentSettings, Settings, load_settings
+from hub.settings import AgentSettings, ConfigError, Settings, load_settings
 from tests.agent.conftest import agent_settings, by_topic, wait_until
 from tests.agent.registry_api_server import ServedRegistry, served_registry
 from tests.conftest import MqttClientFactory
@@ -382,3 +389,57 @@ def test_any_cache_file_is_a_list_or_a_clear_error(
     again = cache.load()
     assert again is not None
     assert again.devices == loaded.devices
+
+
+@functools.cache
+def answer_parser() -> RegistryFeed:
+    """One feed for all examples (its HTTP client is never used: only the parser)."""
+    config = RegistryFeedConfig(
+        url="http://127.0.0.1:9", token="khr_x", gateway_id="gw-a", cache_file=Path("unused")
+    )
+    return RegistryFeed(config)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=60),
+        cache_documents.map(lambda d: json.dumps(d).encode()),
+        st.fixed_dictionaries(
+            {
+                "gateway_id": st.sampled_from(["gw-a", "gw-b", None]),
+                "revision": st.one_of(st.integers(), st.text(max_size=3), st.none()),
+                "devices": st.one_of(st.lists(valid_row, max_size=3), cache_documents),
+            }
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
+def test_any_registry_answer_is_a_list_or_a_refusal(body: bytes) -> None:
+    refusal: RegistryRefusedError | None = None
+    try:
+        answer = answer_parser()._parse(body, '"rev-1"', "registry test")
+    except RegistryRefusedError as err:
+        refusal = err
+    if refusal is not None:
+        assert str(refusal).startswith("registry test")  # names the registry
+        return
+    assert answer.rows is not None
+    loaded = parse_device_rows(list(answer.rows), "gw-a", where="again")[0]
+    assert all(d.gateway_id == "gw-a" for d in loaded)
+
+
+@settings(max_examples=100, deadline=None)
+@given(url=st.text(max_size=40))
+def test_any_registry_url_is_taken_or_named(url: str) -> None:
+    settings_ = load_settings(
+        None, agent={"gateway_id": "gw-a", "registry_url": url or "x", "registry_token": "t"}
+    )
+    refusal: ConfigError | None = None
+    try:
+        config = feed_config(settings_, "gw-a")
+    except ConfigError as err:
+        refusal = err
+    if refusal is not None:
+        assert str(refusal).startswith("agent.registry_url: ")  # names the setting
+        return
+    assert config.url.startswith(("http://", "https://"))
