@@ -124,12 +124,21 @@ def identity_spec(device: Device, device_type: DeviceType) -> IdentitySpec | Non
     return _identity_spec(device.id, device.gateway_id, device_type)
 
 
+def speaks_mqtt_itself(protocol: str) -> bool:
+    """True for a type whose devices publish over MQTT themselves (``mqtt``, ``mqtt_gps``...).
+
+    ``mqtt_<flavour>`` names a native-MQTT device with a payload of that flavour (the GPS
+    family's trackers are ``mqtt_gps``); each needs a broker identity of its own.
+    """
+    return protocol == "mqtt" or protocol.startswith("mqtt_")
+
+
 def _identity_spec(
     device_id: str, gateway_id: str | None, device_type: DeviceType
 ) -> IdentitySpec | None:
     if device_type.is_gateway:
         return IdentitySpec(device_id=device_id, kind="gateway")
-    if device_type.protocol == "mqtt" and gateway_id is None:
+    if speaks_mqtt_itself(device_type.protocol) and gateway_id is None:
         return IdentitySpec(device_id=device_id, kind="device")
     return None
 

@@ -186,7 +186,7 @@ def seed_catalog(service: RegistryService) -> None:
             family="cctv",
             protocol="onvif",
             expected_interval_s=60,
-            metrics=[MetricSpec(name="online", unit="", kind="boolean")],
+            metrics=[MetricSpec(name="stream_ok", unit="", kind="boolean")],
         ),
         actor=actor,
     )

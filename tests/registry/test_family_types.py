@@ -116,14 +116,14 @@ def test_a_known_familys_type_declares_only_its_tables_metrics(
         service.update_type(
             "radar", DeviceTypeUpdate(metrics=[MetricSpec(name="flow_m3s")]), actor="test"
         )
-    # A family no driver knows yet (cameras) is not checked: there is no table to drift from.
+    # A family no driver knows (parking meters) is not checked: there is no table to drift from.
     service.create_type(
         DeviceTypeCreate(
-            name="cam",
-            family="cctv",
-            protocol="onvif",
+            name="meter",
+            family="parking_meter",
+            protocol="mqtt",
             expected_interval_s=60,
-            metrics=[MetricSpec(name="people", kind="integer")],
+            metrics=[MetricSpec(name="coins", kind="integer")],
         ),
         actor="test",
     )

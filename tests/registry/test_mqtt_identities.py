@@ -10,7 +10,7 @@ import pytest
 from device_registry.bulk_import import import_devices, parse_csv
 from device_registry.errors import FieldError
 from device_registry.registry_service import RegistryService
-from device_registry.schemas import DeviceCreate, DeviceUpdate
+from device_registry.schemas import DeviceCreate, DeviceTypeCreate, DeviceUpdate, MetricSpec
 from tests.conftest import MqttClientFactory, MqttTestClient
 from tests.registry.conftest import seed_catalog
 
@@ -221,3 +221,34 @@ def test_import_revokes_identities_like_a_single_update(
     assert broker_service.get_device(gauge).mqtt_username == gauge
     fresh = mqtt_client(gauge, again.credentials[0].password, client_id=gauge)
     assert fresh.connect_reason == "Success"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_gps_tracker_keeps_its_own_identity_through_an_update(
+    broker_service: RegistryService, mqtt_client: MqttClientFactory, unique_id: str
+) -> None:
+    """``mqtt_gps`` speaks MQTT itself, like ``mqtt``: an update must not revoke its login."""
+    broker_service.create_type(
+        DeviceTypeCreate(
+            name=f"{unique_id}-tracker",
+            family="gps",
+            protocol="mqtt_gps",
+            expected_interval_s=30,
+            metrics=[MetricSpec(name="lat", unit="deg"), MetricSpec(name="lon", unit="deg")],
+        ),
+        actor="t",
+    )
+    bus = f"{unique_id}-bus"
+    created = broker_service.create_device(
+        DeviceCreate(id=bus, device_type=f"{unique_id}-tracker", state="active"), actor="t"
+    )
+    assert created.credentials is not None
+    updated = broker_service.update_device(bus, DeviceUpdate(tags={"route": "K1"}), actor="t")
+    assert updated.device.mqtt_username == bus
+    client = mqtt_client(bus, created.credentials.password, client_id=bus)
+    assert client.connect_reason == "Success"
+    # Accepted (MQTT 5 says "No matching subscribers" when nobody listens), not refused.
+    assert publish_reason(client, f"kota/v1/dev/{bus}/telemetry") in {
+        "Success",
+        "No matching subscribers",
+    }
