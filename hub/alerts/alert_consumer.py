@@ -116,6 +116,15 @@ class AlertConsumer:
 
     def consume(self, items: Sequence[StreamItem], end: WalPosition) -> None:
         """Evaluate a batch and save its effect with ``end``, in one transaction."""
+        try:
+            self._consume(items, end)
+        except Exception:
+            # The batch is handed over again (from the last committed position): the
+            # engine must start it from the saved state, or its raises would be lost.
+            self.engine.reset(self.store.tracks())
+            raise
+
+    def _consume(self, items: Sequence[StreamItem], end: WalPosition) -> None:
         engine = self.engine
         events: list[AlertEvent] = []
         for item in items:

@@ -275,6 +275,15 @@ class RuleEngine:
         self._now = clock.now_ms()  # the clock once per reading, for checkpoints
 
     # -- state ---------------------------------------------------------------------
+    def reset(self, tracks: Mapping[str, Track]) -> None:
+        """Forget the state in memory and take ``tracks`` (the saved ones) instead."""
+        self.tracks.clear()
+        self.dirty.clear()
+        self._pending.clear()
+        self._absence.clear()
+        self._flapping.clear()
+        self.load(tracks)
+
     def load(self, tracks: Mapping[str, Track]) -> None:
         """Take tracks saved before a restart."""
         for key, track in tracks.items():

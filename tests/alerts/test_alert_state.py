@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -336,3 +337,22 @@ def test_quiet_hours_defer_non_critical_pages_and_let_critical_ones_through(tmp_
         assert "[ALERT] warning: high-water on g1" in titles
         assert titles.count("[ALERT] warning: high-water on g1") == 1
         store.close()
+
+
+def test_a_failed_save_loses_no_raise_when_the_batch_comes_again(
+    rig: tuple[Rig, WebhookReceiver, SmtpReceiver],
+) -> None:
+    r, _webhook, _smtp = rig
+    reading = Reading("g1", "flood", "telemetry", {}, {"level_m": 3.5}, r.clock.now_ms())
+    real_apply = r.store.apply
+
+    def failing_apply(*_args: object, **_kwargs: object) -> list[int]:
+        raise sqlite3.OperationalError("database is locked (test)")
+
+    r.store.apply = failing_apply  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        r.consumer.consume([reading], WalPosition(1, 10))
+    r.store.apply = real_apply  # type: ignore[method-assign]
+    r.consumer.consume([reading], WalPosition(1, 10))  # what the seam does after a failure
+    assert r.store.alert("high-water|g1").state == "firing"
+    assert [p["kind"] for p in r.store.pages()] == ["raise"]
