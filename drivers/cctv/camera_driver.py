@@ -107,7 +107,9 @@ class CameraConfig(DriverConfig):
     read_timeout_s: float = Field(default=5.0, gt=0, le=60)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     # Hikvision ISAPI devices (protocol "isapi"): the alert stream and the login guard.
-    listen_s: float = Field(default=50.0, gt=0, le=3600, description="alertStream per poll.")
+    listen_s: float | None = Field(
+        default=None, gt=0, le=3600, description="alertStream per poll; unset: timeout_s - 5."
+    )
     heartbeat_watchdog_s: float = Field(default=30.0, gt=0, le=600)
     max_auth_failures: int = Field(default=3, ge=1, le=4, description="Below the lock-out (5).")
 
@@ -135,6 +137,8 @@ def check_device(spec: DeviceSpec, config: DriverConfig) -> None:
     if model and not Path(model).is_file():
         raise DriverError(spec.device_id, f"analytics.onnx_model: no file {model}")
     if spec.protocol == ISAPI:
+        if config.listen_s is None:
+            return  # listens for timeout_s - 5 s
         needed = config.listen_s + 5
         what = "listen_s + 5 s"
     else:
@@ -346,7 +350,7 @@ def create_camera(spec: DeviceSpec, config: DriverConfig) -> CctvCamera | IsapiD
             address=config.address,
             username=config.username,
             password=config.password,
-            listen_s=config.listen_s,
+            listen_s=config.listen_s or max(1.0, config.timeout_s - 5),
             heartbeat_watchdog_s=config.heartbeat_watchdog_s,
             max_auth_failures=config.max_auth_failures,
             nvr=spec.device_type in NVR_TYPES,

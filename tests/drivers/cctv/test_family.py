@@ -89,3 +89,15 @@ async def test_every_reading_and_event_is_accepted_by_the_hub(
         topic = gateway_topic("gw1", device_id, reading.kind)
         result = decoder.decode(topic, reading.payload(), epoch_ms(reading.ts))
         assert isinstance(result, Accepted), result
+
+
+def test_default_configs_validate_for_every_type() -> None:
+    for device_type in FAMILY.device_types:
+        FAMILY.validate(
+            DeviceSpec(
+                device_id=f"d-{device_type.name}",
+                device_type=device_type.name,
+                protocol=device_type.protocol,
+                address="127.0.0.1:80",
+            )
+        )
