@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
 
-from device_registry.api_tokens import create_token, revoke_token
+from device_registry.api_tokens import create_token, list_tokens, revoke_token
+from device_registry.database import open_database
 from device_registry.models import ApiToken
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceTypeCreate
+from hub.cli import app
 from tests.agent.registry_api_server import ServedRegistry, served_registry
 
 PATH = "/api/v1/gateways/{}/devices"
@@ -191,3 +195,30 @@ def test_a_gateway_token_never_reads_another_id(
     assert answer.status_code in (403, 404), (gateway_id, answer.status_code)
     if answer.status_code == 404:
         assert "belongs" not in answer.text
+
+
+def test_token_create_for_a_gateway_from_the_cli(tmp_path: Path) -> None:
+    config = tmp_path / "kotahub.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(app, [*args, "--config", str(config)], env={"COLUMNS": "200"})
+
+    made = run("registry", "token", "create", "gw-a-agent", "--role", "gateway",
+               "--gateway", "gw-a", "--expires-in", "30d")  # fmt: skip
+    assert made.exit_code == 0, made.stdout + made.stderr
+    assert "(gateway), shown once: khr_" in made.stdout
+    missing = run("registry", "token", "create", "x", "--role", "gateway")
+    assert missing.exit_code == 2
+    assert "--gateway" in missing.stderr
+    assert "required with --role gateway" in missing.stderr
+    person = run("registry", "token", "create", "x", "--role", "viewer", "--gateway", "gw-a")
+    assert person.exit_code == 2
+    database = open_database(f"sqlite:///{tmp_path / 'state' / 'registry.sqlite3'}")
+    try:
+        [token] = list_tokens(database)
+    finally:
+        database.close()
+    assert (token.role, token.gateway_id) == ("gateway", "gw-a")
+    assert token.expires_at is not None
