@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any, Final
 from weakref import WeakKeyDictionary
@@ -27,8 +28,10 @@ from drivers.snmp.target import SnmpTargetConfig
 from drivers.snmp.values import UNSUPPORTED, SnmpValue, Unsupported, from_pysnmp
 
 log = logging.getLogger(__name__)
-# Answers in flight share one socket buffer (~208 KiB by default): far more would drop some.
+# Answers in flight share one socket buffer: bounded so a burst of answers fits in it.
 DEFAULT_IN_FLIGHT: Final = 64
+SLOT_HOLD_S: Final = 0.25
+RECEIVE_BUFFER_BYTES: Final = 4 * 1024 * 1024
 MAX_WALK_REQUESTS: Final = 64  # a table walk that does not end is cut, never endless
 BULK_VARBINDS_MAX: Final = 48  # per GETBULK answer: small datagrams, little BER to decode
 V3_AUTH: Final = {
@@ -90,6 +93,22 @@ def describe(indication: object) -> str:
     return f"SNMP error {type(indication).__name__}"
 
 
+class _Slot:
+    """One place in the in-flight limit, released once whoever comes first."""
+
+    __slots__ = ("_held", "_limit")
+
+    def __init__(self, limit: asyncio.Semaphore) -> None:
+        self._limit = limit
+        self._held = True
+
+    def release(self) -> None:
+        """Give the place back (again is a no-op)."""
+        if self._held:
+            self._held = False
+            self._limit.release()
+
+
 class SnmpClient:
     """One family's SNMP engine: every target of the family shares it and its socket."""
 
@@ -100,6 +119,7 @@ class SnmpClient:
         self.requests = 0
         self.failures = 0
         self._security_names: dict[tuple[object, ...], tuple[int, int, str, int]] = {}
+        self._transport_open = False
 
     async def get(
         self, device_id: str, target: SnmpTargetConfig, oids: Sequence[str]
@@ -238,22 +258,29 @@ class SnmpClient:
         while attempt <= target.retries:
             if attempt and not discovery:
                 await asyncio.sleep(target.backoff_s * 2 ** (attempt - 1))
-            async with self.limit:
-                self.requests += 1
-                try:
-                    async with asyncio.timeout(target.request_timeout_s * 2 + 1):
-                        result = await self._send(
-                            op, target, context, var_binds, non_repeaters, repetitions
-                        )
-                except TimeoutError:
-                    last = "no answer (timeout)"
-                    attempt, discovery = attempt + 1, 0
-                    continue
-                except Exception as err:  # pysnmp raises PySnmpError and its own bugs here
-                    self.failures += 1
-                    raise SnmpError(
-                        device_id, f"SNMP request failed: {type(err).__name__}"
-                    ) from err
+            await self.limit.acquire()
+            # The limit bounds answers arriving at once; an answer comes within milliseconds
+            # or not at all, so a silent target gives its slot back after SLOT_HOLD_S
+            # instead of holding it for its whole timeout (2 % silent APs would otherwise
+            # hold most of the slots and stall everyone's cycle).
+            slot = _Slot(self.limit)
+            hold = asyncio.get_running_loop().call_later(SLOT_HOLD_S, slot.release)
+            self.requests += 1
+            try:
+                async with asyncio.timeout(target.request_timeout_s * 2 + 1):
+                    result = await self._send(
+                        op, target, context, var_binds, non_repeaters, repetitions
+                    )
+            except TimeoutError:
+                last = "no answer (timeout)"
+                attempt, discovery = attempt + 1, 0
+                continue
+            except Exception as err:  # pysnmp raises PySnmpError and its own bugs here
+                self.failures += 1
+                raise SnmpError(device_id, f"SNMP request failed: {type(err).__name__}") from err
+            finally:
+                hold.cancel()
+                slot.release()
             indication, status, index, answer = result
             if indication:
                 last = describe(indication)
@@ -293,9 +320,9 @@ class SnmpClient:
         pysnmp's command generators look every target up in its SNMP-TARGET-MIB, and
         adding a row there costs more the more rows it holds (2,300 APs: minutes). The
         dispatcher takes the transport address directly; the credentials are configured
-        once per community or user (``_security``).
+        once per community or user (``security_for``).
         """
-        model, security_model, name, level = self._security(target)
+        model, security_model, name, level = self.security_for(target)
         # pysnmp keys its security tables by the SNMP string, not a Python str.
         security_name = v2c.OctetString(name)
         pdu = (GET_PDU if op == "get" else NEXT_PDU if op == "next" else BULK_PDU).clone()
@@ -383,7 +410,22 @@ class SnmpClient:
             None,
         )
 
-    def _security(self, target: SnmpTargetConfig) -> tuple[int, int, str, int]:
+    def ensure_transport(self) -> None:
+        """The engine's client socket, opened once (before a trap receiver's, so that
+        removing those never leaves pysnmp without a transport, which closes its dispatcher).
+        """
+        if not self._transport_open:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            # Answers of every target land here: a big buffer rides out bursts (the kernel
+            # caps it at net.core.rmem_max; docs/drivers/wifi.md says when to raise that).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            sock.bind(("0.0.0.0", 0))  # answers come from the field network
+            sock.setblocking(False)
+            transport = udp.UdpAsyncioTransport().open_server_mode(sock=sock)
+            config.add_transport(self.engine, udp.DOMAIN_NAME, transport)
+            self._transport_open = True
+
+    def security_for(self, target: SnmpTargetConfig) -> tuple[int, int, str, int]:
         """(mp model, security model, security name, level); configured once per credential.
 
         One security name per community whatever the version: pysnmp maps an answer's
@@ -394,9 +436,7 @@ class SnmpClient:
         key = auth_key(target) if target.version == "3" else ("c", target.community)
         known = self._security_names.get(key)
         if known is None:
-            if not self._security_names:
-                transport = udp.UdpAsyncioTransport().open_client_mode()
-                config.add_transport(self.engine, udp.DOMAIN_NAME, transport)
+            self.ensure_transport()
             name = f"{self.family}-{len(self._security_names)}"
             if target.version == "3":
                 # USM finds the user by its name during engine discovery: they must match.

@@ -9,17 +9,19 @@ logged once per address, never attributed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from typing import Any, Final
 
 from pysnmp.carrier.asyncio.dgram import udp
-from pysnmp.entity import config, engine
+from pysnmp.entity import config
 from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto.api import v2c
 
 from drivers.framework import DeviceSpec, DriverConfig, MetricValue, Reading, utc_now
+from drivers.snmp.client import SnmpClient, client_for_family
 from drivers.snmp.target import SnmpTargetConfig
 from drivers.snmp.values import SnmpValue, from_pysnmp
 
@@ -35,6 +37,7 @@ GENERIC_TRAPS: Final = {
 }
 QUEUE_MAX: Final = 10_000
 RETRY_BIND_S: Final = 60.0
+TRAP_DOMAIN_BASE: Final = 100_000  # the polls' socket is udp.DOMAIN_NAME itself
 AUTH: Final = {
     "md5": config.USM_AUTH_HMAC96_MD5,
     "sha": config.USM_AUTH_HMAC96_SHA,
@@ -89,19 +92,35 @@ class TrapReceiver:
         self._last_source: str = ""
 
     async def stream(self) -> AsyncGenerator[Reading, None]:
-        """Traps as event Readings, until cancelled; a port that cannot be bound is retried."""
+        """Traps as event Readings, until cancelled; a port that cannot be bound is retried.
+
+        The receiver lives on the family's shared engine (the one its polls use): one
+        engine per family, one more UDP socket per trap port.
+        """
         if not self.targets:
             await asyncio.Event().wait()  # no device asks for traps: listen to nothing
-        snmp_engine = engine.SnmpEngine()
+        client = client_for_family(self.family)
+        domains: list[tuple[int, ...]] = []
+        receiver = None
         try:
-            await self._listen(snmp_engine)
+            receiver = await self._listen(client, domains)
             while True:
                 yield await self._queue.get()
         finally:
-            snmp_engine.close_dispatcher()
+            snmp_engine = client.engine
+            if receiver is not None:
+                receiver.close(snmp_engine)
+            snmp_engine.observer.unregister_observer(self._remember_source)
+            for domain in domains:
+                with contextlib.suppress(Exception):  # the engine may be closed already
+                    config.delete_transport(snmp_engine, domain).close_transport()
 
-    async def _listen(self, snmp_engine: engine.SnmpEngine) -> None:
-        for index, port in enumerate(self.ports):
+    async def _listen(
+        self, client: SnmpClient, domains: list[tuple[int, ...]]
+    ) -> ntfrcv.NotificationReceiver:
+        snmp_engine = client.engine
+        client.ensure_transport()
+        for port in self.ports:
             while True:
                 try:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -119,12 +138,14 @@ class TrapReceiver:
                         RETRY_BIND_S,
                     )
                     await asyncio.sleep(RETRY_BIND_S)
+            domain = (*udp.DOMAIN_NAME, TRAP_DOMAIN_BASE + port)
             transport = udp.UdpAsyncioTransport().open_server_mode(sock=sock)
-            config.add_transport(snmp_engine, (*udp.DOMAIN_NAME, index + 1), transport)
-        communities: set[str] = set()
+            config.add_transport(snmp_engine, domain, transport)
+            domains.append(domain)
         for _, cfg in self.targets:
             if cfg.version != "3":
-                communities.add(cfg.community.get_secret_value())
+                # The polls' own community entry: one name per community in the engine.
+                client.security_for(cfg)
             elif cfg.trap_engine_id and cfg.user and cfg.auth_key and cfg.priv_key:
                 engine_id = cfg.trap_engine_id.removeprefix("0x")
                 config.add_v3_user(
@@ -136,12 +157,10 @@ class TrapReceiver:
                     cfg.priv_key.get_secret_value(),
                     securityEngineId=v2c.OctetString(hexValue=engine_id),
                 )
-        for number, community in enumerate(sorted(communities)):
-            config.add_v1_system(snmp_engine, f"{self.family}-trap-{number}", community)
         snmp_engine.observer.register_observer(
             self._remember_source, "rfc3412.receiveMessage:request"
         )
-        ntfrcv.NotificationReceiver(snmp_engine, self._received)
+        return ntfrcv.NotificationReceiver(snmp_engine, self._received)
 
     def _remember_source(
         self, _engine: Any, _execpoint: str, variables: dict[str, Any], _ctx: Any

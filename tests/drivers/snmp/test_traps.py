@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from drivers.framework import DeviceSpec, DriverConfig, Reading
+from drivers.snmp.client import close_family_clients
 from drivers.snmp.trap_receiver import TrapReceiver
 from drivers.wifi import FAMILY as WIFI
 from tests.drivers.snmp.conftest import free_udp_port
@@ -167,3 +168,4 @@ async def test_traps_v1_v2c_v3_attributed_by_source_and_unknown_counted(
         assert (await next_event(events)).metrics["trap"] == "cold_start"
     finally:
         await events.aclose()
+        close_family_clients()  # the receiver lived on the family's shared engine
