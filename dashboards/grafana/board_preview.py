@@ -150,7 +150,11 @@ def _style(ax: Axes) -> None:
 def _draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: Sequence[PanelResult]) -> None:
     _style(ax)
     unit = _unit(panel)
-    bars = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {}).get("drawStyle")
+    custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+    bars = custom.get("drawStyle")
+    stacked = custom.get("stacking", {}).get("mode") == "normal"
+    # Stacked bars sit on the ones drawn before them at the same time.
+    base: dict[Any, float] = {}
     drawn = 0
     for index, (label, times, values) in enumerate(_time_series(results)[:8]):
         points = [(t, v) for t, v in zip(times, values, strict=True) if isinstance(v, int | float)]
@@ -159,7 +163,19 @@ def _draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: Sequence[Panel
         xs, ys = zip(*points, strict=True)
         colour = PALETTE[index % len(PALETTE)]
         if bars == "bars":
-            ax.bar(xs, ys, width=0.8 * _bar_width(xs), color=colour, label=label, alpha=0.85)
+            bottoms = [base.get(x, 0.0) if stacked else 0.0 for x in xs]
+            ax.bar(
+                xs,
+                ys,
+                width=0.8 * _bar_width(xs),
+                bottom=bottoms,
+                color=colour,
+                label=label,
+                alpha=0.85,
+            )
+            if stacked:
+                for x, y, b in zip(xs, ys, bottoms, strict=True):
+                    base[x] = b + float(y)
         else:
             ax.plot(xs, ys, color=colour, linewidth=1.4, label=label)
         drawn += 1

@@ -1,4 +1,4 @@
-"""A database holding a small simulated city, with its rollups and rp_config, per module."""
+"""A database holding a small simulated city, with its rollups and rp_config, for the package."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def roll_up(setup: RollupSetup, start_ms: int, end_ms: int) -> None:
             setup.backfill(measurement, level, start_ms, end_ms)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def city_db(running_stack: RunningStack) -> Iterator[CityDb]:
     """Three hours of a small city up to now, rolled up to 1 m and 1 h."""
     name = f"test_boards_{secrets.token_hex(4)}"
