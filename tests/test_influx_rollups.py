@@ -180,3 +180,17 @@ def test_outputs_are_unique_and_the_first_keeps_the_name(kind: Kind, name: str) 
     outputs = [output for _, output in rollup.outputs]
     assert outputs[0] == name
     assert len(set(outputs)) == len(outputs)
+
+
+def test_a_continuous_query_with_another_resample_window_is_replaced(
+    running_stack: RunningStack, influx_db: str
+) -> None:
+    setup = _setup(running_stack, influx_db)
+    setup.apply(setup.plan())
+    name = "cq_rollup_1m_flood"
+    wanted = setup.desired_cqs()[name]
+    running_stack.influx.query(f'DROP CONTINUOUS QUERY "{name}" ON "{influx_db}"')
+    running_stack.influx.query(wanted.replace("FOR 5m", "FOR 30m"))
+    assert [c.description for c in setup.plan()] == [
+        f"replace continuous query {name} (fields or interval changed)"
+    ]
