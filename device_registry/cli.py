@@ -509,8 +509,10 @@ ADD_DEFAULT_STATE = "active"
 
 def _no_secret_note(device: DevicePublic, device_type: DeviceTypePublic, *, asked: bool) -> str:
     """Why `devices add` printed no MQTT secret, and how the secret is got later."""
+    from device_registry.registry_service import speaks_mqtt_itself
+
     activate = f"`kotahub devices update {device.id} --state active`"
-    if not device_type.is_gateway and device_type.protocol != "mqtt":
+    if not device_type.is_gateway and not speaks_mqtt_itself(device_type.protocol):
         return (
             f"No MQTT identity: type {device_type.name} speaks {device_type.protocol}, "
             "not MQTT (an agent polls it)."
@@ -1295,7 +1297,15 @@ def _print_sign_in(token: str, url: str | None, config: Path | None) -> None:
 @token_app.command("create")
 def token_create(
     name: str,
-    role: Annotated[str, typer.Option(help="admin, technician, viewer or provisioner")],
+    role: Annotated[
+        str, typer.Option(help="admin, technician, viewer, provisioner, or gateway (an agent's)")
+    ],
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway", help="With --role gateway: the one gateway whose device list it reads."
+        ),
+    ] = None,
     expires_in: Annotated[
         str | None,
         typer.Option("--expires-in", help="Expire after 30d, 12h, 90m, 2w... (default: never)."),
@@ -1319,8 +1329,14 @@ def token_create(
     """Make an API token; its secret is printed once (with --qr: as a sign-in link and QR)."""
     from device_registry.api_tokens import create_token, parse_duration
 
-    if role not in ROLES:
-        raise typer.BadParameter(f"{role!r}: not one of {', '.join(ROLES)}", param_hint="--role")
+    if role not in (*ROLES, "gateway"):
+        raise typer.BadParameter(
+            f"{role!r}: not one of {', '.join(ROLES)}, gateway", param_hint="--role"
+        )
+    if (role == "gateway") != (gateway is not None):
+        raise typer.BadParameter(
+            "required with --role gateway, and only there", param_hint="--gateway"
+        )
     try:
         expires_in_s = parse_duration(expires_in) if expires_in is not None else None
     except ValueError as error:
@@ -1332,6 +1348,7 @@ def token_create(
             role=role_name(role),
             actor=_actor(),
             expires_in_s=expires_in_s,
+            gateway_id=gateway,
         )
     out().print(f"token {created.id} ({created.role}), shown once: {created.token}", soft_wrap=True)
     if created.expires_at is not None:

@@ -244,25 +244,27 @@ def load_device_file(path: Path) -> list[DeviceRecord]:
     return records
 
 
+def record_row(r: DeviceRecord) -> dict[str, Any]:
+    """A record as the JSON object ``record_from_mapping`` reads (files, the gateway API)."""
+    return {
+        "device_id": r.device_id,
+        "family": r.family,
+        "device_type": r.device_type,
+        "state": r.state,
+        "gateway_id": r.gateway_id,
+        "expected_interval_s": r.expected_interval_s,
+        "tags": dict(r.tags),
+        "protocol": r.protocol,
+        "address": r.address,
+        "driver_config": dict(r.driver_config),
+        "metrics": dict(r.metrics),
+        "influx_tag_keys": list(r.influx_tag_keys),
+    }
+
+
 def save_device_file(path: Path, records: Iterable[DeviceRecord]) -> None:
     """Write a JSON device list that ``FileDeviceDirectory`` reads (demo, tests)."""
-    rows = []
-    for r in records:
-        row: dict[str, Any] = {
-            "device_id": r.device_id,
-            "family": r.family,
-            "device_type": r.device_type,
-            "state": r.state,
-            "gateway_id": r.gateway_id,
-            "expected_interval_s": r.expected_interval_s,
-            "tags": dict(r.tags),
-            "protocol": r.protocol,
-            "address": r.address,
-            "driver_config": dict(r.driver_config),
-            "metrics": dict(r.metrics),
-            "influx_tag_keys": list(r.influx_tag_keys),
-        }
-        rows.append(row)
+    rows = [record_row(r) for r in records]
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     tmp.replace(path)

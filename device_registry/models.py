@@ -198,6 +198,8 @@ class ApiToken(Base):
     created_by: Mapped[str] = mapped_column(String(100))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Role "gateway" only: the one gateway whose device list the token may read.
+    gateway_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class RegistryRevision(Base):

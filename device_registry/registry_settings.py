@@ -32,6 +32,9 @@ class RegistrySettings(BaseModel):
     )
     api_host: str = "127.0.0.1"
     api_port: Port = 18090
+    # kotahub run: https with the broker's certificate (the local CA's, or stack.tls_cert_file),
+    # so that field agents trust one CA file for both (agent.registry_ca_file).
+    api_tls: bool = Field(default=False, description="Serve the API over https (kotahub run).")
     mqtt_identities: bool = Field(
         default=True,
         description="Create per-device MQTT identities in Mosquitto's dynamic security.",

@@ -30,8 +30,10 @@ from drivers.contract import (
 
 DeviceStateName = Literal["planned", "active", "maintenance", "retired"]
 OwnerKind = Literal["city", "corporate", "community"]
-Role = Literal["admin", "technician", "viewer", "provisioner"]
+Role = Literal["admin", "technician", "viewer", "provisioner", "gateway"]
+# People's roles; "gateway" is a field agent's, scoped to one gateway (TokenCreate.gateway_id).
 ROLES: tuple[Role, ...] = ("admin", "technician", "viewer", "provisioner")
+GATEWAY_ROLE: Role = "gateway"
 
 # Ids become MQTT topic levels and usernames: no '/', '+', '#', spaces or leading dots.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -607,6 +609,16 @@ class TokenCreate(_Strict):
     name: ShortText
     role: Role
     expires_in_s: int | None = Field(default=None, gt=0, le=10 * 366 * 86400)
+    # Role "gateway" only, and required there: the gateway whose devices the token reads.
+    gateway_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _gateway_scope(self) -> TokenCreate:
+        if (self.role == GATEWAY_ROLE) != (self.gateway_id is not None):
+            raise CrossFieldError(
+                ("gateway_id",), "gateway_id is required with role gateway, and only there"
+            )
+        return self
 
 
 class TokenPublic(BaseModel):
@@ -619,6 +631,7 @@ class TokenPublic(BaseModel):
     created_by: str
     revoked_at: dt.datetime | None
     expires_at: dt.datetime | None = None
+    gateway_id: str | None = None
 
 
 class TokenCreated(TokenPublic):
