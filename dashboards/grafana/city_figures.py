@@ -25,25 +25,31 @@ class _Model(BaseModel):
 
 
 class FloodStages(_Model):
-    """Stage levels of one gauge (metres, same datum as ``level_m``), lowest first."""
+    """Stage levels of one gauge (metres, same datum as ``level_m``), Siaga 4 (lowest) to 1.
 
-    waspada: float
-    siaga: float
-    awas: float
+    The names are the registry device tags the alert rule ``flood-stage`` reads
+    (``hub/alerts/rules/semarang.yaml``), so the board's lines and the pages agree.
+    """
+
+    siaga4_m: float
+    siaga3_m: float
+    siaga2_m: float
+    siaga1_m: float
 
     @model_validator(mode="after")
     def _ordered(self) -> FloodStages:
-        if not self.waspada < self.siaga < self.awas:
-            raise ValueError("stages must rise: waspada < siaga < awas")
+        if not self.siaga4_m < self.siaga3_m < self.siaga2_m < self.siaga1_m:
+            raise ValueError("stages must rise: siaga4_m < siaga3_m < siaga2_m < siaga1_m")
         return self
 
     def steps(self) -> list[tuple[float | None, str]]:
-        """Grafana threshold steps: normal, waspada (alert), siaga (standby), awas (danger)."""
+        """Grafana threshold steps: normal, then Siaga 4, 3, 2 and 1."""
         return [
             (None, "green"),
-            (self.waspada, "yellow"),
-            (self.siaga, "orange"),
-            (self.awas, "red"),
+            (self.siaga4_m, "yellow"),
+            (self.siaga3_m, "orange"),
+            (self.siaga2_m, "red"),
+            (self.siaga1_m, "purple"),
         ]
 
 

@@ -60,9 +60,10 @@ def test_flood_gauges_get_their_own_stage_thresholds() -> None:
     stages = figures.flood_stages["smg-bkt-01"]
     assert [s["value"] for s in by_gauge["smg-bkt-01"]] == [
         None,
-        stages.waspada,
-        stages.siaga,
-        stages.awas,
+        stages.siaga4_m,
+        stages.siaga3_m,
+        stages.siaga2_m,
+        stages.siaga1_m,
     ]
 
 

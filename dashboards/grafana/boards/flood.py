@@ -72,8 +72,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 w=16,
                 h=9,
                 thresholds=default,
-                description="Stage lines: waspada, siaga, awas (the gauge's own where the "
-                "registry's city_figures.json gives them).",
+                description="Stage lines Siaga 4 to Siaga 1: the gauge's own where "
+                "city_figures.json gives them (the registry tags the alert rule reads).",
             ).overrides(overrides)
         )
         .with_panel(
