@@ -44,7 +44,7 @@ IDLE_WAIT_S = 0.2
 # what the log holds for it, so it never falls out of the log. Live traffic (a consumer
 # that keeps up) is handed over at once.
 BACKLOG_DUTY = 0.05
-LAG_YIELD_BYTES = 4 * 1024 * 1024
+LAG_YIELD_BYTES = 1024 * 1024  # a consumer that keeps up is one fsync group behind
 MAX_YIELD_S = 1.0
 MetricValue = float | int | bool | str
 # Measurements the hub writes about itself: never readings of a device.
