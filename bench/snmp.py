@@ -261,7 +261,7 @@ def main() -> None:
     for name, ref, value in (
         ("targets (silent)", f"{len(targets)} ({silent})", f"{len(targets)} ({silent})"),
         ("cycle s (last; first)", result["netsnmp_cycle_s"], f"{cycle_s:.2f}; {first_s:.2f}"),
-        ("failed targets", netsnmp_failures, failures),
+        ("failed targets (net-snmp: non-zero exits)", netsnmp_failures, failures),
         ("readings", "-", readings),
         ("p99 answered target ms", "-", result["p99_target_ms"]),
         ("cpu s in the cycle", "-", round(cpu_s, 2)),

@@ -30,7 +30,7 @@ from drivers.snmp.values import UNSUPPORTED, SnmpValue, Unsupported, from_pysnmp
 log = logging.getLogger(__name__)
 # Answers in flight share one socket buffer: bounded so a burst of answers fits in it.
 DEFAULT_IN_FLIGHT: Final = 64
-SLOT_HOLD_S: Final = 0.25
+SUSPECT_IN_FLIGHT: Final = 8
 RECEIVE_BUFFER_BYTES: Final = 4 * 1024 * 1024
 MAX_WALK_REQUESTS: Final = 64  # a table walk that does not end is cut, never endless
 BULK_VARBINDS_MAX: Final = 48  # per GETBULK answer: small datagrams, little BER to decode
@@ -93,22 +93,6 @@ def describe(indication: object) -> str:
     return f"SNMP error {type(indication).__name__}"
 
 
-class _Slot:
-    """One place in the in-flight limit, released once whoever comes first."""
-
-    __slots__ = ("_held", "_limit")
-
-    def __init__(self, limit: asyncio.Semaphore) -> None:
-        self._limit = limit
-        self._held = True
-
-    def release(self) -> None:
-        """Give the place back (again is a no-op)."""
-        if self._held:
-            self._held = False
-            self._limit.release()
-
-
 class SnmpClient:
     """One family's SNMP engine: every target of the family shares it and its socket."""
 
@@ -116,6 +100,8 @@ class SnmpClient:
         self.family = family
         self.engine = SnmpEngine()
         self.limit = asyncio.Semaphore(in_flight)
+        self.suspect_limit = asyncio.Semaphore(max(1, min(SUSPECT_IN_FLIGHT, in_flight // 4)))
+        self.suspects: set[tuple[str, int]] = set()  # no answer last time
         self.requests = 0
         self.failures = 0
         self._security_names: dict[tuple[object, ...], tuple[int, int, str, int]] = {}
@@ -254,20 +240,17 @@ class SnmpClient:
         if rows is not None:
             repetitions = max(1, min(repetitions, rows))
         last = "no answer"
+        address = (target.host, target.port)
         attempt = discovery = 0
         while attempt <= target.retries:
             if attempt and not discovery:
                 await asyncio.sleep(target.backoff_s * 2 ** (attempt - 1))
-            await self.limit.acquire()
-            # The limit bounds answers arriving at once; an answer comes within milliseconds
-            # or not at all, so a silent target gives its slot back after SLOT_HOLD_S
-            # instead of holding it for its whole timeout (2 % silent APs would otherwise
-            # hold most of the slots and stall everyone's cycle).
-            slot = _Slot(self.limit)
-            hold = asyncio.get_running_loop().call_later(SLOT_HOLD_S, slot.release)
+            # Targets that went silent last time wait in a small pool of their own: 2 %
+            # silent APs holding their slots for whole timeouts would stall everyone.
+            limit = self.suspect_limit if address in self.suspects else self.limit
             self.requests += 1
             try:
-                async with asyncio.timeout(target.request_timeout_s * 2 + 1):
+                async with limit, asyncio.timeout(target.request_timeout_s * 2 + 1):
                     result = await self._send(
                         op, target, context, var_binds, non_repeaters, repetitions
                     )
@@ -278,9 +261,6 @@ class SnmpClient:
             except Exception as err:  # pysnmp raises PySnmpError and its own bugs here
                 self.failures += 1
                 raise SnmpError(device_id, f"SNMP request failed: {type(err).__name__}") from err
-            finally:
-                hold.cancel()
-                slot.release()
             indication, status, index, answer = result
             if indication:
                 last = describe(indication)
@@ -296,8 +276,10 @@ class SnmpClient:
                 self.failures += 1
                 name = status.prettyPrint() if hasattr(status, "prettyPrint") else str(status)
                 raise PduError(device_id, pdu_error(name, int(index), oids), str(name), int(index))
+            self.suspects.discard(address)
             return tuple(answer)
         self.failures += 1
+        self.suspects.add(address)
         hint = ""
         if target.version == "3" and last.startswith("no answer"):
             # net-snmp drops a PDU it cannot decrypt without a report: silence is the symptom.
