@@ -10,12 +10,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kotahub-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the stack and the tests run for real.
-APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium rabbitmq-server
+APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium rabbitmq-server snmpd snmp ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly prometheus
 
-.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-registry bench-ingest bench-faults bench-wal
+.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-ota bench-registry bench-ingest bench-alerts bench-faults bench-wal bench-snmp bench-cctv bench-queries previews bench-city
 
 help:
-	@echo "make demo   - start the local stack (Mosquitto + InfluxDB) and run Kotahub (hub, registry)"
+	@echo "make demo   - a simulated Semarang: stack, fleet, simulators, agents, hub, API and a live summary"
 	@echo "make test   - lint (ruff, mypy --strict) and run the test suite"
 	@echo "make lint   - only the linters"
 	@echo "make stack-down - stop what 'make demo' started"
@@ -54,8 +54,9 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers: most tests wait on real servers; a file stays on one worker (its fixtures).
 test: system-deps venv lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 stack-up: system-deps venv
 	$(BIN)/kotahub stack up
@@ -64,14 +65,7 @@ stack-down: venv
 	$(BIN)/kotahub stack down
 
 demo: system-deps venv
-	$(BIN)/kotahub stack up
-	@echo
-	@echo "Kotahub now runs in this terminal until Ctrl-C: hub ingest (MQTT -> InfluxDB), the registry"
-	@echo "API (http://127.0.0.1:18090/docs) and the technician page (http://127.0.0.1:18090/)."
-	@echo "In another terminal:  .venv/bin/kotahub registry token create me --role admin"
-	@echo "The simulated Semarang fleet arrives with the demo issue. Stop the stack: make stack-down"
-	@echo
-	$(BIN)/kotahub run
+	$(BIN)/kotahub demo
 
 # One agent polls 500 simulated Modbus devices every 10 s (needs mosquitto; about 90 s).
 bench-agent: system-deps venv
@@ -85,13 +79,42 @@ bench-registry: venv
 bench-ingest: system-deps venv
 	$(BIN)/python -m bench.ingest
 
+# Alert rules: evaluation rate, page latency under load, ingest with and without 1,000 rules.
+bench-alerts: system-deps venv
+	$(BIN)/python -m bench.alerts
+
 # Hub kill -9, InfluxDB outage, broker restart; prints what was lost (must be nothing).
 bench-faults: system-deps venv
 	$(BIN)/python -m bench.faults
 
+# CCTV: frames/s per core per stage vs the ffmpeg decode floor, ONVIF checks/min (about a minute).
+bench-cctv: system-deps venv
+	$(BIN)/python -m bench.cctv
+
+# One whole city (13,700 devices) at its real rates for 10 minutes, every part on this box in a
+# process of its own: CPU per part, p99 publish -> queryable, points lost, disk per 30 days.
+bench-city: system-deps venv
+	$(BIN)/python -m bench.city
+
 # Opening a 2 GiB write-ahead log vs reading it all (about 30 s, 2 GiB of temp disk); see bench/README.md.
 bench-wal: venv
 	$(BIN)/python -m bench.wal_open
+
+# One poller, 2,300 simulated APs and 54 NTCIP controllers (2 % silent) vs net-snmp; see bench/README.md.
+bench-snmp: system-deps venv
+	$(BIN)/python -m bench.snmp
+
+# Every board's queries over 30 days of a simulated city, raw and rolled up (several minutes).
+bench-queries: system-deps venv
+	$(BIN)/python -m bench.queries
+
+# Redraw docs/boards/*.png from the boards' queries on a day of a simulated city (~2 min).
+previews: system-deps venv
+	$(BIN)/python -m bench.queries --days 1 --scale 0.06 --repeats 1 --previews docs/boards
+
+# A 1 MiB signed image to 1,000 reference devices over the real broker (a few minutes).
+bench-ota: system-deps venv
+	$(BIN)/python -m bench.ota
 
 clean:
 	-$(BIN)/kotahub stack down

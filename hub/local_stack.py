@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from device_registry.errors import CredentialsError
 from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient
 from drivers.contract import DEADLETTER_TOPIC, SUBSCRIPTION_FILTERS, hub_probe_topic
+from hub.influx_rollups import RollupError, ensure_rollups
 from hub.influxql import InfluxQL, InfluxQueryError
 from hub.local_ca import (
     LocalCaError,
@@ -508,6 +509,7 @@ class LocalStack:
             self._wait_ready(password)
             self._ensure_hub_identity(password)
             self._ensure_database()
+            self._ensure_rollups()
         except BaseException:
             for name in started:
                 self._stop_part(name)
@@ -774,6 +776,13 @@ class LocalStack:
                     )
         except InfluxQueryError as err:
             raise StackError(f"cannot prepare database {ix.database}: {err}") from err
+
+    def _ensure_rollups(self) -> None:
+        """Rollup policies and continuous queries for the boards (hub/influx_rollups.py)."""
+        try:
+            ensure_rollups(self.settings, log=self._log)
+        except RollupError as err:
+            raise StackError(f"cannot prepare the rollups: {err}") from err
 
     # -- lifecycle helpers -----------------------------------------------------------
     def _live(self, name: PartName) -> psutil.Process | None:

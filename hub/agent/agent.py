@@ -294,7 +294,8 @@ class Agent:
         }
         streams: dict[str, list[PlannedDevice]] = {}
         for p in planned.values():
-            if p.family.create_poller is None and p.family.create_stream is not None:
+            # A polled family may listen too (SNMP traps): its stream runs beside the polls.
+            if p.family.create_stream is not None:
                 streams.setdefault(stream_task(p.family.name), []).append(p)
         gone = [
             name
@@ -402,6 +403,8 @@ class Agent:
             stream = family.create_stream([(d.spec, d.config) for d in devices])
             async for reading in stream.stream():
                 self._publish_readings([reading])
+                if family.create_poller is not None:
+                    continue  # the polls own a polled device's online state, not its traps
                 health = self.health.setdefault(
                     reading.device_id, DeviceHealth(self._policy(devices[0]))
                 )
