@@ -52,9 +52,11 @@ def serve(
     """A simulator process: serves its targets, sends their ports, runs until killed."""
     from drivers.atcs.simulated_controller import SimulatedController
     from drivers.snmp.simulated_agent import SimulatedAgents, SimulatedTarget
+    from drivers.snmp.simulated_fleet import raise_open_files_limit
     from drivers.wifi.simulated_ap import SimulatedAccessPoint
 
     async def main() -> None:
+        raise_open_files_limit(len(kinds) + 256)  # one socket per target
         agents = SimulatedAgents()
         ports = []
         for index, (kind, silent) in enumerate(kinds):

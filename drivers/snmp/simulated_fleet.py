@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final
@@ -55,6 +56,7 @@ class SnmpFleetSimulator:
 
     async def run(self, devices: Sequence[SimulatedDevice], ctx: SimulatorContext) -> None:
         """Serve every device until cancelled; faults from the board make a device silent."""
+        raise_open_files_limit(len(devices) + 256)  # one socket per simulated device
         agents = SimulatedAgents()
         counted: dict[str, int] = {}
         try:
@@ -89,3 +91,12 @@ class SnmpFleetSimulator:
         finally:
             agents.close()
             self.targets.clear()
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Lift the soft open-files limit towards ``wanted`` (at most the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.info("open-files limit raised from %d to %d for the simulated agents", soft, target)
