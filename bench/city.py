@@ -263,8 +263,8 @@ class CityBench:
             out[name] = psutil.Process(int(record["pid"]))
         return out
 
-    def close(self) -> None:
-        """Stop whatever still runs and remove the temp folder."""
+    def close(self, keep: bool = False) -> None:
+        """Stop whatever still runs and remove the temp folder (unless ``keep``)."""
         for role in list(self.children):
             with contextlib.suppress(Exception):
                 proc = self.children.pop(role)
@@ -272,6 +272,9 @@ class CityBench:
                 proc.wait(5)
         with contextlib.suppress(Exception):
             self.stack.down()
+        if keep:
+            self.log(f"kept {self.root} (its logs and the stack's data)")
+            return
         import shutil
 
         shutil.rmtree(self.root, ignore_errors=True)
@@ -470,6 +473,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         influx.close()
         bench.log("stopped")
         missing = {f: max(0, n - written.get(f, 0)) for f, n in produced.items()}
+        if any(missing.values()):
+            (bench.root / "produced-by-device.json").write_text(json.dumps(sims["by_device"]))
         messages = hub.get("messages_in", 0)
         return {
             "devices": devices,
@@ -489,7 +494,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "disk_growth_bytes": disk1 - disk0,
         }
     finally:
-        bench.close()
+        bench.close(keep=args.keep)
 
 
 def report(figures: dict[str, Any]) -> dict[str, Any]:
@@ -519,6 +524,8 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
             f"points {family}: produced / written",
             f"{count:,} / {figures['written'].get(family, 0):,}",
         )
+    for reason, count in sorted(figures["deadletters"].items()):
+        table.add_row(f"dead-letters: {reason}", f"{count:,}")
     table.add_row("InfluxDB disk per day / 30 days", f"{per_day_gb:.3f} / {per_day_gb * 30:.2f} GB")
     Console(stderr=True).print(table)
     p99 = figures["p99_ms"]
@@ -541,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-file", type=Path, default=None)
     parser.add_argument("--probes", type=int, default=4)
     parser.add_argument("--idle-s", type=float, default=IDLE_REFERENCE_S)
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data)")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="simulated time x real (1: real rates)"
     )
