@@ -445,7 +445,12 @@ class SnmpClient:
         return (v1_model, v1_model + 1, known[2], NO_AUTH_NO_PRIV)
 
     def close(self) -> None:
-        """Close the engine's socket."""
+        """Close the engine's socket (first, so a late answer finds no reader, not an error)."""
+        if self._transport_open:
+            transport = config.get_transport(self.engine, udp.DOMAIN_NAME)
+            if transport is not None:
+                transport.close_transport()
+            self._transport_open = False
         self.engine.close_dispatcher()
 
 
