@@ -30,7 +30,7 @@ from drivers.snmp.values import UNSUPPORTED, SnmpValue, Unsupported, from_pysnmp
 log = logging.getLogger(__name__)
 # Answers in flight share one socket buffer: bounded so a burst of answers fits in it.
 DEFAULT_IN_FLIGHT: Final = 64
-SUSPECT_IN_FLIGHT: Final = 8
+SUSPECT_IN_FLIGHT: Final = 16
 RECEIVE_BUFFER_BYTES: Final = 4 * 1024 * 1024
 MAX_WALK_REQUESTS: Final = 64  # a table walk that does not end is cut, never endless
 BULK_VARBINDS_MAX: Final = 48  # per GETBULK answer: small datagrams, little BER to decode
@@ -242,7 +242,10 @@ class SnmpClient:
         last = "no answer"
         address = (target.host, target.port)
         attempt = discovery = 0
-        while attempt <= target.retries:
+        # A target silent last time gets one probe per poll until it answers again (the
+        # agent's breaker spaces the polls): its retries would only cost the others time.
+        retries = 0 if address in self.suspects else target.retries
+        while attempt <= retries:
             if attempt and not discovery:
                 await asyncio.sleep(target.backoff_s * 2 ** (attempt - 1))
             # Targets that went silent last time wait in a small pool of their own: 2 %
@@ -285,7 +288,9 @@ class SnmpClient:
             # net-snmp drops a PDU it cannot decrypt without a report: silence is the symptom.
             hint = " (SNMPv3: a wrong privacy key or protocol also looks like this)"
         raise SnmpError(
-            device_id, f"{last} from {target.address} after {target.retries + 1} tries{hint}"
+            device_id,
+            f"{last} from {target.address} after {attempt} {'try' if attempt == 1 else 'tries'}"
+            f"{hint}",
         )
 
     def _send(

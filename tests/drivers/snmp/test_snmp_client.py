@@ -182,3 +182,26 @@ def test_config_errors_name_the_field_never_the_key() -> None:
     )
     with pytest.raises(DriverConfigError, match="must fit in timeout_s"):
         WIFI.validate(slow)
+
+
+async def test_a_target_silent_last_time_gets_one_probe_until_it_answers(
+    agents: SimulatedAgents,
+) -> None:
+    silent = table_target()
+    silent.silent = True
+    port = await agents.serve(silent)
+    client = SnmpClient("test")
+    target = SnmpTargetConfig(address=f"127.0.0.1:{port}", request_timeout_s=0.3, retries=2)
+    with pytest.raises(DriverError, match="after 3 tries"):
+        await client.get("ap", target, [SYS_UPTIME])
+    with pytest.raises(DriverError, match=r"after 1 try$"):
+        await client.get("ap", target, [SYS_UPTIME])
+    assert silent.requests == 4
+    silent.silent = False
+    assert (await client.get("ap", target, [SYS_UPTIME]))[SYS_UPTIME] == SnmpValue(
+        "timeticks", 4242
+    )
+    silent.silent = True
+    with pytest.raises(DriverError, match="after 3 tries"):  # answered once: retries again
+        await client.get("ap", target, [SYS_UPTIME])
+    client.close()
