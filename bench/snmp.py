@@ -5,8 +5,9 @@ The targets are served by a few simulator processes on loopback (one UDP port ea
 for these families: the family's shared engine, one driver per target (``create_poller``),
 every target polled at once (the worst burst a cycle can start with) under the per-target
 timeout the agent applies, each reading encoded as its contract payload. ``cycle_s`` is
-the time until every target answered or timed out; ``agent_cpu_pct`` is the poller's CPU
-over that cycle divided by the 60 s polling interval (the cost of one interval).
+the time until every target answered or timed out in the last of ``--cycles`` cycles (the
+steady state: the first, printed too, meets the silent targets for the first time);
+``agent_cpu_pct`` is the poller's CPU in that cycle over the 60 s polling interval.
 
 Reference in the same run: the same targets read by net-snmp (``snmpbulkget`` for the APs'
 columns, ``snmpget`` for the controllers' objects), ``--parallel`` processes at a time.
