@@ -7,6 +7,7 @@ The issue's 200-device campaign runs in ``bench/ota.py``; here the fleet is ~20 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,9 @@ from firmware_tools.simulated_fleet import (
 )
 from tests.conftest import MqttClientFactory, RunningStack
 
-DEVICES = 20
+# The 200-device campaign: KOTAHUB_OTA_TEST_DEVICES=200 runs it here (about 40 s
+# on a quiet 2-core machine); the suite's default keeps to its time budget.
+DEVICES = int(os.environ.get("KOTAHUB_OTA_TEST_DEVICES", "20"))
 
 
 @pytest.fixture
@@ -123,9 +126,13 @@ def test_a_campaign_runs_its_waves_survives_a_restart_and_rolls_back(
         image.manifest,
         campaign_id="c-test",
         waves=(5, 25, 50, 100),
-        settings=CampaignSettings(chunk_size=2048, devices_per_s=100, online_timeout_s=20),
+        settings=CampaignSettings(
+            chunk_size=2048, devices_per_s=200, online_timeout_s=30, max_concurrent=100
+        ),
     )
-    assert [len(store.devices(campaign.id, wave=w)) for w in range(4)] == [1, 4, 5, 10]
+    sizes = [len(store.devices(campaign.id, wave=w)) for w in range(4)]
+    assert sizes == wave_sizes(DEVICES, (5, 25, 50, 100))
+    assert sizes[0] >= 1
     # Between creation and its wave, one device goes into maintenance: it is skipped.
     late = ids[-1]
     registry.update_device(late, DeviceUpdate(state="maintenance"), actor="test")
