@@ -57,14 +57,22 @@ TARGET_CORES = 0.5
 READY_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 180.0
 IDLE_REFERENCE_S = 5.0
+OWN_CONNECTIONS_PER_PROCESS = 250
 NON_FAMILY = frozenset({"device_status", "deadletter", "hub", "alert"})
 
 
 # -- the children ----------------------------------------------------------------------
 def run_role(
-    role: str, config: Path, out_dir: Path, fleet_file: Path | None, scale: str, speed: float
+    role: str,
+    config: Path,
+    out_dir: Path,
+    fleet_file: Path | None,
+    scale: str,
+    speed: float,
+    shard: tuple[int, int] = (0, 1),
 ) -> None:
     """A child process: one part of the demo (at real speed by default) until SIGTERM."""
+    name = role if role != "simulators" else f"simulators-{shard[0]}"
     import logging
 
     from hub.demo.runner import DemoOptions, DemoRunner
@@ -72,7 +80,7 @@ def run_role(
     settings = load_settings(config)
     logging.basicConfig(
         level=logging.WARNING,
-        filename=str(out_dir / f"{role}.log"),
+        filename=str(out_dir / f"{name}.log"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = DemoOptions(
@@ -82,6 +90,7 @@ def run_role(
         with_api=False,
         fleet_file=fleet_file,
         parts=frozenset({role}),
+        sim_shard=shard,
     )
 
     if role != "hub":
@@ -101,13 +110,13 @@ def run_role(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runner.start()
-        (out_dir / f"ready-{role}").write_text(str(os.getpid()))
+        (out_dir / f"ready-{name}").write_text(str(os.getpid()))
         await stop.wait()
         stats = role_stats(runner, role)
         await runner.stop()
         if role == "hub":
             stats["lines_written"] = runner._ingest.stats.lines_written
-        (out_dir / f"stats-{role}.json").write_text(json.dumps(stats))
+        (out_dir / f"stats-{name}.json").write_text(json.dumps(stats))
 
     asyncio.run(main())
 
@@ -143,6 +152,7 @@ class CityBench:
     fleet_file: Path | None
     probes: int
     speed: float = 1.0
+    sim_processes: int = 1
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kotahub-city-")))
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -193,6 +203,13 @@ class CityBench:
             return count
 
         count = asyncio.run(go())
+        # Devices with a broker connection each, about 250 per process (see sim_share).
+        own = sum(1 for d in runner.fleet.devices if d.gateway_id is None) if runner.fleet else 0
+        self.sim_processes = (
+            1
+            if own <= OWN_CONNECTIONS_PER_PROCESS
+            else 1 + math.ceil(own / OWN_CONNECTIONS_PER_PROCESS)
+        )
         self._register_probes()
         return count
 
@@ -217,14 +234,17 @@ class CityBench:
         finally:
             database.close()
 
-    def spawn(self, role: str) -> None:
-        """Start one child (``wait_ready`` waits for it)."""
+    def spawn(self, name: str) -> None:
+        """Start one child (``wait_ready`` waits for it); ``simulators-I`` is shard I."""
+        role, _, shard = name.partition("-")
         argv = [sys.executable, "-m", "bench.city", "--role", role, "--config", str(self.config)]
+        if shard:
+            argv += ["--shard", f"{shard}/{self.sim_processes}"]
         argv += ["--out", str(self.root), "--scale", self.scale, "--speed", str(self.speed)]
         if self.fleet_file is not None:
             argv += ["--fleet-file", str(self.fleet_file)]
-        log_file = (self.root / f"{role}.stderr").open("ab")
-        self.children[role] = subprocess.Popen(
+        log_file = (self.root / f"{name}.stderr").open("ab")
+        self.children[name] = subprocess.Popen(
             argv, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT
         )
 
@@ -254,6 +274,10 @@ class CityBench:
         if not path.exists():
             raise BenchError(f"{role} left no stats (exit {proc.returncode})")
         return dict(json.loads(path.read_text()))
+
+    def simulators(self) -> list[str]:
+        """The simulator children's names."""
+        return [f"simulators-{i}" for i in range(self.sim_processes)]
 
     def processes(self) -> dict[str, psutil.Process]:
         """Each part's process: the children and the stack's two servers."""
@@ -421,10 +445,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle_cores = sum(cpu_seconds(p) - before[n] for n, p in procs.items()) / args.idle_s
         # The hub first: its persistent session must exist before anything is published.
         bench.log("starting the hub, then the simulators and the agents")
-        for role in ROLES:
-            bench.spawn(role)
-        for role in ROLES:
-            bench.wait_ready(role)
+        names = ["hub", *bench.simulators(), "agents"]
+        for name in names:
+            bench.spawn(name)
+        for name in names:
+            bench.wait_ready(name)
         probe = LatencyProbe(bench.settings, args.probes)
         probe.start()
         procs = bench.processes()
@@ -441,7 +466,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         machine1 = psutil.cpu_times()
         disk1 = folder_bytes(influx_dir)
         probe.stop()
-        cores = {n: (cpu1[n] - cpu0[n]) / window for n in procs}
+        cores: dict[str, float] = {}
+        for n in procs:  # the simulator shards count as one part
+            part = "simulators" if n.startswith("simulators-") else n
+            cores[part] = cores.get(part, 0.0) + (cpu1[n] - cpu0[n]) / window
         busy = (
             sum(machine1)
             - machine1.idle
@@ -449,8 +477,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             - (sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0.0))
         ) / window
         bench.log("stopping the simulators; waiting for everything produced to be written")
-        sims = bench.stop_child("simulators")
-        produced: dict[str, int] = {k: int(v) for k, v in sims["produced"].items()}
+        for name in bench.simulators():
+            bench.children[name].send_signal(signal.SIGTERM)
+        produced: dict[str, int] = {}
+        by_device: dict[str, int] = {}
+        for name in bench.simulators():
+            sims = bench.stop_child(name)
+            for family, count in sims["produced"].items():
+                produced[family] = produced.get(family, 0) + int(count)
+            by_device.update(sims["by_device"])
         influx = InfluxQL(bench.settings.influx.url, timeout_s=60.0)
         database = bench.settings.influx.database
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -474,7 +509,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.log("stopped")
         missing = {f: max(0, n - written.get(f, 0)) for f, n in produced.items()}
         if any(missing.values()):
-            (bench.root / "produced-by-device.json").write_text(json.dumps(sims["by_device"]))
+            (bench.root / "produced-by-device.json").write_text(json.dumps(by_device))
         messages = hub.get("messages_in", 0)
         return {
             "devices": devices,
@@ -553,11 +588,21 @@ def main(argv: list[str] | None = None) -> int:
         "--speed", type=float, default=1.0, help="simulated time x real (1: real rates)"
     )
     parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
+    parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role:
-        run_role(args.role, args.config, args.out, args.fleet_file, args.scale, args.speed)
+        index, _, count = args.shard.partition("/")
+        run_role(
+            args.role,
+            args.config,
+            args.out,
+            args.fleet_file,
+            args.scale,
+            args.speed,
+            (int(index), int(count)),
+        )
         return 0
     if min(args.duration_s, args.idle_s, args.speed) <= 0 or args.probes < 1:
         parser.error("--duration-s, --idle-s and --speed must be positive, --probes at least 1")

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import shlex
 import socket
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,6 +83,9 @@ class DemoOptions:
     parts: frozenset[str] = ALL_PARTS
     # First TCP port of the simulated protocol servers (unset: the fleet module's default).
     first_port: int | None = None
+    # (index, count): this process simulates one share of the fleet (the city bench splits
+    # the devices with an MQTT connection each over several processes, see sim_share).
+    sim_shard: tuple[int, int] = (0, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +286,8 @@ class DemoRunner:
         self._simulators = all_simulators()
         by_family: dict[str, list[SimulatedDevice]] = {}
         for device in fleet.devices:
-            by_family.setdefault(device.family, []).append(device)
+            if sim_share(device, self.options.sim_shard):
+                by_family.setdefault(device.family, []).append(device)
         missing = sorted(set(by_family) - set(self._simulators))
         if missing:
             log.warning("no simulator for family(ies) %s: their devices stay silent", missing)
@@ -588,6 +593,21 @@ class DemoRunner:
                 self.progress(f"stopping {name}")
                 await asyncio.to_thread(parts.stop, name)
                 self.stopped_parts.append(name)
+
+
+def sim_share(device: SimulatedDevice, shard: tuple[int, int]) -> bool:
+    """Whether ``device`` is simulated by shard ``(index, count)``.
+
+    Shard 0 serves every device behind a gateway (their servers share ports); devices with
+    a broker connection of their own are spread over shards 1..count-1. paho's network loop
+    uses select(), which takes no descriptor above 1023: about 300 connections per process.
+    """
+    index, count = shard
+    if count <= 1:
+        return True
+    if device.gateway_id is not None:
+        return index == 0
+    return index > 0 and zlib.crc32(device.device_id.encode()) % (count - 1) == index - 1
 
 
 def _jsonable(snap: DemoSnapshot) -> dict[str, Any]:
