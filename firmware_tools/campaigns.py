@@ -237,6 +237,8 @@ class CampaignRunner:
         self.sender = self._sender(campaign)
         try:
             for wave in range(campaign.current_wave, len(campaign.waves)):
+                if self.stop.is_set():
+                    return self.store.get(campaign_id)
                 self.store.set_wave(campaign_id, wave)
                 if not self._run_wave(campaign_id, wave):
                     return self.store.get(campaign_id)

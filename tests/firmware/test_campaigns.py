@@ -8,7 +8,6 @@ The issue's 200-device campaign runs in ``bench/ota.py``; here the fleet is ~20 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,16 +137,14 @@ def test_a_campaign_runs_its_waves_survives_a_restart_and_rolls_back(
     registry.update_device(late, DeviceUpdate(state="maintenance"), actor="test")
 
     prepared = PreparedImage.of(image.manifest, image.data, 2048)
+    # A hub stopped (as if killed) once wave 2 is under way: the campaign stays "running"
+    # with some devices done and others pending or mid-transfer.
     first = CampaignRunner(store, fleet, prepared, login)
-    # A hub that stops after wave 2, as if killed: the campaign is still "running".
-    stopper = threading.Thread(
-        target=lambda: _stop_at_wave(first, store, campaign.id, 2), daemon=True
-    )
-    stopper.start()
+    first.progress = lambda p: first.stop.set() if p.wave >= 1 else None
     interrupted = first.run(campaign.id)
-    stopper.join(5)
     assert interrupted.state == "running"
-    assert interrupted.current_wave == 2
+    assert interrupted.current_wave in (1, 2)
+    assert 0 < store.counts(campaign.id).get("installed", 0) < DEVICES - 1
     store.close()
 
     store = CampaignStore(store_path)
@@ -173,14 +170,6 @@ def test_a_campaign_runs_its_waves_survives_a_restart_and_rolls_back(
         assert registry.get_device(device_id).firmware_version == "1.0.0"
         assert swarm.members[device_id].ota.version == "1.0.0"
     store.close()
-
-
-def _stop_at_wave(
-    runner: CampaignRunner, store: CampaignStore, campaign_id: str, wave: int
-) -> None:
-    while not runner.stop.wait(0.05):
-        if store.get(campaign_id).current_wave >= wave:
-            runner.stop.set()
 
 
 def test_a_failing_wave_pauses_the_campaign(
