@@ -2,10 +2,11 @@
 
 Every route but the documentation needs a bearer token whose role grants the route's
 permission (see ``api_tokens.PERMISSIONS``); the token and role are checked before the
-request body is read, so an unauthenticated caller learns nothing from a body's errors.
-Request bodies are bounded while they arrive (``BodyLimit``: 413 past the limit). Errors are
-RFC 9457 problem details (``application/problem+json``) with a ``field`` member naming the
-field at fault and, for validation errors, an ``errors`` list with every field.
+request body is read (``api_auth``), so an unauthenticated caller learns nothing from a
+body's errors. Request bodies are bounded while they arrive (``BodyLimit``: 413 past the
+limit). Errors are RFC 9457 problem details (``application/problem+json``) with a ``field``
+member naming the field at fault and, for validation errors, an ``errors`` list with every
+field.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from device_registry.api_auth import (
+    Admin,
+    AuthFirstRoute,
+    Bulk,
+    Caller,
+    Catalog,
+    GatewayReader,
+    Reader,
+    Rotator,
+    StatusWriter,
+    Writer,
+)
 from device_registry.api_tokens import (
-    GATEWAY_DEVICES,
     PERMISSIONS,
-    check_token,
     create_token,
     list_tokens,
     revoke_token,
@@ -75,6 +83,36 @@ from device_registry.schemas import (
 )
 from device_registry.technician_page import TileSettings
 
+# The auth names are re-exported: importable from here as before api_auth existed.
+__all__ = [
+    "BULK_PATHS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_IMPORT_BYTES",
+    "DEFAULT_MAX_IMPORT_ROWS",
+    "MIB",
+    "PREFIX",
+    "PROBLEM_JSON",
+    "Admin",
+    "AuthFirstRoute",
+    "BodyLimit",
+    "BodyTooLarge",
+    "Bulk",
+    "Caller",
+    "Catalog",
+    "DeviceHistory",
+    "ExportQuery",
+    "GatewayReader",
+    "Reader",
+    "ReadingsSource",
+    "RetireRequest",
+    "Rotator",
+    "StatusWriter",
+    "TimedReadings",
+    "Writer",
+    "create_app",
+    "problem",
+]
+
 logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 PREFIX = "/api/v1"
@@ -104,20 +142,6 @@ DEFAULT_MAX_IMPORT_ROWS = 20_000
 BULK_PATHS: frozenset[str] = frozenset(
     {f"{PREFIX}/devices/import", f"{PREFIX}/devices/bulk", f"{PREFIX}/status"}
 )
-
-
-class Caller(BaseModel):
-    """Who is calling: the token's id, name and role."""
-
-    token_id: str
-    name: str
-    role: str
-    gateway_id: str | None = None  # a gateway token's one gateway
-
-    @property
-    def actor(self) -> str:
-        """How the audit log names this caller."""
-        return f"token:{self.token_id}:{self.name}"
 
 
 class RetireRequest(BaseModel):
@@ -212,92 +236,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _authenticate(request: Request, authorization: str | None) -> Caller:
-    """The caller of a bearer token, or a 401 naming why (missing, unknown, expired)."""
-    scheme, _, secret = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise StarletteHTTPException(401, "missing bearer token")
-    result = check_token(request.app.state.registry_database, secret.strip())
-    if result.token is None:
-        raise StarletteHTTPException(401, result.refusal)
-    token = result.token
-    return Caller(token_id=token.id, name=token.name, role=token.role, gateway_id=token.gateway_id)
-
-
-def _authorize(who: Caller, permission: str) -> Caller:
-    if permission not in PERMISSIONS.get(who.role, frozenset()):
-        raise StarletteHTTPException(
-            403, f"role {who.role!r} may not do this (needs {permission!r})"
-        )
-    return who
-
-
-def _caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
-    # The route checked the token before reading the body (AuthFirstRoute); reuse it.
-    known = getattr(request.state, "caller", None)
-    if isinstance(known, Caller):
-        return known
-    header = f"Bearer {credentials.credentials}" if credentials is not None else None
-    return _authenticate(request, header)
-
-
-class _Need:
-    """A route's permission as a dependency (``permission`` is read by AuthFirstRoute)."""
-
-    def __init__(self, permission: str) -> None:
-        self.permission = permission
-
-    def __call__(self, who: Annotated[Caller, Depends(_caller)]) -> Caller:
-        """The caller, if its role grants the permission (else 403)."""
-        return _authorize(who, self.permission)
-
-
-def _need(permission: str) -> Callable[..., Caller]:
-    return _Need(permission)
-
-
-class AuthFirstRoute(APIRoute):
-    """A route that checks the token and role before FastAPI reads and parses the body.
-
-    FastAPI parses a JSON body before it runs dependencies, so without this a malformed
-    body from a caller with no token got 422 (and a detail) instead of 401.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        """The usual handler, behind the token and permission check."""
-        handler = super().get_route_handler()
-        permissions = [
-            d.call.permission for d in self.dependant.dependencies if isinstance(d.call, _Need)
-        ]
-        if not permissions:
-            return handler
-        permission = permissions[0]
-
-        async def authenticated(request: Request) -> Any:
-            authorization = request.headers.get("authorization")
-            who = await run_in_threadpool(_authenticate, request, authorization)
-            request.state.caller = _authorize(who, permission)
-            return await handler(request)
-
-        return authenticated
-
-
-Reader = Annotated[Caller, Depends(_need("read"))]
-Writer = Annotated[Caller, Depends(_need("device.write"))]
-Bulk = Annotated[Caller, Depends(_need("device.bulk"))]
-Rotator = Annotated[Caller, Depends(_need("credentials"))]
-StatusWriter = Annotated[Caller, Depends(_need("status"))]
-Catalog = Annotated[Caller, Depends(_need("catalog"))]
-Admin = Annotated[Caller, Depends(_need("tokens"))]
-GatewayReader = Annotated[Caller, Depends(_need(GATEWAY_DEVICES))]
 
 
 def _device_id(record: DeviceRecord) -> str:
