@@ -12,6 +12,7 @@ import base64
 import hashlib
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +235,31 @@ def test_a_device_cannot_read_another_devices_ota_topics(
         device.publish(ota_topic(mine, "status"), b'{"state":"error","reason":"probe"}')
     finally:
         device.close()
+
+
+def test_the_byte_rate_limit_holds_the_sender_back(
+    running_stack: RunningStack,
+    registry: RegistryService,
+    swarm: DeviceSwarm,
+    tmp_path: Path,
+    unique_id: str,
+) -> None:
+    # 96 KiB at 32 KiB/s, with one second's burst: no faster than 2 s, however fast the box.
+    image = make_signed_image(tmp_path / "big", size=96 * 1024)
+    device_id = f"{unique_id}-slow"
+    logins = register_ota_devices(registry, [device_id])
+    swarm.add(reference_device(device_id, image), logins[device_id])
+    swarm.start()
+    assert swarm.wait_connected()
+    changes = Changes()
+    sender = sender_for(running_stack, changes, rate_bytes_per_s=32 * 1024)
+    try:
+        started = time.monotonic()
+        sender.offer(device_id, "camp-rate", PreparedImage.of(image.manifest, image.data, 4096))
+        done = changes.wait(device_id, {"rebooting", "failed"})
+        elapsed = time.monotonic() - started
+    finally:
+        sender.stop()
+    assert done.state == "rebooting", done
+    assert elapsed >= 1.9
+    assert sender.bytes_sent >= 96 * 1024
