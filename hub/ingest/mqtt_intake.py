@@ -383,9 +383,10 @@ class MqttIntake:
                 log.warning("MQTT connection lost (%s); reconnecting", reason)
             else:
                 self.stats.connect_failures += 1
+                key = None
                 if was_up:
-                    cause = self._dropped_cause(reason)
-                self._log_failure(cause or reason, now, slow)
+                    key, cause = self._dropped_cause(reason)
+                self._log_failure(cause or reason, now, slow, key=key)
             if slow:
                 delay = max(delay, opts.auth_failure_min_s)
             self._stopping.wait(delay)
@@ -400,26 +401,35 @@ class MqttIntake:
         # Every packet in that is not SUBACK, PINGRESP, PUBACK or PUBREL is a PUBLISH.
         return self.stats.packets_in - self._packets_at_connect > self._control_in
 
-    def _dropped_cause(self, reason: str) -> str:
-        """Why a connection the broker had accepted ended at once, for the log."""
+    def _dropped_cause(self, reason: str) -> tuple[str, str]:
+        """Why a connection the broker had accepted ended at once: (kind, text for the log).
+
+        The kind, not the text, says whether the cause is new: one drop reads "closed by
+        the broker", the next "Connection reset by peer", and both are the same cause.
+        """
         if not self._subscribed_at:
-            return f"the broker accepted the connection, then it ended before the SUBACK ({reason})"
+            return (
+                "dropped-before-suback",
+                f"the broker accepted the connection, then it ended before the SUBACK ({reason})",
+            )
         cause = f"the connection was dropped right after subscribing ({reason})"
         if shared_group(self.options.topics):
             cause += (
                 "; the subscription is shared ($share/...): the broker may not support "
                 "shared subscriptions (unset ingest.shared_group)"
             )
-        return cause
+        return "dropped-after-subscribe", cause
 
-    def _log_failure(self, cause: str, now: float, refused: bool) -> None:
+    def _log_failure(
+        self, cause: str, now: float, refused: bool, *, key: str | None = None
+    ) -> None:
         """First failure and every new cause at WARNING, then once a minute; else DEBUG."""
         opts = self.options
         self._failures_since_log += 1
         level = logging.ERROR if refused else logging.WARNING
         where = f"{opts.host}:{opts.port}"
-        if cause != self._failure_cause:
-            self._failure_cause = cause
+        if (key or cause) != self._failure_cause:
+            self._failure_cause = key or cause
             self._failure_logged = now
             self._failures_since_log = 0
             log.log(level, "MQTT broker %s: %s; retrying with backoff", where, cause)
