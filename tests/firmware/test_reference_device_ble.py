@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from device_registry.database import open_database
 from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, DynsecIdentities
@@ -40,6 +41,12 @@ from firmware_tools.ble_provisioning import (
     provision,
 )
 from firmware_tools.errors import FirmwareError
+from firmware_tools.provisioning_cli import (
+    ProvisioningRuntime,
+    provision_app,
+    set_ble_backend,
+    set_provisioning_runtime_loader,
+)
 from firmware_tools.simulated_fleet import ota_device_type
 from tests.conftest import MqttTestClient, RunningStack
 
@@ -281,3 +288,55 @@ def test_what_a_device_reports_is_parsed_or_refused_in_one_line(raw: bytes) -> N
         except FirmwareError as err:  # anything else escaping fails the test
             problems.append(str(err))
     assert all(p and "\n" not in p for p in problems)
+
+
+def test_kotahub_firmware_provision(
+    running_stack: RunningStack,
+    registry: RegistryService,
+    unique_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = running_stack.settings
+    device = FakeGattDevice(f"{unique_id}-cli", with_key=True)
+    FakeBleakClientBackend.devices["AA:00:00:00:01:01"] = device
+    FakeBleakClientBackend.devices["AA:00:00:00:01:02"] = FakeGattDevice(
+        f"{unique_id}-new", with_key=False
+    )
+    set_provisioning_runtime_loader(
+        lambda _c: ProvisioningRuntime(
+            make_service=lambda: registry,
+            mqtt_host=s.mqtt.host,
+            mqtt_port=s.mqtt.port,
+            mqtt_tls=False,
+        )
+    )
+    set_ble_backend(FakeBleakClientBackend)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("SITE_WIFI", "w1f1-secret")
+    try:
+        args = [
+            "AA:00:00:00:01:01",
+            "--device-type",
+            "ota_gauge",
+            "--wifi-ssid",
+            "kota",
+        ]
+        ran = CliRunner().invoke(provision_app, [*args, "--wifi-password-env", "SITE_WIFI"])
+        unset = CliRunner().invoke(provision_app, [*args, "--wifi-password-env", "NOPE_UNSET"])
+        unknown = CliRunner().invoke(
+            provision_app,
+            ["AA:00:00:00:01:02", "--device-type", "no_such", "--wifi-ssid", "k",
+             "--wifi-password-env", "SITE_WIFI"],
+        )  # fmt: skip
+    finally:
+        set_ble_backend(None)
+    assert ran.exit_code == 0, ran.output
+    assert f"device {device.device_id} registered" in ran.output
+    assert "sealed to its key" in ran.output
+    assert "w1f1-secret" not in ran.output
+    assert device.settings is not None
+    assert device.settings["wifi"]["password"] == "w1f1-secret"
+    assert unset.exit_code == 2
+    assert unknown.exit_code == 1
+    assert "refused" in unknown.output
+    assert "no_such" in unknown.output
