@@ -249,6 +249,15 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
 
     ingest = IngestService(settings, password, directory=ingest_directory)
     ingest.status.subscribe(status_sink)
+    from hub.alerts.alert_runtime import attach_alerts
+    from hub.alerts.alert_store import AlertStoreError
+    from hub.alerts.rule_model import RuleError
+    from hub.start_checks import StartError
+
+    try:
+        alerts = attach_alerts(ingest, settings)  # None without [alerts] rules
+    except (RuleError, AlertStoreError) as err:
+        raise StartError(str(err)) from err  # one line naming the file, rule and key
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -317,6 +326,8 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await asyncio.to_thread(ingest.stop)
+        if alerts is not None:
+            await asyncio.to_thread(alerts.stop)
         await asyncio.to_thread(status_sink.flush)
         if dynsec is not None:
             dynsec.close()
