@@ -44,6 +44,17 @@ firmware_app = typer.Typer(
     help="Firmware images: signing key, signed images, the hub's image store.",
     no_args_is_help=True,
 )
+
+
+def add_subcommands() -> None:
+    """Campaigns and BLE provisioning join ``kotahub firmware`` (their modules are heavier)."""
+    from firmware_tools.campaign_cli import campaign_app
+    from firmware_tools.provisioning_cli import provision_command
+
+    firmware_app.add_typer(campaign_app, name="campaign")
+    firmware_app.command("provision")(provision_command)
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Settings file.", envvar="KOTAHUB_CONFIG"),

@@ -6,13 +6,14 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from device_registry import cli as registry_cli
+from device_registry.errors import CredentialsError
 from firmware_tools import cli as firmware_cli
 from hub.alerts.cli import alerts_app
 from hub.backup import BackupError, Summary, backup, restore
@@ -112,6 +113,62 @@ def _firmware_runtime(config: Path | None) -> firmware_cli.FirmwareRuntime:
 
 
 firmware_cli.set_runtime_loader(_firmware_runtime)
+
+
+def _campaign_runtime(config: Path | None) -> Any:
+    """Campaign commands: the store, the state folder, the registry and the OTA sender's login."""
+    from firmware_tools.campaign_cli import CampaignRuntime
+    from firmware_tools.ota_identity import ensure_ota_identity
+
+    settings = settings_or_exit(config)
+    try:
+        broker = ensure_ota_identity(broker_admin(settings), settings.state_dir)
+    except (ConfigError, CredentialsError) as err:
+        err_console.print(f"[red]broker[/red]: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from err
+    return CampaignRuntime(
+        store_dir=settings.state_dir / "firmware",
+        state_dir=settings.state_dir,
+        database_url=settings.registry.resolved_database_url(settings.state_dir),
+        broker=broker,
+    )
+
+
+def _provisioning_runtime(config: Path | None) -> Any:
+    """BLE provisioning: a registry that creates broker identities, and the broker's address."""
+    from device_registry.database import open_database
+    from device_registry.mqtt_identities import DynamicSecurityClient, DynsecIdentities
+    from device_registry.registry_service import RegistryService
+    from firmware_tools.provisioning_cli import ProvisioningRuntime
+
+    settings = settings_or_exit(config)
+
+    def make_service() -> RegistryService:
+        database = open_database(settings.registry.resolved_database_url(settings.state_dir))
+        dynsec = DynamicSecurityClient(
+            broker_admin(settings), batch_size=settings.registry.dynsec_batch
+        )
+        return RegistryService(database, DynsecIdentities(dynsec))
+
+    mq = settings.mqtt
+    return ProvisioningRuntime(
+        make_service=make_service,
+        mqtt_host=mq.host,
+        mqtt_port=mq.resolved_tls_port if mq.tls else mq.port,
+        mqtt_tls=mq.tls,
+    )
+
+
+def _install_firmware_commands() -> None:
+    from firmware_tools.campaign_cli import set_campaign_runtime_loader
+    from firmware_tools.provisioning_cli import set_provisioning_runtime_loader
+
+    firmware_cli.add_subcommands()
+    set_campaign_runtime_loader(_campaign_runtime)
+    set_provisioning_runtime_loader(_provisioning_runtime)
+
+
+_install_firmware_commands()
 
 
 def _stack(config: Path | None) -> LocalStack:
