@@ -91,6 +91,9 @@ def test_readme_walkthrough_works_as_written(
                 found = PASSWORD.search(done.stdout)
                 assert found, "devices add printed no password:\n" + done.stdout
                 password = found.group(1)
+                # The hub reloads the registry every second; a human takes longer than
+                # that to copy the password (a publish within that second is dead-lettered).
+                time.sleep(2)
             if line.startswith("curl "):
                 for expected in ('"level_m"', "1.2", "gauge-banger-01", "Semarang Timur"):
                     assert expected in done.stdout, done.stdout
