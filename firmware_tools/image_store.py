@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from firmware_tools.atomic_file import write_atomically
 from firmware_tools.errors import FirmwareError
 from firmware_tools.image_manifest import (
     ImageManifest,
@@ -80,7 +81,7 @@ class ImageStore:
         key = load_public_key(data, source=str(public_key_file))
         name = key_id(key)
         self._keys.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self._keys / f"{name}.pub", public_pem(key), mode=0o644)
+        write_atomically(self._keys / f"{name}.pub", public_pem(key), mode=0o644)
         return name
 
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -137,7 +138,8 @@ class ImageStore:
             tmp.unlink(missing_ok=True)
             raise FirmwareError(f"cannot store the image: {err.strerror}") from err
         # The manifest goes in last: an image without one is invisible, never half-stored.
-        _write_atomic(self._manifests / f"{manifest.sha256}.json", manifest.to_json(), mode=0o644)
+        manifest_path = self._manifests / f"{manifest.sha256}.json"
+        write_atomically(manifest_path, manifest.to_json(), mode=0o644)
         return AddResult(StoredImage(manifest, target), created=True)
 
     def verify(self, image: Path, manifest: ImageManifest) -> None:
@@ -221,12 +223,3 @@ def _version_key(image: StoredImage) -> tuple[tuple[int, ...], str]:
     core, _, rest = image.manifest.version.partition("-")
     core = core.partition("+")[0]
     return tuple(int(p) for p in core.split(".") if p.isdigit()), rest
-
-
-def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

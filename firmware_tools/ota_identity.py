@@ -11,13 +11,13 @@ under the state folder.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Final
 
 from device_registry.errors import CredentialsError
 from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, new_secret
 from drivers.contract import PREFIX
+from firmware_tools.atomic_file import write_atomically
 from firmware_tools.campaigns import BrokerLogin
 from firmware_tools.errors import FirmwareError
 from firmware_tools.ota_protocol import CHUNK, CONTROL, OFFER, STATUS_FILTER
@@ -77,13 +77,6 @@ def ensure_ota_identity(
     if errors:
         raise FirmwareError(f"the broker refused the OTA identity: {'; '.join(errors)}")
     state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, json.dumps({"username": username, "password": password}).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    secret = json.dumps({"username": username, "password": password}).encode()
+    write_atomically(path, secret, mode=0o600)
     return BrokerLogin(host=admin.host, port=admin.port, username=username, password=password)

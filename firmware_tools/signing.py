@@ -9,7 +9,6 @@ says which key signed it and a rotated key can be trusted beside the old one.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware_tools.atomic_file import write_atomically
 from firmware_tools.errors import FirmwareError
 
 PRIVATE_KEY_FILE = "kotahub-firmware.key"
@@ -56,8 +56,8 @@ def make_key_pair(folder: Path, *, overwrite: bool = False) -> KeyPair:
     public_pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_new(private_path, private_pem, mode=0o600)
-    _write_new(public_path, public_pem, mode=0o644)
+    write_atomically(private_path, private_pem, mode=0o600)
+    write_atomically(public_path, public_pem, mode=0o644)
     return KeyPair(private_path, public_path, key_id(private_key.public_key()))
 
 
@@ -106,17 +106,3 @@ def verify(public_key: Ed25519PublicKey, signature: bytes, message: bytes) -> bo
     except InvalidSignature:
         return False
     return True
-
-
-def _write_new(path: Path, data: bytes, *, mode: int) -> None:
-    """Write through a temporary file created with ``mode``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)  # the umask may have taken bits away from the open's mode
-    os.replace(tmp, path)

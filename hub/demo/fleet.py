@@ -133,7 +133,7 @@ def _prefer_real_types(
     ]
 
 
-def speaks_mqtt_itself(family: str, families: Mapping[str, DriverFamily]) -> bool:
+def family_publishes_itself(family: str, families: Mapping[str, DriverFamily]) -> bool:
     """A family whose driver neither polls nor listens: its devices publish MQTT themselves."""
     known = families.get(family)
     return known is not None and known.create_poller is None and known.create_stream is None
@@ -182,7 +182,7 @@ def simulated_devices(
     def gateway_of(d: Any) -> str | None:
         if d.device_type in STAND_IN_TYPES:
             return stand_in_gateway(gateways[d.kecamatan])
-        return None if speaks_mqtt_itself(d.family, families) else gateways[d.kecamatan]
+        return None if family_publishes_itself(d.family, families) else gateways[d.kecamatan]
 
     devices = [
         SimulatedDevice(
