@@ -12,7 +12,7 @@ from pathlib import Path
 from device_registry.directory import save_device_file
 from hub.settings import Settings
 from tests.agent.conftest import by_topic, flood_record, wait_until
-from tests.conftest import MqttClientFactory
+from tests.conftest import MqttClientFactory, free_port
 from tests.drivers.conftest import StationFactory
 
 KOTAHUB = str(Path(sys.executable).with_name("kotahub"))
@@ -91,6 +91,8 @@ def test_run_command_refuses_a_bad_device_list(tmp_path: Path) -> None:
     config = tmp_path / "kotahub.toml"
     config.write_text(
         f'state_dir = "{tmp_path}"\n[agent]\ngateway_id = "gw1"\ndevices_file = "{devices}"\n'
+        # Ports of its own: on the defaults, another test's `kotahub run` answered first.
+        f"[registry]\napi_port = {free_port()}\n[ingest]\nmetrics_port = {free_port()}\n"
     )
     result = subprocess.run(
         [KOTAHUB, "run", "--config", str(config)], capture_output=True, text=True, timeout=30
