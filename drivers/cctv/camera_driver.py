@@ -42,7 +42,15 @@ from drivers.cctv.stream_quality import (
     decode_slots,
     sample_stream,
 )
-from drivers.framework import DeviceSpec, DriverConfig, DriverError, MetricValue, Reading, utc_now
+from drivers.framework import (
+    DeviceInfo,
+    DeviceSpec,
+    DriverConfig,
+    DriverError,
+    MetricValue,
+    Reading,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 DECODE_SLOTS = max(1, os.cpu_count() or 1)
@@ -141,6 +149,8 @@ def check_device(spec: DeviceSpec, config: DriverConfig) -> None:
             return  # listens for timeout_s - 5 s
         needed = config.listen_s + 5
         what = "listen_s + 5 s"
+    elif not config.stream:
+        return  # ONVIF health and events only: no sample to fit in
     else:
         needed = config.sample_s + config.open_timeout_s + 2
         what = "sample_s + open_timeout_s + 2 s"
@@ -275,6 +285,7 @@ class CctvCamera:
             sample_offset(spec.device_id, config.sample_every_s) if config.sample_every_s else 0
         )
         self._seq = 0
+        self._info: DeviceInfo | None = None
         self._slots = decode_slots("cctv", DECODE_SLOTS)
         # A sample cut short by the agent's timeout runs on in its thread; the next one
         # must not decode alongside it (the background model is not thread-safe).
@@ -288,6 +299,7 @@ class CctvCamera:
     async def poll(self) -> list[Reading]:
         """ONVIF health and events; the stream sample when due. DriverError if unreachable."""
         result = await self.health.check()
+        self._info = result.info or self._info
         metrics = dict(result.metrics)
         readings = list(result.events)
         uri = self.config.stream_uri or result.stream_uri
@@ -334,6 +346,10 @@ class CctvCamera:
         metrics = sample.quality(self.thresholds, fps_nominal)
         metrics.update(analytics.metrics())
         return metrics, analytics.events
+
+    def device_info(self) -> DeviceInfo | None:
+        """Model, firmware and serial from the last GetDeviceInformation (for the registry)."""
+        return self._info
 
     async def close(self) -> None:
         """Close the ONVIF session."""

@@ -24,7 +24,7 @@ from onvif.exceptions import ONVIFError
 from onvif.transport import ASYNC_TRANSPORT
 from zeep.exceptions import Fault, TransportError, XMLParseError
 
-from drivers.framework import DriverError, MetricValue, Reading, utc_now
+from drivers.framework import DeviceInfo, DriverError, MetricValue, Reading, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class HealthResult:
     stream_uri: str | None = None
     fps_nominal: float | None = None
     events: list[Reading] = field(default_factory=list)
+    info: DeviceInfo | None = None  # GetDeviceInformation's answer, for the registry record
 
 
 def event_name(topic: str) -> str | None:
@@ -157,6 +158,7 @@ class OnvifHealth:
             "clock_drift_s": round((_camera_time(reply) - ours).total_seconds(), 1)
         }
         events: list[Reading] = []
+        identity: DeviceInfo | None = None
         try:
             if not self._ready:
                 # Learns the camera's clock (signs tokens with it) and its service addresses.
@@ -169,6 +171,12 @@ class OnvifHealth:
                 device_model=_text(info.Model),
                 firmware=_text(info.FirmwareVersion),
                 serial=_text(info.SerialNumber),
+            )
+            identity = DeviceInfo(
+                vendor=_text(info.Manufacturer) or None,
+                model=_text(info.Model) or None,
+                firmware=_text(info.FirmwareVersion) or None,
+                serial=_text(info.SerialNumber) or None,
             )
             if not self._media_cache:
                 await self._read_media(camera)
@@ -183,7 +191,7 @@ class OnvifHealth:
                 self._ready = False  # the camera's clock may have jumped: learn it again
             log.debug("%s: ONVIF %s: %s", self.device_id, status, _describe(err))
             metrics["onvif_status"] = status
-            return HealthResult(metrics=metrics)
+            return HealthResult(metrics=metrics, info=identity)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             await self.close()
             raise DriverError(self.device_id, f"ONVIF failed mid-check: {_describe(err)}") from err
@@ -193,6 +201,7 @@ class OnvifHealth:
             stream_uri=self._stream_uri,
             fps_nominal=self._fps_nominal,
             events=events,
+            info=identity,
         )
 
     def _camera_object(self) -> ONVIFCamera:
