@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.columns import Columns
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from firmware_tools.campaign_store import (
@@ -30,6 +32,7 @@ from firmware_tools.campaign_store import (
 )
 from firmware_tools.campaigns import (
     DEFAULT_WAVES,
+    AlertGate,
     BrokerLogin,
     CampaignRunner,
     RegistryFleet,
@@ -49,6 +52,7 @@ class CampaignRuntime:
     state_dir: Path  # campaigns.sqlite lives here
     database_url: str  # the registry
     broker: BrokerLogin
+    alerts: AlertGate | None = None  # the health gate's alerts (the hub's alert store)
 
 
 CampaignRuntimeLoader = Callable[[Path | None], CampaignRuntime]
@@ -170,22 +174,44 @@ def create(
         )
 
 
-def _run(campaign_id: str, config: Path | None, *, resuming: bool) -> None:
+def prepared_image(runtime: CampaignRuntime, campaign: Campaign) -> PreparedImage:
+    """The campaign's image from the store, checked against a key the hub trusts, chunked."""
+    images = ImageStore(runtime.store_dir)
+    stored = images.get(campaign.image_sha256)
+    images.verify(stored.path, stored.manifest)  # still signed by a key the hub trusts
+    return PreparedImage.of(stored.manifest, stored.path.read_bytes(), campaign.settings.chunk_size)
+
+
+def _check_startable(campaign: Campaign, *, resuming: bool) -> None:
+    if resuming and campaign.state not in ("paused", "running"):
+        raise FirmwareError(f"campaign {campaign.id} is {campaign.state}, not paused")
+    if not resuming and campaign.state != "created":
+        raise FirmwareError(
+            f"campaign {campaign.id} is {campaign.state}: use resume to go on with it"
+        )
+
+
+def _hand_to_hub(store: CampaignStore, campaign: Campaign) -> None:
+    """Mark it running for the campaign daemon of ``kotahub run``, and say so."""
+    store.set_state(campaign.id, "running")
+    _out().print(
+        f"campaign {campaign.id} running: `kotahub run` carries it on"
+        f" (watch it with `kotahub firmware campaign status {campaign.id}`)"
+    )
+
+
+def _run(campaign_id: str, config: Path | None, *, resuming: bool, background: bool) -> None:
     runtime = _runtime(config)
     with _refusals(), _campaigns(runtime) as store, _fleet(runtime) as fleet:
         campaign = store.get(campaign_id)
-        if resuming and campaign.state not in ("paused", "running"):
-            raise FirmwareError(f"campaign {campaign_id} is {campaign.state}, not paused")
-        if not resuming and campaign.state != "created":
-            raise FirmwareError(
-                f"campaign {campaign_id} is {campaign.state}: use resume to go on with it"
-            )
-        images = ImageStore(runtime.store_dir)
-        stored = images.get(campaign.image_sha256)
-        images.verify(stored.path, stored.manifest)  # still signed by a key the hub trusts
-        prepared = PreparedImage.of(
-            stored.manifest, stored.path.read_bytes(), campaign.settings.chunk_size
-        )
+        _check_startable(campaign, resuming=resuming)
+        prepared = prepared_image(runtime, campaign)
+        if background:
+            _hand_to_hub(store, campaign)
+            return
+        holder = store.holder(campaign_id)
+        if holder is not None:
+            raise FirmwareError(f"campaign {campaign_id} is being run by {holder}")
         total = len(store.devices(campaign_id))
         console = _out()
         with Progress(
@@ -207,10 +233,10 @@ def _run(campaign_id: str, config: Path | None, *, resuming: bool) -> None:
                     description=f"{campaign_id} wave {p.wave + 1}/{len(p.campaign.waves)}: {words}",
                 )
 
-            runner = CampaignRunner(store, fleet, prepared, runtime.broker, progress=show)
+            runner = CampaignRunner(
+                store, fleet, prepared, runtime.broker, progress=show, alerts=runtime.alerts
+            )
             try:
-                if resuming:
-                    store.set_state(campaign_id, "running")
                 result = runner.run(campaign_id)
             except KeyboardInterrupt:
                 runner.stop.set()
@@ -230,16 +256,30 @@ def _print_result(campaign: Campaign) -> None:
         )
 
 
+BackgroundOption = Annotated[
+    bool,
+    typer.Option(
+        "--background",
+        "-b",
+        help="Leave it to the campaign daemon of `kotahub run` instead of this terminal.",
+    ),
+]
+
+
 @campaign_app.command("start")
-def start(campaign_id: CampaignArg, config: ConfigOption = None) -> None:
-    """Run a new campaign in the foreground until it is done or paused."""
-    _run(campaign_id, config, resuming=False)
+def start(
+    campaign_id: CampaignArg, background: BackgroundOption = False, config: ConfigOption = None
+) -> None:
+    """Run a new campaign in the foreground until it is done or paused (or hand it to the hub)."""
+    _run(campaign_id, config, resuming=False, background=background)
 
 
 @campaign_app.command("resume")
-def resume(campaign_id: CampaignArg, config: ConfigOption = None) -> None:
+def resume(
+    campaign_id: CampaignArg, background: BackgroundOption = False, config: ConfigOption = None
+) -> None:
     """Go on with a paused (or interrupted) campaign where it stopped."""
-    _run(campaign_id, config, resuming=True)
+    _run(campaign_id, config, resuming=True, background=background)
 
 
 @campaign_app.command("pause")
@@ -268,6 +308,13 @@ def rollback(campaign_id: CampaignArg, config: ConfigOption = None) -> None:
         _print_result(result)
 
 
+def _bar(counts: dict[str, int]) -> Columns:
+    """A bar of the devices that finished, and how many of how many."""
+    total = sum(counts.values())
+    done = sum(n for state, n in counts.items() if state in DEVICE_FINAL)
+    return Columns([ProgressBar(total=max(total, 1), completed=done, width=20), f"{done}/{total}"])
+
+
 @campaign_app.command("status")
 def status(
     campaign_id: Annotated[
@@ -279,15 +326,16 @@ def status(
     runtime = _runtime(config)
     with _refusals(), _campaigns(runtime) as store:
         campaigns = [store.get(campaign_id)] if campaign_id else store.all()
-        table = Table("campaign", "version", "state", "wave", "devices", "reason")
+        table = Table("campaign", "version", "state", "wave", "progress", "devices", "reason")
         for c in campaigns:
             counts = store.counts(c.id)
             words = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
             wave = f"{min(c.current_wave + 1, len(c.waves))}/{len(c.waves)}"
-            table.add_row(c.id, c.version, c.state, wave, words, c.reason or "")
+            state = c.state + (f" ({store.holder(c.id)})" if store.holder(c.id) else "")
+            table.add_row(c.id, c.version, state, wave, _bar(counts), words, c.reason or "")
         _out().print(table)
         if campaign_id:
-            waves = Table("wave", "share", "devices", "states")
+            waves = Table("wave", "share", "progress", "devices", "states")
             campaign = campaigns[0]
             for index, share in enumerate(campaign.waves):
                 devices = store.devices(campaign.id, wave=index)
@@ -295,5 +343,7 @@ def status(
                 for d in devices:
                     states[d.state] = states.get(d.state, 0) + 1
                 words = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-                waves.add_row(str(index + 1), f"{share:g} %", str(len(devices)), words)
+                waves.add_row(
+                    str(index + 1), f"{share:g} %", _bar(states), str(len(devices)), words
+                )
             _out().print(waves)

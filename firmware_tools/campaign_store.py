@@ -7,6 +7,8 @@ resume from the chunk they hold.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -49,7 +51,21 @@ CREATE TABLE IF NOT EXISTS campaign_device (
     updated_at REAL NOT NULL,
     PRIMARY KEY (campaign_id, device_id)
 );
+CREATE TABLE IF NOT EXISTS campaign_wave (
+    campaign_id TEXT NOT NULL REFERENCES campaign(id),
+    wave INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    PRIMARY KEY (campaign_id, wave)
+);
+CREATE TABLE IF NOT EXISTS campaign_lease (
+    campaign_id TEXT PRIMARY KEY REFERENCES campaign(id),
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
+# How long a runner's claim on a campaign lasts without renewal: a runner killed with -9
+# on another machine is taken over after this; on this machine as soon as its pid is gone.
+LEASE_S: Final = 15.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +112,27 @@ class CampaignDevice:
     version: str | None
     next_chunk: int
     reason: str | None
+    updated_at: float = 0.0  # when its state last changed (epoch s)
+
+
+def runner_name(tag: str = "") -> str:
+    """This process's name as a campaign's runner: ``host:pid[:tag]``."""
+    return f"{socket.gethostname()}:{os.getpid()}" + (f":{tag}" if tag else "")
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when the owner ran on this host and its process is gone (killed, exited)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another machine's: only its lease's expiry tells
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class CampaignStore:
@@ -196,19 +233,71 @@ class CampaignStore:
             (state, reason, time.time(), campaign_id),
         )
 
+    def running(self) -> list[Campaign]:
+        """Campaigns whose state is running (whether or not a runner holds them now)."""
+        ids = self._run("SELECT id FROM campaign WHERE state = 'running' ORDER BY created_at")
+        return [self.get(row[0]) for row in ids]
+
+    # -- who runs a campaign -----------------------------------------------------------------------
+    def claim(self, campaign_id: str, owner: str, *, lease_s: float = LEASE_S) -> str | None:
+        """Take or renew the run of a campaign; None when taken, else the live holder's name."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT owner, expires_at FROM campaign_lease WHERE campaign_id = ?",
+                    (campaign_id,),
+                ).fetchone()
+                if row is not None and row[0] != owner and row[1] > now and owner_alive(row[0]):
+                    return str(row[0])
+                self._db.execute(
+                    "INSERT INTO campaign_lease VALUES (?, ?, ?) ON CONFLICT(campaign_id)"
+                    " DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
+                    (campaign_id, owner, now + lease_s),
+                )
+                return None
+            finally:
+                self._db.execute("COMMIT")
+
+    def release(self, campaign_id: str, owner: str) -> None:
+        """Give a campaign's run up (only if ``owner`` still holds it)."""
+        self._run(
+            "DELETE FROM campaign_lease WHERE campaign_id = ? AND owner = ?", (campaign_id, owner)
+        )
+
+    def holder(self, campaign_id: str) -> str | None:
+        """Who runs the campaign now (a live, unexpired claim), or None."""
+        rows = self._run(
+            "SELECT owner, expires_at FROM campaign_lease WHERE campaign_id = ?", (campaign_id,)
+        )
+        if rows and rows[0][1] > time.time() and owner_alive(rows[0][0]):
+            return str(rows[0][0])
+        return None
+
     def set_wave(self, campaign_id: str, wave: int) -> None:
-        """Record that the campaign moved on to ``wave``."""
+        """Record that the campaign moved on to ``wave`` (its start time kept from the first)."""
+        now = time.time()
         self._run(
             "UPDATE campaign SET current_wave = ?, updated_at = ? WHERE id = ?",
-            (wave, time.time(), campaign_id),
+            (wave, now, campaign_id),
         )
+        self._run("INSERT OR IGNORE INTO campaign_wave VALUES (?, ?, ?)", (campaign_id, wave, now))
+
+    def wave_started(self, campaign_id: str, wave: int) -> float | None:
+        """When ``wave`` first started (epoch s), surviving restarts; None before it has."""
+        rows = self._run(
+            "SELECT started_at FROM campaign_wave WHERE campaign_id = ? AND wave = ?",
+            (campaign_id, wave),
+        )
+        return float(rows[0][0]) if rows else None
 
     # -- devices -----------------------------------------------------------------------------------
     def devices(self, campaign_id: str, *, wave: int | None = None) -> list[CampaignDevice]:
         """A campaign's devices (of one wave), by id."""
         sql = (
-            "SELECT device_id, wave, state, previous_version, version, next_chunk, reason"
-            " FROM campaign_device WHERE campaign_id = ?"
+            "SELECT device_id, wave, state, previous_version, version, next_chunk, reason,"
+            " updated_at FROM campaign_device WHERE campaign_id = ?"
         )
         params: list[Any] = [campaign_id]
         if wave is not None:

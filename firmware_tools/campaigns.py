@@ -23,7 +23,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +35,7 @@ from firmware_tools.campaign_store import (
     Campaign,
     CampaignSettings,
     CampaignStore,
+    runner_name,
 )
 from firmware_tools.errors import FirmwareError
 from firmware_tools.image_manifest import ImageManifest
@@ -79,6 +80,14 @@ class Fleet(Protocol):
 
     def set_firmware_version(self, device_id: str, version: str, *, actor: str) -> None:
         """Record the version a device reported."""
+        ...
+
+
+class AlertGate(Protocol):
+    """The alerts a health gate reads: has an updated device raised one since its wave began?"""
+
+    def raised_since(self, device_ids: Collection[str], since_s: float) -> list[tuple[str, str]]:
+        """(device id, rule id) of alerts raised on these devices at or after ``since_s``."""
         ...
 
 
@@ -199,9 +208,13 @@ class CampaignRunner:
         *,
         progress: ProgressCallback | None = None,
         poll_s: float = 0.5,
+        alerts: AlertGate | None = None,
     ) -> None:
         self.store, self.fleet, self.image, self.login = store, fleet, image, login
         self.progress = progress
+        self.alerts = alerts
+        # Distinct per runner: a daemon runs several campaigns in one process.
+        self.owner = runner_name(secrets.token_hex(3))
         self.poll_s = poll_s
         self.stop = threading.Event()
         self._events: queue.Queue[DeviceTransfer] = queue.Queue()
@@ -233,8 +246,15 @@ class CampaignRunner:
             raise FirmwareError("the image given is not the campaign's image")
         if campaign.state in ("done", "rolling_back", "rolled_back"):
             raise FirmwareError(f"campaign {campaign_id} is {campaign.state}")
+        holder = self.store.claim(campaign_id, self.owner)
+        if holder is not None:
+            raise FirmwareError(f"campaign {campaign_id} is being run by {holder}")
         self.store.set_state(campaign_id, "running")
-        self.sender = self._sender(campaign)
+        try:
+            self.sender = self._sender(campaign)
+        except BaseException:
+            self.store.release(campaign_id, self.owner)
+            raise
         try:
             for wave in range(campaign.current_wave, len(campaign.waves)):
                 if self.stop.is_set():
@@ -246,6 +266,7 @@ class CampaignRunner:
             self.store.set_state(campaign_id, "done")
         finally:
             self.sender.stop()
+            self.store.release(campaign_id, self.owner)
         return self.store.get(campaign_id)
 
     def _run_wave(self, campaign_id: str, wave: int) -> bool:
@@ -271,6 +292,9 @@ class CampaignRunner:
                 if now - last_poll >= self.poll_s:
                     last_poll = now
                     if self.stop.is_set() or self.store.get(campaign_id).state != "running":
+                        return self._halt(active)
+                    # Renewed each poll; lost only if this runner stalled past its lease.
+                    if self.store.claim(campaign_id, self.owner) is not None:
                         return self._halt(active)
                     self._report(campaign_id, wave)
                 stats = self._wave_stats(campaign_id, wave_ids)
@@ -306,7 +330,29 @@ class CampaignRunner:
                 f" installed and back online (below {s.min_success_rate:.0%})",
             )
             return False
-        return True
+        return self._alert_gate(campaign_id, wave)
+
+    def _alert_gate(self, campaign_id: str, wave: int) -> bool:
+        """The gate's last test: no alert raised on a wave's updated device since it began."""
+        if self.alerts is None:
+            return True
+        since = self.store.wave_started(campaign_id, wave) or 0.0
+        updated = [
+            d.device_id
+            for d in self.store.devices(campaign_id, wave=wave)
+            if d.state == "installed"
+        ]
+        raised = self.alerts.raised_since(updated, since)
+        if not raised:
+            return True
+        named = ", ".join(f"{device} ({rule})" for device, rule in sorted(raised)[:3])
+        more = f" and {len(raised) - 3} more" if len(raised) > 3 else ""
+        self.store.set_state(
+            campaign_id,
+            "paused",
+            reason=f"wave {wave + 1} health gate: new alerts on updated devices: {named}{more}",
+        )
+        return False
 
     def _refusal(self, device_id: str) -> str | None:
         """Why a device must not be offered now (retired, maintenance, gone), or None."""

@@ -48,9 +48,13 @@ def ensure_ota_identity(
         try:
             saved = json.loads(path.read_text())
             password = str(saved["password"])
-        except (OSError, ValueError, KeyError) as err:
+            # The file names whose login it is: an identity made under another name stays it.
+            saved_username = str(saved.get("username", username))
+        except (OSError, ValueError, KeyError, AttributeError) as err:
             raise FirmwareError(f"{path} is unreadable: delete it to make a new identity") from err
-        return BrokerLogin(host=admin.host, port=admin.port, username=username, password=password)
+        return BrokerLogin(
+            host=admin.host, port=admin.port, username=saved_username, password=password
+        )
     password = new_secret()
     client = DynamicSecurityClient(admin)
     try:
