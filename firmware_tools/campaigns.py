@@ -288,11 +288,12 @@ class CampaignRunner:
             now = time.monotonic()
             if finals or now - last_poll >= self.poll_s:
                 # A device that just finished is checked at once: no further offer goes
-                # out after the failure that pauses the wave.
+                # out after the failure that pauses the wave, nor after an operator's pause
+                # (a finished device frees the slot a new offer would take).
+                if self.stop.is_set() or self.store.get(campaign_id).state != "running":
+                    return self._halt(active)
                 if now - last_poll >= self.poll_s:
                     last_poll = now
-                    if self.stop.is_set() or self.store.get(campaign_id).state != "running":
-                        return self._halt(active)
                     # Renewed each poll; lost only if this runner stalled past its lease.
                     if self.store.claim(campaign_id, self.owner) is not None:
                         return self._halt(active)

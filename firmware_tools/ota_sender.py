@@ -311,6 +311,11 @@ class OtaSender:
         elif state == "error":
             log.info("device %s answered an OTA message with %s", record.device_id, status.reason)
             return None
+        elif state == "declined" and status.reason == "already_installed" and record.image:
+            # It runs this image already: it installed while no hub listened (a pause or a
+            # restart between its last chunk and its report), so the update is done.
+            record.state, record.reason = "installed", None
+            record.version = record.image.manifest.version
         else:
             record.state = state
             record.reason = status.reason
