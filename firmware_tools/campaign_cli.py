@@ -206,6 +206,9 @@ def _run(campaign_id: str, config: Path | None, *, resuming: bool, background: b
         campaign = store.get(campaign_id)
         _check_startable(campaign, resuming=resuming)
         prepared = prepared_image(runtime, campaign)
+        if resuming and campaign.state == "paused":
+            # The operator looked at what held it: alerts raised before now are accepted.
+            store.restart_gate(campaign_id, campaign.current_wave)
         if background:
             _hand_to_hub(store, campaign)
             return

@@ -284,8 +284,15 @@ class CampaignStore:
         )
         self._run("INSERT OR IGNORE INTO campaign_wave VALUES (?, ?, ?)", (campaign_id, wave, now))
 
+    def restart_gate(self, campaign_id: str, wave: int) -> None:
+        """Count the wave's alerts from now on: the operator resumed past its health gate."""
+        self._run(
+            "UPDATE campaign_wave SET started_at = ? WHERE campaign_id = ? AND wave = ?",
+            (time.time(), campaign_id, wave),
+        )
+
     def wave_started(self, campaign_id: str, wave: int) -> float | None:
-        """When ``wave`` first started (epoch s), surviving restarts; None before it has."""
+        """Since when ``wave``'s alerts count (its start, or the last operator resume; epoch s)."""
         rows = self._run(
             "SELECT started_at FROM campaign_wave WHERE campaign_id = ? AND wave = ?",
             (campaign_id, wave),

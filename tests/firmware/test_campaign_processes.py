@@ -165,7 +165,7 @@ def finish(process: subprocess.Popen[str], timeout_s: float = 120) -> str:
     except subprocess.TimeoutExpired:
         process.kill()
         out, _ = process.communicate()
-        raise AssertionError(f"{process.args} did not end:\n{out}") from None
+        raise AssertionError(f"{process.args!r} did not end:\n{out}") from None
     return out
 
 
