@@ -1,10 +1,11 @@
 """``kotahub firmware campaign create|start|pause|resume|status|rollback``.
 
 ``start`` and ``resume`` run the campaign in the foreground with a progress display until
-it is done or paused; ``pause`` (from another terminal) makes a running one stop offering
-within a second, and its transfers resume where they were when it is resumed. Campaign
-state lives in ``campaigns.sqlite`` under the state folder, so a restarted hub (or a killed
-``start``) picks it up with ``resume``. The hub's CLI registers ``campaign_app`` under
+it is done or paused (with ``--background`` they hand it to the daemon of ``kotahub run``);
+``pause`` (from another terminal) makes a running one stop offering within a poll, and its
+transfers resume where they were when it is resumed. Campaign state lives in
+``campaigns.sqlite`` under the state folder, so a restarted hub (or a killed ``start``)
+picks it up with ``resume``. The hub's CLI registers ``campaign_app`` under
 ``firmware`` and installs the runtime loader; exit status 1 with one line when refused.
 """
 

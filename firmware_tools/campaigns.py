@@ -6,7 +6,9 @@ next 9 %...). A wave offers its devices at ``devices_per_s`` with at most
 ``max_concurrent`` transfers at once. Within a wave the campaign pauses itself as soon as
 more than ``max_failure_rate`` of its finished devices failed; after the wave, the health
 gate wants ``min_success_rate`` of them installed *and* back online, reporting the new
-version, within ``online_timeout_s``. Retired and maintenance devices are never offered:
+version, within ``online_timeout_s``, and (given an ``AlertGate``) no alert raised on an
+updated device since the wave began. A runner claims its campaign in the store, so two
+never run one campaign at once. Retired and maintenance devices are never offered:
 the state is read from the registry again right before each offer.
 
 Each change is written to the campaign store at once, and each installed version to the
