@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from device_registry.api_tokens import GATEWAY_DEVICES, PERMISSIONS, check_token
+from device_registry.api_tokens import DEVICE_INFO, GATEWAY_DEVICES, PERMISSIONS, check_token
 
 
 class Caller(BaseModel):
@@ -119,3 +119,4 @@ StatusWriter = Annotated[Caller, Depends(_need("status"))]
 Catalog = Annotated[Caller, Depends(_need("catalog"))]
 Admin = Annotated[Caller, Depends(_need("tokens"))]
 GatewayReader = Annotated[Caller, Depends(_need(GATEWAY_DEVICES))]
+DeviceInfoWriter = Annotated[Caller, Depends(_need(DEVICE_INFO))]

@@ -21,6 +21,9 @@ TOKEN_PREFIX = "khr_"  # noqa: S105 - a marker, not a secret
 # gateway's device list: every person who may read, and a gateway token for its own gateway
 # only (the route compares the token's gateway_id); a gateway token reads nothing else.
 GATEWAY_DEVICES = "gateway.devices"
+# A gateway's agent reports what its own devices say they are (model, firmware, serial);
+# device_info_api writes the change to the device record. Nobody else needs to.
+DEVICE_INFO = "gateway.device_info"
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read", GATEWAY_DEVICES}),
     "technician": frozenset({"read", "device.write", "credentials", GATEWAY_DEVICES}),
@@ -37,9 +40,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "catalog",
             "tokens",
             GATEWAY_DEVICES,
+            DEVICE_INFO,
         }
     ),
-    GATEWAY_ROLE: frozenset({GATEWAY_DEVICES}),
+    GATEWAY_ROLE: frozenset({GATEWAY_DEVICES, DEVICE_INFO}),
 }
 
 

@@ -106,4 +106,5 @@ def _record(
         driver_config=MappingProxyType(dict(device.driver_config or {})),
         metrics=metrics,
         influx_tag_keys=influx_tag_keys,
+        parent_id=device.parent_id,
     )

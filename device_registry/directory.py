@@ -51,6 +51,8 @@ class DeviceRecord:
     metrics: Mapping[str, MetricKind] = field(default_factory=lambda: MappingProxyType({}))
     # The device type's allow-list: which of ``tags`` also become InfluxDB tags.
     influx_tag_keys: tuple[str, ...] = ()
+    # The registry's parent link (a camera's NVR): a dead parent is its children's cause.
+    parent_id: str | None = None
 
     @property
     def accepts_data(self) -> bool:
@@ -225,7 +227,15 @@ def record_from_mapping(data: Mapping[str, Any], *, where: str) -> DeviceRecord:
         driver_config=MappingProxyType(dict(driver_config)),
         metrics=MappingProxyType(dict(metrics)),
         influx_tag_keys=tuple(influx_tag_keys),
+        parent_id=_parent_id(data, where),
     )
+
+
+def _parent_id(data: Mapping[str, Any], where: str) -> str | None:
+    parent = data.get("parent_id")
+    if parent is not None and (not isinstance(parent, str) or not parent):
+        raise DirectoryError(f"{where}: field 'parent_id' must be a non-empty string or null")
+    return parent
 
 
 def load_device_file(path: Path) -> list[DeviceRecord]:
@@ -259,6 +269,8 @@ def record_row(r: DeviceRecord) -> dict[str, Any]:
         "driver_config": dict(r.driver_config),
         "metrics": dict(r.metrics),
         "influx_tag_keys": list(r.influx_tag_keys),
+        # Only when set: an agent older than the parent link reads the list unchanged.
+        **({"parent_id": r.parent_id} if r.parent_id else {}),
     }
 
 

@@ -53,6 +53,7 @@ from device_registry.bulk_import import (
 )
 from device_registry.database import DatabaseError
 from device_registry.database_directory import DatabaseDeviceDirectory
+from device_registry.device_info_api import device_info_router
 from device_registry.directory import DeviceRecord, DirectoryError, record_row
 from device_registry.errors import ConflictError, CredentialsError, FieldError, NotFoundError
 from device_registry.registry_service import RegistryService
@@ -595,6 +596,8 @@ def create_app(
             {"gateway_id": gateway_id, "revision": revision, "devices": rows},
             headers={"ETag": etag, "Cache-Control": "no-store"},
         )
+
+    app.include_router(device_info_router(service, PREFIX))
 
     @app.get(f"{PREFIX}/tokens", tags=["tokens"])
     def tokens(_who: Admin) -> list[TokenPublic]:

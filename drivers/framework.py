@@ -137,6 +137,7 @@ class DeviceSpec:
     protocol: str
     address: str | None = None
     driver_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    parent_id: str | None = None  # the registry's parent link (a camera's NVR)
 
 
 class DriverConfig(BaseModel):
@@ -162,6 +163,25 @@ class PolledDriver(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceInfo:
+    """What a device says it is (ONVIF GetDeviceInformation): for its registry record."""
+
+    vendor: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+
+
+@runtime_checkable
+class DescribesDevice(Protocol):
+    """A polled driver that learns what its device is; the agent reports changes to the registry."""
+
+    def device_info(self) -> DeviceInfo | None:
+        """What the last poll learnt, or None (not answered yet)."""
         ...
 
 

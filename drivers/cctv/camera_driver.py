@@ -33,6 +33,7 @@ from drivers.cctv.analytics import (
 )
 from drivers.cctv.device_types import ISAPI, NVR_TYPES, thresholds_for
 from drivers.cctv.isapi_device import IsapiDevice
+from drivers.cctv.nvr_links import NVR_LINKS, NvrLinks, parent_cause
 from drivers.cctv.onnx_plugin import OnnxPlugin, OnnxPluginError, Prediction
 from drivers.cctv.onvif_health import OnvifHealth, OnvifTarget
 from drivers.cctv.stream_quality import (
@@ -55,6 +56,9 @@ from drivers.framework import (
 log = logging.getLogger(__name__)
 DECODE_SLOTS = max(1, os.cpu_count() or 1)
 PEOPLE_EVERY_S = 1.0  # HOG is the costly stage: one frame a second of the sample
+# An NVR report younger than this decides whether a dead camera's parent is down; an older
+# one is checked with one TCP probe (the camera's and the NVR's polls come in any order).
+PARENT_FRESH_S = 30.0
 
 
 def _polygon(value: Any) -> Polygon | None:
@@ -114,6 +118,9 @@ class CameraConfig(DriverConfig):
     open_timeout_s: float = Field(default=5.0, gt=0, le=60)
     read_timeout_s: float = Field(default=5.0, gt=0, le=60)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
+    nvr_channel: int | None = Field(
+        default=None, ge=1, le=256, description="The parent NVR's channel this camera is on."
+    )
     # Hikvision ISAPI devices (protocol "isapi"): the alert stream and the login guard.
     listen_s: float | None = Field(
         default=None, gt=0, le=3600, description="alertStream per poll; unset: timeout_s - 5."
@@ -257,9 +264,15 @@ class SampleAnalytics:
 class CctvCamera:
     """Polls one ONVIF camera; samples its stream when due."""
 
-    def __init__(self, spec: DeviceSpec, config: CameraConfig) -> None:
+    def __init__(
+        self, spec: DeviceSpec, config: CameraConfig, *, links: NvrLinks = NVR_LINKS
+    ) -> None:
         self.device_id = spec.device_id
         self.config = config
+        self.parent_id = spec.parent_id
+        self.links = links
+        if spec.parent_id is not None:
+            links.attach_camera(spec.device_id, spec.parent_id, config.nvr_channel)
         self.thresholds = thresholds_for(spec.device_type)
         host, _, port = config.address.rpartition(":")
         self.health = OnvifHealth(
@@ -298,9 +311,21 @@ class CctvCamera:
 
     async def poll(self) -> list[Reading]:
         """ONVIF health and events; the stream sample when due. DriverError if unreachable."""
-        result = await self.health.check()
+        try:
+            result = await self.health.check()
+        except DriverError as err:
+            down = (
+                await self.links.parent_down(self.parent_id, fresh_s=PARENT_FRESH_S)
+                if self.parent_id is not None
+                else None
+            )
+            if down is None:
+                raise
+            # The parent is the cause: one incident on the NVR, not one per camera.
+            raise DriverError(self.device_id, parent_cause(self.parent_id or "", down)) from err
         self._info = result.info or self._info
         metrics = dict(result.metrics)
+        metrics.update(self._parent_metrics())
         readings = list(result.events)
         uri = self.config.stream_uri or result.stream_uri
         if uri and self.config.stream and time.monotonic() >= self._next_sample:
@@ -347,12 +372,25 @@ class CctvCamera:
         metrics.update(analytics.metrics())
         return metrics, analytics.events
 
+    def _parent_metrics(self) -> dict[str, MetricValue]:
+        """What the parent NVR says of this camera's channel, when this agent polls it."""
+        state = self.links.state_of(self.parent_id) if self.parent_id is not None else None
+        if state is None or not state.reachable:
+            return {}
+        out: dict[str, MetricValue] = {}
+        if self.config.nvr_channel is not None:
+            out["nvr_video_loss"] = self.config.nvr_channel in state.lost_channels
+        if state.recording is not None:
+            out["nvr_recording"] = state.recording
+        return out
+
     def device_info(self) -> DeviceInfo | None:
         """Model, firmware and serial from the last GetDeviceInformation (for the registry)."""
         return self._info
 
     async def close(self) -> None:
-        """Close the ONVIF session."""
+        """Close the ONVIF session; the camera leaves its NVR's links."""
+        self.links.detach_camera(self.device_id)
         await self.health.close()
 
 

@@ -14,6 +14,7 @@ from drivers.cctv.metrics import (
     EVENT_METRICS,
     HEALTH_METRICS,
     NVR_METRICS,
+    PARENT_METRICS,
     QUALITY_METRICS,
 )
 from drivers.framework import DeviceTypeSpec
@@ -48,7 +49,9 @@ def _keys(*groups: tuple[object, ...]) -> tuple[str, ...]:
     return tuple(m.key for group in groups for m in group)  # type: ignore[attr-defined]
 
 
-CAMERA_METRICS = _keys(HEALTH_METRICS, QUALITY_METRICS, ANALYTICS_METRICS, EVENT_METRICS)
+CAMERA_METRICS = _keys(
+    HEALTH_METRICS, QUALITY_METRICS, ANALYTICS_METRICS, PARENT_METRICS, EVENT_METRICS
+)
 ISAPI_CAMERA_METRICS = (*CAMERA_METRICS, "alert_stream_ok")
 NVR_TYPE_METRICS = _keys(HEALTH_METRICS, NVR_METRICS, EVENT_METRICS)
 

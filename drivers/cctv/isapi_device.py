@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from drivers.cctv.nvr_links import NVR_LINKS, NvrLinks, NvrState
 from drivers.framework import DeviceSpec, DriverError, MetricValue, Reading, utc_now
 
 MAX_PART_BYTES = 65_536
@@ -148,6 +149,7 @@ class IsapiDevice:
         heartbeat_watchdog_s: float,
         max_auth_failures: int,
         nvr: bool,
+        links: NvrLinks = NVR_LINKS,
     ) -> None:
         self.device_id = spec.device_id
         self.base = f"http://{address}"
@@ -160,6 +162,10 @@ class IsapiDevice:
         self.auth_failures = 0
         self._client: httpx.AsyncClient | None = None
         self._seq = 0
+        self.links = links
+        self._lost: frozenset[int] = frozenset()  # channels with video loss at the last poll
+        if nvr:
+            links.attach_nvr(spec.device_id, address)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -179,7 +185,17 @@ class IsapiDevice:
                 "before the device locks the account: fix username/password in driver_config",
             )
         try:
-            metrics: dict[str, MetricValue] = await self._nvr_health() if self.nvr else {}
+            metrics: dict[str, MetricValue] = {}
+            channel_events: list[Reading] = []
+            if self.nvr:
+                metrics, lost = await self._nvr_health()
+                channel_events = self._channel_events(lost)
+                self.links.report(
+                    self.device_id,
+                    NvrState(
+                        reachable=True, lost_channels=lost, recording=bool(metrics["recording"])
+                    ),
+                )
             events, stream_ok = await self._listen()
         except IsapiAuthError as err:
             # A fresh client next time: httpx's digest auth would otherwise answer a 401 to
@@ -192,7 +208,10 @@ class IsapiDevice:
             ) from err
         except (httpx.HTTPError, OSError) as err:
             await self.close()
-            raise DriverError(self.device_id, f"ISAPI unreachable: {err!r}"[:200]) from err
+            reason = f"ISAPI unreachable: {err!r}"[:200]
+            if self.nvr:
+                self.links.report(self.device_id, NvrState(reachable=False, reason=reason))
+            raise DriverError(self.device_id, reason) from err
         except ValueError as err:
             raise DriverError(self.device_id, f"ISAPI reply: {err}") from err
         self.auth_failures = 0
@@ -201,6 +220,29 @@ class IsapiDevice:
         return [
             Reading(device_id=self.device_id, ts=utc_now(), metrics=metrics, seq=self._seq),
             *events,
+            *channel_events,
+        ]
+
+    def _channel_events(self, lost: frozenset[int]) -> list[Reading]:
+        """Video loss that started or ended on a channel, as an event of the camera on it."""
+        changed = lost ^ self._lost
+        self._lost = lost
+        cameras = self.links.cameras_on(self.device_id)
+        return [
+            Reading(
+                device_id=cameras[channel],
+                ts=utc_now(),
+                kind="event",
+                metrics={
+                    "event": "videoloss",
+                    "event_active": channel in lost,
+                    "event_source": "nvr",
+                    "channel_id": channel,
+                    "parent_id": self.device_id,
+                },
+            )
+            for channel in sorted(changed)
+            if channel in cameras
         ]
 
     async def _get_xml(self, path: str) -> ET.Element:
@@ -210,7 +252,7 @@ class IsapiDevice:
         response.raise_for_status()
         return parse_xml(response.content)
 
-    async def _nvr_health(self) -> dict[str, MetricValue]:
+    async def _nvr_health(self) -> tuple[dict[str, MetricValue], frozenset[int]]:
         storage = await self._get_xml("/ISAPI/ContentMgmt/Storage")
         capacity = free = 0.0
         statuses = []
@@ -222,11 +264,14 @@ class IsapiDevice:
             free += float(child_text(hdd, "freeSpace") or 0)
         channels = await self._get_xml("/ISAPI/ContentMgmt/InputProxy/channels/status")
         rows = [c for c in channels.iter() if _local(c.tag) == "InputProxyChannelStatus"]
-        lost = sum(
-            1
+        lost_rows = [
+            row
             for row in rows
             if child_text(row, "online").lower() != "true"
             or child_text(row, "chanDetectResult").lower() == "videoloss"
+        ]
+        lost_channels = frozenset(
+            int(channel) for row in lost_rows if (channel := child_text(row, "id")).isdigit()
         )
         bad = [s for s in statuses if s != "ok"]
         disk_status = bad[0] if bad else ("ok" if statuses else "no_disk")
@@ -234,11 +279,11 @@ class IsapiDevice:
             "disk_status": disk_status[:64],
             "disk_fill_pct": round(100.0 * (1 - free / capacity), 2) if capacity else 100.0,
             "channels_total": len(rows),
-            "channels_video_loss": lost,
+            "channels_video_loss": len(lost_rows),
             # An NVR records only onto a working disk; per-channel record state needs the
             # model's own endpoint, so this is the disk side of "is it recording".
             "recording": disk_status == "ok" and free > 0,
-        }
+        }, lost_channels
 
     async def _listen(self) -> tuple[list[Reading], bool]:
         """Events from the alert stream for listen_s; and whether its heartbeat was seen."""

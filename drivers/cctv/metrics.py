@@ -58,14 +58,24 @@ NVR_METRICS: tuple[Metric, ...] = (
     _m("channels_video_loss", "", "int", "Channels with video loss."),
     _m("alert_stream_ok", "", "bool", "ISAPI alertStream connected and heartbeat seen."),
 )
+PARENT_METRICS: tuple[Metric, ...] = (
+    _m("nvr_video_loss", "", "bool", "The parent NVR reports video loss on this camera's channel."),
+    _m("nvr_recording", "", "bool", "The parent NVR records (disk side)."),
+)
 EVENT_METRICS: tuple[Metric, ...] = (
     _m("event", "", "str", "tamper, motion, image_quality, illegal_parking, videoloss, ..."),
     _m("event_active", "", "bool", "The event's state: started (true) or ended (false)."),
-    _m("event_source", "", "str", "onvif, isapi or analytics."),
+    _m("event_source", "", "str", "onvif, isapi, analytics, or nvr (the parent NVR's)."),
     _m("event_topic", "", "str", "The ONVIF topic or ISAPI eventType as the device sent it."),
     _m("channel_id", "", "int", "NVR or camera channel the event belongs to."),
     _m("dwell_s", "s", "float", "How long the parked object had stayed when reported."),
+    _m("parent_id", "", "str", "The parent NVR that reported the event (source nvr)."),
 )
 CCTV_METRICS: tuple[Metric, ...] = (
-    HEALTH_METRICS + QUALITY_METRICS + ANALYTICS_METRICS + NVR_METRICS + EVENT_METRICS
+    HEALTH_METRICS
+    + QUALITY_METRICS
+    + ANALYTICS_METRICS
+    + NVR_METRICS
+    + PARENT_METRICS
+    + EVENT_METRICS
 )

@@ -25,6 +25,7 @@ from typing import Any
 
 from device_registry.directory import DeviceDirectory, DeviceRecord
 from drivers.framework import (
+    DescribesDevice,
     DeviceSpec,
     DriverConfig,
     DriverError,
@@ -35,8 +36,10 @@ from drivers.framework import (
     families_by_protocol,
 )
 from hub.agent.device_health import DeviceHealth, PollPolicy
+from hub.agent.device_info_report import DeviceInfoReporter
 from hub.agent.disk_buffer import DiskBuffer
 from hub.agent.mqtt_publisher import MqttPublisher, gateway_topic, status_payload
+from hub.agent.registry_feed import RegistryFeedDirectory
 from hub.agent.task_supervisor import (
     FatalTaskError,
     RestartPolicy,
@@ -57,6 +60,7 @@ DURATIONS_KEPT = 100_000
 REASON_MAX_CHARS = 200
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]+")
 PUBLISHER_TASK = "publisher"
+DEVICE_INFO_TASK = "device-info"
 # SQLite's names for a file that is not (or no longer) a database: no restart can read it.
 DAMAGED_DATABASE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
@@ -111,6 +115,7 @@ def spec_for(record: DeviceRecord) -> DeviceSpec:
         protocol=record.protocol or "",
         address=record.address,
         driver_config=record.driver_config,
+        parent_id=record.parent_id,
     )
 
 
@@ -187,6 +192,12 @@ class Agent:
         self._streams: dict[str, list[PlannedDevice]] = {}
         self._stopping = False
         self._failing_logged: frozenset[str] = frozenset()
+        # What devices say they are goes to the registry API, when the agent reads it.
+        self.device_info: DeviceInfoReporter | None = (
+            DeviceInfoReporter(directory.config)
+            if isinstance(directory, RegistryFeedDirectory)
+            else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; then stop every task and say offline on purpose.
@@ -198,6 +209,8 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 try:
                     self.supervisor.start(group, PUBLISHER_TASK, self._publish_forever)
+                    if self.device_info is not None:
+                        self.supervisor.start(group, DEVICE_INFO_TASK, self.device_info.run)
                     await self._sync_devices(group)
                     while not stop.is_set() and self.supervisor.fatal is None:
                         try:
@@ -212,6 +225,8 @@ class Agent:
                     await self._stop_all()
         finally:
             self.outbox.close()
+            if self.device_info is not None:
+                self.device_info.close()
         fatal = self.supervisor.fatal
         if fatal is not None:
             raise AgentFatalError(f"agent {self.gateway_id} stopped: {fatal}") from fatal.error
@@ -369,6 +384,10 @@ class Agent:
                 else:
                     self._publish_readings(readings)
                     outcome = health.succeeded()
+                    if self.device_info is not None and isinstance(driver, DescribesDevice):
+                        info = driver.device_info()
+                        if info is not None:
+                            self.device_info.observe(device_id, info)
                 self.stats.poll_ms.append((loop.time() - started) * 1000)
                 if outcome.change is not None:
                     self._report(device_id, outcome.change, health.last_error)
