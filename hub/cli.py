@@ -119,6 +119,7 @@ def _campaign_runtime(config: Path | None) -> Any:
     """Campaign commands: the store, the state folder, the registry and the OTA sender's login."""
     from firmware_tools.campaign_cli import CampaignRuntime
     from firmware_tools.ota_identity import ensure_ota_identity
+    from hub.ota_campaigns import alert_gate
 
     settings = settings_or_exit(config)
     try:
@@ -131,6 +132,7 @@ def _campaign_runtime(config: Path | None) -> Any:
         state_dir=settings.state_dir,
         database_url=settings.registry.resolved_database_url(settings.state_dir),
         broker=broker,
+        alerts=alert_gate(settings),  # the health gate's "no new alerts on updated devices"
     )
 
 

@@ -297,6 +297,10 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
         if api_socket is not None:
             api_socket.close()
         raise
+    from hub.ota_campaigns import start_campaign_daemon
+
+    # Campaigns started with --background run here, no terminal held open.
+    campaigns = start_campaign_daemon(settings, password)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(status_sink.run(stop), name="status-to-registry")
@@ -325,6 +329,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await asyncio.to_thread(campaigns.stop)
         await asyncio.to_thread(ingest.stop)
         if alerts is not None:
             await asyncio.to_thread(alerts.stop)
