@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 from hub.alerts.ack_links import LinkOutcome, LinkSigner, acknowledge_by_link
 from hub.alerts.alert_consumer import AlertConsumer
 from hub.alerts.alert_router import AlertRouter, Routing, load_routing
-from hub.alerts.alert_store import AlertStore, Page, default_path
+from hub.alerts.alert_store import AlertRow, AlertStore, Page, default_path
+from hub.alerts.alertmanager import AlertmanagerOutput
 from hub.alerts.clock import Clock, SystemClock
 from hub.alerts.notifier import Notifier, RetryPolicy
 from hub.alerts.rule_engine import RuleEngine
@@ -52,15 +53,19 @@ class AlertRuntime:
         consumer: AlertConsumer,
         notifier: Notifier,
         ack_server: ThreadingHTTPServer | None,
+        alertmanager: AlertmanagerOutput | None = None,
     ) -> None:
         self.consumer = consumer
         self.notifier = notifier
         self.ack_server = ack_server
+        self.alertmanager = alertmanager
         self._ack_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the notifier and the link endpoint."""
+        """Start the notifier, the Alertmanager output and the link endpoint."""
         self.notifier.start()
+        if self.alertmanager is not None:
+            self.alertmanager.start()
         if self.ack_server is not None:
             self._ack_thread = threading.Thread(
                 target=self.ack_server.serve_forever, name="alerts-ack", daemon=True
@@ -68,8 +73,10 @@ class AlertRuntime:
             self._ack_thread.start()
 
     def stop(self) -> None:
-        """Stop the notifier and the link endpoint; close the consumer's database."""
+        """Stop the notifier, the output and the link endpoint; close the consumer's database."""
         self.notifier.stop()
+        if self.alertmanager is not None:
+            self.alertmanager.stop()
         if self.ack_server is not None:
             self.ack_server.shutdown()
             self.ack_server.server_close()
@@ -103,20 +110,40 @@ def attach_alerts(
         policy=RetryPolicy(cfg.retry_min_s, cfg.retry_max_s, cfg.max_attempts, cfg.send_timeout_s),
         link=link if signer is not None and base else None,
     )
+    output = None
+    if cfg.alertmanager_urls:
+
+        def muted(alert: AlertRow, _now_ms: int) -> bool:
+            return router.in_maintenance(alert.device_id)
+
+        output = AlertmanagerOutput(
+            list(cfg.alertmanager_urls),
+            database,
+            clock,
+            interval_s=cfg.alertmanager_interval_s,
+            muted=muted,
+            timeout_s=cfg.send_timeout_s,
+        )
+
+    def saved() -> None:
+        notifier.wake()
+        if output is not None:
+            output.wake()
+
     consumer = AlertConsumer(
         engine,
         store,
         clock,
         pages=router,
         sink=service.queue_lines,
-        on_saved=notifier.wake,
+        on_saved=saved,
         escalations=router.run_escalations,
     )
     service.add_consumer(consumer)
     server = None
     if cfg.ack_port and signer is not None:
         server = ack_server(cfg.ack_host, cfg.ack_port, database, signer, clock)
-    runtime = AlertRuntime(consumer, notifier, server)
+    runtime = AlertRuntime(consumer, notifier, server, output)
     runtime.start()
     log.info(
         "alert engine: %d rule(s), %d team(s), state in %s",

@@ -31,7 +31,13 @@ class AlertSettings(BaseModel):
     ack_host: str = "127.0.0.1"
     ack_port: int = Field(default=0, ge=0, le=65535, description="0: no link endpoint.")
 
-    @field_validator("rules", mode="before")
+    # Alertmanager output (docs/alerting.md): every firing alert posted to each URL.
+    alertmanager_urls: list[str] = Field(
+        default_factory=list, description="e.g. http://127.0.0.1:9093 ; empty: no output."
+    )
+    alertmanager_interval_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("rules", "alertmanager_urls", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         """A single path (the environment gives text) is a list of one; "" is none."""
