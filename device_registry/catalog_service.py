@@ -128,11 +128,11 @@ class CatalogService(ServiceCore):
                         results.append((wanted.name, "created"))
                         changed = True
                         continue
-                    if row.family != family.name:
+                    if row.family != wanted.family:
                         raise ConflictError(
                             "name",
                             f"device type {row.name!r} is a {row.family} type; the "
-                            f"{family.name} family declares a type of that name",
+                            f"{family.name} family declares a {wanted.family} type of that name",
                         )
                     metrics = [m.model_dump(mode="json") for m in wanted.metrics]
                     if _same_metrics(row.metrics, metrics):

@@ -14,6 +14,7 @@ from functools import cache
 
 from device_registry.errors import FieldError
 from device_registry.schemas import DeviceTypeCreate, MetricSpec
+from drivers.contract import MetricKind
 from drivers.framework import DeviceTypeSpec, DriverFamily, discover_families
 
 
@@ -33,15 +34,37 @@ def family_metric_specs(family: DriverFamily, keys: Sequence[str]) -> list[Metri
 
 
 def declared_type(family: DriverFamily, spec: DeviceTypeSpec) -> DeviceTypeCreate:
-    """The registry type a family declares."""
+    """The registry type a family declares (in its own measurement when it names one)."""
+    table = {m.key: m for m in family.type_table(spec)}
     return DeviceTypeCreate(
         name=spec.name,
-        family=family.name,
+        family=family.measurement(spec),
         protocol=spec.protocol,
         expected_interval_s=spec.expected_interval_s,
-        metrics=family_metric_specs(family, spec.metrics),
+        metrics=[
+            MetricSpec(name=key, unit=table[key].unit, kind=table[key].kind) for key in spec.metrics
+        ],
         description=spec.description,
+        influx_tag_keys=list(spec.influx_tag_keys),
     )
+
+
+def measurement_schema(
+    name: str, families: Mapping[str, DriverFamily]
+) -> Mapping[str, MetricKind] | None:
+    """Metric name -> kind of a measurement the drivers write, or None when none writes it.
+
+    A family's own measurement has its table; a type that writes a measurement of its own
+    (``atcs_detector``) has that type's table.
+    """
+    family = families.get(name)
+    if family is not None:
+        return family.metric_schema()
+    for family in families.values():
+        for spec in family.device_types:
+            if spec.measurement == name:
+                return {m.key: m.kind for m in family.type_table(spec)}
+    return None
 
 
 def check_family_metrics(
@@ -54,10 +77,9 @@ def check_family_metrics(
     Types of a family no driver knows (cameras before their driver arrives) are not
     checked: nothing could drift from a table that does not exist.
     """
-    family = (driver_families() if families is None else families).get(family_name)
-    if family is None:
+    table = measurement_schema(family_name, driver_families() if families is None else families)
+    if table is None:
         return
-    table = family.metric_schema()
     for index, metric in enumerate(metrics):
         kind = table.get(metric.name)
         if kind is None:

@@ -77,7 +77,10 @@ class DeviceTypeSpec:
     """A device type (model) a family declares: the registry's type is seeded from it.
 
     ``metrics`` are keys of the family's metric table: the type's schema is that table's
-    rows, so the registry's types and the drivers cannot drift apart.
+    rows, so the registry's types and the drivers cannot drift apart. A type whose points
+    go to a measurement of their own (a controller's detectors, read through its poll)
+    names it in ``measurement`` (the registry type's family), brings that measurement's
+    rows in ``metric_table`` and the device tags its points carry in ``influx_tag_keys``.
     """
 
     name: str
@@ -85,6 +88,11 @@ class DeviceTypeSpec:
     expected_interval_s: float
     metrics: tuple[str, ...]
     description: str = ""
+    measurement: str | None = None  # None: the family's name
+    metric_table: tuple[Metric, ...] = ()  # empty: the family's table
+    influx_tag_keys: tuple[str, ...] = ()
+    # Its devices are read by their parent's poll: the agent starts no poll of their own.
+    read_by_parent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,7 +222,7 @@ class DriverFamily:
         if len(keys) != len(self.metrics):
             raise ValueError(f"family {self.name}: a metric key appears twice in its table")
         for spec in self.device_types:
-            missing = sorted(set(spec.metrics) - keys)
+            missing = sorted(set(spec.metrics) - {m.key for m in self.type_table(spec)})
             if missing:
                 raise ValueError(
                     f"family {self.name}: device type {spec.name} declares {missing}, "
@@ -225,6 +233,14 @@ class DriverFamily:
         """Metric name -> schema kind, for ``keys`` (all the table's metrics when None)."""
         wanted = None if keys is None else set(keys)
         return {m.key: m.kind for m in self.metrics if wanted is None or m.key in wanted}
+
+    def type_table(self, spec: DeviceTypeSpec) -> tuple[Metric, ...]:
+        """The metric table of a declared type's measurement: its own, or the family's."""
+        return spec.metric_table or self.metrics
+
+    def measurement(self, spec: DeviceTypeSpec) -> str:
+        """The measurement (registry family) a declared type's points go to."""
+        return spec.measurement or self.name
 
     def device_type(self, name: str) -> DeviceTypeSpec:
         """The declared device type ``name``; KeyError when the family declares none."""

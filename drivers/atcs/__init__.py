@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from drivers.atcs.metrics import ATCS_METRICS
+from drivers.atcs.metrics import ATCS_DETECTOR_METRICS, ATCS_METRICS
 from drivers.atcs.ntcip_controller import NtcipControllerConfig, create_controller
 from drivers.framework import DeviceTypeSpec, DriverFamily
 from drivers.snmp.trap_receiver import trap_stream_factory
 
 PROTOCOL = "ntcip_1202"
+DETECTOR_PROTOCOL = "ntcip_1202_detector"  # no poll of its own: its controller reads it
+DETECTOR_MEASUREMENT = "atcs_detector"
 CONTROLLER_METRICS = tuple(m.key for m in ATCS_METRICS if not m.key.startswith("trap"))
 
 FAMILY = DriverFamily(
@@ -24,6 +26,17 @@ FAMILY = DriverFamily(
             expected_interval_s=60.0,
             metrics=tuple(m.key for m in ATCS_METRICS),
             description="NTCIP 1202 actuated signal controller (phases, alarms, detectors)",
+        ),
+        DeviceTypeSpec(
+            name="ntcip_1202_detector",
+            protocol=DETECTOR_PROTOCOL,
+            expected_interval_s=60.0,
+            metrics=tuple(m.key for m in ATCS_DETECTOR_METRICS),
+            description="A vehicle detector of an NTCIP 1202 controller (its parent)",
+            measurement=DETECTOR_MEASUREMENT,
+            metric_table=ATCS_DETECTOR_METRICS,
+            influx_tag_keys=("detector",),
+            read_by_parent=True,
         ),
     ),
     # Traps: one receiver for the family's devices that set trap_port (events).

@@ -119,15 +119,34 @@ def spec_for(record: DeviceRecord) -> DeviceSpec:
     )
 
 
+def read_by_parent_protocols(families: Mapping[str, DriverFamily]) -> frozenset[str]:
+    """Protocols of the declared types whose devices their parent's poll reads."""
+    return frozenset(
+        spec.protocol
+        for family in families.values()
+        for spec in family.device_types
+        if spec.read_by_parent
+    )
+
+
 def plan_devices(
     records: list[DeviceRecord], families: Mapping[str, DriverFamily], stats: AgentStats
 ) -> dict[str, PlannedDevice]:
     """Validate every device's config (no network); reject bad ones with a reason, keep the rest."""
     by_protocol = families_by_protocol(families)
+    read_by_parent = read_by_parent_protocols(families)
     planned: dict[str, PlannedDevice] = {}
     for record in records:
         if record.state not in POLLED_STATES:
             continue
+        if record.protocol in read_by_parent:
+            if record.parent_id is None:
+                reason = f"a {record.protocol} device is read by its parent's poll; it has none"
+                stats.rejected[record.device_id] = reason
+                log.error("device %s rejected: %s", record.device_id, reason)
+            else:
+                stats.rejected.pop(record.device_id, None)
+            continue  # the parent's poll publishes for it (a controller's detectors)
         family = by_protocol.get(record.protocol or "")
         if family is None or (family.create_poller is None and family.create_stream is None):
             # Devices that publish the contract themselves (protocol "mqtt") need no agent.

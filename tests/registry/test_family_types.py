@@ -26,7 +26,8 @@ def _declared() -> dict[str, tuple[str, dict[str, MetricKind]]]:
     out = {}
     for family in discover_families().values():
         for spec in family.device_types:
-            out[spec.name] = (family.name, family.metric_schema(spec.metrics))
+            table = {m.key: m.kind for m in family.type_table(spec)}
+            out[spec.name] = (family.measurement(spec), {k: table[k] for k in spec.metrics})
     return out
 
 
