@@ -14,7 +14,8 @@ The routing file (YAML, ``[alerts] routing``)::
 
 The first team whose ``match`` takes the alert (every key given must match: its
 device's kecamatan, family, registry team, severity) gets it; else ``default``. A device
-the registry has in ``maintenance`` pages no one (its alerts are still recorded).
+the registry has in ``maintenance``, or in a planned window (maintenance.py), pages no
+one (its alerts are still recorded).
 """
 
 from __future__ import annotations
@@ -214,6 +215,8 @@ class AlertRouter(PageMaker):
             team = self.team(alert)
             if team is None or alert.flapping or self.in_maintenance(alert.device_id):
                 continue
+            if store.in_maintenance_window(alert, now_ms):
+                continue  # escalation waits for the window's end
             if store.is_child(alert):
                 continue  # part of its parent's incident: the parent escalates
             if self.send_after(alert, now_ms) > now_ms:

@@ -114,7 +114,7 @@ def attach_alerts(
     if cfg.alertmanager_urls:
 
         def muted(alert: AlertRow, _now_ms: int) -> bool:
-            return router.in_maintenance(alert.device_id)
+            return router.in_maintenance(alert.device_id)  # planned windows: the output checks
 
         output = AlertmanagerOutput(
             list(cfg.alertmanager_urls),

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.alerts.maintenance import SCHEMA as MAINTENANCE_SCHEMA
+from hub.alerts.maintenance import in_window
 from hub.alerts.rule_engine import AlertEvent, Track
 from hub.ingest.write_ahead_log import WalPosition
 
@@ -144,7 +146,7 @@ class AlertStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed batch (its WAL position included) survives a power cut.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + MAINTENANCE_SCHEMA)
         except sqlite3.Error as err:
             raise AlertStoreError(f"{path}: cannot open the alert database: {err}") from err
         self._db.row_factory = sqlite3.Row
@@ -366,7 +368,11 @@ class AlertStore:
             "AND (kecamatan IS NULL OR kecamatan = ?) LIMIT 1",
             (now_ms, now_ms, alert.rule_id, alert.device_id, alert.kecamatan),
         ).fetchone()
-        return row is not None
+        return row is not None or in_window(db, alert, now_ms)  # maintenance pages no one
+
+    def in_maintenance_window(self, alert: AlertRow, now_ms: int) -> bool:
+        """Whether a planned maintenance window covers the alert now (maintenance.py)."""
+        return in_window(self._db, alert, now_ms)
 
     # -- export to the ``alert`` measurement --------------------------------------------
     def unexported(self, limit: int = 1000) -> list[sqlite3.Row]:

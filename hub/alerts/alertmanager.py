@@ -30,7 +30,8 @@ from hub.alerts.clock import Clock
 log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
-# Whether an alert pages no one now (maintenance): such alerts are not sent.
+# Whether an alert pages no one now (the registry's maintenance state): such alerts are
+# not sent; planned maintenance windows are checked in the store.
 Muted = Callable[[AlertRow, int], bool]
 
 
@@ -134,7 +135,9 @@ class AlertmanagerOutput:
         """The alerts Alertmanager should have firing now, by key."""
         wanted: dict[str, tuple[AlertRow, Labels]] = {}
         for alert in store.alerts(state="firing"):
-            if store.is_child(alert) or (self.muted is not None and self.muted(alert, now_ms)):
+            if store.is_child(alert) or store.in_maintenance_window(alert, now_ms):
+                continue
+            if self.muted is not None and self.muted(alert, now_ms):
                 continue
             wanted[alert.key] = (alert, labels_of(alert))
         return wanted

@@ -16,6 +16,7 @@ from hub.alerts.alert_router import AlertRouter, Routing
 from hub.alerts.alert_store import AlertStore
 from hub.alerts.alertmanager import AlertmanagerOutput, rfc3339
 from hub.alerts.clock import ManualClock
+from hub.alerts.maintenance import add_window
 from hub.alerts.rule_engine import RuleEngine
 from hub.alerts.rule_model import parse_rules
 from hub.ingest.device_status import StatusChange
@@ -154,3 +155,16 @@ def test_a_silence_made_in_alertmanager_silences(
     assert held["p3"]["silencedBy"] == [silence["silenceID"]]
     assert held["p1"]["state"] == "active"
     assert "Tugu" not in {p["groupLabels"]["kecamatan"] for p in webhook.posts}
+
+
+def test_a_device_in_a_maintenance_window_is_not_posted(
+    setup: tuple[Hub, RunningAlertmanager, WebhookReceiver],
+) -> None:
+    hub, am, webhook = setup
+    now = hub.clock.now_ms()
+    add_window(hub.store, device_id="p2", starts_ms=now, ends_ms=now + 3_600_000, actor="budi")
+    hub.status("p1", online=False)
+    hub.status("p2", online=False)
+    hub.push()
+    assert _by_group(webhook.wait_for(1)) == {"Genuk": [("p1", "firing")]}
+    assert {a["labels"]["device_id"] for a in am.alerts()} == {"p1"}
