@@ -1,0 +1,96 @@
+"""Gauge stages from the real registry reach the real InfluxDB, and follow a change there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device_registry.database import open_database
+from device_registry.database_directory import DatabaseDeviceDirectory
+from device_registry.registry_service import RegistryService
+from device_registry.schemas import DeviceCreate, DeviceUpdate
+from hub.influxql import InfluxQL
+from hub.registry_thresholds import MEASUREMENT, ThresholdWriter, influx_writer
+from hub.settings import Settings
+from tests.conftest import RunningStack
+from tests.registry.conftest import seed_catalog
+
+STAGES = {"siaga4_m": "1.2", "siaga3_m": "1.6", "siaga2_m": "2.0", "siaga1_m": "2.4"}
+
+
+def _stages(influx: InfluxQL, database: str) -> dict[str, dict[str, float]]:
+    rows = influx.rows(
+        'SELECT last("siaga4_m") AS "siaga4_m", last("siaga3_m") AS "siaga3_m", '
+        'last("siaga2_m") AS "siaga2_m", last("siaga1_m") AS "siaga1_m" '
+        f'FROM "{MEASUREMENT}" GROUP BY "device_id", "kecamatan"',
+        database=database,
+    )
+    return {
+        str(r["device_id"]): {k: r[k] for k in ("kecamatan", *STAGES) if r.get(k) is not None}
+        for r in rows
+    }
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> RegistryService:
+    """A SQLite registry with the test catalogue, two gauges and a camera."""
+    service = RegistryService(open_database(f"sqlite:///{tmp_path / 'registry.db'}"))
+    seed_catalog(service)
+    for device_id, tags in (("g-1", STAGES), ("g-2", {"siaga4_m": "0.5"}), ("cam-1", STAGES)):
+        service.create_device(
+            DeviceCreate(
+                id=device_id,
+                device_type="cctv-dome" if device_id.startswith("cam") else "flood-gauge",
+                state="active",
+                kota="Semarang",
+                kecamatan="Genuk",
+                tags=tags,
+            ),
+            actor="t",
+            issue_credentials=False,
+        )
+    return service
+
+
+def test_a_stage_changed_in_the_registry_is_written_again(
+    service: RegistryService, test_settings: Settings, running_stack: RunningStack
+) -> None:
+    directory = DatabaseDeviceDirectory(service.database)
+    writer = ThresholdWriter(directory, influx_writer(test_settings))
+    database = test_settings.influx.database
+
+    assert writer.sync() == 2  # on start: both gauges, not the camera
+    assert _stages(running_stack.influx, database) == {
+        "g-1": {"kecamatan": "Genuk", **{k: float(v) for k, v in STAGES.items()}},
+        "g-2": {"kecamatan": "Genuk", "siaga4_m": 0.5},
+    }
+    assert writer.sync(refresh=True) == 0  # nothing changed: nothing written
+
+    service.update_device(
+        "g-1", DeviceUpdate(tags={**STAGES, "siaga1_m": "3.1"}), actor="t", issue_credentials=False
+    )
+    assert writer.sync(refresh=True) == 1  # only the gauge that changed
+    now = _stages(running_stack.influx, database)
+    assert now["g-1"]["siaga1_m"] == 3.1
+    assert now["g-1"]["siaga4_m"] == 1.2
+    assert now["g-2"] == {"kecamatan": "Genuk", "siaga4_m": 0.5}
+
+
+def test_a_failed_write_is_retried_on_the_next_sync(service: RegistryService) -> None:
+    directory = DatabaseDeviceDirectory(service.database)
+    batches: list[list[str]] = []
+    failing = [True]
+
+    def write(lines: list[str]) -> None:
+        if failing[0]:
+            raise OSError("InfluxDB down")
+        batches.append(lines)
+
+    writer = ThresholdWriter(directory, write)
+    with pytest.raises(OSError):
+        writer.sync()
+    failing[0] = False
+    assert writer.sync() == 2
+    assert [line.split(",", 1)[0] for line in batches[0]] == [MEASUREMENT, MEASUREMENT]
+    assert "siaga1_m=2.4" in batches[0][0]
