@@ -12,6 +12,7 @@ One server can play many cameras, one port each, which the benchmark and the dem
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import itertools
 import xml.etree.ElementTree as ET
@@ -173,15 +174,29 @@ class OnvifStandIn:
         """The ``host:port`` a driver config uses for camera ``index``."""
         return f"{self.host}:{self.ports[index]}"
 
-    async def start(self) -> None:
-        """Listen on every camera's port."""
+    async def start(self, *, skip_taken: bool = False) -> list[int]:
+        """Listen on every camera's port; returns the taken ports passed over (``skip_taken``).
+
+        Without ``skip_taken`` a port in use fails the start; with it (the demo, where one
+        port held by another program must not silence thousands of cameras) that camera
+        goes unserved and the others listen.
+        """
         app = web.Application()
         app.router.add_post("/onvif/{service}", self._handle)
         app.router.add_post("/onvif/{service}/{sub}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        taken: list[int] = []
         for port in self.ports:
-            await web.TCPSite(self._runner, self.host, port).start()
+            site = web.TCPSite(self._runner, self.host, port)
+            try:
+                await site.start()
+            except OSError as err:
+                if not skip_taken or err.errno != errno.EADDRINUSE:
+                    raise
+                await site.stop()  # a failed site stays registered with the runner otherwise
+                taken.append(port)
+        return taken
 
     async def stop(self) -> None:
         """Stop listening."""

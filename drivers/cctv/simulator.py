@@ -12,11 +12,16 @@ Faults: a device the fault board kills drops every connection (an outage). Per-d
 ``params``: ``tamper_every_h`` (a tamper alarm every so many simulated hours, lasting
 ``tamper_for_min`` simulated minutes; a real stream shows a covered lens meanwhile) and
 ``clock_offset_s`` (a camera whose clock drifts).
+
+A port another program holds when the simulator starts does not stop the family: that
+device is skipped (one warning names the ports and devices) and every other one is served;
+with the video server's port taken, the demo runs without real streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
 from collections.abc import Sequence
@@ -52,6 +57,8 @@ class CctvSimulator:
         self.isapi: dict[str, IsapiStandIn] = {}
         self.video: MjpegServer | None = None
         self.tampered: set[str] = set()
+        # Devices whose port another program held when ``run`` started: not served.
+        self.skipped: set[str] = set()
 
     def assign_addresses(
         self, devices: Sequence[SimulatedDevice], first_port: int, host: str = "127.0.0.1"
@@ -105,23 +112,43 @@ class CctvSimulator:
                 camera.username = str(device.driver_config.get("username", "kotahub"))
                 camera.clock_offset_s = float(device.params.get("clock_offset_s", 0.0))
                 camera.stream_uri = str(device.driver_config.get("stream_uri", camera.stream_uri))
-            await self.onvif.start()
+            taken = set(await self.onvif.start(skip_taken=True))
             for device in nvrs:
                 stand_in = IsapiStandIn(host=host, port=_port(device))
                 stand_in.nvr.password = str(device.driver_config.get("password", STAND_IN_PASSWORD))
-                await stand_in.start()
-                self.isapi[device.device_id] = stand_in
+                if await _listen(stand_in):
+                    self.isapi[device.device_id] = stand_in
+                else:
+                    taken.add(stand_in.port)
             if served:
                 self.video = MjpegServer(host=host, port=max(_port(d) for d in served) + 1)
                 self.video.add_clip("people", generated_scenes.walking_people(20, 3))
                 self.video.add_clip("traffic", generated_scenes.moving_shapes(20))
                 self.video.add_clip("crowd", generated_scenes.walking_people(20, 5))
                 self.video.add_clip("covered", generated_scenes.covered(5))
-                await self.video.start()
-            log.info("cctv: %d ONVIF stand-ins, %d NVR stand-ins", len(cameras), len(nvrs))
+                if not await _listen(self.video):
+                    taken.add(self.video.port)
+                    self.video = None
+            self.skipped = {d.device_id for d in served if _port(d) in taken}
+            if taken:
+                # Once, not per tick: the demo goes on with every device it could serve.
+                log.warning(
+                    "cctv: port(s) %s already in use: not serving %s%s",
+                    ", ".join(map(str, sorted(taken))),
+                    ", ".join(sorted(self.skipped)) or "no device",
+                    "; real streams off (video server port taken)" if self.video is None else "",
+                )
+            cameras_served = [
+                (d, c)
+                for d, c in zip(cameras, self.onvif.cameras, strict=True)
+                if d.device_id not in self.skipped
+            ]
+            log.info(
+                "cctv: %d ONVIF stand-ins, %d NVR stand-ins", len(cameras_served), len(self.isapi)
+            )
             seen: dict[str, int] = {}
             while True:
-                for device, camera in zip(cameras, self.onvif.cameras, strict=True):
+                for device, camera in cameras_served:
                     try:
                         self._tick(device, camera, ctx, seen)
                     except Exception:  # one device's failure never stops the others
@@ -167,6 +194,18 @@ class CctvSimulator:
                     self.video.substitutes[clip] = "covered"
                 else:
                     self.video.substitutes.pop(clip, None)
+
+
+async def _listen(server: IsapiStandIn | MjpegServer) -> bool:
+    """Start ``server``; False (and nothing left half-open) when its port is in use."""
+    try:
+        await server.start()
+    except OSError as err:
+        await server.stop()
+        if err.errno != errno.EADDRINUSE:
+            raise
+        return False
+    return True
 
 
 def _raise_open_files(needed: int) -> None:
