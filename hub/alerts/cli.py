@@ -233,3 +233,119 @@ def silence(
     console.print(
         f"silence {number} until {_when(now + round(seconds * 1000))} UTC", highlight=False
     )
+
+
+maintenance_app = typer.Typer(
+    help="Plan maintenance windows: covered devices page no one (alerts still recorded).",
+    no_args_is_help=True,
+)
+alerts_app.add_typer(maintenance_app, name="maintenance")
+
+
+def _moment(text: str, option: str) -> int:
+    """ISO 8601 time (``2026-12-04T08:00+07:00``; without an offset: UTC) in ms."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as err:
+        err_console.print(f"{option}: not an ISO 8601 time like 2026-12-04T08:00+07:00")
+        raise typer.Exit(2) from err
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)
+
+
+@maintenance_app.command("add")
+def maintenance_add(
+    device: Annotated[str | None, typer.Option(help="This device.")] = None,
+    kecamatan: Annotated[str | None, typer.Option(help="Every device of this kecamatan.")] = None,
+    family: Annotated[str | None, typer.Option(help="Every device of this family.")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start, ISO 8601 (default: now).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="End, ISO 8601.")] = None,
+    duration: Annotated[str | None, typer.Option("--for", help="Or a length: 2h, 1d.")] = None,
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    by: ByOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Plan a window on a device, or a kecamatan and/or family (both must match)."""
+    from hub.alerts.maintenance import MaintenanceError, add_window
+
+    starts = _moment(start, "--from") if start else _now_ms()
+    if (until is None) == (duration is None):
+        err_console.print("give --until or --for (one of them)")
+        raise typer.Exit(2)
+    if until is not None:
+        ends = _moment(until, "--until")
+    else:
+        try:
+            ends = starts + round(seconds_of(duration) * 1000)
+        except ValueError as err:
+            err_console.print(f"--for: {err}")
+            raise typer.Exit(2) from err
+    store = _store(config)
+    try:
+        number = add_window(
+            store,
+            device_id=device,
+            kecamatan=kecamatan,
+            family=family,
+            starts_ms=starts,
+            ends_ms=ends,
+            actor=_actor(by),
+            comment=comment,
+        )
+    except MaintenanceError as err:
+        err_console.print(str(err))
+        raise typer.Exit(2) from err
+    finally:
+        store.close()
+    console.print(
+        f"maintenance window {number}: {_when(starts)} to {_when(ends)} UTC", highlight=False
+    )
+
+
+@maintenance_app.command("list")
+def maintenance_list(
+    all_windows: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """The open and planned windows."""
+    from hub.alerts.maintenance import windows
+
+    store = _store(config)
+    try:
+        found = windows(store, after_ms=None if all_windows else _now_ms())
+    finally:
+        store.close()
+    table = Table("id", "scope", "from (UTC)", "until (UTC)", "by", "comment")
+    for w in found:
+        scope = f"device {w.device_id}" if w.device_id else ""
+        scope += " ".join(
+            f"{name} {value}"
+            for name, value in (("kecamatan", w.kecamatan), ("family", w.family))
+            if value and not w.device_id
+        )
+        table.add_row(
+            str(w.id), scope, _when(w.starts_ms), _when(w.ends_ms), w.created_by, w.comment
+        )
+    console.print(table)
+
+
+@maintenance_app.command("end")
+def maintenance_end(
+    window: Annotated[int, typer.Argument(help="The window's id (see list).")],
+    config: ConfigOption = None,
+) -> None:
+    """Close a window now (a planned one is cancelled)."""
+    from hub.alerts.maintenance import end_window
+
+    store = _store(config)
+    try:
+        ended = end_window(store, window, _now_ms())
+    finally:
+        store.close()
+    if not ended:
+        err_console.print(f"no open or planned maintenance window {window}")
+        raise typer.Exit(1)
+    console.print(f"maintenance window {window} ended", highlight=False)

@@ -72,8 +72,9 @@ def end_window(store: AlertStore, window_id: int, now_ms: int) -> bool:
     """Close a window now (a planned one is cancelled); False when there is none open."""
     with store.transaction() as db:
         cursor = db.execute(
-            "UPDATE maintenance SET ends_ms = max(starts_ms, ?) WHERE id = ? AND ends_ms > ?",
-            (now_ms, window_id, now_ms),
+            "UPDATE maintenance SET starts_ms = min(starts_ms, ?), ends_ms = ? "
+            "WHERE id = ? AND ends_ms > ?",
+            (now_ms, now_ms, window_id, now_ms),
         )
         return cursor.rowcount > 0
 

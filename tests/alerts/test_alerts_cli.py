@@ -88,3 +88,35 @@ def test_without_a_database_it_says_so(tmp_path: Path) -> None:
     result = runner.invoke(app, ["alerts", "list", "--config", str(path)])
     assert result.exit_code == 1
     assert "no alert database at" in result.output
+
+
+def test_maintenance_add_list_end(config: Path, tmp_path: Path) -> None:
+    add = runner.invoke(
+        app,
+        [
+            "alerts", "maintenance", "add", "--kecamatan", "Tugu", "--family", "flood",
+            "--from", "2030-01-02T08:00+07:00", "--for", "2h", "--by", "budi",
+            "--comment", "pump works", "--config", str(config),
+        ],
+    )  # fmt: skip
+    assert add.exit_code == 0, add.output
+    assert "2030-01-02 01:00:00 to 2030-01-02 03:00:00 UTC" in add.output
+    listed = runner.invoke(app, ["alerts", "maintenance", "list", "--config", str(config)])
+    for word in ("kecamatan", "Tugu", "family", "flood", "budi", "pump"):  # the table wraps
+        assert word in listed.output
+    store = AlertStore(tmp_path / "state" / "alerts" / "alerts.sqlite3")
+    alert = store.alert("high|g1")
+    assert store.in_maintenance_window(alert, 1_893_546_000_000)  # 2030-01-02 01:00 UTC
+    assert not store.in_maintenance_window(alert, 1_893_546_000_000 - 1)
+    store.close()
+    refused = runner.invoke(
+        app, ["alerts", "maintenance", "add", "--for", "1h", "--config", str(config)]
+    )
+    assert refused.exit_code == 2
+    assert "needs a device" in refused.output
+    ended = runner.invoke(app, ["alerts", "maintenance", "end", "1", "--config", str(config)])
+    assert ended.exit_code == 0, ended.output
+    again = runner.invoke(app, ["alerts", "maintenance", "end", "1", "--config", str(config)])
+    assert again.exit_code == 1
+    listed = runner.invoke(app, ["alerts", "maintenance", "list", "--config", str(config)])
+    assert "Tugu" not in listed.output
