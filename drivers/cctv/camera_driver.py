@@ -33,7 +33,7 @@ from drivers.cctv.analytics import (
 )
 from drivers.cctv.device_types import ISAPI, NVR_TYPES, thresholds_for
 from drivers.cctv.isapi_device import IsapiDevice
-from drivers.cctv.nvr_links import NVR_LINKS, NvrLinks, parent_cause
+from drivers.cctv.nvr_links import NVR_LINKS, PROBE_TIMEOUT_S, NvrLinks
 from drivers.cctv.onnx_plugin import OnnxPlugin, OnnxPluginError, Prediction
 from drivers.cctv.onvif_health import OnvifHealth, OnvifTarget
 from drivers.cctv.stream_quality import (
@@ -56,9 +56,13 @@ from drivers.framework import (
 log = logging.getLogger(__name__)
 DECODE_SLOTS = max(1, os.cpu_count() or 1)
 PEOPLE_EVERY_S = 1.0  # HOG is the costly stage: one frame a second of the sample
-# An NVR report younger than this decides whether a dead camera's parent is down; an older
-# one is checked with one TCP probe (the camera's and the NVR's polls come in any order).
-PARENT_FRESH_S = 30.0
+
+
+def reach_timeout_s(config: CameraConfig) -> float:
+    """How long the camera's first ONVIF answer may take before it counts as unreachable."""
+    # A hung camera must fail inside the poll's timeout_s with time left to probe its parent
+    # NVR: cut off by the agent's timeout, its status would name no cause.
+    return max(0.5, min(config.open_timeout_s, config.timeout_s - PROBE_TIMEOUT_S - 0.5))
 
 
 def _polygon(value: Any) -> Polygon | None:
@@ -271,8 +275,11 @@ class CctvCamera:
         self.config = config
         self.parent_id = spec.parent_id
         self.links = links
-        if spec.parent_id is not None:
+        self._link = (
             links.attach_camera(spec.device_id, spec.parent_id, config.nvr_channel)
+            if spec.parent_id is not None
+            else None
+        )
         self.thresholds = thresholds_for(spec.device_type)
         host, _, port = config.address.rpartition(":")
         self.health = OnvifHealth(
@@ -283,6 +290,7 @@ class CctvCamera:
                 username=config.username,
                 password=config.password,
                 timeout_s=config.timeout_s,
+                reach_timeout_s=reach_timeout_s(config),
                 events=config.events,
                 profile=config.profile,
             )
@@ -314,18 +322,15 @@ class CctvCamera:
         try:
             result = await self.health.check()
         except DriverError as err:
-            down = (
-                await self.links.parent_down(self.parent_id, fresh_s=PARENT_FRESH_S)
-                if self.parent_id is not None
-                else None
-            )
-            if down is None:
+            own = str(err.cause)
+            cause = await self.links.cause_for(self.parent_id, own)
+            if cause == own:
                 raise
-            # The parent is the cause: one incident on the NVR, not one per camera.
-            raise DriverError(self.device_id, parent_cause(self.parent_id or "", down)) from err
+            raise DriverError(self.device_id, cause) from err
         self._info = result.info or self._info
         metrics = dict(result.metrics)
-        metrics.update(self._parent_metrics())
+        if self._link is not None:
+            metrics.update(self.links.parent_metrics(self._link.nvr_id, self._link.channel))
         readings = list(result.events)
         uri = self.config.stream_uri or result.stream_uri
         if uri and self.config.stream and time.monotonic() >= self._next_sample:
@@ -372,25 +377,14 @@ class CctvCamera:
         metrics.update(analytics.metrics())
         return metrics, analytics.events
 
-    def _parent_metrics(self) -> dict[str, MetricValue]:
-        """What the parent NVR says of this camera's channel, when this agent polls it."""
-        state = self.links.state_of(self.parent_id) if self.parent_id is not None else None
-        if state is None or not state.reachable:
-            return {}
-        out: dict[str, MetricValue] = {}
-        if self.config.nvr_channel is not None:
-            out["nvr_video_loss"] = self.config.nvr_channel in state.lost_channels
-        if state.recording is not None:
-            out["nvr_recording"] = state.recording
-        return out
-
     def device_info(self) -> DeviceInfo | None:
         """Model, firmware and serial from the last GetDeviceInformation (for the registry)."""
         return self._info
 
     async def close(self) -> None:
         """Close the ONVIF session; the camera leaves its NVR's links."""
-        self.links.detach_camera(self.device_id)
+        if self._link is not None:
+            self.links.detach_camera(self._link)
         await self.health.close()
 
 
@@ -408,5 +402,6 @@ def create_camera(spec: DeviceSpec, config: DriverConfig) -> CctvCamera | IsapiD
             heartbeat_watchdog_s=config.heartbeat_watchdog_s,
             max_auth_failures=config.max_auth_failures,
             nvr=spec.device_type in NVR_TYPES,
+            nvr_channel=config.nvr_channel,
         )
     return CctvCamera(spec, config)

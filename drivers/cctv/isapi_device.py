@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from drivers.cctv.nvr_links import NVR_LINKS, NvrLinks, NvrState
+from drivers.cctv.nvr_links import NVR_LINKS, CameraLink, NvrEntry, NvrLinks, NvrState
 from drivers.framework import DeviceSpec, DriverError, MetricValue, Reading, utc_now
 
 MAX_PART_BYTES = 65_536
@@ -149,6 +149,7 @@ class IsapiDevice:
         heartbeat_watchdog_s: float,
         max_auth_failures: int,
         nvr: bool,
+        nvr_channel: int | None = None,
         links: NvrLinks = NVR_LINKS,
     ) -> None:
         self.device_id = spec.device_id
@@ -163,9 +164,16 @@ class IsapiDevice:
         self._client: httpx.AsyncClient | None = None
         self._seq = 0
         self.links = links
-        self._lost: frozenset[int] = frozenset()  # channels with video loss at the last poll
-        if nvr:
-            links.attach_nvr(spec.device_id, address)
+        self.parent_id = None if nvr else spec.parent_id
+        # Per camera, not per channel: a camera attached while its channel is already lost
+        # still hears the loss start.
+        self._announced: dict[str, bool] = {}
+        self._entry: NvrEntry | None = links.attach_nvr(spec.device_id, address) if nvr else None
+        self._link: CameraLink | None = (
+            links.attach_camera(spec.device_id, self.parent_id, nvr_channel)
+            if self.parent_id is not None
+            else None
+        )
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -200,22 +208,30 @@ class IsapiDevice:
         except IsapiAuthError as err:
             # A fresh client next time: httpx's digest auth would otherwise answer a 401 to
             # its cached challenge with a second wrong login, and the device counts both.
-            await self.close()
+            await self._drop_client()
             self.auth_failures += 1
             raise DriverError(
                 self.device_id,
                 f"ISAPI login refused ({self.auth_failures} of {self.max_auth_failures}): {err}",
             ) from err
-        except (httpx.HTTPError, OSError) as err:
-            await self.close()
+        except (httpx.TransportError, OSError) as err:
+            await self._drop_client()
             reason = f"ISAPI unreachable: {err!r}"[:200]
             if self.nvr:
                 self.links.report(self.device_id, NvrState(reachable=False, reason=reason))
-            raise DriverError(self.device_id, reason) from err
+            raise DriverError(
+                self.device_id, await self.links.cause_for(self.parent_id, reason)
+            ) from err
+        except httpx.HTTPError as err:
+            # It answered (an HTTP error status): up, so no cause for the cameras behind it.
+            await self._drop_client()
+            raise DriverError(self.device_id, f"ISAPI error: {err!r}"[:200]) from err
         except ValueError as err:
             raise DriverError(self.device_id, f"ISAPI reply: {err}") from err
         self.auth_failures = 0
         metrics["alert_stream_ok"] = stream_ok
+        if self._link is not None:
+            metrics.update(self.links.parent_metrics(self._link.nvr_id, self._link.channel))
         self._seq += 1
         return [
             Reading(device_id=self.device_id, ts=utc_now(), metrics=metrics, seq=self._seq),
@@ -224,26 +240,31 @@ class IsapiDevice:
         ]
 
     def _channel_events(self, lost: frozenset[int]) -> list[Reading]:
-        """Video loss that started or ended on a channel, as an event of the camera on it."""
-        changed = lost ^ self._lost
-        self._lost = lost
-        cameras = self.links.cameras_on(self.device_id)
-        return [
-            Reading(
-                device_id=cameras[channel],
-                ts=utc_now(),
-                kind="event",
-                metrics={
-                    "event": "videoloss",
-                    "event_active": channel in lost,
-                    "event_source": "nvr",
-                    "channel_id": channel,
-                    "parent_id": self.device_id,
-                },
+        """Video loss that started or ended on a camera's channel, as that camera's event."""
+        events = []
+        links = self.links.cameras_on(self.device_id)
+        for link in sorted(links, key=lambda item: (item.channel or 0, item.camera_id)):
+            active = link.channel in lost
+            if self._announced.get(link.camera_id, False) == active:
+                continue
+            self._announced[link.camera_id] = active
+            events.append(
+                Reading(
+                    device_id=link.camera_id,
+                    ts=utc_now(),
+                    kind="event",
+                    metrics={
+                        "event": "videoloss",
+                        "event_active": active,
+                        "event_source": "nvr",
+                        "channel_id": link.channel or 0,
+                        "parent_id": self.device_id,
+                    },
+                )
             )
-            for channel in sorted(changed)
-            if channel in cameras
-        ]
+        attached = {link.camera_id for link in links}
+        self._announced = {k: v for k, v in self._announced.items() if k in attached}
+        return events
 
     async def _get_xml(self, path: str) -> ET.Element:
         response = await self._http().get(path)
@@ -316,11 +337,19 @@ class IsapiDevice:
                         events.append(reading)
         return events, heard
 
-    async def close(self) -> None:
-        """Close the HTTP client."""
+    async def _drop_client(self) -> None:
+        """A fresh HTTP client (and digest challenge) at the next request."""
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    async def close(self) -> None:
+        """Close the HTTP client; the device leaves the NVR links."""
+        if self._entry is not None:
+            self.links.detach_nvr(self._entry)
+        if self._link is not None:
+            self.links.detach_camera(self._link)
+        await self._drop_client()
 
 
 async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:

@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 
 PROBE_TIMEOUT_S = 2.0
+# An NVR report younger than this decides whether a dead camera's parent is down; an older
+# one is checked with one TCP probe (the camera's and the NVR's polls come in any order).
+PARENT_FRESH_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +39,24 @@ class NvrState:
     at: float = field(default_factory=time.monotonic)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CameraLink:
-    """A camera on an NVR's channel (channel None: on the NVR, channel not configured)."""
+    """A camera on an NVR's channel (channel None: on the NVR, channel not configured).
+
+    Compared by identity: a poller detaches only its own link, never a successor's.
+    """
 
     camera_id: str
     nvr_id: str
     channel: int | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NvrEntry:
+    """An NVR poller's registration: where its cameras probe it (compared by identity)."""
+
+    nvr_id: str
+    address: str
 
 
 def parent_cause(nvr_id: str, reason: str) -> str:
@@ -56,29 +70,35 @@ class NvrLinks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cameras: dict[str, CameraLink] = {}
-        self._addresses: dict[str, str] = {}
+        self._nvrs: dict[str, NvrEntry] = {}
         self._states: dict[str, NvrState] = {}
 
-    def attach_camera(self, camera_id: str, nvr_id: str, channel: int | None) -> None:
+    def attach_camera(self, camera_id: str, nvr_id: str, channel: int | None) -> CameraLink:
         """A camera poller starts: it sits on ``nvr_id``'s ``channel``."""
+        link = CameraLink(camera_id, nvr_id, channel)
         with self._lock:
-            self._cameras[camera_id] = CameraLink(camera_id, nvr_id, channel)
+            self._cameras[camera_id] = link
+        return link
 
-    def detach_camera(self, camera_id: str) -> None:
-        """A camera poller stops."""
+    def detach_camera(self, link: CameraLink) -> None:
+        """A camera poller stops (a newer poller of the same camera keeps its link)."""
         with self._lock:
-            self._cameras.pop(camera_id, None)
+            if self._cameras.get(link.camera_id) is link:
+                del self._cameras[link.camera_id]
 
-    def attach_nvr(self, nvr_id: str, address: str) -> None:
+    def attach_nvr(self, nvr_id: str, address: str) -> NvrEntry:
         """An NVR poller starts, at ``address`` (host:port), so cameras can probe it."""
+        entry = NvrEntry(nvr_id, address)
         with self._lock:
-            self._addresses[nvr_id] = address
+            self._nvrs[nvr_id] = entry
+        return entry
 
-    def detach_nvr(self, nvr_id: str) -> None:
-        """An NVR poller stops: its cameras no longer hear of it."""
+    def detach_nvr(self, entry: NvrEntry) -> None:
+        """An NVR poller stops: its cameras no longer hear of it (unless a newer one runs)."""
         with self._lock:
-            self._addresses.pop(nvr_id, None)
-            self._states.pop(nvr_id, None)
+            if self._nvrs.get(entry.nvr_id) is entry:
+                del self._nvrs[entry.nvr_id]
+                self._states.pop(entry.nvr_id, None)
 
     def report(self, nvr_id: str, state: NvrState) -> None:
         """The NVR's poller's latest finding."""
@@ -93,18 +113,31 @@ class NvrLinks:
     def address_of(self, nvr_id: str) -> str | None:
         """The NVR's address, if this agent polls it."""
         with self._lock:
-            return self._addresses.get(nvr_id)
+            entry = self._nvrs.get(nvr_id)
+        return entry.address if entry is not None else None
 
-    def cameras_on(self, nvr_id: str) -> dict[int, str]:
-        """Channel -> camera id of the cameras configured on ``nvr_id``'s channels."""
+    def cameras_on(self, nvr_id: str) -> list[CameraLink]:
+        """The cameras configured on one of ``nvr_id``'s channels (channel set)."""
         with self._lock:
-            return {
-                link.channel: link.camera_id
+            return [
+                link
                 for link in self._cameras.values()
                 if link.nvr_id == nvr_id and link.channel is not None
-            }
+            ]
 
-    async def parent_down(self, nvr_id: str, *, fresh_s: float) -> str | None:
+    def parent_metrics(self, nvr_id: str, channel: int | None) -> dict[str, bool]:
+        """``nvr_video_loss`` and ``nvr_recording`` of a camera, from its NVR's last poll."""
+        state = self.state_of(nvr_id)
+        if state is None or not state.reachable:
+            return {}
+        out: dict[str, bool] = {}
+        if channel is not None:
+            out["nvr_video_loss"] = channel in state.lost_channels
+        if state.recording is not None:
+            out["nvr_recording"] = state.recording
+        return out
+
+    async def parent_down(self, nvr_id: str, *, fresh_s: float = PARENT_FRESH_S) -> str | None:
         """Why the camera's parent NVR is down, or None (up, or not polled by this agent).
 
         A report younger than ``fresh_s`` decides; else the NVR's port is probed once (a
@@ -125,6 +158,12 @@ class NvrLinks:
             return f"no TCP answer at {address} ({type(err).__name__})"
         writer.close()
         return None
+
+    async def cause_for(self, nvr_id: str | None, own: str) -> str:
+        """A dead camera's status reason: its parent's, when the parent is down too."""
+        down = await self.parent_down(nvr_id) if nvr_id is not None else None
+        # The parent is the cause: one incident on the NVR, not one per camera.
+        return own if down is None else parent_cause(nvr_id or "", down)
 
 
 NVR_LINKS = NvrLinks()

@@ -10,6 +10,7 @@ check, renewed before it lapses, recreated when the camera has forgotten it (a r
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import datetime as dt
 import logging
@@ -67,6 +68,7 @@ class OnvifTarget:
     username: str
     password: str
     timeout_s: float = 5.0
+    reach_timeout_s: float = 5.0  # the first answer (GetSystemDateAndTime): else unreachable
     events: bool = True
     profile: int = 1  # the substream on most cameras; the last profile when fewer
 
@@ -146,11 +148,17 @@ class OnvifHealth:
         camera = self._camera_object()
         started = time.time()
         try:
-            devicemgmt = await camera.create_devicemgmt_service()
-            reply = await devicemgmt.authless_GetSystemDateAndTime()
+            async with asyncio.timeout(self.target.reach_timeout_s):
+                devicemgmt = await camera.create_devicemgmt_service()
+                reply = await devicemgmt.authless_GetSystemDateAndTime()
         except (aiohttp.ClientError, TimeoutError, OSError, ONVIFError, TransportError) as err:
             await self.close()
-            raise DriverError(self.device_id, f"ONVIF unreachable: {_describe(err)}") from err
+            why = (
+                f"no answer within {self.target.reach_timeout_s:g} s"
+                if isinstance(err, TimeoutError)
+                else _describe(err)
+            )
+            raise DriverError(self.device_id, f"ONVIF unreachable: {why}") from err
         # The reply has whole seconds: half the round trip is the best estimate of its time.
         received = time.time()
         ours = dt.datetime.fromtimestamp((started + received) / 2, dt.UTC)

@@ -113,7 +113,7 @@ async def test_video_loss_goes_to_the_camera_and_a_dead_nvr_is_its_cause(
     finally:
         await camera.close()
         await nvr.close()
-    assert NVR_LINKS.cameras_on(nvr_id) == {}
+    assert NVR_LINKS.cameras_on(nvr_id) == []
 
 
 async def test_a_camera_probes_its_nvr_when_the_nvr_has_not_been_polled_lately(
@@ -121,7 +121,7 @@ async def test_a_camera_probes_its_nvr_when_the_nvr_has_not_been_polled_lately(
 ) -> None:
     nvr_id, cam_id = f"nvr-p-{unique_id}", f"cam-p-{unique_id}"
     dead_port = free_port()  # nothing listens: the NVR is down
-    NVR_LINKS.attach_nvr(nvr_id, f"127.0.0.1:{dead_port}")
+    entry = NVR_LINKS.attach_nvr(nvr_id, f"127.0.0.1:{dead_port}")
     cam_stand_in = await onvif_stand_in()
     cam_stand_in.camera.offline = True
     spec = DeviceSpec(
@@ -138,8 +138,77 @@ async def test_a_camera_probes_its_nvr_when_the_nvr_has_not_been_polled_lately(
             await camera.poll()
     finally:
         await camera.close()
-        NVR_LINKS.detach_nvr(nvr_id)
+        NVR_LINKS.detach_nvr(entry)
     assert str(failed.value.cause).startswith(f"parent NVR {nvr_id} unreachable: no TCP answer")
+
+
+async def test_a_hung_camera_behind_a_dead_nvr_names_the_parent_within_its_timeout(
+    unique_id: str,
+) -> None:
+    # A powered-off package drops packets rather than refusing: the camera's port accepts
+    # (the kernel's backlog) and never answers. The camera must give up early enough to
+    # probe its NVR inside the poll's timeout, which the agent enforces as here.
+    nvr_id, cam_id = f"nvr-h-{unique_id}", f"cam-h-{unique_id}"
+    silent: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # kept open, never written to
+
+    hung = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = hung.sockets[0].getsockname()[1]
+    entry = NVR_LINKS.attach_nvr(nvr_id, f"127.0.0.1:{free_port()}")
+    config = camera_config("x", 1) | {"timeout_s": 4}
+    spec = DeviceSpec(
+        device_id=cam_id,
+        device_type="rt_camera",
+        protocol="onvif",
+        address=f"127.0.0.1:{port}",
+        driver_config=config,
+        parent_id=nvr_id,
+    )
+    camera = create_camera(spec, FAMILY.validate(spec))
+    try:
+        with pytest.raises(DriverError) as failed:
+            async with asyncio.timeout(4):
+                await camera.poll()
+    finally:
+        await camera.close()
+        NVR_LINKS.detach_nvr(entry)
+        for writer in silent:
+            writer.close()
+        hung.close()
+    assert str(failed.value.cause).startswith(f"parent NVR {nvr_id} unreachable: no TCP answer")
+
+
+async def test_a_camera_attached_after_the_loss_began_hears_it_start(
+    isapi: IsapiStandIn, unique_id: str
+) -> None:
+    nvr_id, cam_id = f"nvr-l-{unique_id}", f"cam-l-{unique_id}"
+    spec = DeviceSpec(
+        device_id=nvr_id,
+        device_type="nvr_4ch",
+        protocol="isapi",
+        address=isapi.address,
+        driver_config=nvr_config(isapi),
+    )
+    nvr = create_camera(spec, FAMILY.validate(spec))
+    isapi.nvr.channels[4] = "videoloss"
+    try:
+        assert not [r for r in await nvr.poll() if r.kind == "event" and r.device_id != nvr_id]
+        # The camera's poller starts later (a registry reload): the loss is news to it.
+        link = NVR_LINKS.attach_camera(cam_id, nvr_id, 4)
+        late = [r for r in await nvr.poll() if r.device_id == cam_id]
+        assert [(r.metrics["event"], r.metrics["event_active"]) for r in late] == [
+            ("videoloss", True)
+        ]
+        # A newer poller of the camera keeps its link when the old one detaches.
+        newer = NVR_LINKS.attach_camera(cam_id, nvr_id, 4)
+        NVR_LINKS.detach_camera(link)
+        assert NVR_LINKS.cameras_on(nvr_id) == [newer]
+        NVR_LINKS.detach_camera(newer)
+    finally:
+        await nvr.close()
+    assert NVR_LINKS.address_of(nvr_id) is None
 
 
 async def test_agent_publishes_nvr_video_loss_on_the_camera_and_the_parent_as_its_cause(
