@@ -46,8 +46,13 @@ def test_sample_file_carries_each_types_schema_and_validates() -> None:
                 protocol=record.protocol or "",
                 address=record.address,
                 driver_config=record.driver_config,
+                parent_id=record.parent_id,
             )
         )
+    # The RT package: the camera sits on channel 1 of the NVR listed with it.
+    camera = next(r for r in records if r.device_type == "rt_camera")
+    assert camera.parent_id in {r.device_id for r in records if r.device_type == "nvr_4ch"}
+    assert camera.driver_config["nvr_channel"] == 1
 
 
 async def test_every_reading_and_event_is_accepted_by_the_hub(
