@@ -288,7 +288,24 @@ def city_lines(
                 yield line(device.family, device.tags, _reading(device, index, t, rng), t)
             index += 1
             t += every
+    yield from _stage_lines(fleet, start_ms)
     yield from _hub_lines(fleet, start_ms=start_ms, end_ms=end_ms, rng=rng)
+
+
+def _stage_lines(fleet: list[Device], time_ms: int) -> Iterator[str]:
+    """Each level gauge's stages, as hub/registry_thresholds.py writes them from the registry.
+
+    Spread around each gauge's simulated level, so its day crosses some of them.
+    """
+    for device in fleet:
+        if device.family != "flood" or device.tags["model"] != "vegapuls_c21":
+            continue
+        if "tide" in device.device_id:
+            base, step = 0.5, 0.1  # rob floods at 0.5-0.7 m
+        else:
+            base, step = 1.3 + 0.4 * device.number, 0.25
+        stages = {f"siaga{4 - k}_m": round(base + k * step, 2) for k in range(4)}
+        yield line("flood_threshold", device.tags, dict(stages), time_ms)
 
 
 def _hub_lines(

@@ -49,22 +49,25 @@ def test_every_board_has_variables_annotation_and_our_datasource() -> None:
     assert {"kecamatan", "device", "rollup"} <= {v["name"] for v in board_variables(flood)}
 
 
-def test_flood_gauges_get_their_own_stage_thresholds() -> None:
-    figures = load_figures()
+def test_each_gauge_is_drawn_against_its_registry_stages() -> None:
     flood = load_boards()["kotahub-flood"]
-    level = next(p for p in flood["panels"] if p.get("title") == "Water level per gauge")
-    by_gauge = {
-        o["matcher"]["options"]: o["properties"][0]["value"]["steps"]
-        for o in level["fieldConfig"]["overrides"]
-    }
-    stages = figures.flood_stages["smg-bkt-01"]
-    assert [s["value"] for s in by_gauge["smg-bkt-01"]] == [
-        None,
-        stages.siaga4_m,
-        stages.siaga3_m,
-        stages.siaga2_m,
-        stages.siaga1_m,
+    panel = next(p for p in flood["panels"] if p.get("title") == "Level and stages: $device")
+    assert panel["repeat"] == "device"  # one panel per gauge, so each has its own lines
+    level, stages = panel["targets"]
+    assert '"device_id" =~ /^$device$/' in level["query"]
+    assert 'FROM "flood_threshold"' in stages["query"]
+    assert "$timeFilter" not in stages["query"]  # written on change only: the newest counts
+    (config,) = panel["transformations"]
+    assert config["id"] == "configFromData"
+    assert config["options"]["configRefId"] == stages["refId"]
+    assert config["options"]["applyTo"]["options"] == level["refId"]
+    assert [m["fieldName"] for m in config["options"]["mappings"]] == [
+        "siaga4_m",
+        "siaga3_m",
+        "siaga2_m",
+        "siaga1_m",
     ]
+    assert {m["handlerKey"] for m in config["options"]["mappings"]} == {"threshold1"}
 
 
 def test_indicators_take_denominators_from_the_figures(tmp_path: Path) -> None:

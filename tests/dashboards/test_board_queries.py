@@ -32,6 +32,8 @@ from dashboards.grafana.grafana_interpolation import (
 )
 from drivers.framework import discover_families
 from hub.influx_rollups import PENDING_FAMILY_FIELDS
+from hub.registry_thresholds import MEASUREMENT as THRESHOLDS
+from hub.registry_thresholds import STAGES
 from tests.dashboards.conftest import CityDb
 
 BOARDS = load_boards()
@@ -145,6 +147,7 @@ def test_demo_fields_are_in_the_metric_tables() -> None:
     for name, fields in PENDING_FAMILY_FIELDS.items():
         tables.setdefault(name, set(fields))
     hub_measurements = {"device_status", "hub", "deadletter", "alert"}
+    tables[THRESHOLDS] = set(STAGES)  # the hub's registry_thresholds writes these
     written: dict[str, set[str]] = {}
     for text in city_lines(CitySize(), start_ms=0, end_ms=600_000):
         head, field_text, _ = text.rsplit(" ", 2)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dashboards.grafana.board_queries import load_boards
+from dashboards.grafana.grafana_interpolation import (
+    ALL,
+    Interpolator,
+    TimeRange,
+    board_targets,
+    board_variables,
+)
 from device_registry.database import open_database
 from device_registry.database_directory import DatabaseDeviceDirectory
 from device_registry.registry_service import RegistryService
@@ -75,6 +85,33 @@ def test_a_stage_changed_in_the_registry_is_written_again(
     assert now["g-1"]["siaga1_m"] == 3.1
     assert now["g-1"]["siaga4_m"] == 1.2
     assert now["g-2"] == {"kecamatan": "Genuk", "siaga4_m": 0.5}
+    # The Flood board's own queries, filled as Grafana fills them, see the new stage.
+    for title, device in (
+        ("Stages per gauge (registry)", ALL),
+        ("Level and stages: $device", ["g-1"]),
+    ):
+        rows = _panel_rows(running_stack.influx, database, title, device)
+        assert {r["device_id"]: r["siaga1_m"] for r in rows}["g-1"] == 3.1, title
+
+
+def _panel_rows(
+    influx: InfluxQL, database: str, title: str, device: str | list[str]
+) -> list[dict[str, Any]]:
+    """The rows of the committed Flood board's flood_threshold target of a panel."""
+    board = load_boards()["kotahub-flood"]
+    (target,) = [
+        t for p, t in board_targets(board) if p["title"] == title and MEASUREMENT in t["query"]
+    ]
+    all_values = {
+        str(v["name"]): str(v["allValue"]) for v in board_variables(board) if "allValue" in v
+    }
+    now_ms = int(time.time() * 1000)
+    statement = Interpolator(
+        time_range=TimeRange(from_ms=now_ms - 3_600_000, to_ms=now_ms),
+        values={"kecamatan": ALL, "device": device},
+        all_values=all_values,
+    ).fill(str(target["query"]))
+    return influx.rows(statement, database=database)
 
 
 def test_a_failed_write_is_retried_on_the_next_sync(service: RegistryService) -> None:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard
 
 from dashboards.grafana.board_kit import (
@@ -27,32 +26,39 @@ from dashboards.grafana.board_kit import (
 from dashboards.grafana.city_figures import DEFAULT_STAGE, CityFigures
 from dashboards.grafana.influxql_query import InfluxQL
 
+# What hub/registry_thresholds.py writes (this package imports nothing of hub).
+MEASUREMENT = "flood_threshold"
+STAGES = ("siaga4_m", "siaga3_m", "siaga2_m", "siaga1_m")
+
 UID = "kotahub-flood"
 WHERE = f"{KECAMATAN} AND {DEVICE}"
 
 
-def _stage_overrides(
-    figures: CityFigures,
-) -> list[cogbuilder.Builder[dashboard.DashboardFieldConfigSourceOverrides]]:
-    """Each gauge with stages of its own gets them as its series' thresholds."""
-    out: list[cogbuilder.Builder[dashboard.DashboardFieldConfigSourceOverrides]] = []
-    for device_id, stages in sorted(figures.flood_stages.items()):
-        if device_id == DEFAULT_STAGE:
-            continue
-        steps = [dashboard.Threshold(value=v, color=c) for v, c in stages.steps()]
-        thresholds = dashboard.ThresholdsConfig(mode=dashboard.ThresholdsMode.ABSOLUTE, steps=steps)
-        out.append(
-            dash.DashboardFieldConfigSourceOverrides()
-            .matcher(dashboard.MatcherConfig(id_val="byName", options=device_id))
-            .properties([dashboard.DynamicConfigValue(id_val="thresholds", value=thresholds)])
-        )
-    return out
+def _stages_query(where: str) -> InfluxQL:
+    """Each gauge's stages as the registry has them (hub/registry_thresholds.py writes them
+    on change only, so no time filter: the newest point of each gauge is its stages)."""
+    fields = ", ".join(f'last("{name}") AS "{name}"' for name in STAGES)
+    return InfluxQL(f'SELECT {fields} FROM "{MEASUREMENT}" WHERE {where} GROUP BY "device_id"')
+
+
+def _stages_from_registry() -> dashboard.DataTransformerConfig:
+    """Grafana's "Config from query results": query B's stages become A's threshold lines."""
+    return dashboard.DataTransformerConfig(
+        id_val="configFromData",
+        options={
+            "configRefId": "B",
+            "applyTo": {"id": "byFrameRefID", "options": "A"},
+            "mappings": [
+                {"fieldName": name, "handlerKey": "threshold1", "reducerId": "lastNotNull"}
+                for name in STAGES
+            ],
+        },
+    )
 
 
 def build(figures: CityFigures) -> dash.Dashboard:
     """The flood board."""
     default = figures.stages_for(DEFAULT_STAGE).steps()
-    overrides = _stage_overrides(figures)
     tide = "|".join(figures.tide_gauges) or "none"
     return (
         board(UID, "Kotahub / Flood", "River, canal and tide gauges, rain and pump houses.")
@@ -72,9 +78,9 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 w=16,
                 h=9,
                 thresholds=default,
-                description="Stage lines Siaga 4 to Siaga 1: the gauge's own where "
-                "city_figures.json gives them (the registry tags the alert rule reads).",
-            ).overrides(overrides)
+                description="Stage lines: the city's default Siaga 4 to Siaga 1 "
+                "(city_figures.json); each gauge's own are on its panel below.",
+            )
         )
         .with_panel(
             bars(
@@ -87,7 +93,40 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 w=8,
                 h=9,
                 thresholds=default,
-            ).overrides(overrides)
+            )
+        )
+        .with_row(section("Each gauge against its own stages (registry)"))
+        .with_panel(
+            rows(
+                "Stages per gauge (registry)",
+                _stages_query(WHERE),
+                w=24,
+                h=5,
+                description="siaga4_m..siaga1_m of each gauge in the registry, the values "
+                "the flood-stage alert rule reads; they follow a registry change within "
+                "seconds.",
+            )
+        )
+        .with_panel(
+            series(
+                "Level and stages: $device",
+                InfluxQL(
+                    'SELECT mean("level_m") AS "level_m" FROM '
+                    f"{rollup('flood')} WHERE {DEVICE} AND $timeFilter "
+                    "GROUP BY time($__interval) fill(none)"
+                ).alias("$device"),
+                _stages_query(DEVICE).table(),
+                unit="lengthm",
+                w=8,
+                h=7,
+                thresholds=default,
+                description="One panel per selected gauge; its Siaga 4 to Siaga 1 lines are "
+                "the gauge's registry attributes (query B, Config from query results).",
+            )
+            .repeat("device")
+            .repeat_direction("h")
+            .max_per_row(3)
+            .with_transformation(_stages_from_registry())
         )
         .with_row(section("Rain and pumps"))
         .with_panel(
