@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from hub.registry_thresholds import STAGES as FLOOD_STAGES
+
 DEFAULT_SEED = 14
 KOTA = "Kota Semarang"
 
@@ -213,6 +215,22 @@ class _Builder:
         return entry
 
 
+def flood_stages(params: dict[str, Any], rng: random.Random) -> dict[str, str]:
+    """A gauge's flood stages (metres, rising): registry attributes the alerts and boards read.
+
+    Siaga 4 sits above the gauge's ordinary high water (its base, plus the spring tide at
+    the coast) so a dry day raises nothing; each stage after it is 0.3 to 0.5 m higher,
+    so a 30 mm/h storm (about 1 m at its peak) reaches Siaga 3 or 2, not always Siaga 1.
+    """
+    high = float(params["base_m"]) + (0.6 if params.get("coastal") else 0.0)
+    stage = high + rng.uniform(0.3, 0.5)
+    out: dict[str, str] = {}
+    for name in FLOOD_STAGES:
+        out[name] = f"{stage:.2f}"
+        stage += rng.uniform(0.3, 0.5)
+    return out
+
+
 def _flood(b: _Builder, area: Area, *, gauges: int, rains: int, pumps: int) -> None:
     rng = b.rng
     for n in range(1, gauges + 1):
@@ -243,6 +261,7 @@ def _flood(b: _Builder, area: Area, *, gauges: int, rains: int, pumps: int) -> N
             team=area_team(area),
             vendor="VEGA" if model == "vegapuls_c21" else None,
             params=params,
+            tags=flood_stages(params, random.Random(f"stages:{area.slug}:{n}")),
         )
     for n in range(1, rains + 1):
         kel, lat, lon = b.place(area)

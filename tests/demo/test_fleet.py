@@ -23,10 +23,12 @@ from device_registry.models import Device, MqttIdentity
 from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, DynsecIdentities
 from device_registry.registry_service import RegistryService
 from drivers.contract import device_topic
+from drivers.flood.device_types import published_metrics
 from drivers.simulation import FaultBoard, SimClock, SimulatorContext
 from hub.demo.fleet import DEFAULT_FLEET_FILE, read_secrets, register_fleet, secrets_path
 from hub.demo.fleet_city import sample_document
 from hub.demo.fleet_file import FleetFileError, load_fleet_file, parse_fleet
+from hub.registry_thresholds import STAGES
 from tests.conftest import MqttClientFactory, RunningStack
 
 KECAMATAN = {
@@ -327,3 +329,29 @@ def test_any_bytes_in_the_file_are_refused_in_one_line(data: bytes) -> None:
         with pytest.raises(FleetFileError) as caught:
             load_fleet_file(path)
     assert "\n" not in str(caught.value)
+
+
+def water_level_gauges(devices: list[Device]) -> list[Device]:
+    """The sample's flood devices that publish a water level (not rain gauges or pumps)."""
+    return [
+        d for d in devices if d.family == "flood" and "level_m" in published_metrics(d.device_type)
+    ]
+
+
+def test_every_sample_gauge_is_registered_with_four_rising_flood_stages(
+    service: RegistryService, database: RegistryDatabase, tmp_path: Path
+) -> None:
+    register_fleet(service, state_dir=tmp_path)
+    with database.session() as session:
+        gauges = water_level_gauges(list(session.scalars(select(Device))))
+        assert len(gauges) >= 40  # three or four a kecamatan
+        for gauge in gauges:
+            # The attributes the flood-stage rule and the Flood board read, in rising order.
+            stages = [float(gauge.tags[name]) for name in STAGES]
+            assert stages == sorted(set(stages)), f"{gauge.id}: stages {stages} do not rise"
+    entries = {d.id: d for d in load_fleet_file(DEFAULT_FLEET_FILE).devices}
+    for gauge in gauges:
+        params = entries[gauge.id].params
+        # Siaga 4 above ordinary high water (base, and the ~0.56 m spring tide at the coast).
+        high = float(params["base_m"]) + (0.56 if params.get("coastal") else 0.0)
+        assert float(gauge.tags["siaga4_m"]) > high, gauge.id
