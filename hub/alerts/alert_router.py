@@ -20,15 +20,19 @@ one (its alerts are still recorded).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from device_registry.directory import DeviceDirectory
+from device_registry.directory import DeviceDirectory, SnapshotDirectory
 from hub.alerts.alert_store import AlertRow, AlertStore, PageMaker
 from hub.alerts.rule_engine import AlertEvent
 from hub.alerts.rule_model import RuleError, Severity, seconds_of
+
+# The status reason of a camera whose NVR is down too (drivers/cctv/nvr_links.parent_cause).
+PARENT_CAUSE = re.compile(r"^parent NVR (\S+) unreachable: ")
 
 
 class _Strict(BaseModel):
@@ -156,20 +160,48 @@ def _title(alert: AlertRow, kind: str) -> str:
 class AlertRouter(PageMaker):
     """Turns events into pages, and runs escalations and repeats from the store."""
 
-    def __init__(self, routing: Routing, directory: DeviceDirectory | None = None) -> None:
+    def __init__(
+        self,
+        routing: Routing,
+        directory: DeviceDirectory | None = None,
+        *,
+        parent_hold_s: float = 120.0,
+    ) -> None:
         self.routing = routing
         self.directory = directory
+        self.parent_hold_s = parent_hold_s
+        self._by_parent: tuple[int, dict[str, list[str]]] = (-1, {})
 
-    def parent_of(self, device_id: str) -> str | None:
-        """The device's gateway in the registry: when it is down, the device's alerts join it."""
+    def parents_of(self, device_id: str) -> list[str]:
+        """The device's registry parent (a camera's NVR), then its gateway: when one is
+        down, the device's alerts join that one's incident."""
         record = self.directory.get(device_id) if self.directory is not None else None
-        return record.gateway_id if record is not None else None
+        if record is None:
+            return []
+        return list(dict.fromkeys(p for p in (record.parent_id, record.gateway_id) if p))
 
     def children_of(self, device_id: str) -> list[str]:
-        """The devices the registry assigns to this gateway."""
+        """The devices whose registry parent or gateway this device is."""
         if self.directory is None:
             return []
-        return [record.device_id for record in self.directory.devices_for_gateway(device_id)]
+        found = [record.device_id for record in self.directory.devices_for_gateway(device_id)]
+        generation = self.directory.generation
+        if self._by_parent[0] != generation and isinstance(self.directory, SnapshotDirectory):
+            by_parent: dict[str, list[str]] = {}
+            for record in self.directory.all():
+                if record.parent_id:
+                    by_parent.setdefault(record.parent_id, []).append(record.device_id)
+            self._by_parent = (generation, by_parent)
+        found.extend(self._by_parent[1].get(device_id, ()))
+        return list(dict.fromkeys(found))
+
+    def parent_hold_ms(self, event: AlertEvent, alert: AlertRow) -> int:
+        """A raise whose cause is its parent NVR (``parent NVR <id> unreachable: ...``,
+        drivers/cctv/nvr_links.py) waits ``parent_hold_s`` for the NVR's own alert."""
+        match = PARENT_CAUSE.match(event.cause)
+        if match is None or match.group(1) not in self.parents_of(alert.device_id):
+            return 0
+        return round(self.parent_hold_s * 1000)
 
     def in_maintenance(self, device_id: str) -> bool:
         """Whether the registry has the device in maintenance (it pages no one)."""

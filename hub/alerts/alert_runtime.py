@@ -93,7 +93,7 @@ def attach_alerts(
     clock = clock or SystemClock()
     rules = load_rule_files(list(cfg.rules))
     routing = load_routing(cfg.routing) if cfg.routing else Routing()
-    router = AlertRouter(routing, service.directory)
+    router = AlertRouter(routing, service.directory, parent_hold_s=cfg.parent_hold_s)
     database = alert_database(settings)
     store = AlertStore(database)
     engine = RuleEngine(rules, service.directory, clock)

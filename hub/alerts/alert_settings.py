@@ -36,6 +36,8 @@ class AlertSettings(BaseModel):
         default_factory=list, description="e.g. http://127.0.0.1:9093 ; empty: no output."
     )
     alertmanager_interval_s: float = Field(default=60.0, gt=0)
+    # A camera offline because its parent NVR is down waits this long for the NVR's alert.
+    parent_hold_s: float = Field(default=120.0, ge=0)
 
     @field_validator("rules", "alertmanager_urls", mode="before")
     @classmethod

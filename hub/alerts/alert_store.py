@@ -280,24 +280,22 @@ class AlertStore:
         if page is not None and instance:
             alert = self._alert(db, event.key)
             if alert is not None and event.kind == "raise":
-                parent = self._firing_parent(db, page.parent_of(alert.device_id))
-                if parent is not None:
-                    # Its parent (gateway) is down: one incident on the parent, no page.
-                    db.execute(
-                        "INSERT OR IGNORE INTO incident_children VALUES (?, ?, ?, ?, ?)",
-                        (parent.key, parent.instance, alert.key, alert.instance, event.time_ms),
-                    )
+                for parent_id in page.parents_of(alert.device_id):
+                    parent = self._firing_parent(db, parent_id)
+                    if parent is not None:
+                        # Its parent (NVR, gateway) is down: one incident on it, no page.
+                        self._join(db, parent, alert, event.time_ms)
+                        break
                 # Devices behind it that failed first join its incident (no more repeats).
                 for child_id in page.children_of(alert.device_id):
                     child = self._firing_parent(db, child_id)
                     if child is not None:
-                        db.execute(
-                            "INSERT OR IGNORE INTO incident_children VALUES (?, ?, ?, ?, ?)",
-                            (alert.key, alert.instance, child.key, child.instance, event.time_ms),
-                        )
+                        self._join(db, alert, child, event.time_ms)
             if alert is not None and not self._is_child(db, alert):
                 targets = page.pages(event, alert, self._silenced(db, alert, now_ms))
                 when = page.send_after(alert, now_ms) if targets else now_ms
+                # The agent says its parent is down: wait for the parent's alert to join it.
+                when = max(when, now_ms + page.parent_hold_ms(event, alert))
                 for target, title in targets:
                     self._queue_page(
                         db, event_id, alert, event.kind, target, title, event.message, now_ms, when
@@ -323,6 +321,20 @@ class AlertStore:
             (event_id, alert.key, alert.instance, kind, target, title, body, due, now_ms),
         )
         db.execute("UPDATE alerts SET last_page_ms = ? WHERE key = ?", (now_ms, alert.key))
+
+    @staticmethod
+    def _join(db: sqlite3.Connection, parent: AlertRow, child: AlertRow, time_ms: int) -> None:
+        """The child's alert joins the parent's incident; its held pages are dropped."""
+        db.execute(
+            "INSERT OR IGNORE INTO incident_children VALUES (?, ?, ?, ?, ?)",
+            (parent.key, parent.instance, child.key, child.instance, time_ms),
+        )
+        # Held (waiting for the parent, or quiet hours), never tried: the parent pages now.
+        db.execute(
+            "UPDATE outbox SET state = 'cancelled' WHERE key = ? AND instance = ? "
+            "AND state = 'pending' AND attempts = 0 AND next_try_ms > ?",
+            (child.key, child.instance, time_ms),
+        )
 
     @staticmethod
     def _firing_parent(db: sqlite3.Connection, parent_id: str | None) -> AlertRow | None:
@@ -599,9 +611,13 @@ class PageMaker:
         """When the alert's pages may go (quiet hours defer non-critical ones)."""
         return now_ms
 
-    def parent_of(self, device_id: str) -> str | None:
-        """The device's parent in the registry's topology (its gateway), if any."""
-        return None
+    def parents_of(self, device_id: str) -> list[str]:
+        """The device's parents in the registry's topology (its NVR, its gateway)."""
+        return []
+
+    def parent_hold_ms(self, event: AlertEvent, alert: AlertRow) -> int:
+        """How long a raise waits for its parent's alert when its cause names the parent."""
+        return 0
 
     def children_of(self, device_id: str) -> list[str]:
         """The devices behind this one in the registry's topology."""

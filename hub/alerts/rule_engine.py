@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +64,7 @@ class AlertEvent:
     kecamatan: str
     team: str
     flapping: bool = False
+    cause: str = ""  # an offline status's reason, e.g. "parent NVR nvr-1 unreachable: ..."
 
 
 @dataclass(slots=True)
@@ -390,6 +391,8 @@ class RuleEngine:
             events.extend(
                 self._step(compiled, key, change.device_id, track, target, change.time_ms)
             )
+        if not change.online and change.reason:
+            events = [replace(event, cause=change.reason) for event in events]
         return events
 
     def _evaluate(
