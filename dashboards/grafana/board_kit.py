@@ -97,6 +97,15 @@ def family_variable() -> dash.QueryVariable:
     return _multi("family", "Family", 'SHOW TAG VALUES FROM "device_status" WITH KEY = "family"')
 
 
+def tag_variable(
+    name: str, label: str, measurement: str, key: str, narrowed_by: str = KECAMATAN
+) -> dash.QueryVariable:
+    """A multi-value filter over one tag's values in one measurement."""
+    return _multi(
+        name, label, f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "{key}" WHERE {narrowed_by}'
+    )
+
+
 def device_variable(measurement: str, narrowed_by: str = KECAMATAN) -> dash.QueryVariable:
     """Device filter for one measurement, narrowed by another variable (kecamatan)."""
     return _multi(

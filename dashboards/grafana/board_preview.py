@@ -147,8 +147,40 @@ def _style(ax: Axes) -> None:
     ax.grid(color=GRID, linewidth=0.5)
 
 
+def _config_from_data(
+    panel: Mapping[str, Any], results: Sequence[PanelResult]
+) -> tuple[Sequence[PanelResult], list[tuple[float | None, str]]]:
+    """Grafana's "Config from query results": the config query's values become threshold
+    steps (colours from the panel's own steps, in order) and it is not drawn as a series."""
+    steps = _steps(panel)
+    for transform in panel.get("transformations") or []:
+        if transform.get("id") != "configFromData":
+            continue
+        options = transform.get("options", {})
+        ref = options.get("configRefId")
+        fields = [
+            m["fieldName"]
+            for m in options.get("mappings", [])
+            if m.get("handlerKey") == "threshold1"
+        ]
+        config = [r for r in results if r.target.get("refId") == ref]
+        found: list[float] = []
+        for result in config:
+            for series in result.series[:1]:
+                row = series.values[-1] if series.values else []
+                for name in fields:
+                    value = row[series.columns.index(name)] if name in series.columns else None
+                    if isinstance(value, int | float):
+                        found.append(float(value))
+        colours = [c for _v, c in steps[1:]] or [COLOURS["red"]]
+        steps = steps[:1] + [(v, colours[min(i, len(colours) - 1)]) for i, v in enumerate(found)]
+        results = [r for r in results if r.target.get("refId") != ref]
+    return results, steps
+
+
 def _draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: Sequence[PanelResult]) -> None:
     _style(ax)
+    results, steps = _config_from_data(panel, results)
     unit = _unit(panel)
     custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
     bars = custom.get("drawStyle")
@@ -179,8 +211,8 @@ def _draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: Sequence[Panel
         else:
             ax.plot(xs, ys, color=colour, linewidth=1.4, label=label)
         drawn += 1
-    for limit, colour in _steps(panel):
-        if limit is not None and len(_steps(panel)) > 1:
+    for limit, colour in steps:
+        if limit is not None and len(steps) > 1:
             ax.axhline(limit, color=colour, linestyle="--", linewidth=1.0)
     ax.xaxis.set_major_formatter(_date_format("%H:%M\n%d %b"))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: _format(v, unit)))

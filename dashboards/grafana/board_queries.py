@@ -134,11 +134,20 @@ def run_board(
 ) -> Iterator[PanelResult]:
     """Each target of the board, filled and run."""
     values, all_values = variable_values(board, client, database, time_range, selection)
+    first: dict[str, str | Sequence[str]] = {}
     for panel, target in board_targets(board):
         minimum = duration_ms(str(panel["interval"])) if panel.get("interval") else MIN_INTERVAL_MS
+        panel_values = values
+        repeat = panel.get("repeat")
+        if repeat and values.get(repeat) == ALL:
+            # Grafana draws a repeated panel once per value, each with that value alone:
+            # run its first copy, as the board shows it first.
+            if repeat not in first:
+                first[repeat] = _first_value(board, repeat, client, database, time_range, values)
+            panel_values = {**values, repeat: first[repeat]}
         statement = Interpolator(
             time_range=time_range,
-            values=values,
+            values=panel_values,
             all_values=all_values,
             min_interval_ms=minimum,
         ).fill(str(target["query"]))
@@ -153,6 +162,32 @@ def run_board(
             elapsed_ms=elapsed,
             expected_columns=select_columns(str(target["query"])),
         )
+
+
+def _first_value(
+    board: Mapping[str, Any],
+    name: str,
+    client: QueryClient,
+    database: str,
+    time_range: TimeRange,
+    values: Mapping[str, str | Sequence[str]],
+) -> list[str]:
+    """The first value (alphabetically, as the variables sort) of a query variable."""
+    (variable,) = [v for v in board_variables(board) if v["name"] == name]
+    all_values = {
+        str(v["name"]): str(v["allValue"])
+        for v in board_variables(board)
+        if v.get("allValue") is not None
+    }
+    statement = Interpolator(time_range=time_range, values=values, all_values=all_values).fill(
+        str(variable["query"])
+    )
+    found = sorted(
+        str(row[1]) for s in client.query(statement, database=database) for row in s.values
+    )
+    if not found:
+        raise LookupError(f"repeat variable {name} has no value: {statement}")
+    return found[:1]
 
 
 def variable_statements(

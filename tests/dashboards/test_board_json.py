@@ -51,10 +51,10 @@ def test_every_board_has_variables_annotation_and_our_datasource() -> None:
 
 def test_each_gauge_is_drawn_against_its_registry_stages() -> None:
     flood = load_boards()["kotahub-flood"]
-    panel = next(p for p in flood["panels"] if p.get("title") == "Level and stages: $device")
-    assert panel["repeat"] == "device"  # one panel per gauge, so each has its own lines
+    panel = next(p for p in flood["panels"] if p.get("title") == "Level and stages: $gauge")
+    assert panel["repeat"] == "gauge"  # one panel per gauge, so each has its own lines
     level, stages = panel["targets"]
-    assert '"device_id" =~ /^$device$/' in level["query"]
+    assert '"device_id" =~ /^$gauge$/' in level["query"]
     assert 'FROM "flood_threshold"' in stages["query"]
     assert "$timeFilter" not in stages["query"]  # written on change only: the newest counts
     (config,) = panel["transformations"]

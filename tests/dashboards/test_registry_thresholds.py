@@ -88,7 +88,7 @@ def test_a_stage_changed_in_the_registry_is_written_again(
     # The Flood board's own queries, filled as Grafana fills them, see the new stage.
     for title, device in (
         ("Stages per gauge (registry)", ALL),
-        ("Level and stages: $device", ["g-1"]),
+        ("Level and stages: $gauge", ["g-1"]),
     ):
         rows = _panel_rows(running_stack.influx, database, title, device)
         assert {r["device_id"]: r["siaga1_m"] for r in rows}["g-1"] == 3.1, title
@@ -108,7 +108,7 @@ def _panel_rows(
     now_ms = int(time.time() * 1000)
     statement = Interpolator(
         time_range=TimeRange(from_ms=now_ms - 3_600_000, to_ms=now_ms),
-        values={"kecamatan": ALL, "device": device},
+        values={"kecamatan": ALL, "device": ALL, "gauge": device},
         all_values=all_values,
     ).fill(str(target["query"]))
     return influx.rows(statement, database=database)

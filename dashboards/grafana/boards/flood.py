@@ -22,6 +22,7 @@ from dashboards.grafana.board_kit import (
     section,
     series,
     single,
+    tag_variable,
 )
 from dashboards.grafana.city_figures import DEFAULT_STAGE, CityFigures
 from dashboards.grafana.influxql_query import InfluxQL
@@ -32,6 +33,7 @@ STAGES = ("siaga4_m", "siaga3_m", "siaga2_m", "siaga1_m")
 
 UID = "kotahub-flood"
 WHERE = f"{KECAMATAN} AND {DEVICE}"
+GAUGE = '"device_id" =~ /^$gauge$/'
 
 
 def _stages_query(where: str) -> InfluxQL:
@@ -65,6 +67,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
         .with_variable(rollup_variable())
         .with_variable(kecamatan_variable())
         .with_variable(device_variable("flood"))
+        # The gauges with stages in the registry: one repeated panel each below.
+        .with_variable(tag_variable("gauge", "Gauge", MEASUREMENT, "device_id"))
         .with_row(section("Water levels"))
         .with_panel(
             series(
@@ -109,13 +113,13 @@ def build(figures: CityFigures) -> dash.Dashboard:
         )
         .with_panel(
             series(
-                "Level and stages: $device",
+                "Level and stages: $gauge",
                 InfluxQL(
                     'SELECT mean("level_m") AS "level_m" FROM '
-                    f"{rollup('flood')} WHERE {DEVICE} AND $timeFilter "
+                    f"{rollup('flood')} WHERE {GAUGE} AND $timeFilter "
                     "GROUP BY time($__interval) fill(none)"
-                ).alias("$device"),
-                _stages_query(DEVICE).table(),
+                ).alias("$gauge"),
+                _stages_query(GAUGE).table(),
                 unit="lengthm",
                 w=8,
                 h=7,
@@ -123,7 +127,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 description="One panel per selected gauge; its Siaga 4 to Siaga 1 lines are "
                 "the gauge's registry attributes (query B, Config from query results).",
             )
-            .repeat("device")
+            .repeat("gauge")
             .repeat_direction("h")
             .max_per_row(3)
             .with_transformation(_stages_from_registry())
