@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kotahub-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the stack and the tests run for real.
-APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium rabbitmq-server snmpd snmp ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly prometheus
+APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium rabbitmq-server snmpd snmp ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly prometheus prometheus-alertmanager
 
 .PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-ota bench-registry bench-ingest bench-alerts bench-faults bench-wal bench-snmp bench-cctv bench-queries previews bench-city
 
