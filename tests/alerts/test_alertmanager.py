@@ -20,11 +20,22 @@ from hub.alerts.maintenance import add_window
 from hub.alerts.rule_engine import RuleEngine
 from hub.alerts.rule_model import parse_rules
 from hub.ingest.device_status import StatusChange
+from hub.ingest.wal_consumers import Reading
 from hub.ingest.write_ahead_log import WalPosition
 from tests.alerts.alertmanager_server import RunningAlertmanager, alertmanager
 from tests.alerts.receivers import WebhookReceiver, webhook_receiver
 
 RULES = "rules:\n  - {id: pump-offline, kind: absence, offline: true, severity: critical}\n"
+STAGES = """
+rules:
+  - id: flood-stage
+    kind: stages
+    metric: level_m
+    direction: above
+    stages:
+      - {name: Siaga 3, severity: warning, threshold: 2.5}
+      - {name: Siaga 1, severity: critical, threshold: 3.5}
+"""
 KECAMATAN = {"p1": "Genuk", "p2": "Genuk", "p3": "Tugu"}
 
 
@@ -168,3 +179,22 @@ def test_a_device_in_a_maintenance_window_is_not_posted(
     hub.push()
     assert _by_group(webhook.wait_for(1)) == {"Genuk": [("p1", "firing")]}
     assert {a["labels"]["device_id"] for a in am.alerts()} == {"p1"}
+
+
+def test_a_stage_that_changes_the_severity_ends_the_old_alert_in_alertmanager(
+    setup: tuple[Hub, RunningAlertmanager, WebhookReceiver],
+) -> None:
+    hub, am, _webhook = setup
+    defaults, rules = parse_rules(STAGES, "stages.yaml")
+    directory = SnapshotDirectory(
+        [DeviceRecord(device_id="g1", family="flood", device_type="gauge")]
+    )
+    engine = RuleEngine([(defaults, r) for r in rules], directory, clock=hub.clock)
+    consumer = AlertConsumer(engine, hub.store, hub.clock)
+    for offset, level in enumerate((2.6, 3.6), start=1000):
+        reading = Reading("g1", "flood", "telemetry", {}, {"level_m": level}, hub.clock.now_ms())
+        consumer.consume([reading], WalPosition(1, offset))
+        hub.push()
+        hub.clock.advance(0.01)
+    held = [(a["labels"]["severity"], a["annotations"]["stage"]) for a in am.alerts()]
+    assert held == [("critical", "Siaga 1")]
