@@ -24,6 +24,7 @@ from hub.ingest.wal_consumers import Reading
 from hub.ingest.write_ahead_log import WalPosition
 from tests.alerts.alertmanager_server import RunningAlertmanager, alertmanager
 from tests.alerts.receivers import WebhookReceiver, webhook_receiver
+from tests.conftest import free_port
 
 RULES = "rules:\n  - {id: pump-offline, kind: absence, offline: true, severity: critical}\n"
 STAGES = """
@@ -198,3 +199,20 @@ def test_a_stage_that_changes_the_severity_ends_the_old_alert_in_alertmanager(
         hub.clock.advance(0.01)
     held = [(a["labels"]["severity"], a["annotations"]["stage"]) for a in am.alerts()]
     assert held == [("critical", "Siaga 1")]
+
+
+def test_an_alertmanager_that_does_not_answer_is_retried_and_the_others_still_get_alerts(
+    setup: tuple[Hub, RunningAlertmanager, WebhookReceiver],
+) -> None:
+    hub, am, _webhook = setup
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    output = AlertmanagerOutput([dead, am.url], hub.output.database, hub.clock)
+    hub.status("p1", online=False)
+    with httpx.Client(timeout=5) as client:
+        assert output.push(hub.store, client) == 1
+        assert output.failures == 1
+        hub.status("p1", online=True)
+        assert output.push(hub.store, client) == 1
+        # The dead one was never told p1 fired: nothing to end there; the live one ended it.
+        assert output.body(hub.store, dead, hub.clock.now_ms())[0] == []
+    assert am.alerts() == []
