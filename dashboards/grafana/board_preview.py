@@ -106,8 +106,19 @@ def _format(value: Any, unit: str, decimals: int | None = None) -> str:
     return f"{value:,.{places}f}{UNIT_SUFFIX.get(unit, '')}"
 
 
+def _title(panel: Mapping[str, Any], results: Sequence[PanelResult]) -> str:
+    """The panel's title; a repeated panel's copy names its value, as Grafana's does."""
+    text = str(panel.get("title", ""))
+    for result in results[:1]:
+        if result.repeated:
+            text = text.replace(f"${result.repeated[0]}", result.repeated[1])
+    return text
+
+
 def _label(result: PanelResult, series_tags: Mapping[str, str], column: str) -> str:
     alias = str(result.target.get("alias") or "")
+    if result.repeated:
+        alias = alias.replace(f"${result.repeated[0]}", result.repeated[1])
     if alias:
         text = alias
         for key, value in series_tags.items():
@@ -547,7 +558,7 @@ def render_board(
         figure.text(
             left,
             1 - (top - 0.08) / height_in,
-            str(panel.get("title", "")),
+            _title(panel, by_panel.get(id(panel), [])),
             color=TEXT,
             fontsize=9,
             weight="bold",

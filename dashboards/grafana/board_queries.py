@@ -79,6 +79,8 @@ class PanelResult:
     series: list[SeriesLike]
     elapsed_ms: float
     expected_columns: list[str] = field(default_factory=list)
+    # A repeated panel's copy: its variable and the value it was run with.
+    repeated: tuple[str, str] | None = None
 
     def problems(self) -> list[str]:
         """Why this answer would show an empty or broken panel; empty when it is fine."""
@@ -138,6 +140,7 @@ def run_board(
     for panel, target in board_targets(board):
         minimum = duration_ms(str(panel["interval"])) if panel.get("interval") else MIN_INTERVAL_MS
         panel_values = values
+        repeated: tuple[str, str] | None = None
         repeat = panel.get("repeat")
         if repeat and values.get(repeat) == ALL:
             # Grafana draws a repeated panel once per value, each with that value alone:
@@ -145,6 +148,7 @@ def run_board(
             if repeat not in first:
                 first[repeat] = _first_value(board, repeat, client, database, time_range, values)
             panel_values = {**values, repeat: first[repeat]}
+            repeated = (str(repeat), str(first[repeat][0]))
         statement = Interpolator(
             time_range=time_range,
             values=panel_values,
@@ -161,6 +165,7 @@ def run_board(
             series=series,
             elapsed_ms=elapsed,
             expected_columns=select_columns(str(target["query"])),
+            repeated=repeated,
         )
 
 

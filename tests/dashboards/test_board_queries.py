@@ -187,3 +187,16 @@ def test_all_with_custom_value_is_not_escaped() -> None:
     assert fill('"kecamatan" =~ /^$kecamatan$/ AND $timeFilter') == (
         '"kecamatan" =~ /^.*$/ AND time >= 0ms and time <= 3600000ms'
     )
+
+
+def test_a_repeated_panel_runs_as_its_first_copy(city_db: CityDb) -> None:
+    flood = load_boards()["kotahub-flood"]
+    results = [
+        r
+        for r in run_board(flood, city_db.stack.influx, city_db.name, _ranges(city_db)["6h"])
+        if r.panel.get("repeat") == "gauge"
+    ]
+    assert results
+    assert {r.repeated for r in results} == {("gauge", "smg-gauge-000")}
+    stages = next(r for r in results if "flood_threshold" in r.statement)
+    assert [s.tags["device_id"] for s in stages.series] == ["smg-gauge-000"]
