@@ -28,7 +28,7 @@ from typing import Any, Literal
 from device_registry.family_types import declared_type, driver_families
 from device_registry.fleet_registration import FleetPlan, FleetRegistration
 from device_registry.fleet_registration import register_fleet as register_plan
-from device_registry.registry_service import RegistryService
+from device_registry.registry_service import RegistryService, speaks_mqtt_itself
 from device_registry.schemas import DeviceCreate, DeviceTypeCreate, SiteCreate, TeamCreate
 from drivers.framework import DriverFamily
 from drivers.simulation import (
@@ -133,10 +133,22 @@ def _prefer_real_types(
     ]
 
 
-def family_publishes_itself(family: str, families: Mapping[str, DriverFamily]) -> bool:
-    """A family whose driver neither polls nor listens: its devices publish MQTT themselves."""
+def reports_without_gateway(
+    family: str, device_type: str, families: Mapping[str, DriverFamily]
+) -> bool:
+    """Whether a device of this declared type speaks MQTT itself, so no gateway serves it.
+
+    The registry's rule (``speaks_mqtt_itself`` on the type's protocol) decides, the same
+    one that gives such a device a broker identity of its own: one source of truth.
+    """
     known = families.get(family)
-    return known is not None and known.create_poller is None and known.create_stream is None
+    if known is None:
+        return False
+    try:
+        spec = known.device_type(device_type)
+    except KeyError:
+        return False  # not declared: the fleet's type check reports it in one line
+    return speaks_mqtt_itself(spec.protocol)
 
 
 def secrets_path(state_dir: Path) -> Path:
@@ -182,7 +194,9 @@ def simulated_devices(
     def gateway_of(d: Any) -> str | None:
         if d.device_type in STAND_IN_TYPES:
             return stand_in_gateway(gateways[d.kecamatan])
-        return None if family_publishes_itself(d.family, families) else gateways[d.kecamatan]
+        if reports_without_gateway(d.family, d.device_type, families):
+            return None
+        return gateways[d.kecamatan]
 
     devices = [
         SimulatedDevice(

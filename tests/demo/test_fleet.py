@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import json
 import stat
 import tempfile
@@ -19,13 +20,21 @@ from sqlalchemy import func, select
 
 from device_registry.database import RegistryDatabase, open_database
 from device_registry.errors import RegistryError
-from device_registry.models import Device, MqttIdentity
+from device_registry.family_types import driver_families
+from device_registry.identity_planning import identity_spec
+from device_registry.models import Device, DeviceType, MqttIdentity
 from device_registry.mqtt_identities import BrokerAdmin, DynamicSecurityClient, DynsecIdentities
-from device_registry.registry_service import RegistryService
+from device_registry.registry_service import RegistryService, speaks_mqtt_itself
 from drivers.contract import device_topic
 from drivers.flood.device_types import published_metrics
 from drivers.simulation import FaultBoard, SimClock, SimulatorContext
-from hub.demo.fleet import DEFAULT_FLEET_FILE, read_secrets, register_fleet, secrets_path
+from hub.demo.fleet import (
+    DEFAULT_FLEET_FILE,
+    read_secrets,
+    register_fleet,
+    reports_without_gateway,
+    secrets_path,
+)
 from hub.demo.fleet_city import sample_document
 from hub.demo.fleet_file import FleetFileError, load_fleet_file, parse_fleet
 from hub.registry_thresholds import STAGES
@@ -355,3 +364,34 @@ def test_every_sample_gauge_is_registered_with_four_rising_flood_stages(
         # Siaga 4 above ordinary high water (base, and the ~0.56 m spring tide at the coast).
         high = float(params["base_m"]) + (0.56 if params.get("coastal") else 0.0)
         assert float(gauge.tags["siaga4_m"]) > high, gauge.id
+
+
+def test_a_device_reports_without_gateway_exactly_when_the_registry_gives_it_an_identity(
+    service: RegistryService, database: RegistryDatabase, tmp_path: Path
+) -> None:
+    register_fleet(service, state_dir=tmp_path)
+    with database.session() as session:
+        types = {t.name: t for t in session.scalars(select(DeviceType))}
+        devices = [
+            d for d in session.scalars(select(Device)) if not types[d.device_type].is_gateway
+        ]
+        # What the registry decides per device: a broker identity of its own, or none.
+        own_identity = {d.id: identity_spec(d, types[d.device_type]) is not None for d in devices}
+    assert any(d.gateway_id is None for d in devices)  # the vehicles
+    assert any(d.gateway_id is not None for d in devices)
+    for device in devices:
+        itself = speaks_mqtt_itself(types[device.device_type].protocol)
+        assert (device.gateway_id is None) == itself, device.id
+        assert own_identity[device.id] == itself, device.id
+
+
+def test_the_registry_s_protocol_rule_decides_not_the_family_s_driver() -> None:
+    families = driver_families()
+    flood = families["flood"]  # a polled family: the old per-family rule said "gateway"
+    native = dataclasses.replace(flood.device_types[0], name="mqtt_level", protocol="mqtt_level")
+    changed = {**families, "flood": dataclasses.replace(flood, device_types=(native,))}
+    assert reports_without_gateway("flood", "mqtt_level", changed)
+    assert not reports_without_gateway("flood", flood.device_types[0].name, families)
+    assert reports_without_gateway("gps", "gps_tracker", families)
+    assert not reports_without_gateway("flood", "no_such_type", families)
+    assert not reports_without_gateway("no_such_family", "gps_tracker", families)
