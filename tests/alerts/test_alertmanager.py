@@ -216,3 +216,28 @@ def test_an_alertmanager_that_does_not_answer_is_retried_and_the_others_still_ge
         # The dead one was never told p1 fired: nothing to end there; the live one ended it.
         assert output.body(hub.store, dead, hub.clock.now_ms())[0] == []
     assert am.alerts() == []
+
+
+def test_an_incident_is_one_alert_in_alertmanager_naming_its_children(
+    setup: tuple[Hub, RunningAlertmanager, WebhookReceiver],
+) -> None:
+    hub, am, _webhook = setup
+    records = [
+        DeviceRecord(device_id="nvr1", family="flood", device_type="nvr"),
+        *(
+            DeviceRecord(device_id=c, family="flood", device_type="cam", parent_id="nvr1")
+            for c in ("c1", "c2")
+        ),
+    ]
+    directory = SnapshotDirectory(records)
+    defaults, rules = parse_rules(RULES, "rules.yaml")
+    engine = RuleEngine([(defaults, r) for r in rules], directory, clock=hub.clock)
+    consumer = AlertConsumer(engine, hub.store, hub.clock, pages=AlertRouter(Routing(), directory))
+    for offset, device in enumerate(("c1", "nvr1", "c2"), start=1000):
+        change = StatusChange(device, "flood", False, "silent", hub.clock.now_ms(), ())
+        consumer.consume([change], WalPosition(1, offset))
+        hub.clock.advance(0.01)
+    hub.push()
+    (held,) = am.alerts()
+    assert held["labels"]["device_id"] == "nvr1"
+    assert held["annotations"]["incident_children"] == "c1, c2"
