@@ -258,7 +258,10 @@ async def netsnmp_cycle(
             process = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
             )
-            failures += (await process.wait()) != 0
+            # Awaited first: `failures += await ...` reads failures before the await, so
+            # concurrent reads would each add to the same stale count.
+            code = await process.wait()
+        failures += code != 0
 
     started = time.monotonic()
     await asyncio.gather(*(read(kind, port) for kind, _s, port in targets))

@@ -39,3 +39,6 @@ def test_snmp_bench_quick_ends_with_its_json_line() -> None:
     assert "22 (1)" in table
     failed = next(line for line in lines if line.startswith("failed targets"))
     assert failed.split()[-2:] == ["1", "1"]
+    # Through the agent and the broker, every answering target delivered each cycle.
+    late = next(line for line in lines if line.startswith("answering targets late"))
+    assert late.split()[-1] == "0"
