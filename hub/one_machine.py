@@ -301,6 +301,10 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
 
     # Campaigns started with --background run here, no terminal held open.
     campaigns = start_campaign_daemon(settings, password)
+    from hub.registry_thresholds import start_threshold_writer
+
+    # The gauges' registry stages as points the Flood board draws (docs/grafana.md).
+    thresholds = start_threshold_writer(settings, ingest_directory)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(status_sink.run(stop), name="status-to-registry")
@@ -330,6 +334,8 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await asyncio.to_thread(campaigns.stop)
+        if thresholds is not None:
+            await asyncio.to_thread(thresholds.stop)
         await asyncio.to_thread(ingest.stop)
         if alerts is not None:
             await asyncio.to_thread(alerts.stop)

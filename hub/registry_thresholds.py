@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 
-from device_registry.directory import DeviceRecord, SnapshotDirectory
+from device_registry.directory import DeviceDirectory, DeviceRecord, SnapshotDirectory
 from hub.alerts.rule_engine import attribute_of
 from hub.ingest.line_protocol import format_line
 from hub.settings import Settings
@@ -168,6 +168,15 @@ class ThresholdThread:
             self._thread.join(timeout=10)
 
 
-def start_threshold_writer(settings: Settings, directory: SnapshotDirectory) -> ThresholdThread:
-    """The hub's thresholds writer over its directory (which the hub refreshes itself)."""
+def start_threshold_writer(
+    settings: Settings, directory: DeviceDirectory
+) -> ThresholdThread | None:
+    """The hub's thresholds writer over its directory (which the hub refreshes itself).
+
+    None where it cannot run: InfluxDB's v2 API (no v1 ``/write``), or a directory that
+    cannot list its devices.
+    """
+    if settings.influx.api != "v1" or not isinstance(directory, SnapshotDirectory):
+        log.info("flood thresholds not written to InfluxDB (needs influx.api = v1)")
+        return None
     return ThresholdThread(ThresholdWriter(directory, influx_writer(settings))).start()

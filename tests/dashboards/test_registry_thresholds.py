@@ -21,7 +21,12 @@ from device_registry.database_directory import DatabaseDeviceDirectory
 from device_registry.registry_service import RegistryService
 from device_registry.schemas import DeviceCreate, DeviceUpdate
 from hub.influxql import InfluxQL
-from hub.registry_thresholds import MEASUREMENT, ThresholdWriter, influx_writer
+from hub.registry_thresholds import (
+    MEASUREMENT,
+    ThresholdWriter,
+    influx_writer,
+    start_threshold_writer,
+)
 from hub.settings import Settings
 from tests.conftest import RunningStack
 from tests.registry.conftest import seed_catalog
@@ -131,3 +136,23 @@ def test_a_failed_write_is_retried_on_the_next_sync(service: RegistryService) ->
     assert writer.sync() == 2
     assert [line.split(",", 1)[0] for line in batches[0]] == [MEASUREMENT, MEASUREMENT]
     assert "siaga1_m=2.4" in batches[0][0]
+
+
+def test_the_hub_thread_writes_on_start_and_stops(
+    service: RegistryService, test_settings: Settings, running_stack: RunningStack
+) -> None:
+    thread = start_threshold_writer(test_settings, DatabaseDeviceDirectory(service.database))
+    assert thread is not None
+    try:
+        deadline = time.monotonic() + 10
+        found: dict[str, dict[str, float]] = {}
+        while time.monotonic() < deadline and len(found) < 2:
+            found = _stages(running_stack.influx, test_settings.influx.database)
+            time.sleep(0.2)
+        assert set(found) == {"g-1", "g-2"}
+    finally:
+        thread.stop()
+    v2 = test_settings.model_copy(
+        update={"influx": test_settings.influx.model_copy(update={"api": "v2"})}
+    )
+    assert start_threshold_writer(v2, DatabaseDeviceDirectory(service.database)) is None
