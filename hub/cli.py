@@ -12,39 +12,69 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from device_registry import cli as registry_cli
+from device_registry import cli_runtime as registry_runtime
 from device_registry.errors import CredentialsError
 from firmware_tools import cli as firmware_cli
-from hub.alerts.cli import alerts_app
 from hub.backup import BackupError, Summary, backup, restore
-from hub.dashboards_cli import dashboards_app
-from hub.demo.cli import demo_app
-from hub.influx_cli import influx_app
+from hub.cli_lazy import LazyGroup, lazy_group_class
 from hub.local_stack import LocalStack, StackError, broker_admin, mqtt_password
 from hub.service_probes import probe_services
 from hub.settings import ConfigError, Settings, load_settings, redacted
+
+
+def _install_firmware_commands() -> None:
+    """Campaigns and provisioning join ``kotahub firmware`` once that group is loaded."""
+    from firmware_tools.campaign_cli import set_campaign_runtime_loader
+    from firmware_tools.provisioning_cli import set_provisioning_runtime_loader
+
+    firmware_cli.add_subcommands()
+    set_campaign_runtime_loader(_campaign_runtime)
+    set_provisioning_runtime_loader(_provisioning_runtime)
+
+
+# Imported on first use (SQLAlchemy, the alert engine, HTTP clients): `kotahub --help` and
+# `kotahub stack up` do not wait for them. Help lines as the groups' own (tests/hub checks).
+_REGISTRY = "device_registry.cli"
+LAZY_GROUPS = {
+    "devices": LazyGroup(_REGISTRY, "devices_app", "Register, find, change and retire devices."),
+    "teams": LazyGroup(_REGISTRY, "teams_app", "Field teams, their members and contact channels."),
+    "sites": LazyGroup(_REGISTRY, "sites_app", "Sites."),
+    "registry": LazyGroup(
+        _REGISTRY, "registry_app", "The registry service, device types and API tokens."
+    ),
+    "firmware": LazyGroup(
+        "firmware_tools.cli",
+        "firmware_app",
+        "Firmware images: signing key, signed images, the hub's image store.",
+        on_load=lambda: _install_firmware_commands(),
+    ),
+    "alerts": LazyGroup(
+        "hub.alerts.cli", "alerts_app", "List, acknowledge, resolve and silence alerts."
+    ),
+    "influx": LazyGroup(
+        "hub.influx_cli", "influx_app", "Prepare InfluxDB: retention policies and rollups."
+    ),
+    "dashboards": LazyGroup("hub.dashboards_cli", "dashboards_app", "Grafana boards: upload them."),
+    "demo": LazyGroup(
+        "hub.demo.cli",
+        "demo_app",
+        "A simulated Semarang: stack, fleet, simulators, agents, hub and a live summary.",
+    ),
+}
 
 app = typer.Typer(
     name="kotahub",
     help="Kotahub: an IoT sensor and device hub for cities.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=lazy_group_class(LAZY_GROUPS),
 )
 stack_app = typer.Typer(help="Run the local Mosquitto and InfluxDB.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 hub_app = typer.Typer(help="Run the hub (MQTT ingest to InfluxDB).", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(config_app, name="config")
-app.add_typer(registry_cli.devices_app, name="devices")
-app.add_typer(registry_cli.teams_app, name="teams")
-app.add_typer(registry_cli.sites_app, name="sites")
-app.add_typer(registry_cli.registry_app, name="registry")
 app.add_typer(hub_app, name="hub")
-app.add_typer(firmware_cli.firmware_app, name="firmware")
-app.add_typer(alerts_app, name="alerts")
-app.add_typer(influx_app, name="influx")
-app.add_typer(dashboards_app, name="dashboards")
-app.add_typer(demo_app, name="demo")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,7 +102,7 @@ def settings_or_exit(config: Path | None) -> Settings:
 
 def _registry_runtime(
     config: Path | None, *, with_broker: bool = True
-) -> registry_cli.RegistryRuntime:
+) -> registry_runtime.RegistryRuntime:
     """Registry commands: database URL and (if needed) broker login from the settings."""
     settings = settings_or_exit(config)
     registry = settings.registry
@@ -87,7 +117,7 @@ def _registry_runtime(
             raise typer.Exit(2) from err
         # TLS and the CA when mqtt.tls is set, else the loopback plain port.
         broker = broker_admin(settings, password)
-    return registry_cli.RegistryRuntime(
+    return registry_runtime.RegistryRuntime(
         database_url=registry.resolved_database_url(settings.state_dir),
         broker=broker,
         dynsec_batch=registry.dynsec_batch,
@@ -100,7 +130,7 @@ def _registry_runtime(
     )
 
 
-registry_cli.set_runtime_loader(_registry_runtime)
+registry_runtime.set_runtime_loader(_registry_runtime)
 
 
 def _firmware_runtime(config: Path | None) -> firmware_cli.FirmwareRuntime:
@@ -159,18 +189,6 @@ def _provisioning_runtime(config: Path | None) -> Any:
         mqtt_port=mq.resolved_tls_port if mq.tls else mq.port,
         mqtt_tls=mq.tls,
     )
-
-
-def _install_firmware_commands() -> None:
-    from firmware_tools.campaign_cli import set_campaign_runtime_loader
-    from firmware_tools.provisioning_cli import set_provisioning_runtime_loader
-
-    firmware_cli.add_subcommands()
-    set_campaign_runtime_loader(_campaign_runtime)
-    set_provisioning_runtime_loader(_provisioning_runtime)
-
-
-_install_firmware_commands()
 
 
 def _stack(config: Path | None) -> LocalStack:

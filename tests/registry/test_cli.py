@@ -24,6 +24,7 @@ import pytest
 import typer
 import typer.testing
 from sqlalchemy import select
+from typer._click import Context
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
@@ -146,7 +147,7 @@ def table_rows(text: str) -> list[list[str]]:
 def test_every_device_field_is_a_cli_option() -> None:
     command = typer.main.get_command(app)
     assert isinstance(command, TyperGroup)
-    devices = command.commands["devices"]
+    devices = command.get_command(Context(command), "devices")  # a lazy group: loaded here
     assert isinstance(devices, TyperGroup)
     for name, model in (("update", DeviceUpdate), ("add", DeviceCreate)):
         params = {p.name for p in devices.commands[name].params}
