@@ -221,3 +221,42 @@ def test_token_create_qr_signs_a_phone_in_without_the_server_seeing_the_token(
     assert [line for line in recorder.lines if token in line or "token=" in line] == []
     assert any("/api/v1/me" in line for line in access.lines)
     assert [line for line in access.lines if token in line or "token=" in line] == []
+
+
+def test_a_link_opened_while_the_stored_sign_in_loads_keeps_its_own_answer(
+    state: Path, served: tuple[str, RequestRecorder, AccessLog], browser: Any
+) -> None:
+    # The race that made the test above flaky: the page starts with a stored token, its /me
+    # is still on the way when a (bad) sign-in link opens; the late answer must not sign
+    # the page in again, nor sign out over the link's message.
+    base_url, _recorder, _access = served
+    created = CliRunner().invoke(
+        kotahub,
+        ["registry", "token", "create", "Sari", "--role", "technician", "-c", str(state)],
+    )
+    assert created.exit_code == 0, created.stdout
+    token = created.stdout.splitlines()[0].split("shown once: ")[1].strip()
+    with page_tests.phone_context(browser, base_url, 390, 844) as page:
+        page.goto(sign_in_link(base_url + "/", token))
+        expect(page.locator("#who-role")).to_have_text("technician")
+        held: list[Any] = []
+
+        def hold_first(route: Any) -> None:
+            """Keep the first /me unanswered; let the others through."""
+            if held:
+                route.continue_()
+            else:
+                held.append(route)
+
+        page.route("**/api/v1/me", hold_first)
+        page.goto(f"{base_url}/app/")  # starts signed in from storage; its /me is held
+        page.wait_for_function("document.body.dataset.ready === 'true'")
+        assert len(held) == 1
+        page.goto(f"{base_url}/app/#token=khr_not-a-real-token")
+        message = page.locator('#signin-form [data-error-for="_form"]')
+        expect(message).to_contain_text("sign-in link did not work")
+        held[0].continue_()  # the stored token's answer, now stale
+        page.wait_for_timeout(500)  # room for the requests a stale answer would make
+        expect(message).to_contain_text("sign-in link did not work")
+        expect(page.locator("#who")).to_be_hidden()
+        expect(page.locator("#view-signin")).to_be_visible()

@@ -63,7 +63,8 @@
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
     const headers = { Accept: "application/json, application/problem+json" };
-    if (state.token) headers.Authorization = "Bearer " + state.token;
+    const sentToken = state.token;
+    if (sentToken) headers.Authorization = "Bearer " + sentToken;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
     let text = "";
@@ -96,7 +97,7 @@
       const problem = data && typeof data === "object" && !Array.isArray(data)
         ? data
         : { title: "HTTP " + response.status, detail: text.slice(0, 300) };
-      if (response.status === 401 && state.me) {
+      if (response.status === 401 && state.me && state.token === sentToken) {
         signOut("The registry refused your token (" + problem.detail + "). Sign in again.");
       }
       throw new ApiProblem(response.status, problem);
@@ -262,8 +263,16 @@
     for (const el of $$("[data-needs]", root)) el.hidden = !can(el.dataset.needs);
   }
 
+  /** A sign-in whose answer came after another token took its place: it must change nothing. */
+  class Superseded extends Error {}
+
   async function loadMe() {
+    const token = state.token;
     const me = await api("GET", "/me");
+    // A sign-in link opened while the stored token's /me was on its way: the late answer
+    // would sign the page in again under a token already dropped, and its next request
+    // would go without one and sign out over the link's own message.
+    if (state.token !== token) throw new Superseded("superseded by a newer sign-in");
     state.me = me;
     state.permissions = new Set(me.permissions || []);
     $("#who-name").textContent = me.name;
@@ -307,6 +316,7 @@
     try {
       await loadMe();
     } catch (err) {
+      if (err instanceof Superseded || state.token !== token) return false; // a newer one won
       state.token = null;
       show("signin");
       const detail = err instanceof ApiProblem ? err.problem.detail || err.message : String(err);
@@ -374,7 +384,7 @@
       try {
         await loadMe();
       } catch (err) {
-        if (state.token) signOut(err.message);
+        if (!(err instanceof Superseded) && state.token) signOut(err.message);
         return;
       }
     }
