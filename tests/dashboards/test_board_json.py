@@ -87,7 +87,12 @@ def test_indicators_take_denominators_from_the_figures(tmp_path: Path) -> None:
         st.sampled_from(
             ["population", "area_km2", "kelurahan_count", "flood_stages", "map_center"]
         ),
-        st.one_of(st.none(), st.integers(-5, 0), st.text(max_size=5), st.lists(st.integers())),
+        st.one_of(
+            st.none(),
+            st.integers(-5, 0),
+            st.text(alphabet="abxyz -", max_size=5),  # not "1": it would be coerced
+            st.lists(st.integers(), min_size=3),  # not 2: a valid map_center
+        ),
         min_size=1,
     )
 )
