@@ -262,6 +262,10 @@ def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[
             "heading": round((math.degrees(angle) + 90) % 360, 1),
             "satellites": 9,
             "hdop": 0.9,
+            # Vehicle 2 takes a detour; the others keep to their route within GPS noise.
+            "off_route_m": round(650 + 150 * math.sin(hours), 1)
+            if n == 2
+            else round(abs(rng.gauss(0, 12)), 1),
         }
     return {
         "temperature_c": round(28 + 3 * math.sin(hours / 4), 2),

@@ -17,6 +17,13 @@ GPS_METRICS: tuple[Metric, ...] = (
         type="float",
         description="Horizontal dilution of precision (optional).",
     ),
+    Metric(
+        key="off_route_m",
+        unit="m",
+        type="float",
+        description="Distance to the vehicle's route (its registry tag 'route'), optional: "
+        "from drivers.gps.routes where the tracker or its gateway knows the route.",
+    ),
 )
 
 # No poller and no stream: the agent leaves these devices alone, they speak MQTT directly.

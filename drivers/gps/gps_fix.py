@@ -31,6 +31,7 @@ class GpsMetrics(BaseModel):
     heading: float = Field(ge=0, lt=360)
     satellites: int | None = Field(default=None, ge=0, le=64)
     hdop: float | None = Field(default=None, ge=0, le=100)
+    off_route_m: float | None = Field(default=None, ge=0, le=20_000_000)
 
 
 def validate_gps_metrics(metrics: dict[str, Any]) -> GpsMetrics:
@@ -52,12 +53,20 @@ class GpsFix:
     lon: float
     speed_kmh: float
     heading: float
+    # Metres from the vehicle's route, where it has one (drivers.gps.routes).
+    off_route_m: float | None = None
 
     def reading(self, device_id: str, ts: datetime, seq: int) -> Reading:
         """The fix as a contract reading (validated first)."""
-        checked = validate_gps_metrics(
-            {"lat": self.lat, "lon": self.lon, "speed_kmh": self.speed_kmh, "heading": self.heading}
-        )
+        metrics: dict[str, Any] = {
+            "lat": self.lat,
+            "lon": self.lon,
+            "speed_kmh": self.speed_kmh,
+            "heading": self.heading,
+        }
+        if self.off_route_m is not None:
+            metrics["off_route_m"] = self.off_route_m
+        checked = validate_gps_metrics(metrics)
         return Reading(
             device_id=device_id, ts=ts, seq=seq, metrics=checked.model_dump(exclude_none=True)
         )

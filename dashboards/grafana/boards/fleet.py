@@ -40,6 +40,10 @@ def team_variable() -> dash.QueryVariable:
     )
 
 
+# A vehicle farther than this from its route is off it (GPS error in streets is ~10-30 m).
+OFF_ROUTE_M = 200
+
+
 def build(figures: CityFigures) -> dash.Dashboard:
     """The fleet board."""
     return (
@@ -87,8 +91,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 ),
                 w=8,
                 h=5,
-                description="Silent for 3 expected intervals (offline_factor): late or off "
-                "shift. Off-route needs each route's geometry, which the registry lacks.",
+                description="Silent for 3 expected intervals (offline_factor): late or off shift.",
             )
         )
         .with_panel(
@@ -102,6 +105,36 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 ),
                 w=8,
                 h=5,
+            )
+        )
+        .with_row(section("Off route"))
+        .with_panel(
+            rows(
+                f"Off route now: over {OFF_ROUTE_M} m (15 min)",
+                InfluxQL(
+                    'SELECT "off_route_m" FROM '
+                    '(SELECT last("off_route_m") AS "off_route_m" FROM "gps" '
+                    f'WHERE {WHERE} AND time > now() - 15m GROUP BY "device_id", "team") '
+                    f'WHERE "off_route_m" > {OFF_ROUTE_M} GROUP BY "device_id", "team"'
+                ),
+                w=8,
+                h=6,
+                description="off_route_m: metres from the vehicle's route (registry tag "
+                "'route', geometry in drivers/gps/routes.json).",
+            )
+        )
+        .with_panel(
+            series(
+                "Distance from route per vehicle",
+                InfluxQL(
+                    f'SELECT max("off_route_m") AS "off_route_m" FROM {rollup("gps")} '
+                    f"WHERE {WHERE} AND $timeFilter "
+                    'GROUP BY time($__interval), "device_id" fill(none)'
+                ).alias("$tag_device_id"),
+                unit="lengthm",
+                w=16,
+                h=6,
+                thresholds=[(None, "green"), (OFF_ROUTE_M, "red")],
             )
         )
         .with_row(section("Speed"))
