@@ -80,7 +80,7 @@ def test_the_committed_file_is_the_generator_output_and_covers_the_city() -> Non
     assert {a.kecamatan for a in doc.areas} == KECAMATAN
     assert len({a.gateway.id for a in doc.areas}) == 16
     assert 200 <= len(doc.devices) <= 600
-    assert {d.family for d in doc.devices} == {"flood", "gps", "ble"}
+    assert {d.family for d in doc.devices} == {"flood", "gps", "ble", "cctv", "wifi"}
 
 
 def test_registration_is_idempotent_and_keeps_the_file_s_areas(
@@ -236,6 +236,8 @@ def small_fleet(unique_id: str) -> dict[str, Any]:
     keep = [d for d in document["devices"] if d["kecamatan"] == "Tugu"]
     for entry in keep:
         entry["id"] = f"{unique_id}-{entry['id']}"
+        if entry.get("parent"):
+            entry["parent"] = f"{unique_id}-{entry['parent']}"
     document["devices"] = keep
     document["areas"] = [a for a in document["areas"] if a["kecamatan"] == "Tugu"]
     document["areas"][0]["gateway"]["id"] = f"{unique_id}-gw-tugu"
