@@ -19,14 +19,14 @@ ROUTES = load_routes()
 
 
 def test_the_demo_routes_load() -> None:
-    assert {"brt-k1", "dlh-genuk-1"} <= set(ROUTES)
+    assert {"k1", "dlh-genuk-1"} <= set(ROUTES)
     assert ROUTES["dlh-genuk-1"].loop
     assert "off_route_m" in {m.key for m in GPS_METRICS}
 
 
 @given(st.floats(0, 200_000), st.floats(0, 1))
 def test_a_bus_driving_its_corridor_is_on_it(elapsed_s: float, offset: float) -> None:
-    route = ROUTES["brt-k1"]
+    route = ROUTES["k1"]
     fix = RouteMotion(path=route.points, offset=offset).fix_at(elapsed_s)
     assert route.distance_m(fix.lat, fix.lon) < 1.0
 
