@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from drivers.atcs.simulated_controller import SimulatedController
@@ -16,9 +17,31 @@ def _target(device: SimulatedDevice, ctx: SimulatorContext) -> SimulatedTarget:
 
 
 def _config(_device: SimulatedDevice) -> dict[str, Any]:
-    # Detectors stay unmapped here: the demo fleet registers them as MQTT stand-ins under
-    # another gateway (see docs/drivers/atcs.md for the protocol-level set-up).
+    # A controller's own ``detectors`` map (number -> detector device id) is kept as the
+    # fleet file gives it: its detectors are read through it, not served themselves.
     return {"timeout_s": 5, "request_timeout_s": 1.5, "retries": 1}
 
 
-SIMULATOR = SnmpFleetSimulator("atcs", _target, _config)
+DETECTOR_TYPE = "ntcip_1202_detector"  # the family's detector type (read by its parent)
+
+
+def _served(devices: Sequence[SimulatedDevice]) -> list[SimulatedDevice]:
+    """The controllers: a detector has no address of its own (its controller answers)."""
+    return [d for d in devices if d.device_type != DETECTOR_TYPE]
+
+
+class AtcsSimulator(SnmpFleetSimulator):
+    """Simulated NTCIP controllers; the fleet's detector devices are left to them."""
+
+    def assign_addresses(
+        self, devices: Sequence[SimulatedDevice], first_port: int, host: str = "127.0.0.1"
+    ) -> dict[str, SimulatedDevice]:
+        """One UDP port per controller (detectors keep none)."""
+        return super().assign_addresses(_served(devices), first_port, host)
+
+    async def run(self, devices: Sequence[SimulatedDevice], ctx: SimulatorContext) -> None:
+        """Serve the controllers until cancelled."""
+        await super().run(_served(devices), ctx)
+
+
+SIMULATOR = AtcsSimulator("atcs", _target, _config)

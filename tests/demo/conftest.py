@@ -33,7 +33,14 @@ def small_fleet(path: Path, areas: tuple[str, ...] = SMALL_AREAS, per_type: int 
         if device["family"] == "gps":
             key = (areas[0], "gps", device["device_type"])
             device = {**device, "kecamatan": areas[0], "kelurahan": None}
-        if key[0] not in areas or taken.get(key, 0) >= per_type:
+        if key[0] not in areas:
+            continue
+        parent = device.get("parent")
+        if parent:  # a child (a camera's NVR, a controller's detector) goes with its parent
+            if any(k["id"] == parent for k in kept):
+                kept.append(device)
+            continue
+        if taken.get(key, 0) >= per_type:
             continue
         if device.get("site") and not any(s["id"] == device["site"] for s in doc["sites"]):
             continue

@@ -17,11 +17,13 @@ from hub.demo.runner import DemoOptions, DemoRunner
 from hub.demo.summary import DemoSnapshot, GatewayRow
 from hub.influxql import InfluxQL
 from tests.conftest import RunningStack, free_port
-from tests.demo.conftest import demo_settings, small_fleet
+from tests.demo.conftest import SMALL_AREAS, demo_settings, small_fleet
 
 # Fast enough that a 5-minute gauge reports every second and is offline after 3 s.
 SPEED = 300.0
-FAMILIES = ("flood", "gps", "ble", "cctv", "wifi")
+FAMILIES = ("flood", "gps", "ble", "cctv", "wifi", "atcs")
+# Detectors have a measurement of their own; their controller's simulator counts them.
+MEASUREMENTS = (*FAMILIES, "atcs_detector")
 
 
 async def eventually(
@@ -60,7 +62,8 @@ def has_points(influx: InfluxQL, database: str, measurement: str) -> bool:
 @pytest_asyncio.fixture
 async def runner(demo_stack: RunningStack, tmp_path: Path) -> AsyncIterator[DemoRunner]:
     """A demo on the module's stack with a small fleet, stopped after the test."""
-    fleet = small_fleet(tmp_path / "fleet.json")
+    # Gayamsari: the small fleet's signal controller and its detectors.
+    fleet = small_fleet(tmp_path / "fleet.json", areas=(*SMALL_AREAS, "Gayamsari"))
     demo = DemoRunner(
         demo_settings(demo_stack),
         DemoOptions(speed=SPEED, manage_stack=False, fleet_file=fleet, first_port=free_port()),
@@ -85,9 +88,10 @@ async def test_data_for_every_family_and_device_faults(
     flood-rises change the summary model; heal restores it."""
     influx = demo_stack.influx
     database = runner.settings.influx.database
-    for family in FAMILIES:
+    for measurement in MEASUREMENTS:
         await eventually(
-            f"{family} points in InfluxDB", partial(has_points, influx, database, family)
+            f"{measurement} points in InfluxDB",
+            partial(has_points, influx, database, measurement),
         )
     # Sensors that sleep at night (simulated time) stay offline: the baseline is who is up
     # once every flood gauge and vehicle reports.

@@ -80,7 +80,7 @@ def test_the_committed_file_is_the_generator_output_and_covers_the_city() -> Non
     assert {a.kecamatan for a in doc.areas} == KECAMATAN
     assert len({a.gateway.id for a in doc.areas}) == 16
     assert 200 <= len(doc.devices) <= 600
-    assert {d.family for d in doc.devices} == {"flood", "gps", "ble", "cctv", "wifi"}
+    assert {d.family for d in doc.devices} == {"flood", "gps", "ble", "cctv", "wifi", "atcs"}
 
 
 def test_registration_is_idempotent_and_keeps_the_file_s_areas(
