@@ -6,7 +6,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,11 +15,12 @@ from rich.table import Table
 from device_registry import cli_runtime as registry_runtime
 from device_registry.errors import CredentialsError
 from firmware_tools import cli as firmware_cli
-from hub.backup import BackupError, Summary, backup, restore
 from hub.cli_lazy import LazyGroup, lazy_group_class
-from hub.local_stack import LocalStack, StackError, broker_admin, mqtt_password
-from hub.service_probes import probe_services
 from hub.settings import ConfigError, Settings, load_settings, redacted
+
+if TYPE_CHECKING:  # imported where used: `kotahub --help` loads neither (paho, HTTP, TLS)
+    from hub.backup import Summary
+    from hub.local_stack import LocalStack
 
 
 def _install_firmware_commands() -> None:
@@ -104,6 +105,8 @@ def _registry_runtime(
     config: Path | None, *, with_broker: bool = True
 ) -> registry_runtime.RegistryRuntime:
     """Registry commands: database URL and (if needed) broker login from the settings."""
+    from hub.local_stack import broker_admin, mqtt_password
+
     settings = settings_or_exit(config)
     registry = settings.registry
     broker = None
@@ -149,6 +152,7 @@ def _campaign_runtime(config: Path | None) -> Any:
     """Campaign commands: the store, the state folder, the registry and the OTA sender's login."""
     from firmware_tools.campaign_cli import CampaignRuntime
     from firmware_tools.ota_identity import ensure_ota_identity
+    from hub.local_stack import broker_admin
     from hub.ota_campaigns import alert_gate
 
     settings = settings_or_exit(config)
@@ -172,6 +176,7 @@ def _provisioning_runtime(config: Path | None) -> Any:
     from device_registry.mqtt_identities import DynamicSecurityClient, DynsecIdentities
     from device_registry.registry_service import RegistryService
     from firmware_tools.provisioning_cli import ProvisioningRuntime
+    from hub.local_stack import broker_admin
 
     settings = settings_or_exit(config)
 
@@ -192,10 +197,14 @@ def _provisioning_runtime(config: Path | None) -> Any:
 
 
 def _stack(config: Path | None) -> LocalStack:
+    from hub.local_stack import LocalStack
+
     return LocalStack(settings_or_exit(config), log=lambda msg: console.print(f"  {msg}"))
 
 
 def _print_status(stack: LocalStack) -> bool:
+    from hub.service_probes import probe_services
+
     table = Table(title=f"Kotahub stack ({stack.state_dir})")
     for column in ("part", "state", "port", "version", "pid", "detail"):
         table.add_column(column)
@@ -230,6 +239,8 @@ def _print_status(stack: LocalStack) -> bool:
 @stack_app.command("up")
 def stack_up(config: ConfigOption = None) -> None:
     """Start Mosquitto and InfluxDB (idempotent) and wait until both answer."""
+    from hub.local_stack import StackError
+
     stack = _stack(config)
     try:
         stack.up()
@@ -280,6 +291,9 @@ def backup_command(
     The stack must be up (InfluxDB is read over its RPC port); the hub may go on running.
     A non-empty DIR is refused unless --force.
     """
+    from hub.backup import BackupError, backup
+    from hub.local_stack import StackError
+
     settings = settings_or_exit(config)
     try:
         with console.status("backing up...") as status:
@@ -300,6 +314,9 @@ def restore_command(
     the broker's identities are replaced, then started. Existing devices or time series are
     replaced only with --force.
     """
+    from hub.backup import BackupError, restore
+    from hub.local_stack import StackError
+
     settings = settings_or_exit(config)
     try:
         with console.status("restoring...") as status:

@@ -12,7 +12,15 @@ from typer.testing import CliRunner
 
 from hub.cli import LAZY_GROUPS, app
 
-HEAVY = ("sqlalchemy", "alembic", "device_registry.models", "hub.alerts.rule_engine", "niquests")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "device_registry.models",
+    "hub.alerts.rule_engine",
+    "niquests",
+    "httpx",
+    "paho",
+)
 
 PROBE = """
 import sys
