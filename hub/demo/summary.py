@@ -231,8 +231,13 @@ class DemoSummary:
 
     def _rates(self, now: float) -> tuple[float, float]:
         """Messages in and lines written per second over the last ~10 s."""
-        oldest = next((h for h in self._history if now - h[0] <= RATE_WINDOW_S), self._history[-1])
         newest = self._history[-1]
+        earlier = list(self._history)[:-1]
+        # The oldest sample inside the window; when snapshots come slower than the window
+        # (the plain view's one line every 10 s), the previous one: never a zero span.
+        oldest = next(
+            (h for h in earlier if now - h[0] <= RATE_WINDOW_S), earlier[-1] if earlier else newest
+        )
         span = newest[0] - oldest[0]
         if span <= 0:
             return 0.0, 0.0

@@ -1,0 +1,47 @@
+"""The summary's rates when snapshots come slower than the rate window (the plain view)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.demo import summary as summary_module
+from hub.demo.summary import DemoSummary, HubCounters, SummarySources
+
+
+def _summary(counts: list[tuple[int, int]]) -> DemoSummary:
+    def hub() -> HubCounters:
+        messages, lines = counts[0]
+        return HubCounters(
+            messages_in=messages,
+            lines_written=lines,
+            deadletters={},
+            wal_depth_bytes=0,
+            broker_connected=True,
+        )
+
+    sources = SummarySources(
+        hub=hub, online=lambda _d: None, gateways=dict, produced=dict, faults=list
+    )
+    return DemoSummary(devices=(), sources=sources)
+
+
+def test_snapshots_further_apart_than_the_window_still_give_rates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    counts = [(0, 0)]
+    summary = _summary(counts)
+    monkeypatch.setattr(summary_module.time, "monotonic", lambda: clock[0])
+    first = summary.snapshot()
+    assert first.messages_in_per_s == 0.0
+    # The plain view asks every 10 s, a hair more than the window: the rate is the last 12 s's.
+    clock[0] += summary_module.RATE_WINDOW_S + 2.0
+    counts[0] = (1200, 1100)
+    second = summary.snapshot()
+    assert second.messages_in_per_s == 100.0
+    assert abs(second.written_per_s - 1100 / 12.0) < 1e-9
+    # Inside the window the oldest sample within it is used.
+    clock[0] += 1.0
+    counts[0] = (1300, 1200)
+    third = summary.snapshot()
+    assert third.messages_in_per_s == 100.0
