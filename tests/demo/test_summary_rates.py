@@ -31,7 +31,7 @@ def test_snapshots_further_apart_than_the_window_still_give_rates(
     clock = [1000.0]
     counts = [(0, 0)]
     summary = _summary(counts)
-    monkeypatch.setattr(summary_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("hub.demo.summary.time.monotonic", lambda: clock[0])
     first = summary.snapshot()
     assert first.messages_in_per_s == 0.0
     # The plain view asks every 10 s, a hair more than the window: the rate is the last 12 s's.
