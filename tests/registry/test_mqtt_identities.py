@@ -45,7 +45,10 @@ def test_device_cannot_publish_as_another(
     assert b.credentials is not None
     assert a.device.mqtt_username == f"{unique_id}-a"
     watcher = mqtt_client()
-    watcher.subscribe("kota/v1/dev/#")
+    # Only this test's devices: other tests share the broker and publish under kota/v1/dev/.
+    for tree in (f"kota/v1/dev/{unique_id}-a/#", f"kota/v1/dev/{unique_id}-b/#"):
+        watcher.subscribe(tree)
+    watcher.subscribe(f"kota/v1/gw/{unique_id}-a/#")
     device_a = mqtt_client(
         a.credentials.username, a.credentials.password, client_id=f"{unique_id}-a"
     )
