@@ -7,7 +7,10 @@ sampling plan decodes):
 - the floor: ``ffmpeg -threads 1 -i clip -f null -`` on the same file, frames per CPU-second;
 - quality checks, the HOG people detector, the parking tracker: frames per CPU-second each;
 - ONVIF health checks per minute by one agent process against a fleet of ONVIF stand-ins
-  served by another process (so the stand-ins' CPU is not the agent's).
+  served by another process (so the stand-ins' CPU is not the agent's);
+- the city-scale agent: resident memory and CPU of one agent process holding N camera
+  pollers (the driver's ``CctvCamera``, ONVIF session and pull point each) at two sizes,
+  extrapolated linearly to 10,700 (``agent_rss_mb_for_10700``, an extrapolation).
 
 ``cores_for_10700`` applies the sampling plan of docs/drivers/cctv.md to these figures.
 The last line is one JSON object. ``--quick`` runs at a tiny size (the smoke test).
@@ -30,11 +33,16 @@ from typing import Any
 
 import cv2
 
-from drivers.cctv import generated_scenes
+from drivers.cctv import FAMILY, generated_scenes
 from drivers.cctv.analytics import ParkingDetector, PeopleDetector, scaled
+from drivers.cctv.camera_driver import CctvCamera, create_camera
 from drivers.cctv.onvif_health import OnvifHealth, OnvifTarget
 from drivers.cctv.onvif_stand_in import OnvifStandIn
 from drivers.cctv.stream_quality import BackgroundModel, frame_stats, small_grey
+from drivers.framework import DeviceSpec, DriverError
+
+AGENT_SIZES = (500, 2000)  # pollers per agent measured; 10,700 is extrapolated from them
+POLL_CONCURRENCY = 50  # the agent spreads its polls over the interval: never all at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,21 +306,133 @@ async def onvif_rate(ports: list[int], seconds: float) -> tuple[float, float, in
     return done * 60 / wall, done * 60 / cpu, failures
 
 
+def rss_mb() -> float:
+    """This process's resident set now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def hold_sessions(ports: list[int], rounds: int) -> dict[str, Any]:
+    """Child process: one agent's camera pollers against the fleet; its RSS and CPU per poll.
+
+    Health and events only (``stream`` off): a rotation sample is transient, a session and
+    its pull point are what an agent holds for every camera all the time.
+    """
+    import hub.agent.agent  # noqa: F401  (the agent's own imports are part of its memory)
+
+    base = rss_mb()
+    cameras: list[CctvCamera] = []
+    for port in ports:
+        spec = DeviceSpec(
+            device_id=f"bench-cam-{port}",
+            device_type="rt_camera",
+            protocol="onvif",
+            address=f"127.0.0.1:{port}",
+            driver_config={"password": "bench", "stream": False},
+        )
+        camera = create_camera(spec, FAMILY.validate(spec))
+        assert isinstance(camera, CctvCamera)
+        cameras.append(camera)
+    gate = asyncio.Semaphore(POLL_CONCURRENCY)
+    failures = 0
+    reasons: dict[str, int] = {}
+
+    async def poll(camera: CctvCamera) -> None:
+        nonlocal failures
+        async with gate:
+            try:
+                readings = await camera.poll()
+            except DriverError as err:
+                failures += 1
+                reasons.setdefault(str(err.cause)[:80], 0)
+                reasons[str(err.cause)[:80]] += 1
+                return
+            status = str(readings[0].metrics.get("onvif_status"))
+            if status != "ok":
+                failures += 1
+                reasons[status] = reasons.get(status, 0) + 1
+
+    # First contact (services, media, pull point) is not the steady state: not counted.
+    await asyncio.gather(*(poll(c) for c in cameras))
+    cpu_started = cpu_s()
+    for _ in range(rounds):
+        await asyncio.gather(*(poll(c) for c in cameras))
+    cpu = cpu_s() - cpu_started
+    held = rss_mb()
+    fds = len(os.listdir("/proc/self/fd"))
+    for camera in cameras:
+        await camera.close()
+    return {
+        "sessions": len(ports),
+        "base_rss_mb": round(base, 1),
+        "rss_mb": round(held, 1),
+        "cpu_s_per_poll": cpu / (rounds * len(ports)),
+        "failures": failures,
+        "fds": fds,
+        "failure_reasons": reasons,
+    }
+
+
+def agent_footprint(sizes: tuple[int, ...], rounds: int) -> list[dict[str, Any]]:
+    """Per size: a stand-in fleet of that many cameras and one agent process holding them."""
+    found = []
+    for size in sizes:
+        server, ports = start_stand_ins(size)
+        try:
+            wait_ready(server)
+            child = subprocess.run(
+                [
+                    *(sys.executable, "-m", "bench.cctv", "--rounds", str(rounds)),
+                    *("--agent-sessions", ",".join(map(str, ports))),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=900,
+            )
+        finally:
+            stop_stand_ins(server)
+        found.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    return found
+
+
+def extrapolate_rss(found: list[dict[str, Any]], cameras: int) -> tuple[float, float]:
+    """MB per held poller (the slope from the smallest to the largest size), RSS at ``cameras``."""
+    low, high = found[0], found[-1]
+    per = (high["rss_mb"] - low["rss_mb"]) / max(high["sessions"] - low["sessions"], 1)
+    return per, high["rss_mb"] + per * (cameras - high["sessions"])
+
+
 def main() -> None:
     """Run every measurement and print the figures, then the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny size, for the smoke test")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--agent-sizes",
+        default=",".join(map(str, AGENT_SIZES)),
+        help="pollers held by one agent, smallest and largest (default %(default)s)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="steady polls per poller")
     parser.add_argument("--serve-stand-ins", help=argparse.SUPPRESS)
+    parser.add_argument("--agent-sessions", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_stand_ins:
         serve_stand_ins([int(p) for p in args.serve_stand_ins.split(",")])
+        return
+    if args.agent_sessions:
+        ports = [int(p) for p in args.agent_sessions.split(",")]
+        print(json.dumps(asyncio.run(hold_sessions(ports, args.rounds))))
         return
     plan = SamplingPlan()
     if args.quick:
         seconds, width, height, cameras, onvif_s = 1.0, 320, 180, 4, 0.5
     else:
         seconds, width, height, cameras, onvif_s = 20.0, 640, 360, 100, 20.0
+    sizes = (5, 15) if args.quick else tuple(int(n) for n in args.agent_sizes.split(","))
+    rounds = 1 if args.quick else args.rounds
     say = (lambda *_a: None) if args.json_only else print
     # Started first so that its start-up overlaps the video stages (CPU is counted per
     # process, so it does not skew them).
@@ -330,6 +450,10 @@ def main() -> None:
         checks_min, checks_core_min, failures = asyncio.run(onvif_rate(ports, onvif_s))
     finally:
         stop_stand_ins(server)
+    found = agent_footprint(sizes, rounds)
+    per_poller_mb, rss_city = extrapolate_rss(found, plan.cameras)
+    # Each camera polled once per health interval: CPU share of one agent at city size.
+    agent_cores = plan.cameras / plan.health_every_s * found[-1]["cpu_s_per_poll"]
     cores = plan.cores(
         decode_fps=decode,
         quality_fps=stages["quality"],
@@ -353,6 +477,17 @@ def main() -> None:
         f"ONVIF: {checks_min:.0f} checks/min against {cameras} stand-ins "
         f"({checks_core_min:.0f} per CPU-minute, {failures} failed; target >= 2140/min)"
     )
+    for row in found:
+        say(
+            f"agent holding {row['sessions']:.0f} pollers: RSS {row['rss_mb']:.1f} MB "
+            f"(imports {row['base_rss_mb']:.1f} MB), {row['cpu_s_per_poll'] * 1000:.2f} "
+            f"CPU-ms/poll, {row['fds']:.0f} fds, {row['failures']:.0f} failed"
+        )
+    say(
+        f"agent at {plan.cameras} pollers (extrapolated, {per_poller_mb * 1024:.0f} kB each): "
+        f"RSS {rss_city:.0f} MB, {agent_cores:.2f} cores polling every "
+        f"{plan.health_every_s:g} s"
+    )
     say(
         f"plan: {plan.cameras} cameras, {plan.sampled_fps:.0f} sampled frames/s, "
         f"{plan.analytics_cameras} analytics streams -> {cores:.1f} cores"
@@ -365,6 +500,7 @@ def main() -> None:
                 "analytics_fps_per_core": round(analytics, 1),
                 "onvif_checks_per_min": round(checks_min),
                 "cores_for_10700": round(cores, 1),
+                "agent_rss_mb_for_10700": round(rss_city),
             }
         )
     )

@@ -15,6 +15,7 @@ KEYS = {
     "analytics_fps_per_core",
     "onvif_checks_per_min",
     "cores_for_10700",
+    "agent_rss_mb_for_10700",
 }
 
 
