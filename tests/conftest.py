@@ -173,6 +173,15 @@ class MqttTestClient:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.host, self.port = host, port
+        self._keep: str | None = None
+
+    def keep_only(self, text: str) -> None:
+        """Collect only messages whose topic or payload contains ``text``.
+
+        Tests share one broker and run in parallel: a watcher of a shared topic (the
+        dead-letter topic) would otherwise collect other tests' messages too.
+        """
+        self._keep = text
 
     def _on_connect(
         self,
@@ -186,6 +195,10 @@ class MqttTestClient:
         self._connected.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if self._keep is not None and not (
+            self._keep in msg.topic or self._keep.encode() in msg.payload
+        ):
+            return
         with self._arrived:
             self.messages.append(msg)
             self._arrived.notify_all()

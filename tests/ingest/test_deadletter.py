@@ -26,6 +26,7 @@ def test_each_reason_reaches_topic_and_measurement(
     )
     service = hubs.start()
     watcher = mqtt_client()
+    watcher.keep_only(unique_id)
     watcher.subscribe("kota/v1/hub/deadletter")
     publisher = mqtt_client()
     now = time.time_ns() // 1_000_000

@@ -51,6 +51,7 @@ def test_partial_write_dead_letters_bad_points_and_writes_the_rest(
     assert resp.status_code == 204
     service = hubs.start(batch_interval_s=1.0, influx={"retention_policy": "short"})
     watcher = mqtt_client()
+    watcher.keep_only(unique_id)
     watcher.subscribe("kota/v1/hub/deadletter")
     publisher = mqtt_client()
     now = _now_ms()

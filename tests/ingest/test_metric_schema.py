@@ -46,6 +46,7 @@ def test_undeclared_metrics_create_no_field_keys(
     hubs.devices(device(gauge, metrics=GAUGE_SCHEMA))
     hubs.start()
     watcher = mqtt_client()
+    watcher.keep_only(unique_id)
     watcher.subscribe(DEADLETTER_TOPIC)
     publisher = mqtt_client()
     topic = device_topic(gauge, "telemetry")
@@ -77,6 +78,7 @@ def test_integers_stay_integers_and_out_of_range_is_refused(
     hubs.devices(device(gauge, metrics=GAUGE_SCHEMA))
     hubs.start()
     watcher = mqtt_client()
+    watcher.keep_only(unique_id)
     watcher.subscribe(DEADLETTER_TOPIC)
     publisher = mqtt_client()
     topic = device_topic(gauge, "telemetry")
@@ -121,6 +123,7 @@ def test_one_device_sending_the_wrong_type_spoils_nobody_elses_day(
     hubs.devices(device(broken, metrics=GAUGE_SCHEMA), device(healthy, metrics=GAUGE_SCHEMA))
     hubs.start()
     watcher = mqtt_client()
+    watcher.keep_only(unique_id)
     watcher.subscribe(DEADLETTER_TOPIC)
     publisher = mqtt_client()
     ts = _now_ms() - 60_000
