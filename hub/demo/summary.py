@@ -139,11 +139,17 @@ class DemoSummary:
 
     devices: Sequence[DemoDevice]
     sources: SummarySources
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic  # a test's own clock, never a patched global
+    started: float = -1.0
     _history: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
     _changes: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_CHANGES))
     _levels: tuple[tuple[str, float], ...] = ()
     _levels_note: str = "waiting for the first query"
+
+    def __post_init__(self) -> None:
+        """Start the running time on the summary's own clock."""
+        if self.started < 0:
+            self.started = self.clock()
 
     def note_change(self, device_id: str, online: bool, reason: str) -> None:
         """A device went online or offline (called from the hub's status subscription)."""
@@ -168,7 +174,7 @@ class DemoSummary:
 
     def snapshot(self) -> DemoSnapshot:
         """The summary now."""
-        now = time.monotonic()
+        now = self.clock()
         hub = self.sources.hub()
         self._history.append((now, hub.messages_in, hub.lines_written))
         in_rate, written_rate = self._rates(now)
