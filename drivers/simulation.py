@@ -252,6 +252,24 @@ class AddressAssigner(Protocol):
         ...
 
 
+@runtime_checkable
+class ChildMapper(Protocol):
+    """A simulator whose devices read their children in their own poll (ATCS detectors).
+
+    The city fleet registers such children as stand-ins; when the family's real simulator
+    exists, the fleet loader gives them ``child_device_type`` and maps them into their
+    parent's ``driver_config`` with ``map_children`` (a controller's ``detectors``).
+    """
+
+    child_device_type: str
+
+    def map_children(
+        self, driver_config: Mapping[str, Any], child_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        """The parent's ``driver_config`` with ``child_ids`` (in order) mapped in."""
+        ...
+
+
 def discover_simulators() -> dict[str, FamilySimulator]:
     """Every family's ``SIMULATOR`` from ``drivers/<family>/simulator.py``, by family name."""
     import drivers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drivers.atcs.simulated_controller import SimulatedController
@@ -32,6 +32,15 @@ def _served(devices: Sequence[SimulatedDevice]) -> list[SimulatedDevice]:
 
 class AtcsSimulator(SnmpFleetSimulator):
     """Simulated NTCIP controllers; the fleet's detector devices are left to them."""
+
+    child_device_type = DETECTOR_TYPE
+
+    def map_children(
+        self, driver_config: Mapping[str, Any], child_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        """The controller's config with its detectors numbered 1.. in ``child_ids`` order."""
+        detectors = {str(n): device_id for n, device_id in enumerate(child_ids, start=1)}
+        return {**driver_config, "detectors": detectors}
 
     def assign_addresses(
         self, devices: Sequence[SimulatedDevice], first_port: int, host: str = "127.0.0.1"

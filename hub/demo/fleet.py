@@ -33,6 +33,7 @@ from device_registry.schemas import DeviceCreate, DeviceTypeCreate, SiteCreate, 
 from drivers.framework import DriverFamily
 from drivers.simulation import (
     AddressAssigner,
+    ChildMapper,
     FamilySimulator,
     SimulatedDevice,
     discover_simulators,
@@ -112,10 +113,11 @@ def _prefer_real_types(
 ) -> None:
     """A family that ships ``simulator.py`` replaces its stand-in type by its first declared one.
 
-    Stand-in children of a replaced device (an ATCS controller's detectors) are dropped: the
-    real driver reads them through their controller.
+    Stand-in children of a replaced device (an ATCS controller's detectors) become the
+    family's child type, parented and mapped in their parent's config as the sample fleet
+    has them, when its simulator is a ``ChildMapper``; otherwise they are dropped.
     """
-    replaced: set[str] = set()
+    replaced: dict[str, dict[str, Any]] = {}
     for device in devices:
         family = families.get(device["family"])
         if (
@@ -125,12 +127,24 @@ def _prefer_real_types(
             and device["family"] in simulators
         ):
             device["device_type"] = family.device_types[0].name
-            replaced.add(device["id"])
-    devices[:] = [
-        d
-        for d in devices
-        if not (d.get("parent") in replaced and d["device_type"] in STAND_IN_TYPES)
-    ]
+            replaced[device["id"]] = device
+    children: dict[str, tuple[ChildMapper, list[str]]] = {}
+    kept: list[dict[str, Any]] = []
+    for device in devices:
+        parent = replaced.get(device.get("parent") or "")
+        if parent is None or device["device_type"] not in STAND_IN_TYPES:
+            kept.append(device)
+            continue
+        simulator = simulators.get(parent["family"])
+        if isinstance(simulator, ChildMapper):
+            device["family"] = parent["family"]
+            device["device_type"] = simulator.child_device_type
+            children.setdefault(parent["id"], (simulator, []))[1].append(device["id"])
+            kept.append(device)
+    for parent_id, (mapper, child_ids) in children.items():
+        config = replaced[parent_id].get("driver_config") or {}
+        replaced[parent_id]["driver_config"] = mapper.map_children(config, child_ids)
+    devices[:] = kept
 
 
 def reports_without_gateway(

@@ -9,7 +9,11 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+from sqlalchemy import select
+
 from device_registry.database import open_database
+from device_registry.models import Device
 from device_registry.mqtt_identities import (
     BrokerAdmin,
     DynamicSecurityClient,
@@ -19,14 +23,15 @@ from device_registry.mqtt_identities import (
 from device_registry.registry_service import RegistryService
 from drivers.contract import MetricValue
 from drivers.simulation import (
+    ChildMapper,
     FaultBoard,
     SimClock,
     SimulatedDevice,
     SimulatorContext,
     discover_simulators,
 )
-from hub.demo.fleet import all_simulators, register_fleet
-from hub.demo.fleet_city import city_document
+from hub.demo.fleet import all_simulators, load_document, register_fleet
+from hub.demo.fleet_city import CITY_ATCS, DETECTORS_PER_ATCS, city_document
 from hub.demo.mqtt_stand_ins import STAND_IN_TYPES, StandInSimulator, stand_in_gateway
 from tests.conftest import MqttClientFactory, RunningStack
 
@@ -76,6 +81,48 @@ def test_city_registers_in_one_go_and_stand_ins_report_through_stand_in_gateways
         assert not again.registered_now
     finally:
         database.close()
+
+
+def test_city_atcs_controllers_are_registered_with_their_detectors_mapped_and_parented(
+    tmp_path: Path,
+) -> None:
+    if not isinstance(discover_simulators().get("atcs"), ChildMapper):
+        pytest.skip("atcs has no protocol-level simulator: its detectors stand in")
+    doc = load_document("city", None)
+    # Only the signal controllers and their detectors, so the city is not registered whole.
+    atcs = [d for d in doc.devices if d.family == "atcs"]
+    data = doc.model_dump(mode="json", exclude_none=True)
+    data["devices"] = [d.model_dump(mode="json", exclude_none=True) for d in atcs]
+    data["sites"] = [s for s in data["sites"] if s["id"].startswith("kantor-kec-")]
+    fleet_file = tmp_path / "atcs.json"
+    fleet_file.write_text(json.dumps(data), encoding="utf-8")
+    database = open_database(f"sqlite:///{tmp_path}/registry.sqlite3")
+    try:
+        service = RegistryService(database, None)
+        service.seed_types(actor="test")
+        register_fleet(service, fleet_file=fleet_file, state_dir=tmp_path)
+        with database.session() as session:
+            rows = [r for r in session.scalars(select(Device)) if r.id.startswith("atcs-")]
+    finally:
+        database.close()
+    controllers = {r.id: r for r in rows if r.device_type == "ntcip_1202_controller"}
+    detectors = [r for r in rows if r.device_type == "ntcip_1202_detector"]
+    assert len(controllers) == CITY_ATCS
+    assert len(detectors) == CITY_ATCS * DETECTORS_PER_ATCS
+    assert not [r for r in rows if r.device_type in STAND_IN_TYPES]
+    by_parent: dict[str, set[str]] = collections.defaultdict(set)
+    for detector in detectors:
+        assert detector.parent_id in controllers, detector.id
+        by_parent[detector.parent_id].add(detector.id)
+        assert detector.gateway_id == controllers[detector.parent_id].gateway_id
+    for controller in controllers.values():
+        mapped = controller.driver_config["detectors"]
+        # Numbered 1.. and naming exactly this controller's own detector devices.
+        assert sorted(mapped, key=int) == [str(n) for n in range(1, DETECTORS_PER_ATCS + 1)]
+        assert set(mapped.values()) == by_parent[controller.id], controller.id
+        assert controller.protocol_address  # served by the atcs simulator
+        assert controller.gateway_id
+        assert not controller.gateway_id.endswith("-stand-in")
 
 
 async def test_stand_in_publishes_the_family_metrics_as_its_stand_in_gateway(
