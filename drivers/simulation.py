@@ -160,8 +160,10 @@ class SimulatedDevice:
     # Native-MQTT devices publish under their own broker identity.
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
-    # Per-device simulation knobs: coastal, drift, sticks, dies_at, sleeps, route, ...
+    # Per-device simulation knobs: coastal, drift, sticks, dies_at, sleeps, detour, ...
     params: Mapping[str, Any] = field(default_factory=_frozen_mapping)
+    # The registry tags a simulator reads as a real device would know them (a vehicle's route).
+    tags: Mapping[str, str] = field(default_factory=_frozen_mapping)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

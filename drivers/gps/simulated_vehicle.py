@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
 
@@ -103,3 +103,41 @@ def traffic_factor(local_hour: float) -> float:
     morning = math.exp(-(((local_hour - 7.0) / 1.2) ** 2))
     evening = math.exp(-(((local_hour - 17.0) / 1.5) ** 2))
     return max(0.45, 1.0 - 0.5 * morning - 0.55 * evening)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detour:
+    """A vehicle that leaves its route now and then (a closed road, a driver's errand).
+
+    Every ``every_s`` (simulated) the vehicle drives ``metres`` beside its route for
+    ``for_s``, easing out and back over ``ramp_s`` at each end; ``phase_s`` shifts when.
+    """
+
+    every_s: float = 3600.0
+    for_s: float = 900.0
+    metres: float = 500.0
+    ramp_s: float = 120.0
+    phase_s: float = 0.0
+
+    def offset_m(self, elapsed_s: float) -> float:
+        """How far beside the route the vehicle is at ``elapsed_s`` (0 outside a detour)."""
+        t = (elapsed_s + self.phase_s) % self.every_s
+        if t >= self.for_s:
+            return 0.0
+        ramp = max(1e-9, min(self.ramp_s, self.for_s / 2))
+        return self.metres * min(1.0, t / ramp, (self.for_s - t) / ramp)
+
+    def active(self, elapsed_s: float) -> bool:
+        """Whether a detour is under way at ``elapsed_s``."""
+        return self.offset_m(elapsed_s) > 0.0
+
+
+def beside(fix: GpsFix, metres: float) -> GpsFix:
+    """The fix moved ``metres`` to the right of its heading (same speed and heading)."""
+    if metres == 0:
+        return fix
+    right = math.radians(fix.heading + 90.0)
+    # Metres to degrees on a local flat projection: a city's detours are a few hundred metres.
+    dlat = metres * math.cos(right) / 111_320.0
+    dlon = metres * math.sin(right) / (111_320.0 * math.cos(math.radians(fix.lat)))
+    return replace(fix, lat=round(fix.lat + dlat, 6), lon=round(fix.lon + dlon, 6))

@@ -225,6 +225,7 @@ def simulated_devices(
             address=d.address,
             driver_config=dict(d.driver_config),
             params=dict(d.params),
+            tags=dict(d.tags),
         )
         for d in doc.devices
     ]

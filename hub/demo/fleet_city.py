@@ -340,6 +340,7 @@ def _vehicles(b: _Builder, buses_per_corridor: int, trucks_per_area: int) -> Non
                 lon=lon,
                 team="trans-semarang",
                 model="teltonika-fmb920",
+                tags={"route": corridor, "fleet": "brt"},  # drivers/gps/routes.json
                 params={
                     "route": corridor,
                     "path": [list(p) for p in stops],
@@ -360,8 +361,19 @@ def _vehicles(b: _Builder, buses_per_corridor: int, trucks_per_area: int) -> Non
                 lat=lat,
                 lon=lon,
                 team="dlh-kebersihan",
+                tags={"route": round_route_id(area), "fleet": "garbage"},
                 params={"round": "kelurahan", "path": path, "offset": round(b.rng.random(), 4)},
             )
+
+
+def round_route_id(area: Area) -> str:
+    """The route id of an area's garbage round (its kelurahan in order, a loop)."""
+    return f"dlh-{area.slug}-1"
+
+
+def areas_document(seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+    """The areas (kelurahan positions included) both fleets of this seed are placed in."""
+    return _areas(random.Random(seed))
 
 
 def _nearest_area(lat: float, lon: float) -> Area:
@@ -369,12 +381,15 @@ def _nearest_area(lat: float, lon: float) -> Area:
 
 
 def _special_cases(devices: list[dict[str, Any]]) -> None:
-    """The realistic faults the issue asks for: a drifting gauge, a stuck one, one that dies."""
+    """The realistic faults: a drifting gauge, a stuck one, one that dies, vehicles detouring."""
     by_id = {d["id"]: d for d in devices}
     for device_id, extra in (
         ("smg-tengah-level-01", {"drift_m_per_day": 0.08}),
         ("smg-selatan-level-02", {"sticks_after_h": 3.0}),
         ("smg-genuk-level-02", {"dies_after_h": 5.0}),
+        # A bus and a truck that leave their route now and then (the off-route board and rule).
+        ("brt-k1-002", {"detour": {"every_h": 2.0, "for_min": 20, "m": 500, "phase_h": 0.5}}),
+        ("dlh-genuk-truck-01", {"detour": {"every_h": 3.0, "for_min": 20, "m": 600}}),
     ):
         if device_id in by_id:
             by_id[device_id].setdefault("params", {}).update(extra)

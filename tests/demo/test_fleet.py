@@ -301,7 +301,8 @@ async def test_a_vehicle_publishes_under_its_own_registry_identity(
             await task
     assert len(messages) >= 2
     payload = json.loads(messages[0].payload)
-    assert set(payload["metrics"]) == {"lat", "lon", "speed_kmh", "heading"}
+    # off_route_m: the bus carries its registry tag ``route`` (drivers/gps/routes.json).
+    assert set(payload["metrics"]) == {"lat", "lon", "speed_kmh", "heading", "off_route_m"}
     assert simulator.stats.by_device()[bus.device_id] >= 2
 
 
