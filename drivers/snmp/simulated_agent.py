@@ -4,8 +4,8 @@ Each target is a ``SimulatedTarget`` whose ``objects()`` returns its MIB view at
 of the request; the agent answers GET, GETNEXT and GETBULK as RFC 3416 says (BER over
 UDP by ``ber_codec``, whose bytes the tests check against pysnmp's codec), so the drivers
 under test, pysnmp and net-snmp's tools all speak real SNMP to it. Faults are part of the
-target: ``silent`` (drops requests, a dead AP), ``gen_err`` (answers genErr), wrong types
-and missing rows come from ``objects()``.
+target: ``silent`` (drops requests, a dead AP), ``delay_s`` (answers that late, a slow
+one), ``gen_err`` (answers genErr), wrong types and missing rows come from ``objects()``.
 
 One process serves thousands of targets (the bench, the demo city); SNMPv3 peers in the
 tests are Debian's snmpd (and snmptrap for the trap receiver).
@@ -46,6 +46,7 @@ class SimulatedTarget:
 
     community: str = "public"
     silent: bool = False
+    delay_s: float = 0.0
     gen_err: bool = False
     requests: int = 0
     static: dict[str, SimValue] = field(default_factory=dict)
@@ -72,7 +73,13 @@ class _Endpoint(asyncio.DatagramProtocol):
         except (ber.BerError, ValueError) as err:  # a malformed datagram must not stop it
             log.debug("simulated agent: bad request from %s: %s", addr, err)
             return
-        if reply is not None and self.transport is not None:
+        if reply is None or self.transport is None:
+            return
+        if self.target.delay_s > 0:
+            # A slow agent: the answer leaves later, the endpoint keeps serving meanwhile.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.target.delay_s, self.transport.sendto, reply, addr)
+        else:
             self.transport.sendto(reply, addr)
 
 

@@ -178,8 +178,11 @@ class Agent:
         directory: DeviceDirectory,
         families: Mapping[str, DriverFamily] | None = None,
         restart_policy: RestartPolicy | None = None,
+        spread_first_polls: bool = True,
     ) -> None:
+        """``spread_first_polls=False`` starts every device's first poll at once (a burst)."""
         self.settings = settings
+        self.spread_first_polls = spread_first_polls
         self.gateway_id = gateway_id
         self.directory = directory
         self.families = dict(families) if families is not None else discover_families()
@@ -348,7 +351,11 @@ class Agent:
         new_ones = [(name, p) for name, p in polled.items() if name not in self._polled]
         for index, (name, device) in enumerate(new_ones):
             # Spread first polls over one interval so 500 devices do not start at once.
-            start_delay = self._interval(device) * index / max(len(new_ones), 1)
+            start_delay = (
+                self._interval(device) * index / max(len(new_ones), 1)
+                if self.spread_first_polls
+                else 0.0
+            )
             self.supervisor.start(group, name, partial(self._poll_forever, device, start_delay))
             self._polled[name] = device
         for name, devices in streams.items():

@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ISSUE_KEYS = {"targets", "cycle_s", "p99_target_ms", "agent_cpu_pct", "netsnmp_cycle_s"}
+
+
+def row(lines: list[str], start: str) -> list[str]:
+    """The words of the table's first row starting with ``start``."""
+    return next(line for line in lines if line.strip().startswith(start)).split()
 
 
 def test_snmp_bench_quick_ends_with_its_json_line() -> None:
@@ -23,22 +29,20 @@ def test_snmp_bench_quick_ends_with_its_json_line() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    assert set(result) == {
-        "targets",
-        "cycle_s",
-        "p99_target_ms",
-        "agent_cpu_pct",
-        "netsnmp_cycle_s",
-    }
+    assert set(result) >= ISSUE_KEYS
+    assert {"first_cycle_s", "late_polls", "late_after_s", "silent", "slow"} <= set(result)
     assert result["targets"] == 22
-    assert result["cycle_s"] > 0
+    # One target in 50 is silent (at least one), one in 20 slow at --quick.
+    assert (result["silent"], result["slow"]) == (1, 1)
+    assert "22 (1, 1)" in "\n".join(lines)
+    # A burst is one poll of every target: far shorter than the 4 s apart they start.
+    assert 0 < result["cycle_s"] < 4
+    assert 0 < result["first_cycle_s"] < 4
     assert result["netsnmp_cycle_s"] > 0
     assert 0 < result["agent_cpu_pct"] < 100
-    # One target in 50 is silent, and at least one: exactly one fails each way.
-    table = "\n".join(lines)
-    assert "22 (1)" in table
-    failed = next(line for line in lines if line.startswith("failed targets"))
-    assert failed.split()[-2:] == ["1", "1"]
-    # Through the agent and the broker, every answering target delivered each cycle.
-    late = next(line for line in lines if line.startswith("answering targets late"))
-    assert late.split()[-1] == "0"
+    # The silent and the slow targets delay no one's reading past its slot.
+    assert result["late_polls"] == 0
+    assert row(lines, "spread: late readings")[-2:] == ["0;", "0"]
+    # Exactly the silent target fails each way, every answering one delivers every burst.
+    assert row(lines, "failed targets")[-2:] == ["1", "1"]
+    assert row(lines, "answering targets without")[-2:] == ["0;", "0"]

@@ -205,3 +205,24 @@ async def test_a_target_silent_last_time_gets_one_probe_until_it_answers(
     with pytest.raises(DriverError, match="after 3 tries"):  # answered once: retries again
         await client.get("ap", target, [SYS_UPTIME])
     client.close()
+
+
+async def test_a_slow_target_answers_late_and_holds_no_one_up(agents: SimulatedAgents) -> None:
+    slow = table_target()
+    slow.delay_s = 0.6  # within its 1.5 s attempt: an answer, just late
+    slow_port = await agents.serve(slow)
+    good_ports = [await agents.serve(table_target()) for _ in range(12)]
+    client = SnmpClient("test", in_flight=4)
+    finished: list[str] = []
+
+    async def read(name: str, port: int) -> None:
+        got = await client.get(name, SnmpTargetConfig(address=f"127.0.0.1:{port}"), [SYS_UPTIME])
+        assert got[SYS_UPTIME] == SnmpValue("timeticks", 4242)
+        finished.append(name)
+
+    await asyncio.gather(read("slow", slow_port), *(read(f"ap{p}", p) for p in good_ports))
+    # Asked first, answered once, finished last: three slots kept serving the others.
+    assert slow.requests == 1
+    assert finished[-1] == "slow"
+    assert len(finished) == 13
+    client.close()
