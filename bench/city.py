@@ -45,6 +45,7 @@ import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.bench_stack import BenchError, free_port, percentile
+from drivers.simulation import produced_points
 from hub.influxql import InfluxQL
 from hub.local_stack import LocalStack, mqtt_password
 from hub.settings import Settings, load_settings
@@ -124,14 +125,9 @@ def run_role(
 def role_stats(runner: Any, role: str) -> dict[str, Any]:
     """What a child reports at its end: readings produced, polled, written."""
     if role == "simulators":
-        return {
-            "produced": {f: s.stats.total for f, s in runner._simulators.items()},
-            "by_device": {
-                device: count
-                for s in runner._simulators.values()
-                for device, count in s.stats.by_device().items()
-            },
-        }
+        # By measurement: an ATCS controller's poll also makes its detectors' points.
+        produced, by_device = produced_points(runner._simulators)
+        return {"produced": produced, "by_device": by_device}
     if role == "agents":
         return {"readings": sum(a.stats.readings for a in runner._agents)}
     stats = runner._ingest.stats

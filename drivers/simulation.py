@@ -272,6 +272,29 @@ class ChildMapper(Protocol):
         ...
 
 
+def produced_points(
+    simulators: Mapping[str, FamilySimulator],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Points produced, by measurement and by device, over every simulator.
+
+    A family's ``stats`` count its own measurement; a simulator may also make points
+    readable for other measurements (``measurement_stats``, measurement -> stats: an ATCS
+    controller's detectors go to ``atcs_detector``).
+    """
+    by_measurement: dict[str, int] = {}
+    by_device: dict[str, int] = {}
+    for family, simulator in simulators.items():
+        parts: list[tuple[str, SimulatorStats]] = [(family, simulator.stats)]
+        extra = getattr(simulator, "measurement_stats", None)
+        if isinstance(extra, Mapping):
+            parts += [(m, s) for m, s in extra.items() if isinstance(s, SimulatorStats)]
+        for measurement, stats in parts:
+            by_measurement[measurement] = by_measurement.get(measurement, 0) + stats.total
+            for device_id, count in stats.by_device().items():
+                by_device[device_id] = by_device.get(device_id, 0) + count
+    return by_measurement, by_device
+
+
 def discover_simulators() -> dict[str, FamilySimulator]:
     """Every family's ``SIMULATOR`` from ``drivers/<family>/simulator.py``, by family name."""
     import drivers
