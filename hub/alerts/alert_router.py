@@ -6,16 +6,20 @@ The routing file (YAML, ``[alerts] routing``)::
       - id: pompa-timur
         match: {kecamatan: [Semarang Timur, Genuk], families: [flood]}
         notify: ["json://127.0.0.1:9000/hook", "mailto://..."]   # apprise URLs
+        rotation: pompa-timur                                      # + whoever is on call
         escalate:
           - {after: 15m, notify: ["tgram://..."]}                 # not acknowledged by then
+          - {after: 45m, rotation: supervisors}
         repeat: 30m                                                # until acknowledged
         quiet_hours: {start: "22:00", end: "06:00", utc_offset_h: 7}  # non-critical wait
     default: {notify: ["mailto://situation-room@..."]}
+    rotations: [...]                                               # rotations.py
 
 The first team whose ``match`` takes the alert (every key given must match: its
 device's kecamatan, family, registry team, severity) gets it; else ``default``. A device
 the registry has in ``maintenance``, or in a planned window (maintenance.py), pages no
-one (its alerts are still recorded).
+one (its alerts are still recorded). A level naming a rotation also pages the member on
+call at the moment of the page (for a page deferred by quiet hours: when it goes).
 """
 
 from __future__ import annotations
@@ -24,10 +28,18 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from device_registry.directory import DeviceDirectory, SnapshotDirectory
 from hub.alerts.alert_store import AlertRow, AlertStore, PageMaker
+from hub.alerts.rotations import Rotation
 from hub.alerts.rule_engine import AlertEvent
 from hub.alerts.rule_model import RuleError, Severity, seconds_of
 
@@ -57,12 +69,19 @@ class Escalation(_Strict):
     """The next level: paged when the alert is not acknowledged ``after`` its raise."""
 
     after_s: float = Field(alias="after", gt=0)
-    notify: tuple[str, ...] = Field(min_length=1)
+    notify: tuple[str, ...] = ()
+    rotation: str | Rotation | None = None  # a rotation's id, or one written here
 
     @field_validator("after_s", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
         return seconds_of(value)
+
+    @model_validator(mode="after")
+    def _someone(self) -> Escalation:
+        if not self.notify and self.rotation is None:
+            raise ValueError("an escalation level needs notify or rotation")
+        return self
 
 
 class QuietHours(_Strict):
@@ -94,6 +113,7 @@ class Team(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
     match: TeamMatch = TeamMatch()
     notify: tuple[str, ...] = ()
+    rotation: str | Rotation | None = None  # a rotation's id, or one written here
     escalate: tuple[Escalation, ...] = ()
     repeat_s: float | None = Field(default=None, alias="repeat", gt=0)
     quiet_hours: QuietHours | None = None
@@ -113,11 +133,14 @@ class Team(_Strict):
             and (not m.severities or alert.severity in m.severities)
         )
 
-    def targets(self, level: int) -> tuple[str, ...]:
-        """The URLs of escalation ``level`` (0: the team itself)."""
+    def level(self, level: int) -> tuple[tuple[str, ...], str | Rotation | None, float]:
+        """Escalation ``level``'s URLs, rotation and delay after the raise (0: the team)."""
         if level == 0:
-            return self.notify
-        return self.escalate[level - 1].notify if level <= len(self.escalate) else ()
+            return self.notify, self.rotation, 0.0
+        if level <= len(self.escalate):
+            step = self.escalate[level - 1]
+            return step.notify, step.rotation, step.after_s
+        return (), None, 0.0
 
 
 class Routing(_Strict):
@@ -125,6 +148,33 @@ class Routing(_Strict):
 
     teams: tuple[Team, ...] = ()
     default: Team | None = None
+    rotations: tuple[Rotation, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_rotations(self) -> Routing:
+        known = [r.id for r in self.rotations]
+        if len(set(known)) != len(known):
+            raise ValueError("rotations: an id is listed twice")
+        for team in (*self.teams, *([self.default] if self.default else [])):
+            for ref in (team.rotation, *(step.rotation for step in team.escalate)):
+                if isinstance(ref, str) and ref not in known:
+                    names = ", ".join(known) or "none"
+                    raise ValueError(f"team {team.id!r}: no rotation {ref!r} (known: {names})")
+        return self
+
+    def rotation(self, ref: str | Rotation | None) -> Rotation | None:
+        """The rotation a team or level names."""
+        if isinstance(ref, Rotation) or ref is None:
+            return ref
+        return next(r for r in self.rotations if r.id == ref)  # checked at load
+
+    def targets(self, team: Team, level: int, at_ms: int) -> tuple[str, ...]:
+        """Who escalation ``level`` pages at ``at_ms``: its URLs and its rotation's on-call."""
+        urls, ref, _after = team.level(level)
+        rotation = self.rotation(ref)
+        if rotation is not None:
+            urls = (*urls, *rotation.on_call(at_ms).member.notify)
+        return tuple(dict.fromkeys(urls))
 
 
 def load_routing(path: Path) -> Routing:
@@ -140,7 +190,8 @@ def load_routing(path: Path) -> Routing:
     except ValidationError as err:
         item = err.errors()[0]
         key = ".".join(str(p) for p in item["loc"]).replace("after_s", "after")
-        raise RuleError(f"{path}: key '{key}': {item['msg']}") from err
+        where = f"key '{key}': " if key else ""
+        raise RuleError(f"{path}: {where}{item['msg']}") from err
 
 
 def _title(alert: AlertRow, kind: str) -> str:
@@ -215,7 +266,9 @@ class AlertRouter(PageMaker):
                 return team
         return self.routing.default
 
-    def pages(self, event: AlertEvent, alert: AlertRow, silenced: bool) -> list[tuple[str, str]]:
+    def pages(
+        self, event: AlertEvent, alert: AlertRow, silenced: bool, now_ms: int
+    ) -> list[tuple[str, str]]:
         """Pages for one event: none when silenced, acknowledged or flapping."""
         team = self.team(alert)
         if team is None or silenced or self.in_maintenance(alert.device_id):
@@ -226,12 +279,25 @@ class AlertRouter(PageMaker):
         if kind == "clear":
             if alert.last_page_ms is None or event.flapping:
                 return []  # nobody was told it fired
-            levels = range(alert.escalation + 1)
-            urls = {url for level in levels for url in team.targets(level)}
+            urls = {
+                url
+                for level in range(alert.escalation + 1)
+                for url in self._paged(team, alert, level)
+            }
             return [(url, _title(alert, kind)) for url in sorted(urls)]
         if kind not in ("raise", "stage", "flap_start", "flap_end"):
             return []
-        return [(url, _title(alert, kind)) for url in team.targets(0)]
+        # Whoever is on call when the page goes (after quiet hours, for a deferred one).
+        at_ms = self.send_after(alert, now_ms)
+        return [(url, _title(alert, kind)) for url in self.routing.targets(team, 0, at_ms)]
+
+    def _paged(self, team: Team, alert: AlertRow, level: int) -> set[str]:
+        """Who a level paged for this alert: its on-call when it was paged (and at the last
+        repeat), so a RESOLVED note reaches the members who got the pages."""
+        times = {alert.raised_ms + round(team.level(level)[2] * 1000)}
+        if level == alert.escalation and alert.last_page_ms is not None:
+            times.add(alert.last_page_ms)  # repeats page the current level
+        return {url for at_ms in times for url in self.routing.targets(team, level, at_ms)}
 
     def send_after(self, alert: AlertRow, now_ms: int) -> int:
         """Non-critical pages wait out the team's quiet hours; critical ones go at once."""
@@ -257,7 +323,8 @@ class AlertRouter(PageMaker):
             if level < len(team.escalate):
                 step = team.escalate[level]
                 if now_ms - alert.raised_ms >= step.after_s * 1000:
-                    targets = [(url, _title(alert, "escalate")) for url in step.notify]
+                    urls = self.routing.targets(team, level + 1, now_ms)
+                    targets = [(url, _title(alert, "escalate")) for url in urls]
                     store.escalate(alert, "escalate", targets, now_ms, level=level + 1)
                     continue
             if (
@@ -265,6 +332,8 @@ class AlertRouter(PageMaker):
                 and alert.last_page_ms is not None
                 and now_ms - alert.last_page_ms >= team.repeat_s * 1000
             ):
-                urls = team.targets(level) or team.notify
+                urls = self.routing.targets(team, level, now_ms) or self.routing.targets(
+                    team, 0, now_ms
+                )
                 targets = [(url, _title(alert, "repeat")) for url in urls]
                 store.escalate(alert, "repeat", targets, now_ms, level=level)

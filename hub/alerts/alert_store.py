@@ -292,7 +292,7 @@ class AlertStore:
                     if child is not None:
                         self._join(db, alert, child, event.time_ms)
             if alert is not None and not self._is_child(db, alert):
-                targets = page.pages(event, alert, self._silenced(db, alert, now_ms))
+                targets = page.pages(event, alert, self._silenced(db, alert, now_ms), now_ms)
                 when = page.send_after(alert, now_ms) if targets else now_ms
                 # The agent says its parent is down: wait for the parent's alert to join it.
                 when = max(when, now_ms + page.parent_hold_ms(event, alert))
@@ -603,8 +603,10 @@ class AlertStore:
 class PageMaker:
     """Decides which events page whom (the router's targets); see ``alert_router.py``."""
 
-    def pages(self, event: AlertEvent, alert: AlertRow, silenced: bool) -> list[tuple[str, str]]:
-        """(target URL, title) for each page this event sends."""
+    def pages(
+        self, event: AlertEvent, alert: AlertRow, silenced: bool, now_ms: int
+    ) -> list[tuple[str, str]]:
+        """(target URL, title) for each page this event sends (``now_ms``: the engine's time)."""
         raise NotImplementedError
 
     def send_after(self, alert: AlertRow, now_ms: int) -> int:

@@ -25,6 +25,7 @@ class WebhookReceiver:
     port: int = 0
     posts: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # the path of each post (one per member)
     refuse: int = 0  # answer this many POSTs with 503 first
     refused: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -68,6 +69,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
                 else:
                     receiver.posts.append(json.loads(body))
                     receiver.headers.append(dict(self.headers.items()))
+                    receiver.paths.append(self.path)
                     status = 200
             self.send_response(status)
             self.send_header("Content-Length", "0")
