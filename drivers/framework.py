@@ -216,6 +216,9 @@ class DriverFamily:
     create_poller: Callable[[DeviceSpec, DriverConfig], PolledDriver] | None = None
     create_stream: Callable[[Sequence[tuple[DeviceSpec, DriverConfig]]], StreamDriver] | None = None
     check: Callable[[DeviceSpec, DriverConfig], None] | None = None
+    # Called on an event loop once no agent there runs devices any more: releases what the
+    # family's drivers share on that loop (the SNMP families' engine and its timer task).
+    close: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         keys = {m.key for m in self.metrics}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from drivers.atcs.metrics import ATCS_DETECTOR_METRICS, ATCS_METRICS
 from drivers.atcs.ntcip_controller import NtcipControllerConfig, create_controller
 from drivers.framework import DeviceTypeSpec, DriverFamily
+from drivers.snmp.client import family_closer
 from drivers.snmp.trap_receiver import trap_stream_factory
 
 PROTOCOL = "ntcip_1202"
@@ -40,6 +41,8 @@ FAMILY = DriverFamily(
         ),
     ),
     # Traps: one receiver for the family's devices that set trap_port (events).
+    # The agent closes the family's shared SNMP engine once it stops (its timer task).
+    close=family_closer("atcs"),
     create_stream=trap_stream_factory("atcs", [m.key for m in ATCS_METRICS]),
     create_poller=create_controller,
 )

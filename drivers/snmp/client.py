@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Final
 from weakref import WeakKeyDictionary
 
@@ -489,6 +490,18 @@ def client_for_family(family: str) -> SnmpClient:
     if client is None:
         client = clients[family] = SnmpClient(family)
     return client
+
+
+def close_family_client(family: str) -> None:
+    """Close ``family``'s client of the running loop, if any (a later use opens a new one)."""
+    client = _CLIENTS.get(asyncio.get_running_loop(), {}).pop(family, None)
+    if client is not None:
+        client.close()
+
+
+def family_closer(family: str) -> Callable[[], None]:
+    """The family's ``DriverFamily.close`` hook: closes its client of the running loop."""
+    return partial(close_family_client, family)
 
 
 def close_family_clients() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drivers.framework import DeviceTypeSpec, DriverFamily
+from drivers.snmp.client import family_closer
 from drivers.snmp.trap_receiver import trap_stream_factory
 from drivers.wifi.access_point import (
     DEVICE_VENDORS,
@@ -40,6 +41,8 @@ FAMILY = DriverFamily(
         for name in DEVICE_VENDORS
     ),
     # Traps: one receiver for the family's devices that set trap_port (events).
+    # The agent closes the family's shared SNMP engine once it stops (its timer task).
+    close=family_closer("wifi"),
     create_stream=trap_stream_factory("wifi", [m.key for m in WIFI_METRICS]),
     create_poller=create_access_point,
     check=check_device,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from device_registry.directory import DeviceDirectory, DeviceRecord
 from drivers.framework import (
@@ -63,6 +64,9 @@ PUBLISHER_TASK = "publisher"
 DEVICE_INFO_TASK = "device-info"
 # SQLite's names for a file that is not (or no longer) a database: no restart can read it.
 DAMAGED_DATABASE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+# Agents running per event loop (the demo runs one per gateway): families share resources
+# per loop (one SNMP engine), so the last agent to stop there closes them.
+_RUNNING: WeakKeyDictionary[asyncio.AbstractEventLoop, int] = WeakKeyDictionary()
 
 
 class AgentFatalError(Exception):
@@ -227,6 +231,8 @@ class Agent:
         A task that fails fatally stops the agent the same orderly way (noticed within one
         ``refresh_interval_s``), and then ``AgentFatalError`` says which task and why.
         """
+        loop = asyncio.get_running_loop()
+        _RUNNING[loop] = _RUNNING.get(loop, 0) + 1
         try:
             async with asyncio.TaskGroup() as group:
                 try:
@@ -249,9 +255,23 @@ class Agent:
             self.outbox.close()
             if self.device_info is not None:
                 self.device_info.close()
+            self._leave_loop(loop)
         fatal = self.supervisor.fatal
         if fatal is not None:
             raise AgentFatalError(f"agent {self.gateway_id} stopped: {fatal}") from fatal.error
+
+    def _leave_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The last agent to stop on ``loop`` runs the families' close hooks there."""
+        _RUNNING[loop] -= 1
+        if _RUNNING[loop] > 0:
+            return
+        del _RUNNING[loop]
+        for family in self.families.values():
+            if family.close is not None:
+                try:
+                    family.close()
+                except Exception:  # one family's failure must not keep the others open
+                    log.exception("family %s: close failed", family.name)
 
     async def _stop_all(self) -> None:
         """Stop every device task, then the publisher (it says offline on its way out)."""
