@@ -111,14 +111,14 @@ def serve(
 
 def plan(aps: int, controllers: int, silent_pct: float, slow_pct: float) -> list[Planned]:
     """Targets in order: one in 100/silent_pct is silent (the first one too), one in
-    100/slow_pct slow (from half that on, never a silent one)."""
+    100/slow_pct slow (from just past half that on: never a silent one)."""
     kinds = ["ap"] * aps + ["atcs"] * controllers
     every = round(100 / silent_pct) if silent_pct > 0 else 0
     slow_every = round(100 / slow_pct) if slow_pct > 0 else 0
     out = []
     for i, kind in enumerate(kinds):
         silent = bool(every) and i % every == 0
-        slow = bool(slow_every) and not silent and i % slow_every == slow_every // 2
+        slow = bool(slow_every) and not silent and i % slow_every == slow_every // 2 + 1
         out.append((kind, silent, slow))
     return out
 
@@ -476,7 +476,8 @@ def main() -> None:
     result = {
         "targets": len(targets),
         "cycle_s": round(cycle_s, 2),
-        "p99_target_ms": round(p99(durations), 1),
+        # Per target on the production schedule; a burst's polls mostly wait for a slot.
+        "p99_target_ms": round(p99(spread_ms), 1),
         # The last cycle's CPU is one round of polls: over the 60 s production interval.
         "agent_cpu_pct": round(100 * spread.cpu_s / 60.0, 1),
         "netsnmp_cycle_s": round(netsnmp_s, 2),
@@ -485,7 +486,7 @@ def main() -> None:
         "late_after_s": args.late_s,
         "silent": silent,
         "slow": slow,
-        "spread_p99_target_ms": round(p99(spread_ms), 1),
+        "burst_p99_target_ms": round(p99(durations), 1),
         "burst_cpu_pct": round(100 * burst.cpu_s / 60.0, 1),
     }
     rows: list[tuple[str, object, object]] = [
@@ -500,12 +501,12 @@ def main() -> None:
             f"{cycle_s:.2f}; {first_s:.2f}",
         ),
         ("  answering targets without a reading", "-", f"{missing}; {first_missing}"),
-        ("  p99 answered poll ms", "-", result["p99_target_ms"]),
+        ("  p99 answered poll ms (slot wait included)", "-", result["burst_p99_target_ms"]),
         ("  agent cpu s in the second burst", "-", round(burst.cpu_s, 2)),
         ("spread: late readings (last; first cycle)", "-", f"{late}; {first_late}"),
         ("  worst lateness s (last cycle)", "-", round(worst_s, 2)),
         ("  late polls (agent's own count, > 1 s)", "-", spread.agent.stats.late_polls),
-        ("  p99 answered poll ms", "-", result["spread_p99_target_ms"]),
+        ("  p99 answered poll ms", "-", result["p99_target_ms"]),
         ("  agent cpu s in the last cycle", "-", round(spread.cpu_s, 2)),
         ("  cpu % of one core per 60 s", "-", result["agent_cpu_pct"]),
         ("failed targets (net-snmp: non-zero exits)", netsnmp_failures, failures),
