@@ -2,22 +2,26 @@
 
 ``attach_alerts`` loads and checks the rule and routing files (a bad one stops the start
 with one line naming the file, rule and key), then adds the alert consumer to the
-ingest service before it starts. The one-tap link endpoint (``[alerts] ack_port``)
-answers ``GET /alerts/ack?t=TOKEN`` with a page holding one button, and acknowledges on
-its ``POST``: mail scanners and chat previews fetch links, and must not acknowledge a
+ingest service before it starts. The alert HTTP server (``[alerts] ack_port``) serves the
+JSON API (alert_api.py) and the one-tap links: it answers ``GET /alerts/ack?t=TOKEN`` with
+a page holding one button, and acknowledges on its ``POST``: mail scanners and chat
+previews fetch links, and must not acknowledge a
 page nobody read.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from device_registry.database_directory import DatabaseDeviceDirectory
 from hub.alerts.ack_links import LinkOutcome, LinkSigner, acknowledge_by_link
+from hub.alerts.alert_api import PREFIX, ApiAuth, answer
 from hub.alerts.alert_consumer import AlertConsumer
 from hub.alerts.alert_router import AlertRouter, Routing, load_routing
 from hub.alerts.alert_store import AlertRow, AlertStore, Page, default_path
@@ -141,8 +145,13 @@ def attach_alerts(
     )
     service.add_consumer(consumer)
     server = None
-    if cfg.ack_port and signer is not None:
-        server = ack_server(cfg.ack_host, cfg.ack_port, database, signer, clock)
+    if cfg.ack_port:
+        directory = service.directory
+        auth = ApiAuth(
+            cfg.api_token.get_secret_value() if cfg.api_token else None,
+            directory.database if isinstance(directory, DatabaseDeviceDirectory) else None,
+        )
+        server = ack_server(cfg.ack_host, cfg.ack_port, database, signer, clock, auth=auth)
     runtime = AlertRuntime(consumer, notifier, server, output)
     runtime.start()
     log.info(
@@ -159,9 +168,16 @@ _PAGE = """<!doctype html><meta charset="utf-8"><meta name="viewport" content="w
 
 
 def ack_server(
-    host: str, port: int, database: Path, signer: LinkSigner, clock: Clock
+    host: str,
+    port: int,
+    database: Path,
+    signer: LinkSigner | None,
+    clock: Clock,
+    *,
+    auth: ApiAuth | None = None,
 ) -> ThreadingHTTPServer:
-    """The endpoint of one-tap links (GET shows a button, POST acknowledges)."""
+    """The alert HTTP server: one-tap links (GET shows a button, POST acknowledges) when
+    ``signer`` is given, and the JSON API under ``/alerts/api/v1/`` when ``auth`` is."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -169,9 +185,35 @@ def ack_server(
 
         def _token(self) -> str | None:
             parts = urlsplit(self.path)
-            if parts.path != "/alerts/ack":
+            if parts.path != "/alerts/ack" or signer is None:
                 return None
             return parse_qs(parts.query).get("t", [""])[0]
+
+        def _api(self, method: str) -> bool:
+            """Answer an API call; False when the path is not the API's."""
+            if auth is None or not urlsplit(self.path).path.startswith(PREFIX):
+                return False
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)  # a body (e.g. a comment) is allowed, not needed
+            status, body = answer(
+                method,
+                self.path,
+                self.headers.get("Authorization"),
+                auth=auth,
+                database=database,
+                clock=clock,
+            )
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "no-store")
+            if status == 401:
+                self.send_header("WWW-Authenticate", "Bearer")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return True
 
         def _answer(self, status: int, body: str) -> None:
             data = _PAGE.format(body=body).encode()
@@ -184,10 +226,13 @@ def ack_server(
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            if self._api("GET"):
+                return
             token = self._token()
             if token is None:
                 self._answer(404, "<p>Not found.</p>")
                 return
+            assert signer is not None  # _token is None without one
             checked = signer.read(token, clock.now_ms())
             if isinstance(checked, LinkOutcome):
                 self._answer(403, f"<p>{html.escape(checked.value)}.</p>")
@@ -201,8 +246,10 @@ def ack_server(
             )
 
         def do_POST(self) -> None:
+            if self._api("POST"):
+                return
             token = self._token()
-            if token is None:
+            if token is None or signer is None:
                 self._answer(404, "<p>Not found.</p>")
                 return
             store = AlertStore(database)

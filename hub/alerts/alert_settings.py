@@ -29,7 +29,12 @@ class AlertSettings(BaseModel):
     link_base_url: str = Field(default="", description="e.g. https://hub.example/ ; unset: no link")
     link_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     ack_host: str = "127.0.0.1"
-    ack_port: int = Field(default=0, ge=0, le=65535, description="0: no link endpoint.")
+    ack_port: int = Field(
+        default=0, ge=0, le=65535, description="The links' and the JSON API's port; 0: off."
+    )
+    # The JSON API (alert_api.py) takes this bearer token, and the registry's API tokens
+    # when the hub reads the registry database.
+    api_token: SecretStr | None = None
 
     # Alertmanager output (docs/alerting.md): every firing alert posted to each URL.
     alertmanager_urls: list[str] = Field(
