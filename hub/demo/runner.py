@@ -154,6 +154,7 @@ class DemoRunner:
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
         self._undo_ble: Callable[[], None] | None = None
+        self._alerts: Any = None  # the shipped rules and a webhook receiver (demo_pages.py)
         # The simulators' folder: the BLE simulator finds each gateway's FAKE radio here.
         self._sim_state_dir = self.settings.state_dir / "demo" / "simulators"
 
@@ -273,6 +274,11 @@ class DemoRunner:
                 else None
             )
         )
+        from hub.alerts.demo_pages import attach_demo_alerts
+
+        areas = sorted({d.kecamatan for d in self.fleet.devices}) if self.fleet else []
+        self._alerts = attach_demo_alerts(ingest, self.settings, areas)
+        self.progress(f"alert pages go to the demo's webhook receiver: {self.pages_url}")
         await asyncio.to_thread(ingest.start)
         self._ingest = ingest
         self._background.append(
@@ -413,6 +419,11 @@ class DemoRunner:
         host = "127.0.0.1" if registry.api_host in ("0.0.0.0", "") else registry.api_host
         return f"http://{host}:{registry.api_port}"
 
+    @property
+    def pages_url(self) -> str:
+        """Where the demo's webhook receiver lists the pages it got ("" without the hub)."""
+        return self._alerts.receiver.url if self._alerts is not None else ""
+
     # -- summary -------------------------------------------------------------------
     def _build_summary(self, fleet: DemoFleet) -> None:
         ingest = self._ingest
@@ -509,6 +520,11 @@ class DemoRunner:
                 for i, query in enumerate(EXAMPLE_QUERIES)
             ),
             ("Grafana", grafana_note()),
+            *(
+                [("alert pages", f"{self.pages_url} (each area's team is paged here)")]
+                if self.pages_url
+                else []
+            ),
             (
                 "faults",
                 f"kotahub demo fault device-dies {example} | gateway-cut {gateway} | "
@@ -581,6 +597,8 @@ class DemoRunner:
                 await asyncio.wait_for(self._api_task, 10)
         if self._ingest is not None:
             await asyncio.to_thread(self._ingest.stop)
+        if self._alerts is not None:
+            await asyncio.to_thread(self._alerts.stop)
         if self._status_sink is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._status_sink.flush)
