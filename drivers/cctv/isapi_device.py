@@ -23,6 +23,7 @@ from drivers.cctv.nvr_links import NVR_LINKS, CameraLink, NvrEntry, NvrLinks, Nv
 from drivers.framework import DeviceSpec, DriverError, MetricValue, Reading, utc_now
 
 MAX_PART_BYTES = 65_536
+HTTP_TIMEOUT_S = 10.0  # connect, and each read of the short health requests
 EVENT_NAMES = {
     "vmd": "motion",
     "linedetection": "line_crossing",
@@ -180,7 +181,7 @@ class IsapiDevice:
             self._client = httpx.AsyncClient(
                 base_url=self.base,
                 auth=httpx.DigestAuth(self.username, self.password),
-                timeout=httpx.Timeout(10.0),
+                timeout=httpx.Timeout(HTTP_TIMEOUT_S),
             )
         return self._client
 
@@ -312,7 +313,13 @@ class IsapiDevice:
         last_beat = time.monotonic()
         heard = False
         deadline = time.monotonic() + self.listen_s
-        async with self._http().stream("GET", "/ISAPI/Event/notification/alertStream") as reply:
+        # Between heartbeats the stream is silent for as long as the device's heartbeat
+        # period (Hikvision: about 10 s, the HTTP timeout itself): the watchdog judges
+        # silence, so a read may wait past it rather than fail at the HTTP timeout.
+        stream_timeout = httpx.Timeout(HTTP_TIMEOUT_S, read=self.watchdog_s + HTTP_TIMEOUT_S)
+        async with self._http().stream(
+            "GET", "/ISAPI/Event/notification/alertStream", timeout=stream_timeout
+        ) as reply:
             if reply.status_code == 401:
                 raise IsapiAuthError("401 on alertStream")
             reply.raise_for_status()

@@ -10,7 +10,7 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.cctv import FAMILY
+from drivers.cctv import FAMILY, isapi_device
 from drivers.cctv.camera_driver import create_camera
 from drivers.cctv.isapi_device import IsapiDevice, MultipartParts, alert_reading, parse_xml
 from drivers.cctv.isapi_stand_in import IsapiStandIn, StandInDisk, alert_xml
@@ -172,3 +172,19 @@ def test_any_alert_is_an_event_of_the_table_or_nothing(
     if reading is not None:
         assert reading.kind == "event"
         assert set(reading.metrics) <= set(FAMILY.device_type("nvr_4ch").metrics)
+
+
+async def test_a_heartbeat_as_slow_as_the_http_timeout_keeps_the_stream_ok(
+    isapi: IsapiStandIn, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hikvision beats about every 10 s, the client's HTTP timeout: each read of the silent
+    # stream between beats used to fail with ReadTimeout, so every demo NVR was offline.
+    monkeypatch.setattr(isapi_device, "HTTP_TIMEOUT_S", 0.3)
+    isapi.nvr.heartbeat_s = 0.8
+    device = device_for(isapi, unique_id, "nvr_4ch", listen_s=2.0, heartbeat_watchdog_s=1.5)
+    try:
+        readings = await device.poll()
+    finally:
+        await device.close()
+    assert readings[0].metrics["alert_stream_ok"] is True
+    assert readings[0].metrics["disk_status"] == "ok"
