@@ -210,6 +210,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     import uvicorn
 
     from device_registry.mqtt_identities import DynamicSecurityClient, DynsecIdentities
+    from device_registry.technician_page import set_alerts_url
     from device_registry.web_api import create_app
     from hub.agent.agent import Agent
     from hub.agent.gateway_credential import ensure_gateway_credential
@@ -251,6 +252,7 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     ingest.status.subscribe(status_sink)
     from hub.alerts.alert_runtime import attach_alerts
     from hub.alerts.alert_store import AlertStoreError
+    from hub.alerts.page_cors import alerts_page_url
     from hub.alerts.rule_model import RuleError
     from hub.start_checks import StartError
 
@@ -274,16 +276,18 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
             settings.registry.api_host, settings.registry.api_port, "registry.api_port"
         )
         readings_influx, readings_source = readings_from_influx(settings, service)
+        app = create_app(
+            service,
+            readings_source=readings_source,
+            tiles=settings.registry.tile_settings(),
+            max_body_bytes=settings.registry.max_body_bytes,
+            max_import_bytes=settings.registry.max_import_bytes,
+            max_import_rows=settings.registry.max_import_rows,
+        )
+        set_alerts_url(app, alerts_page_url(settings))  # the page's "Open alerts" view
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(
-                    service,
-                    readings_source=readings_source,
-                    tiles=settings.registry.tile_settings(),
-                    max_body_bytes=settings.registry.max_body_bytes,
-                    max_import_bytes=settings.registry.max_import_bytes,
-                    max_import_rows=settings.registry.max_import_rows,
-                ),
+                app,
                 host=settings.registry.api_host,
                 port=settings.registry.api_port,
                 log_level="warning",

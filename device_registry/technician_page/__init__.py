@@ -5,7 +5,9 @@ so it works on a phone that can reach the registry but not the internet. It talk
 the registry's own ``/api/v1`` with the bearer token the technician pastes once.
 
 Map tiles are optional: ``/app/settings.json`` tells the page which tile URL to use; when
-it is empty the map shows a plain coordinate grid and click-to-pin still works.
+it is empty the map shows a plain coordinate grid and click-to-pin still works. Its
+``alerts_url`` is the hub's alert server (``[alerts] ack_port``) for the "Open alerts" view,
+called with the same token; empty: the view says alerting is not configured.
 """
 
 from __future__ import annotations
@@ -73,7 +75,12 @@ class TileSettings(BaseModel):
 async def _page_settings(request: Request) -> Response:
     tiles: TileSettings = request.app.state.technician_tiles
     return JSONResponse(
-        {"tile_url": tiles.url, "tile_attribution": tiles.attribution, "max_zoom": tiles.max_zoom},
+        {
+            "tile_url": tiles.url,
+            "tile_attribution": tiles.attribution,
+            "max_zoom": tiles.max_zoom,
+            "alerts_url": request.app.state.technician_alerts_url,
+        },
         headers={"Cache-Control": "no-cache"},
     )
 
@@ -89,6 +96,7 @@ def mount_technician_page(app: FastAPI, *, tiles: TileSettings | None = None) ->
     public (the page holds no data until a token is pasted), and they stay out of OpenAPI.
     """
     app.state.technician_tiles = tiles if tiles is not None else TileSettings.from_environment()
+    app.state.technician_alerts_url = ""
     app.add_route("/", _to_page, methods=["GET"], include_in_schema=False)
     app.add_route(f"{PAGE_PATH}/settings.json", _page_settings, methods=["GET"])
     app.mount(PAGE_PATH, StaticFiles(directory=STATIC_DIR, html=True), name="technician-page")
@@ -97,3 +105,10 @@ def mount_technician_page(app: FastAPI, *, tiles: TileSettings | None = None) ->
 def set_tile_settings(app: FastAPI, tiles: TileSettings) -> None:
     """Change the map tiles an already-built app tells the page to use."""
     app.state.technician_tiles = tiles
+
+
+def set_alerts_url(app: FastAPI, url: str) -> None:
+    """Tell the page where the hub's alert API is ("" : alerting is not configured)."""
+    if url and not _TILE_URL.match(url):
+        raise TechnicianPageError(f"alerts URL {url!r}: must be an http(s) URL or a path")
+    app.state.technician_alerts_url = url.rstrip("/")

@@ -28,6 +28,7 @@ from hub.alerts.alert_store import AlertRow, AlertStore, Page, default_path
 from hub.alerts.alertmanager import AlertmanagerOutput
 from hub.alerts.clock import Clock, SystemClock
 from hub.alerts.notifier import Notifier, RetryPolicy
+from hub.alerts.page_cors import cors_headers, page_origins
 from hub.alerts.rule_engine import RuleEngine
 from hub.alerts.rule_model import load_rule_files
 from hub.ingest.ingest_service import IngestService
@@ -151,7 +152,15 @@ def attach_alerts(
             cfg.api_token.get_secret_value() if cfg.api_token else None,
             directory.database if isinstance(directory, DatabaseDeviceDirectory) else None,
         )
-        server = ack_server(cfg.ack_host, cfg.ack_port, database, signer, clock, auth=auth)
+        server = ack_server(
+            cfg.ack_host,
+            cfg.ack_port,
+            database,
+            signer,
+            clock,
+            auth=auth,
+            origins=page_origins(settings),
+        )
     runtime = AlertRuntime(consumer, notifier, server, output)
     runtime.start()
     log.info(
@@ -175,9 +184,11 @@ def ack_server(
     clock: Clock,
     *,
     auth: ApiAuth | None = None,
+    origins: frozenset[str] = frozenset(),
 ) -> ThreadingHTTPServer:
     """The alert HTTP server: one-tap links (GET shows a button, POST acknowledges) when
-    ``signer`` is given, and the JSON API under ``/alerts/api/v1/`` when ``auth`` is."""
+    ``signer`` is given, and the JSON API under ``/alerts/api/v1/`` when ``auth`` is; the
+    API answers CORS for pages from ``origins`` (the technician page, page_cors.py)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -208,6 +219,8 @@ def ack_server(
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Cache-Control", "no-store")
+            for name, value in cors_headers(self.headers.get("Origin"), origins, preflight=False):
+                self.send_header(name, value)
             if status == 401:
                 self.send_header("WWW-Authenticate", "Bearer")
             self.send_header("Content-Length", str(len(data)))
@@ -224,6 +237,19 @@ def ack_server(
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_OPTIONS(self) -> None:
+            """A browser's CORS preflight for an API call (it carries no token to check)."""
+            if auth is None or not urlsplit(self.path).path.startswith(PREFIX):
+                self._answer(404, "<p>Not found.</p>")
+                return
+            origin = self.headers.get("Origin")
+            headers = cors_headers(origin, origins, preflight=True)
+            self.send_response(204 if len(headers) > 1 else 403)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_GET(self) -> None:
             if self._api("GET"):

@@ -35,6 +35,13 @@ class AlertSettings(BaseModel):
     # The JSON API (alert_api.py) takes this bearer token, and the registry's API tokens
     # when the hub reads the registry database.
     api_token: SecretStr | None = None
+    # The technician page (registry /app/) calls the API from another origin (page_cors.py).
+    page_url: str = Field(
+        default="", description="The alert server as the page reaches it; unset: link_base_url"
+    )
+    page_origins: list[str] = Field(
+        default_factory=list, description="Pages allowed by CORS; empty: the registry API's"
+    )
 
     # Alertmanager output (docs/alerting.md): every firing alert posted to each URL.
     alertmanager_urls: list[str] = Field(
@@ -44,7 +51,7 @@ class AlertSettings(BaseModel):
     # A camera offline because its parent NVR is down waits this long for the NVR's alert.
     parent_hold_s: float = Field(default=120.0, ge=0)
 
-    @field_validator("rules", "alertmanager_urls", mode="before")
+    @field_validator("rules", "alertmanager_urls", "page_origins", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         """A single path (the environment gives text) is a list of one; "" is none."""

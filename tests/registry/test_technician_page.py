@@ -687,7 +687,7 @@ def test_the_page_is_served_by_the_app_without_internet(
     assert page.status_code == 200
     assert "Find a device" in page.text
     settings = httpx.get(f"{page_server.base_url}/app/settings.json", timeout=10).json()
-    assert settings == {"tile_url": "", "tile_attribution": "", "max_zoom": 19}
+    assert settings == {"tile_url": "", "tile_attribution": "", "max_zoom": 19, "alerts_url": ""}
     for asset in ("app.js", "app.css", "vendor/leaflet/leaflet.js", "vendor/leaflet/LICENSE"):
         response = httpx.get(f"{page_server.base_url}/app/{asset}", timeout=10)
         assert response.status_code == 200, asset

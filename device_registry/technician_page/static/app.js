@@ -367,6 +367,7 @@
     for (const view of $$(".view")) view.hidden = view.id !== "view-" + name;
     $("#tab-find").classList.toggle("current", name === "find" || name === "device");
     $("#tab-register").classList.toggle("current", name === "register");
+    $("#tab-alerts").classList.toggle("current", name === "alerts");
     window.scrollTo(0, 0);
   }
 
@@ -396,6 +397,9 @@
     } else if (hash === "#/register") {
       show("register");
       await prepareRegister();
+    } else if (hash === "#/alerts") {
+      show("alerts");
+      await window.KotahubAlerts.open(state.token, state.me.role, state.settings); // alerts.js
     } else {
       show("find");
       if (!state.searched) await runSearch();
