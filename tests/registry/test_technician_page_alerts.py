@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -23,16 +24,20 @@ from device_registry.api_tokens import create_token
 from device_registry.database import RegistryDatabase, open_database
 from device_registry.directory import DeviceRecord, SnapshotDirectory
 from device_registry.registry_service import RegistryService
+from device_registry.registry_settings import RegistrySettings
 from device_registry.technician_page import set_alerts_url
 from device_registry.web_api import create_app
 from hub.alerts.alert_api import ApiAuth
 from hub.alerts.alert_runtime import ack_server
+from hub.alerts.alert_settings import AlertSettings
 from hub.alerts.alert_store import AlertStore
 from hub.alerts.clock import ManualClock
+from hub.alerts.page_cors import alerts_page_url, page_origins
 from hub.alerts.rule_engine import RuleEngine
 from hub.alerts.rule_model import parse_rules
 from hub.ingest.wal_consumers import Reading
 from hub.ingest.write_ahead_log import WalPosition
+from hub.settings import Settings
 from tests.conftest import free_port
 from tests.registry.test_technician_page import browser, phone_context
 
@@ -215,3 +220,24 @@ def test_cors_answers_only_the_page_origin(servers: Servers) -> None:
     assert read.status_code == 200  # a server-side caller; a browser would hide the answer
     assert "Access-Control-Allow-Origin" not in read.headers
     assert read.headers["Vary"] == "Origin"
+
+
+def test_hub_settings_give_the_page_its_alerts_url_and_the_server_its_origins() -> None:
+    rules = [Path("rules.yaml")]
+    registry = RegistrySettings(api_host="127.0.0.1", api_port=18090)
+    off = Settings(registry=registry, alerts=AlertSettings(rules=rules))
+    assert alerts_page_url(off) == ""  # no ack_port: no alert server to call
+    assert alerts_page_url(Settings(alerts=AlertSettings(ack_port=18093))) == ""  # no rules
+    plain = Settings(registry=registry, alerts=AlertSettings(rules=rules, ack_port=18093))
+    assert alerts_page_url(plain) == "http://127.0.0.1:18093"
+    assert page_origins(plain) == {"http://127.0.0.1:18090", "http://localhost:18090"}
+    linked = AlertSettings(rules=rules, ack_port=18093, link_base_url="https://hub.test/")
+    assert alerts_page_url(Settings(alerts=linked)) == "https://hub.test"
+    chosen = AlertSettings(
+        rules=rules,
+        ack_port=18093,
+        page_url="https://alerts.test/",
+        page_origins="https://devices.test/,https://spare.test",  # as the environment gives it
+    )
+    assert alerts_page_url(Settings(alerts=chosen)) == "https://alerts.test"
+    assert page_origins(Settings(alerts=chosen)) == {"https://devices.test", "https://spare.test"}
