@@ -39,7 +39,7 @@ from hub.ingest.wal_consumers import Reading
 from hub.ingest.write_ahead_log import WalPosition
 from hub.settings import Settings
 from tests.conftest import free_port
-from tests.registry.test_technician_page import browser, phone_context
+from tests.registry.test_technician_page import browser, phone_context, shot
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture, shared with the page's tests
 pytestmark = pytest.mark.browser
@@ -156,6 +156,7 @@ def test_technician_lists_filters_and_acknowledges(phone: Page, servers: Servers
     expect(first.locator(".alert-team")).to_have_text("drainage-east")
     # The team filter starts at all teams; one team shows only its alert.
     expect(phone.locator("#alerts-team")).to_have_value("")
+    shot(phone, "open-alerts")
     phone.select_option("#alerts-team", "drainage-west")
     expect(items).to_have_count(1)
     expect(items.first).to_have_attribute("data-key", "high|g2")
