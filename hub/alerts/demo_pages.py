@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ import yaml
 
 from hub.alerts.alert_runtime import AlertRuntime, attach_alerts
 from hub.alerts.alert_settings import AlertSettings
+from hub.alerts.page_cors import alerts_page_url
 from hub.ingest.ingest_service import IngestService
 from hub.settings import Settings
 
@@ -145,6 +147,7 @@ class DemoAlerts:
 
     receiver: PageReceiver
     runtime: AlertRuntime | None
+    page_url: str = ""  # the alert API the technician page calls ("" : not served)
 
     def stop(self) -> None:
         """Stop the engine's threads, then the receiver."""
@@ -172,10 +175,20 @@ def attach_demo_alerts(service: IngestService, settings: Settings, areas: list[s
         database=folder / "alerts.sqlite3",
         retry_min_s=0.5,
     )
+    if not cfg.get("ack_port"):
+        # The technician page's Alerts tab needs the alert API: on loopback, a port of its own.
+        cfg.update(ack_host="127.0.0.1", ack_port=_loopback_port())
     demo_settings = settings.model_copy(update={"alerts": AlertSettings.model_validate(cfg)})
     try:
         runtime = attach_alerts(service, demo_settings)
     except BaseException:
         receiver.stop()
         raise
-    return DemoAlerts(receiver, runtime)
+    return DemoAlerts(receiver, runtime, alerts_page_url(demo_settings))
+
+
+def _loopback_port() -> int:
+    """A free loopback port now (the alert server binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -376,6 +376,7 @@ class DemoRunner:
 
         from device_registry.api_tokens import create_token
         from device_registry.cli import sign_in_link
+        from device_registry.technician_page import set_alerts_url
         from device_registry.web_api import create_app
         from hub.one_machine import readings_from_influx
         from hub.start_checks import bind_listener
@@ -383,16 +384,19 @@ class DemoRunner:
         registry = self.settings.registry
         self._api_socket = bind_listener(registry.api_host, registry.api_port, "registry.api_port")
         self._readings_influx, readings_source = readings_from_influx(self.settings, service)
+        app = create_app(
+            service,
+            readings_source=readings_source,
+            tiles=registry.tile_settings(),
+            max_body_bytes=registry.max_body_bytes,
+            max_import_bytes=registry.max_import_bytes,
+            max_import_rows=registry.max_import_rows,
+        )
+        # The technician page's Alerts tab calls the demo's alert API (demo_pages.py).
+        set_alerts_url(app, self._alerts.page_url if self._alerts is not None else "")
         self._api_server = uvicorn.Server(
             uvicorn.Config(
-                create_app(
-                    service,
-                    readings_source=readings_source,
-                    tiles=registry.tile_settings(),
-                    max_body_bytes=registry.max_body_bytes,
-                    max_import_bytes=registry.max_import_bytes,
-                    max_import_rows=registry.max_import_rows,
-                ),
+                app,
                 host=registry.api_host,
                 port=registry.api_port,
                 log_level="warning",

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from device_registry.api_tokens import create_token
 from hub.alerts.demo_pages import area_slug
 from hub.demo.control import parse_fault
 from hub.demo.runner import DemoOptions, DemoRunner
@@ -88,3 +89,14 @@ async def test_flood_rises_pages_the_area_team_at_the_demo_receiver(runner: Demo
         assert page.area == area_slug(area_of.get(device_of(page.title), "city")), page
     flooded = {device_of(p["title"]) for p in flood_pages(runner, FLOODED)}
     assert flooded <= {d for d, a in area_of.items() if a == FLOODED}
+    # The technician page's Alerts tab reads the same alerts from the demo's alert API with
+    # a registry token (the demo's sign-in is one); without a token the API refuses.
+    assert runner._alerts.page_url.startswith("http://127.0.0.1:")
+    api = f"{runner._alerts.page_url}/alerts/api/v1/alerts"
+    assert runner._database is not None
+    viewer = create_token(runner._database, name=f"t-{FLOODED}", role="viewer", actor="test")
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await client.get(api)).status_code == 401
+        listed = await client.get(api, headers={"Authorization": f"Bearer {viewer.token}"})
+    assert listed.status_code == 200, listed.text
+    assert flooded & {str(row["device_id"]) for row in listed.json()["alerts"]}
