@@ -176,6 +176,17 @@ _PAGE = """<!doctype html><meta charset="utf-8"><meta name="viewport" content="w
 <title>Kotahub alert</title><body style="font:18px sans-serif;margin:2em">{body}</body>"""
 
 
+MAX_API_BODY = 65_536  # API calls need no body; a comment fits, a hostile length does not
+
+
+def _body_length(header: str | None) -> int | None:
+    """The request body's length, or None when it is not a number within MAX_API_BODY."""
+    text = (header or "0").strip()
+    if not text.isdigit() or int(text) > MAX_API_BODY:
+        return None
+    return int(text)
+
+
 def ack_server(
     host: str,
     port: int,
@@ -204,17 +215,21 @@ def ack_server(
             """Answer an API call; False when the path is not the API's."""
             if auth is None or not urlsplit(self.path).path.startswith(PREFIX):
                 return False
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
+            length = _body_length(self.headers.get("Content-Length"))
+            if length is None:
+                # Unread, an unbounded or unparsable body would stall the next request.
+                self.close_connection = True
+                status, body = 413, {"error": f"a body of at most {MAX_API_BODY} bytes"}
+            else:
                 self.rfile.read(length)  # a body (e.g. a comment) is allowed, not needed
-            status, body = answer(
-                method,
-                self.path,
-                self.headers.get("Authorization"),
-                auth=auth,
-                database=database,
-                clock=clock,
-            )
+                status, body = answer(
+                    method,
+                    self.path,
+                    self.headers.get("Authorization"),
+                    auth=auth,
+                    database=database,
+                    clock=clock,
+                )
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

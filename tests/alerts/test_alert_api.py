@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from device_registry.api_tokens import create_token, revoke_token
 from device_registry.database import RegistryDatabase, open_database
 from device_registry.directory import DeviceRecord, SnapshotDirectory
-from hub.alerts.alert_api import ApiAuth
+from hub.alerts.alert_api import ApiAuth, answer
 from hub.alerts.alert_runtime import ack_server
 from hub.alerts.alert_store import AlertStore
 from hub.alerts.clock import ManualClock
@@ -132,3 +135,50 @@ def test_tokens_are_checked_and_roles_limit_what_they_may_do(api: Api) -> None:
     assert done.json()["alert"]["acked_by"] == f"token:{technician.id}:budi"
     revoke_token(api.registry, technician.id, actor="test")
     assert api.call("GET", "", token=technician.token).status_code == 401
+
+
+STATUSES = {200, 400, 401, 403, 404, 405, 409}
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "get", ""]),
+    path=st.one_of(
+        st.text(max_size=80).map(lambda t: "/alerts/api/v1/alerts" + t),
+        st.text(max_size=80),
+    ),
+    authorization=st.one_of(
+        st.none(),
+        st.text(max_size=60),
+        st.sampled_from([f"Bearer {HUB_TOKEN}", "Bearer ", "bearer x", "Basic Zm9v"]),
+    ),
+)
+def test_any_request_gets_a_json_answer_never_an_exception(
+    api: Api, tmp_path: Path, method: str, path: str, authorization: str | None
+) -> None:
+    status, body = answer(
+        method,
+        path,
+        authorization,
+        auth=ApiAuth(HUB_TOKEN, api.registry),
+        database=tmp_path / "alerts.sqlite3",
+        clock=ManualClock(T0 + 5000),
+    )
+    assert status in STATUSES
+    assert ("error" in body) == (status != 200)
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", str(10**12)])
+def test_a_hostile_content_length_is_refused_and_the_server_goes_on(api: Api, length: str) -> None:
+    host_port = api.base.split("/")[2]
+    host, port = host_port.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(
+            f"POST /alerts/api/v1/alerts/x/ack HTTP/1.1\r\nHost: {host_port}\r\n"
+            f"Authorization: Bearer {HUB_TOKEN}\r\nContent-Length: {length}\r\n\r\n".encode()
+        )
+        reply = raw.recv(4096).decode(errors="replace")
+    assert reply.startswith("HTTP/1.0 413") or reply.startswith("HTTP/1.1 413"), reply
+    assert api.call("GET", "").status_code == 200
