@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from device_registry.technician_page import (
 from device_registry.web_api import TimedReadings, create_app
 from tests.conftest import MqttClientFactory, RunningStack, free_port
 from tests.registry.conftest import seed_catalog
+from tests.uvicorn_thread import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -119,21 +118,11 @@ def page_server(
     live: dict[str, TimedReadings] = {}
     app = create_app(service, readings_source=live.get)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="technician-page-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.02)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     try:
-        yield PageServer(f"http://127.0.0.1:{port}", service, tokens, app, live)
+        with serve_in_thread(config, "technician-page-uvicorn"):
+            yield PageServer(f"http://127.0.0.1:{port}", service, tokens, app, live)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         client.close()
         database.close()
 

@@ -8,7 +8,6 @@ origin with CORS, over a real alert store holding two firing alerts.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from hub.ingest.write_ahead_log import WalPosition
 from hub.settings import Settings
 from tests.conftest import free_port
 from tests.registry.test_technician_page import browser, phone_context, shot
+from tests.uvicorn_thread import serve_in_thread
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture, shared with the page's tests
 pytestmark = pytest.mark.browser
@@ -58,20 +58,6 @@ class Servers:
     store: AlertStore
     registry: RegistryDatabase
     tokens: dict[str, str]
-
-
-def _serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="alerts-page-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.02)
-    return server, thread
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +103,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     app = create_app(RegistryService(registry, None))
     alerts_url = f"http://127.0.0.1:{alerts_port}"
     set_alerts_url(app, alerts_url)
-    server, thread = _serve(app, page_port)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=page_port, log_level="warning", lifespan="off"
+    )
     try:
-        yield Servers(page_url, alerts_url, app, store, registry, tokens)
+        with serve_in_thread(config, "alerts-page-uvicorn"):
+            yield Servers(page_url, alerts_url, app, store, registry, tokens)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         alerts.shutdown()
         alerts.server_close()
         store.close()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import string
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from device_registry.web_api import create_app
 from hub.cli import app as kotahub
 from tests.conftest import free_port
 from tests.registry import test_technician_page as page_tests
+from tests.uvicorn_thread import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -107,24 +106,14 @@ def served(state: Path) -> Iterator[tuple[str, RequestRecorder, AccessLog]]:
     logger = logging.getLogger("uvicorn.access")
     logger.addHandler(access)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            recorder, host="127.0.0.1", port=port, log_level="info", access_log=True,
-            lifespan="off", log_config=None,
-        )
+    config = uvicorn.Config(
+        recorder, host="127.0.0.1", port=port, log_level="info", access_log=True,
+        lifespan="off", log_config=None,
     )  # fmt: skip
-    thread = threading.Thread(target=server.run, name="token-qr-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", recorder, access
+        with serve_in_thread(config, "token-qr-uvicorn"):
+            yield f"http://127.0.0.1:{port}", recorder, access
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         logger.removeHandler(access)
         database.close()
 
