@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +79,9 @@ class Track:
     window: list[tuple[int, float]] = field(default_factory=list)
     changes: list[int] = field(default_factory=list)
     flapping: bool = False
+    # An offline rule's status reason: a for-delayed raise comes from ``tick``, long after
+    # the status change, and must still carry it (saved, so a restart keeps it too).
+    cause: str = ""
     saved_ms: int = 0  # in memory only: engine clock at the last save
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class Track:
             "window": self.window,
             "changes": self.changes,
             "flapping": self.flapping,
+            "cause": self.cause,
         }
 
     @classmethod
@@ -387,12 +391,11 @@ class RuleEngine:
             track = self.tracks.setdefault(key, Track())
             self.dirty.add(key)
             track.value = "offline" if not change.online else "online"
+            track.cause = "" if change.online else change.reason
             target = 0 if change.online else 1
             events.extend(
                 self._step(compiled, key, change.device_id, track, target, change.time_ms)
             )
-        if not change.online and change.reason:
-            events = [replace(event, cause=change.reason) for event in events]
         return events
 
     def _evaluate(
@@ -557,7 +560,10 @@ class RuleEngine:
             stage, severity = chosen.name, chosen.severity
         record = self.directory.get(device_id)
         tags: Mapping[str, str] = record.tags if record is not None else {}
-        message = self.render(compiled, device_id, record, track.value, stage, severity, kind, t)
+        cause = track.cause
+        message = self.render(
+            compiled, device_id, record, track.value, stage, severity, kind, t, cause
+        )
         return AlertEvent(
             kind,
             f"{rule.id}|{device_id}",
@@ -573,6 +579,7 @@ class RuleEngine:
             tags.get("kecamatan", ""),
             tags.get("team", ""),
             track.flapping,
+            cause,
         )
 
     def render(
@@ -585,9 +592,12 @@ class RuleEngine:
         severity: str,
         state: str,
         t: int,
+        cause: str = "",
     ) -> str:
         """The rule's message for this device and value, with its links."""
-        fields = template_fields(compiled, device_id, record, value, stage, severity, state, t)
+        fields = template_fields(
+            compiled, device_id, record, value, stage, severity, state, t, cause
+        )
         return _FORMATTER.vformat(compiled.rule.message, (), fields)
 
 
@@ -600,6 +610,7 @@ def template_fields(
     severity: str,
     state: str,
     t: int,
+    cause: str = "",
 ) -> dict[str, Any]:
     """What a message template may name (``rule_model.TEMPLATE_FIELDS``)."""
     rule = compiled.rule
@@ -633,6 +644,7 @@ def template_fields(
         "severity": severity,
         "state": state,
         "time": datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cause": cause,
     }
     link_fields = {**fields, "map_link": "", "runbook_link": ""}
     defaults = compiled.defaults

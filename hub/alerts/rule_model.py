@@ -66,6 +66,7 @@ TEMPLATE_FIELDS = frozenset(
         "time",
         "map_link",
         "runbook_link",
+        "cause",  # an offline rule's status reason ("" otherwise)
     }
 )
 DEFAULT_MESSAGE = "[{severity}] {rule_name}: {device_name} ({location}) {metric}={value}"
