@@ -28,6 +28,7 @@ class Caller(BaseModel):
     name: str
     role: str
     gateway_id: str | None = None  # a gateway token's one gateway
+    team: str | None = None  # a person's field team
 
     @property
     def actor(self) -> str:
@@ -47,7 +48,13 @@ def _authenticate(request: Request, authorization: str | None) -> Caller:
     if result.token is None:
         raise StarletteHTTPException(401, result.refusal)
     token = result.token
-    return Caller(token_id=token.id, name=token.name, role=token.role, gateway_id=token.gateway_id)
+    return Caller(
+        token_id=token.id,
+        name=token.name,
+        role=token.role,
+        gateway_id=token.gateway_id,
+        team=token.team,
+    )
 
 
 def _authorize(who: Caller, permission: str) -> Caller:

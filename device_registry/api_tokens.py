@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from device_registry.database import RegistryDatabase
-from device_registry.errors import NotFoundError
-from device_registry.models import ApiToken, AuditEntry, utc_now
+from device_registry.errors import FieldError, NotFoundError
+from device_registry.models import ApiToken, AuditEntry, Team, utc_now
 from device_registry.mqtt_identities import secret_hash
 from device_registry.schemas import GATEWAY_ROLE, Role, TokenCreated, TokenPublic
 
@@ -67,14 +67,18 @@ def create_token(
     actor: str,
     expires_in_s: int | None = None,
     gateway_id: str | None = None,
+    team: str | None = None,
 ) -> TokenCreated:
     """Make a token (expiring after ``expires_in_s`` if given); its secret is shown once.
 
     Role ``gateway`` needs ``gateway_id`` (the one gateway it may read), no other role takes
-    one; ``ValueError`` says so, as the API's body check (``TokenCreate``) does.
+    one; ``ValueError`` says so, as the API's body check (``TokenCreate``) does. ``team`` is
+    a person's field team, a known team's id (``FieldError`` otherwise).
     """
     if (role == GATEWAY_ROLE) != (gateway_id is not None):
         raise ValueError("gateway_id: required with role gateway, and only with that role")
+    if role == GATEWAY_ROLE and team is not None:
+        raise ValueError("team: a gateway token has no team")
     token_id = secrets.token_hex(4)
     secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
     now = utc_now()
@@ -87,8 +91,11 @@ def create_token(
         created_by=actor,
         expires_at=now + dt.timedelta(seconds=expires_in_s) if expires_in_s else None,
         gateway_id=gateway_id,
+        team=team,
     )
     with database.session() as session:
+        if team is not None and session.get(Team, team) is None:
+            raise FieldError("team", f"unknown team {team!r} (see the registry's teams)")
         session.add(row)
         session.add(
             AuditEntry(
@@ -103,6 +110,7 @@ def create_token(
                     "role": role,
                     "expires_at": row.expires_at.isoformat() if row.expires_at else None,
                     "gateway_id": gateway_id,
+                    "team": team,
                 },
             )
         )

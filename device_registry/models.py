@@ -200,6 +200,8 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # Role "gateway" only: the one gateway whose device list the token may read.
     gateway_id: Mapped[str | None] = mapped_column(String(64))
+    # A person's field team (a teams.id): the technician page's alerts start filtered to it.
+    team: Mapped[str | None] = mapped_column(String(64))
 
 
 class RegistryRevision(Base):

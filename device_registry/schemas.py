@@ -611,6 +611,8 @@ class TokenCreate(_Strict):
     expires_in_s: int | None = Field(default=None, gt=0, le=10 * 366 * 86400)
     # Role "gateway" only, and required there: the gateway whose devices the token reads.
     gateway_id: Identifier | None = None
+    # A person's field team (a team's id); a gateway token has none.
+    team: Identifier | None = None
 
     @model_validator(mode="after")
     def _gateway_scope(self) -> TokenCreate:
@@ -618,6 +620,8 @@ class TokenCreate(_Strict):
             raise CrossFieldError(
                 ("gateway_id",), "gateway_id is required with role gateway, and only there"
             )
+        if self.role == GATEWAY_ROLE and self.team is not None:
+            raise CrossFieldError(("team",), "a gateway token has no team")
         return self
 
 
@@ -632,6 +636,7 @@ class TokenPublic(BaseModel):
     revoked_at: dt.datetime | None
     expires_at: dt.datetime | None = None
     gateway_id: str | None = None
+    team: str | None = None
 
 
 class TokenCreated(TokenPublic):

@@ -88,6 +88,12 @@ def token_create(
             "--gateway", help="With --role gateway: the one gateway whose device list it reads."
         ),
     ] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(
+            "--team", help="The person's field team (a team id): their Alerts tab starts at it."
+        ),
+    ] = None,
     expires_in: Annotated[
         str | None,
         typer.Option("--expires-in", help="Expire after 30d, 12h, 90m, 2w... (default: never)."),
@@ -119,6 +125,8 @@ def token_create(
         raise typer.BadParameter(
             "required with --role gateway, and only there", param_hint="--gateway"
         )
+    if role == "gateway" and team is not None:
+        raise typer.BadParameter("a gateway token has no team", param_hint="--team")
     try:
         expires_in_s = parse_duration(expires_in) if expires_in is not None else None
     except ValueError as error:
@@ -131,8 +139,13 @@ def token_create(
             actor=actor(),
             expires_in_s=expires_in_s,
             gateway_id=gateway,
+            team=team,
         )
-    out().print(f"token {created.id} ({created.role}), shown once: {created.token}", soft_wrap=True)
+    team_note = f", team {created.team}" if created.team else ""
+    out().print(
+        f"token {created.id} ({created.role}{team_note}), shown once: {created.token}",
+        soft_wrap=True,
+    )
     if created.expires_at is not None:
         out().print(f"expires {cell_text(created.expires_at)}")
     if qr:
@@ -152,7 +165,7 @@ def token_list(config: ConfigOption = None) -> None:
     with open_service(config, broker=False) as service:
         tokens = list_tokens(service.database)
     table = Table(title="API tokens")
-    for column in ("id", "name", "role", "created", "revoked"):
+    for column in ("id", "name", "role", "team", "created", "revoked"):
         table.add_column(column)
     for t in tokens:
         add_row(
@@ -160,6 +173,7 @@ def token_list(config: ConfigOption = None) -> None:
             t.id,
             t.name,
             t.role,
+            t.team,
             t.created_at,
             t.revoked_at,
         )

@@ -614,6 +614,7 @@ def create_app(
             actor=who.actor,
             expires_in_s=body.expires_in_s,
             gateway_id=body.gateway_id,
+            team=body.team,
         )
 
     @app.delete(f"{PREFIX}/tokens/{{token_id}}", tags=["tokens"])
@@ -623,11 +624,12 @@ def create_app(
 
     @app.get(f"{PREFIX}/me", tags=["tokens"])
     def me(who: Reader) -> dict[str, Any]:
-        """The calling token's name, role and permissions (for a UI to adapt)."""
+        """The calling token's name, role, team and permissions (for a UI to adapt)."""
         return {
             "token_id": who.token_id,
             "name": who.name,
             "role": who.role,
+            "team": who.team,
             "permissions": sorted(PERMISSIONS[who.role]),
         }
 

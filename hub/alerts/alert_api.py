@@ -1,6 +1,6 @@
 """The alerts' JSON API on the hub's alert HTTP server (``[alerts] ack_port``).
 
-    GET  /alerts/api/v1/alerts[?state=firing|resolved|all]   open alerts by default
+    GET  /alerts/api/v1/alerts[?state=firing|resolved|all][&team=T]   open alerts by default
     GET  /alerts/api/v1/alerts/{key}                        one alert, its events, children
     POST /alerts/api/v1/alerts/{key}/ack                    acknowledge (stops its pages)
     POST /alerts/api/v1/alerts/{key}/resolve                close the instance by hand
@@ -107,10 +107,15 @@ def _route(
     store = AlertStore(database)
     try:
         if not segments:
-            state = parse_qs(parts.query).get("state", ["firing"])[0]
+            query = parse_qs(parts.query, keep_blank_values=True)
+            state = query.get("state", ["firing"])[0]
             if state not in ("firing", "resolved", "all"):
                 raise ApiError(400, f"state {state!r}: firing, resolved or all")
             rows = store.alerts(state=None if state == "all" else state)
+            if "team" in query:
+                # One team's alerts (its devices' team); an empty value: those of no team.
+                team = query["team"][0]
+                rows = [a for a in rows if a.team == team]
             return {"alerts": [alert_json(a) for a in rows]}
         key = segments[0]
         try:

@@ -24,6 +24,7 @@ from device_registry.database import RegistryDatabase, open_database
 from device_registry.directory import DeviceRecord, SnapshotDirectory
 from device_registry.registry_service import RegistryService
 from device_registry.registry_settings import RegistrySettings
+from device_registry.schemas import TeamCreate
 from device_registry.technician_page import set_alerts_url
 from device_registry.web_api import create_app
 from hub.alerts.alert_api import ApiAuth
@@ -69,6 +70,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         role: create_token(registry, name=f"{role}-a", role=role, actor="test").token
         for role in ("viewer", "technician")
     }
+    catalog = RegistryService(registry, None)
+    for team in ("drainage-west", "parks"):  # parks: a team with no open alert
+        catalog.create_team(TeamCreate(id=team, name=team), actor="test")
+        tokens[team] = create_token(
+            registry, name=f"{team}-tech", role="technician", actor="test", team=team
+        ).token
     database = folder / "alerts.sqlite3"
     defaults, rules = parse_rules(
         "rules: [{id: high, kind: threshold, metric: level_m, above: 3}]", "r"
@@ -123,10 +130,10 @@ def phone(browser: Browser, servers: Servers) -> Iterator[Page]:
         yield page
 
 
-def open_alerts(page: Page, servers: Servers, role: str) -> None:
-    """Sign in with a role's token and open the alerts view."""
+def open_alerts(page: Page, servers: Servers, role: str, token: str | None = None) -> None:
+    """Sign in with a role's token (or the named one, of that role) and open the alerts view."""
     page.goto("/")
-    page.fill("#token-input", servers.tokens[role])
+    page.fill("#token-input", servers.tokens[token or role])
     page.click("#signin-form button[type=submit]")
     expect(page.locator("#who-role")).to_have_text(role)
     page.click("#tab-alerts")
@@ -158,6 +165,43 @@ def test_technician_lists_filters_and_acknowledges(phone: Page, servers: Servers
     assert acked.acked_by is not None
     assert acked.acked_by.endswith(":technician-a")
     assert servers.store.alert("high|g2").acked_ms is None
+
+
+def test_the_team_filter_starts_at_the_tokens_team(phone: Page, servers: Servers) -> None:
+    open_alerts(phone, servers, "technician", "drainage-west")
+    items = phone.locator("#alerts-list li")
+    expect(phone.locator("#alerts-team")).to_have_value("drainage-west")
+    expect(items).to_have_count(1)
+    expect(items.first).to_have_attribute("data-key", "high|g2")
+    phone.select_option("#alerts-team", "")
+    expect(items).to_have_count(2)
+    # Back from another tab, the choice made stays; only a new sign-in starts at the team.
+    phone.click("#tab-find")
+    phone.click("#tab-alerts")
+    expect(items).to_have_count(2)
+    expect(phone.locator("#alerts-team")).to_have_value("")
+    # A team with no open alert is still the filter (and offered), showing none.
+    phone.click("#sign-out")
+    open_alerts(phone, servers, "technician", "parks")
+    expect(phone.locator("#alerts-team")).to_have_value("parks")
+    expect(phone.locator("#alerts-summary")).to_have_text("0 open alerts")
+    expect(items).to_have_count(0)
+
+
+def test_the_alert_api_filters_by_team(servers: Servers) -> None:
+    api = f"{servers.alerts_url}/alerts/api/v1/alerts"
+    token = {"Authorization": f"Bearer {servers.tokens['viewer']}"}
+
+    def keys(query: str) -> list[str]:
+        answer = httpx.get(api + query, headers=token)
+        assert answer.status_code == 200, answer.text
+        return sorted(a["key"] for a in answer.json()["alerts"])
+
+    assert keys("") == ["high|g1", "high|g2"]
+    assert keys("?team=drainage-east") == ["high|g1"]
+    assert keys("?state=all&team=drainage-west") == ["high|g2"]
+    assert keys("?team=parks") == []
+    assert keys("?team=") == []  # alerts of devices with no team: none here
 
 
 def test_viewer_reads_without_ack_and_a_refused_ack_says_403(phone: Page, servers: Servers) -> None:

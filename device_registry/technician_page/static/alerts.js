@@ -2,15 +2,17 @@
  *
  * It calls the hub's alert API (settings.json `alerts_url`, another origin: the hub answers
  * CORS for this page) with the same registry token the page signed in with. Viewers read;
- * technicians, provisioners and admins may also acknowledge and resolve. Every value is put
- * into the page with textContent, never as HTML.
+ * technicians, provisioners and admins may also acknowledge and resolve. The team filter
+ * starts at the signed-in token's team (/me), if it has one. Every value is put into the
+ * page with textContent, never as HTML.
  */
 "use strict";
 
 (function () {
   const TIMEOUT_MS = 15000;
   const ACT_ROLES = new Set(["technician", "provisioner", "admin"]);
-  const view = { base: "", token: null, role: "", alerts: [], team: "" };
+  // team: the filter chosen; ownTeam: the token's team, always offered even with no alerts.
+  const view = { base: "", token: null, role: "", alerts: [], team: "", ownTeam: "" };
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -106,7 +108,7 @@
   }
 
   function render() {
-    const teams = Array.from(new Set(view.alerts.map((a) => a.team || ""))).sort();
+    const teams = Array.from(new Set([...view.alerts.map((a) => a.team || ""), view.ownTeam])).sort();
     const select = $("#alerts-team");
     const chosen = teams.includes(view.team) ? view.team : "";
     select.replaceChildren(h("option", { value: "", text: "All teams" }),
@@ -135,9 +137,14 @@
   });
   $("#alerts-refresh").addEventListener("click", () => load(true));
 
-  /** Show the view; app.js calls this with the signed-in token, its role and settings. */
+  /** Show the view; app.js calls this with the signed-in token, its role, team and settings. */
   window.KotahubAlerts = {
-    async open(token, role, settings) {
+    async open(token, role, settings, team) {
+      if (token !== view.token) {
+        // A new sign-in: start at that person's team; within one, keep what they chose.
+        view.ownTeam = team || "";
+        view.team = view.ownTeam;
+      }
       view.token = token;
       view.role = role;
       view.base = (settings.alerts_url || "").replace(/\/+$/, "");

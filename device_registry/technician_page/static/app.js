@@ -399,7 +399,8 @@
       await prepareRegister();
     } else if (hash === "#/alerts") {
       show("alerts");
-      await window.KotahubAlerts.open(state.token, state.me.role, state.settings); // alerts.js
+      // alerts.js
+      await window.KotahubAlerts.open(state.token, state.me.role, state.settings, state.me.team);
     } else {
       show("find");
       if (!state.searched) await runSearch();
