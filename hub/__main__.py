@@ -2,4 +2,6 @@
 
 from hub.cli import main
 
-main()
+# Guarded: the alert engine's process (spawned) imports this module as __mp_main__.
+if __name__ == "__main__":
+    main()

@@ -427,6 +427,7 @@ def hub_run(config: ConfigOption = None) -> None:
     from device_registry.directory import DirectoryError
     from hub.alerts.alert_runtime import attach_alerts
     from hub.alerts.alert_store import AlertStoreError
+    from hub.alerts.engine_process import AlertEngineError
     from hub.alerts.rule_model import RuleError
     from hub.ingest import IngestError, IngestService
     from hub.ingest.write_ahead_log import WalError
@@ -461,6 +462,7 @@ def hub_run(config: ConfigOption = None) -> None:
         OSError,
         RuleError,
         AlertStoreError,
+        AlertEngineError,
     ) as err:
         err_console.print(
             f"[red]hub failed[/red]: {err}{_broker_hint(settings, err)}",

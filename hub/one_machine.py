@@ -252,13 +252,14 @@ async def run_one_machine(settings: Settings, *, with_api: bool = True) -> None:
     ingest.status.subscribe(status_sink)
     from hub.alerts.alert_runtime import attach_alerts
     from hub.alerts.alert_store import AlertStoreError
+    from hub.alerts.engine_process import AlertEngineError
     from hub.alerts.page_cors import alerts_page_url
     from hub.alerts.rule_model import RuleError
     from hub.start_checks import StartError
 
     try:
         alerts = attach_alerts(ingest, settings)  # None without [alerts] rules
-    except (RuleError, AlertStoreError) as err:
+    except (RuleError, AlertStoreError, AlertEngineError) as err:
         raise StartError(str(err)) from err  # one line naming the file, rule and key
 
     stop = asyncio.Event()

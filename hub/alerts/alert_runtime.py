@@ -15,11 +15,13 @@ import html
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from device_registry.database_directory import DatabaseDeviceDirectory
+from device_registry.directory import DeviceDirectory
 from hub.alerts.ack_links import LinkOutcome, LinkSigner, acknowledge_by_link
 from hub.alerts.alert_api import PREFIX, ApiAuth, answer
 from hub.alerts.alert_consumer import AlertConsumer
@@ -27,6 +29,7 @@ from hub.alerts.alert_router import AlertRouter, Routing, load_routing
 from hub.alerts.alert_store import AlertRow, AlertStore, Page, default_path
 from hub.alerts.alertmanager import AlertmanagerOutput
 from hub.alerts.clock import Clock, SystemClock
+from hub.alerts.engine_process import DirectorySource, EngineProcess
 from hub.alerts.notifier import Notifier, RetryPolicy
 from hub.alerts.page_cors import cors_headers, page_origins
 from hub.alerts.rule_engine import RuleEngine
@@ -88,20 +91,63 @@ class AlertRuntime:
         self.consumer.store.close()
 
 
+RunningAlerts = AlertRuntime | EngineProcess  # both ``stop`` after the ingest service stopped
+
+
 def attach_alerts(
     service: IngestService, settings: Settings, *, clock: Clock | None = None
-) -> AlertRuntime | None:
-    """Add the alert engine to ``service`` (before it starts); None without rules."""
+) -> RunningAlerts | None:
+    """Add the alert engine to ``service`` (before it starts); None without rules.
+
+    The rule and routing files are checked here, so a bad one stops the start. The engine
+    runs in a process of its own (``[alerts] engine = "process"``, engine_process.py)
+    unless the settings say ``thread``, a test gives its own clock, or the device list
+    is one only this process holds.
+    """
     cfg = settings.alerts
     if not cfg.rules:
         return None
-    clock = clock or SystemClock()
     rules = load_rule_files(list(cfg.rules))
     routing = load_routing(cfg.routing) if cfg.routing else Routing()
-    router = AlertRouter(routing, service.directory, parent_hold_s=cfg.parent_hold_s)
+    source = DirectorySource.of(service.directory)
+    if cfg.engine == "process" and clock is None and source is not None:
+        process = EngineProcess(settings, source, service.queue_lines)
+        process.start()
+        service.add_consumer(process)
+        log.info(
+            "alert engine in its own process: %d rule(s), %d team(s), state in %s",
+            len(rules),
+            len(routing.teams),
+            alert_database(settings),
+        )
+        return process
+    clock = clock or SystemClock()
+    runtime = build_runtime(settings, service.directory, clock, service.queue_lines)
+    service.add_consumer(runtime.consumer)
+    runtime.start()
+    log.info(
+        "alert engine (in the hub's process): %d rule(s), %d team(s), state in %s",
+        len(rules),
+        len(routing.teams),
+        alert_database(settings),
+    )
+    return runtime
+
+
+def build_runtime(
+    settings: Settings,
+    directory: DeviceDirectory,
+    clock: Clock,
+    sink: Callable[[list[str]], None],
+) -> AlertRuntime:
+    """The engine, its store, router, notifier, output and HTTP server (not started)."""
+    cfg = settings.alerts
+    rules = load_rule_files(list(cfg.rules))
+    routing = load_routing(cfg.routing) if cfg.routing else Routing()
+    router = AlertRouter(routing, directory, parent_hold_s=cfg.parent_hold_s)
     database = alert_database(settings)
     store = AlertStore(database)
-    engine = RuleEngine(rules, service.directory, clock)
+    engine = RuleEngine(rules, directory, clock)
     signer = link_signer(settings)
     base = cfg.link_base_url.rstrip("/")
 
@@ -140,14 +186,12 @@ def attach_alerts(
         store,
         clock,
         pages=router,
-        sink=service.queue_lines,
+        sink=sink,
         on_saved=saved,
         escalations=router.run_escalations,
     )
-    service.add_consumer(consumer)
     server = None
     if cfg.ack_port:
-        directory = service.directory
         auth = ApiAuth(
             cfg.api_token.get_secret_value() if cfg.api_token else None,
             directory.database if isinstance(directory, DatabaseDeviceDirectory) else None,
@@ -161,15 +205,7 @@ def attach_alerts(
             auth=auth,
             origins=page_origins(settings),
         )
-    runtime = AlertRuntime(consumer, notifier, server, output)
-    runtime.start()
-    log.info(
-        "alert engine: %d rule(s), %d team(s), state in %s",
-        len(rules),
-        len(routing.teams),
-        database,
-    )
-    return runtime
+    return AlertRuntime(consumer, notifier, server, output)
 
 
 _PAGE = """<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width">

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -17,6 +18,10 @@ class AlertSettings(BaseModel):
         description="Rule files or folders of *.yaml; empty: the hub runs no alert engine.",
     )
     routing: Path | None = Field(default=None, description="Teams and escalations (YAML).")
+    # process: evaluation has an interpreter of its own, so rules never slow ingest (GIL).
+    engine: Literal["process", "thread"] = Field(
+        default="process", description="process: a child of the hub; thread: in the hub"
+    )
     database: Path | None = Field(
         default=None, description="Alert state; unset: <state_dir>/alerts/alerts.sqlite3."
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from hub.alerts.alert_runtime import AlertRuntime, attach_alerts
+from hub.alerts.alert_runtime import RunningAlerts, attach_alerts
 from hub.alerts.alert_settings import AlertSettings
 from hub.alerts.page_cors import alerts_page_url
 from hub.ingest.ingest_service import IngestService
@@ -146,7 +146,7 @@ class DemoAlerts:
     """The demo's alert engine and its receiver; ``stop`` after the hub stopped."""
 
     receiver: PageReceiver
-    runtime: AlertRuntime | None
+    runtime: RunningAlerts | None
     page_url: str = ""  # the alert API the technician page calls ("" : not served)
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from hub.ingest.device_status import StatusChange
 from hub.ingest.write_ahead_log import WalPosition, WriteAheadLog
@@ -91,6 +91,23 @@ class WalConsumer(Protocol):
 
     def tick(self) -> None:
         """Called after each batch and every ``IDLE_WAIT_S`` s without data: timed work."""
+        ...
+
+
+@runtime_checkable
+class RecordConsumer(WalConsumer, Protocol):
+    """A consumer that takes the WAL's raw records (it decodes them elsewhere: its process)."""
+
+    def resume_position(
+        self, committed: WalPosition, first: WalPosition, durable: WalPosition
+    ) -> WalPosition:
+        """Where to read after its loop (re)starts; ``committed`` is its last commit here."""
+        ...
+
+    def consume_records(
+        self, records: list[bytes], end: WalPosition, on_error: Callable[[str], None]
+    ) -> None:
+        """Handle raw records and make that durable with ``end``; report unreadable lines."""
         ...
 
 
@@ -346,6 +363,9 @@ def run_consumer(
     """
     name = consumer.name
     position = cursors.position(name)
+    raw = consumer if isinstance(consumer, RecordConsumer) else None
+    if raw is not None:
+        position = raw.resume_position(position, wal.first_position(), wal.durable)
 
     def parse_failed(detail: str) -> None:
         cursors.parse_error(name)
@@ -370,8 +390,10 @@ def run_consumer(
             continue
         started = time.perf_counter()
         records, end = wal.read(position, READ_BYTES)
-        items = decode_records(records, consumer.wanted(), parse_failed)
-        consumer.consume(items, end)
+        if raw is not None:
+            raw.consume_records(records, end, parse_failed)
+        else:
+            consumer.consume(decode_records(records, consumer.wanted(), parse_failed), end)
         position = end
         cursors.commit(name, end)
         consumer.tick()  # durations run out under a steady stream too
