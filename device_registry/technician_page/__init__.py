@@ -8,6 +8,9 @@ Map tiles are optional: ``/app/settings.json`` tells the page which tile URL to 
 it is empty the map shows a plain coordinate grid and click-to-pin still works. Its
 ``alerts_url`` is the hub's alert server (``[alerts] ack_port``) for the "Open alerts" view,
 called with the same token; empty: the view says alerting is not configured.
+
+The page's Content-Security-Policy is an HTTP header on the page itself (``page_policy``):
+scripts only from the registry, requests only to the registry and that one alert origin.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -27,6 +30,15 @@ PAGE_PATH = "/app"
 TILE_URL_ENV = "KOTAHUB_TECHNICIAN_TILE_URL"
 TILE_ATTRIBUTION_ENV = "KOTAHUB_TECHNICIAN_TILE_ATTRIBUTION"
 _TILE_URL = re.compile(r"^(https?://|/)\S*$")
+# An origin a CSP source may name: scheme, host (name, IPv4 or [IPv6]) and port, nothing else.
+_ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?$")
+# Scripts only from the registry itself: a pasted token is worth protecting. Images from
+# anywhere, for a configured tile server. Framed by no one (only a header can say so).
+_POLICY = (
+    "default-src 'self'; script-src 'self'; connect-src {connect}; img-src * data: blob:; "
+    "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 
 class TechnicianPageError(ValueError):
@@ -85,6 +97,33 @@ async def _page_settings(request: Request) -> Response:
     )
 
 
+def alerts_origin(url: str) -> str:
+    """The origin of an absolute alerts URL ("" for a path on the registry, or for none)."""
+    if not url or url.startswith("/"):
+        return ""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    origin = f"{scheme.lower()}://{host.lower()}"
+    if "@" in host or not _ORIGIN.match(origin):
+        raise TechnicianPageError(f"alerts URL {url!r}: not scheme://host[:port][/path]")
+    return origin
+
+
+def page_policy(alerts_url: str) -> str:
+    """The page's Content-Security-Policy: requests to the registry and the alert origin only."""
+    origin = alerts_origin(alerts_url)
+    return _POLICY.format(connect="'self' " + origin if origin else "'self'")
+
+
+async def _page(request: Request) -> Response:
+    """index.html with its policy as a header (it names the configured alert server)."""
+    html = (STATIC_DIR / "index.html").read_bytes()
+    policy = page_policy(request.app.state.technician_alerts_url)
+    return HTMLResponse(
+        html, headers={"Content-Security-Policy": policy, "Cache-Control": "no-cache"}
+    )
+
+
 async def _to_page(_request: Request) -> Response:
     return RedirectResponse(f"{PAGE_PATH}/", status_code=307)
 
@@ -99,6 +138,9 @@ def mount_technician_page(app: FastAPI, *, tiles: TileSettings | None = None) ->
     app.state.technician_alerts_url = ""
     app.add_route("/", _to_page, methods=["GET"], include_in_schema=False)
     app.add_route(f"{PAGE_PATH}/settings.json", _page_settings, methods=["GET"])
+    # Before the static mount, so the page never goes out without its policy header.
+    for path in (f"{PAGE_PATH}/", f"{PAGE_PATH}/index.html"):
+        app.add_route(path, _page, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount(PAGE_PATH, StaticFiles(directory=STATIC_DIR, html=True), name="technician-page")
 
 
@@ -111,4 +153,5 @@ def set_alerts_url(app: FastAPI, url: str) -> None:
     """Tell the page where the hub's alert API is ("" : alerting is not configured)."""
     if url and not _TILE_URL.match(url):
         raise TechnicianPageError(f"alerts URL {url!r}: must be an http(s) URL or a path")
+    alerts_origin(url)  # one the page's policy can name, or TechnicianPageError
     app.state.technician_alerts_url = url.rstrip("/")

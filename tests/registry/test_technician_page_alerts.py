@@ -232,6 +232,42 @@ def test_without_an_alerts_url_the_view_says_not_configured(phone: Page, servers
     )
 
 
+def test_the_page_may_connect_to_the_alert_server_and_nowhere_else(
+    browser: Browser, servers: Servers
+) -> None:
+    """The policy header names the configured alert origin; the browser holds to it."""
+    for path in ("/app/", "/app/index.html"):
+        page = httpx.get(servers.page_url + path)
+        assert page.status_code == 200
+        assert "Open alerts" in page.text
+        connect = [
+            d.split()[1:]
+            for d in page.headers["Content-Security-Policy"].split(";")
+            if d.split()[0] == "connect-src"
+        ]
+        assert connect == [["'self'", servers.alerts_url]]
+    set_alerts_url(servers.app, "")
+    try:
+        policy = httpx.get(servers.page_url + "/app/").headers["Content-Security-Policy"]
+        assert "connect-src 'self';" in policy
+    finally:
+        set_alerts_url(servers.app, servers.alerts_url)
+    # The same alert server under another name is another origin: the page may not call it.
+    other = servers.alerts_url.replace("127.0.0.1", "localhost")
+    context = browser.new_context(base_url=servers.page_url)
+    try:
+        tab = context.new_page()
+        tab.goto("/app/")
+        results = tab.evaluate(
+            """async (urls) => Promise.all(urls.map((url) =>
+                 fetch(url + "/alerts/api/v1/alerts").then((r) => r.status, () => "blocked")))""",
+            [servers.alerts_url, other],
+        )
+        assert results == [401, "blocked"]  # reached (no token), refused by the policy
+    finally:
+        context.close()
+
+
 def test_cors_answers_only_the_page_origin(servers: Servers) -> None:
     api = f"{servers.alerts_url}/alerts/api/v1/alerts"
     preflight = {
