@@ -32,7 +32,7 @@ import pkgutil
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -193,6 +193,7 @@ class SimulatorStats:
         self._lock = threading.Lock()
         self._produced: dict[str, int] = {}
         self._errors: dict[str, int] = {}
+        self._polls_failed: dict[str, int] = {}
 
     def produced(self, device_id: str, count: int = 1) -> None:
         """Count readings (points) a device produced: published, or made readable."""
@@ -203,6 +204,22 @@ class SimulatorStats:
         """Count a simulation error of one device (the others go on)."""
         with self._lock:
             self._errors[device_id] = self._errors.get(device_id, 0) + 1
+
+    def poll_failed(self, device_id: str) -> None:
+        """Count a poll the agent started but the device left unanswered (no point made)."""
+        with self._lock:
+            self._polls_failed[device_id] = self._polls_failed.get(device_id, 0) + 1
+
+    def polls_failed(self) -> dict[str, int]:
+        """Failed polls, by device id."""
+        with self._lock:
+            return dict(self._polls_failed)
+
+    @property
+    def total_polls_failed(self) -> int:
+        """Failed polls of every device of the family."""
+        with self._lock:
+            return sum(self._polls_failed.values())
 
     def by_device(self) -> dict[str, int]:
         """Readings produced, by device id."""
@@ -225,6 +242,58 @@ class SimulatorStats:
         with self._lock:
             self._produced.clear()
             self._errors.clear()
+            self._polls_failed.clear()
+
+
+class PollCounter:
+    """One polled device's requests grouped into the agent's polls, each counted once.
+
+    A poll is every request that arrives within ``span_s`` of the poll's first one (the
+    device's poll timeout: the agent cancels a poll then, and waits at least an interval
+    before the next). A poll whose last request was answered yields one point, however many
+    requests, walk steps or retries it took; one whose last request went unanswered (a dead
+    device, one the simulator was told to leave silent) is a failed poll, no point. Polls
+    are counted when they end: ``flush`` closes the ones older than ``span_s`` (``force``:
+    every open one, at the end of a run). Not thread-safe: one event loop calls it.
+    """
+
+    __slots__ = ("_answered", "_clock", "_started", "device_id", "span_s", "stats")
+
+    def __init__(
+        self,
+        stats: SimulatorStats,
+        device_id: str,
+        span_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stats = stats
+        self.device_id = device_id
+        self.span_s = span_s
+        self._clock = clock
+        self._started: float | None = None
+        self._answered = False
+
+    def request(self, answered: bool) -> None:
+        """One request of the agent's arrived; ``answered``: the device answered it."""
+        now = self._clock()
+        if self._started is not None and now - self._started > self.span_s:
+            self._close()
+        if self._started is None:
+            self._started = now
+        self._answered = answered
+
+    def flush(self, *, force: bool = False) -> None:
+        """Count the open poll if it is over (``force``: whatever its age)."""
+        if self._started is not None and (force or self._clock() - self._started > self.span_s):
+            self._close()
+
+    def _close(self) -> None:
+        if self._answered:
+            self.stats.produced(self.device_id)
+        else:
+            self.stats.poll_failed(self.device_id)
+        self._started = None
+        self._answered = False
 
 
 @runtime_checkable
@@ -293,6 +362,15 @@ def produced_points(
             for device_id, count in stats.by_device().items():
                 by_device[device_id] = by_device.get(device_id, 0) + count
     return by_measurement, by_device
+
+
+def failed_polls(simulators: Mapping[str, FamilySimulator]) -> dict[str, int]:
+    """Polls the simulated devices left unanswered (no point produced), by family."""
+    return {
+        family: simulator.stats.total_polls_failed
+        for family, simulator in simulators.items()
+        if simulator.stats.total_polls_failed
+    }
 
 
 def discover_simulators() -> dict[str, FamilySimulator]:

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from drivers.simulation import PollCounter
+
 REALM = "DS-StandIn"
 XMLNS = "http://www.hikvision.com/ver20/XMLSchema"
 BOUNDARY = "boundary"
@@ -54,6 +56,10 @@ class StandInNvr:
     failed_logins: int = 0
     requests: int = 0
     locked: bool = False
+    # An outage: every request gets 503 (the demo's fault board, the city bench's end).
+    offline: bool = False
+    # Set by the demo's simulator: groups the driver's requests into polls and counts them.
+    polls: PollCounter | None = None
 
     def raise_event(self, event_type: str, state: str = "active", channel: int = 1) -> None:
         """Queue an EventNotificationAlert for the open alert streams."""
@@ -115,6 +121,10 @@ class IsapiStandIn:
         """None when the digest is right; else the 401 to send (counting failed logins)."""
         nvr = self.nvr
         nvr.requests += 1
+        if nvr.polls is not None:
+            nvr.polls.request(answered=not nvr.offline)
+        if nvr.offline:
+            return web.Response(status=503, text="offline")
         header = request.headers.get("Authorization", "")
         if not header.startswith("Digest "):
             return self._challenge()

@@ -24,6 +24,8 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from drivers.simulation import PollCounter
+
 SOAP_ENV = "http://www.w3.org/2003/05/soap-envelope"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
@@ -78,6 +80,8 @@ class StandInCamera:
     calls: dict[str, int] = field(default_factory=dict)
     # An outage: the camera drops every connection unanswered.
     offline: bool = False
+    # Set by the demo's simulator: groups the driver's calls into polls and counts them.
+    polls: PollCounter | None = None
 
     def now(self) -> datetime:
         """The camera's own clock (possibly off)."""
@@ -210,8 +214,14 @@ class OnvifStandIn:
         if camera is None:
             return web.Response(status=404, text="no such camera")
         if camera.offline and request.transport is not None:
+            if camera.polls is not None:
+                camera.polls.request(answered=False)
             request.transport.abort()
             return web.Response(status=503)
+        if camera.polls is not None:
+            # Every call of a poll gets an answer (a fault is an answer: the driver still
+            # makes its reading); the poll's last one decides whether it was completed.
+            camera.polls.request(answered=True)
         try:
             root = ET.fromstring(await request.read())  # noqa: S314 (our own client's XML)
         except ET.ParseError:

@@ -8,6 +8,10 @@ server: walking people, traffic) that the driver decodes and analyses; the rest 
 health-only (``driver_config.stream = false``), so a city-scale demo does not need
 10,700 decoders. NVRs get an ISAPI stand-in each.
 
+Produced points: each camera's and NVR's calls are grouped into the driver's polls
+(``drivers.simulation.PollCounter`` over the device's ``timeout_s``); a poll whose last call
+was answered is one point, one that found the device dead is a failed poll.
+
 Faults: a device the fault board kills drops every connection (an outage). Per-device
 ``params``: ``tamper_every_h`` (a tamper alarm every so many simulated hours, lasting
 ``tamper_for_min`` simulated minutes; a real stream shows a covered lens meanwhile) and
@@ -32,11 +36,12 @@ from drivers.cctv.device_types import NVR_TYPES
 from drivers.cctv.isapi_stand_in import IsapiStandIn
 from drivers.cctv.mjpeg_server import MjpegServer
 from drivers.cctv.onvif_stand_in import TAMPER_TOPIC, OnvifStandIn, StandInCamera
-from drivers.simulation import SimulatedDevice, SimulatorContext, SimulatorStats
+from drivers.simulation import PollCounter, SimulatedDevice, SimulatorContext, SimulatorStats
 
 log = logging.getLogger(__name__)
 REAL_STREAMS = 3
 TICK_S = 1.0
+CAMERA_TIMEOUT_S = 20.0  # CameraConfig's timeout_s, when the config sets none
 STAND_IN_PASSWORD = "demo-stand-in"  # noqa: S105 (the demo stand-ins' own password)
 CLIPS = ("people", "traffic", "crowd")
 KERB = [[0.5, 0.6], [1, 0.6], [1, 1], [0.5, 1]]  # the demo's no-parking zone
@@ -112,10 +117,12 @@ class CctvSimulator:
                 camera.username = str(device.driver_config.get("username", "kotahub"))
                 camera.clock_offset_s = float(device.params.get("clock_offset_s", 0.0))
                 camera.stream_uri = str(device.driver_config.get("stream_uri", camera.stream_uri))
+                camera.polls = self._poll_counter(device)
             taken = set(await self.onvif.start(skip_taken=True))
             for device in nvrs:
                 stand_in = IsapiStandIn(host=host, port=_port(device))
                 stand_in.nvr.password = str(device.driver_config.get("password", STAND_IN_PASSWORD))
+                stand_in.nvr.polls = self._poll_counter(device)
                 if await _listen(stand_in):
                     self.isapi[device.device_id] = stand_in
                 else:
@@ -146,16 +153,20 @@ class CctvSimulator:
             log.info(
                 "cctv: %d ONVIF stand-ins, %d NVR stand-ins", len(cameras_served), len(self.isapi)
             )
-            seen: dict[str, int] = {}
             while True:
                 for device, camera in cameras_served:
                     try:
-                        self._tick(device, camera, ctx, seen)
+                        self._tick(device, camera, ctx)
                     except Exception:  # one device's failure never stops the others
                         self.stats.failed(device.device_id)
                         log.exception("cctv simulator: %s", device.device_id)
+                for device_id, stand_in in self.isapi.items():
+                    stand_in.nvr.offline = ctx.faults.is_dead(device_id)
+                    if stand_in.nvr.polls is not None:
+                        stand_in.nvr.polls.flush()
                 await asyncio.sleep(TICK_S)
         finally:
+            self.flush_polls()
             if self.video is not None:
                 await self.video.stop()
             for stand_in in self.isapi.values():
@@ -163,18 +174,22 @@ class CctvSimulator:
             if self.onvif is not None:
                 await self.onvif.stop()
 
-    def _tick(
-        self,
-        device: SimulatedDevice,
-        camera: StandInCamera,
-        ctx: SimulatorContext,
-        seen: dict[str, int],
-    ) -> None:
+    def _poll_counter(self, device: SimulatedDevice) -> PollCounter:
+        span_s = float(device.driver_config.get("timeout_s", CAMERA_TIMEOUT_S))
+        return PollCounter(self.stats, device.device_id, span_s)
+
+    def flush_polls(self) -> None:
+        """Count the polls still open as they stand (the end of a run)."""
+        counters = [c.polls for c in self.onvif.cameras] if self.onvif is not None else []
+        counters += [s.nvr.polls for s in self.isapi.values()]
+        for counter in counters:
+            if counter is not None:
+                counter.flush(force=True)
+
+    def _tick(self, device: SimulatedDevice, camera: StandInCamera, ctx: SimulatorContext) -> None:
         camera.offline = ctx.faults.is_dead(device.device_id)
-        checks = camera.calls.get("GetDeviceInformation", 0)
-        if checks > seen.get(device.device_id, 0):
-            self.stats.produced(device.device_id, checks - seen.get(device.device_id, 0))
-            seen[device.device_id] = checks
+        if camera.polls is not None:
+            camera.polls.flush()
         every_h = float(device.params.get("tamper_every_h", 0) or 0)
         if every_h <= 0:
             return

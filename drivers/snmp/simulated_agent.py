@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from drivers.simulation import PollCounter
 from drivers.snmp import ber_codec as ber
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class SimulatedTarget:
     gen_err: bool = False
     requests: int = 0
     static: dict[str, SimValue] = field(default_factory=dict)
+    # Set by a fleet simulator: groups the requests into polls, counts completed and failed.
+    polls: PollCounter | None = None
 
     def objects(self) -> Mapping[str, SimValue]:
         """The MIB view now: numeric OID -> (kind, value)."""
@@ -65,22 +68,30 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.target.requests += 1
-        if self.target.silent:
+        target = self.target
+        target.requests += 1
+        polls = target.polls
+        if target.silent:
+            if polls is not None:
+                polls.request(answered=False)
             return
         try:
-            reply = answer(self.target, data)
+            reply = answer(target, data)
         except (ber.BerError, ValueError) as err:  # a malformed datagram must not stop it
             log.debug("simulated agent: bad request from %s: %s", addr, err)
             return
         if reply is None or self.transport is None:
+            if polls is not None:
+                polls.request(answered=False)  # a wrong community: the poll gets nothing
             return
-        if self.target.delay_s > 0:
+        if target.delay_s > 0:
             # A slow agent: the answer leaves later, the endpoint keeps serving meanwhile.
             loop = asyncio.get_running_loop()
-            loop.call_later(self.target.delay_s, self.transport.sendto, reply, addr)
+            loop.call_later(target.delay_s, self.transport.sendto, reply, addr)
         else:
             self.transport.sendto(reply, addr)
+        if polls is not None:
+            polls.request(answered=True)
 
 
 def answer(target: SimulatedTarget, data: bytes) -> bytes | None:

@@ -2,7 +2,10 @@
 
 Shared by ``drivers/atcs/simulator.py`` and ``drivers/wifi/simulator.py``: ports are
 assigned from ``first_port`` in device-id order (so a registered fleet keeps them), a
-device killed on the fault board goes silent, and every answered request is counted.
+device killed on the fault board goes silent. Each device's requests are grouped into the
+agent's polls (``drivers.simulation.PollCounter``, spanning the device's ``timeout_s``):
+a poll whose last request was answered is one produced point, however many requests and
+retries it took; one left unanswered is a failed poll (``stats.polls_failed``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from drivers.simulation import SimulatedDevice, SimulatorContext, SimulatorStats
+from drivers.simulation import PollCounter, SimulatedDevice, SimulatorContext, SimulatorStats
 from drivers.snmp.simulated_agent import SimulatedAgents, SimulatedTarget
 
 log = logging.getLogger(__name__)
 SYNC_S: Final = 2.0
+DEFAULT_TIMEOUT_S: Final = 5.0  # SnmpTargetConfig's timeout_s, when the config sets none
 
 
 class SnmpFleetSimulator:
@@ -58,7 +62,6 @@ class SnmpFleetSimulator:
         """Serve every device until cancelled; faults from the board make a device silent."""
         raise_open_files_limit(len(devices) + 256)  # one socket per simulated device
         agents = SimulatedAgents()
-        counted: dict[str, int] = {}
         try:
             for device in devices:
                 if not device.address:
@@ -66,6 +69,8 @@ class SnmpFleetSimulator:
                     continue
                 host, _sep, port = device.address.rpartition(":")
                 target = self._make_target(device, ctx)
+                span_s = float(device.driver_config.get("timeout_s", DEFAULT_TIMEOUT_S))
+                target.polls = PollCounter(self.stats, device.device_id, span_s)
                 try:
                     await agents.serve(target, int(port), host)
                 except OSError as err:  # one taken port costs that device only
@@ -83,13 +88,14 @@ class SnmpFleetSimulator:
             while True:
                 for device_id, target in self.targets.items():
                     target.silent = ctx.faults.is_dead(device_id)
-                    answered = target.requests - counted.get(device_id, 0)
-                    if answered:
-                        counted[device_id] = target.requests
-                        self.stats.produced(device_id, answered)
+                    if target.polls is not None:
+                        target.polls.flush()
                 await asyncio.sleep(SYNC_S)
         finally:
             agents.close()
+            for target in self.targets.values():
+                if target.polls is not None:
+                    target.polls.flush(force=True)  # the polls still open count as they stand
             self.targets.clear()
 
 

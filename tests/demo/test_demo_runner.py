@@ -99,10 +99,12 @@ async def test_data_for_every_family_and_device_faults(
     baseline = snap(runner).devices_online
     assert snap(runner).lines_written > 0
     await eventually("a rate in the summary", lambda: snap(runner).messages_in_per_s > 0)
-    # The SNMP simulators count answered requests every couple of seconds, not at once.
+    # Polled families count a poll once it is over (its timeout_s after its first request,
+    # a camera's 20 s), not at once.
     await eventually(
         "readings counted for every family",
         lambda: all(snap(runner).produced.get(f, 0) > 0 for f in FAMILIES),
+        timeout_s=90.0,
     )
 
     # Unknown ids: one line each, and no fault set.

@@ -112,7 +112,11 @@ async def test_real_stream_camera_health_only_camera_and_outage(
     finally:
         await real.close()
         await health_only.close()
-    assert simulator.stats.by_device()[cameras[0].device_id] >= 1
+    simulator.flush_polls()  # polls are counted when they end; end the open ones now
+    # One poll, however many ONVIF calls it made: one point.
+    assert simulator.stats.by_device()[cameras[0].device_id] == 1
+    # The dead camera's last poll found it silent: a failed poll, no point for it.
+    assert simulator.stats.polls_failed() == {cameras[3].device_id: 1}
 
 
 async def test_tampering_raises_an_onvif_tamper_event(

@@ -108,7 +108,12 @@ async def test_simulated_fleet_is_read_by_the_driver_and_a_dead_device_goes_sile
         with pytest.raises(DriverError, match="no answer"):
             await drivers[0].poll()
         assert metric in (await drivers[1].poll())[0].metrics
-        await wait_until(lambda: simulator.stats.total >= 3, 15)
+        # Polls are counted as they end (the device's timeout_s after their first request):
+        # devices 1 and 2 answered; device 0's last poll found it silent (a failed poll).
+        stats = simulator.stats
+        await wait_until(lambda: stats.total + stats.total_polls_failed >= 3, 15)
+        assert set(stats.by_device()) == {placed[1].device_id, placed[2].device_id}
+        assert stats.polls_failed() == {placed[0].device_id: 1}
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
