@@ -680,8 +680,16 @@ def test_the_page_is_served_by_the_app_without_internet(
     for asset in ("app.js", "app.css", "vendor/leaflet/leaflet.js", "vendor/leaflet/LICENSE"):
         response = httpx.get(f"{page_server.base_url}/app/{asset}", timeout=10)
         assert response.status_code == 200, asset
+    # The page's ES modules (app.js imports the rest): a browser runs a module only when it
+    # comes as JavaScript.
+    modules = sorted(path.name for path in STATIC_DIR.glob("*.js"))
+    assert {"app.js", "api.js", "session.js", "alerts.js"} <= set(modules)
+    for name in modules:
+        response = httpx.get(f"{page_server.base_url}/app/{name}", timeout=10)
+        assert response.status_code == 200, name
+        assert "javascript" in response.headers["content-type"], name
     # The page's own files load nothing from elsewhere.
-    for name in ("index.html", "app.js", "app.css"):
+    for name in ("index.html", "app.css", *modules):
         text = (STATIC_DIR / name).read_text(encoding="utf-8")
         assert re.search(r"https?://", text) is None, name
     # The API is unchanged by the page: OpenAPI lists no page routes.
