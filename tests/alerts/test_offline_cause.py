@@ -14,12 +14,13 @@ from hub.alerts.alert_store import AlertStore
 from hub.alerts.clock import ManualClock
 from hub.alerts.notifier import Notifier
 from hub.alerts.rule_engine import RuleEngine
-from hub.alerts.rule_model import parse_rules
+from hub.alerts.rule_model import load_rule_files, parse_rules
 from hub.ingest.device_status import StatusChange
 from hub.ingest.write_ahead_log import WalPosition
 from tests.alerts.receivers import webhook_receiver
 
 T0 = 1_795_000_000_000
+CITY_RULES = Path(__file__).parents[2] / "hub" / "alerts" / "rules" / "semarang.yaml"
 RULES = """
 rules:
   - id: camera-offline
@@ -108,3 +109,14 @@ def test_a_delayed_camera_raise_waits_for_its_nvr_and_joins_its_incident(tmp_pat
             "[ALERT] warning: camera-offline on nvr1"
         ]
         store.close()
+
+
+def test_the_city_rules_page_says_why_a_camera_is_offline() -> None:
+    """The shipped camera-offline rule (for: 5m) names the status reason in its message."""
+    clock = ManualClock(T0)
+    engine = RuleEngine(load_rule_files([CITY_RULES]), _directory(), clock)
+    assert engine.on_status(StatusChange("c1", "cctv", False, NVR_DOWN, T0, ())) == []
+    clock.advance(301)
+    (event,) = engine.tick()
+    assert (event.rule_id, event.cause) == ("camera-offline", NVR_DOWN)
+    assert f"offline: {NVR_DOWN}." in event.message
