@@ -87,6 +87,9 @@ def _actor(by: str | None) -> str:
 def list_alerts(
     config: ConfigOption = None,
     state: Annotated[str, typer.Option(help="firing, resolved or all.")] = "firing",
+    team: Annotated[
+        str | None, typer.Option(help="Only this team's alerts (the device's registry team).")
+    ] = None,
 ) -> None:
     """Alerts, newest change first (firing ones by default)."""
     if state not in ("firing", "resolved", "all"):
@@ -97,6 +100,8 @@ def list_alerts(
         rows = store.alerts(state=None if state == "all" else state)
     finally:
         store.close()
+    if team is not None:
+        rows = [row for row in rows if row.team == team]
     table = Table("alert", "state", "severity", "stage", "value", "raised (UTC)", "acked by")
     for row in rows:
         table.add_row(

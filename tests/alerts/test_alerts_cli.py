@@ -29,7 +29,10 @@ def config(tmp_path: Path) -> Path:
         "rules: [{id: high, kind: threshold, metric: level_m, above: 3}]", "r.yaml"
     )
     gauge = DeviceRecord(
-        device_id="g1", family="flood", device_type="t", tags={"kecamatan": "Tugu"}
+        device_id="g1",
+        family="flood",
+        device_type="t",
+        tags={"kecamatan": "Tugu", "team": "pompa-1"},
     )
     engine = RuleEngine([(defaults, r) for r in rules], SnapshotDirectory([gauge]), ManualClock(T0))
     store = AlertStore(tmp_path / "state" / "alerts" / "alerts.sqlite3")
@@ -44,6 +47,10 @@ def test_list_show_ack_resolve(config: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert "high|g1" in listed.output
     assert "1 alert(s)" in listed.output
+    mine = runner.invoke(app, ["alerts", "list", "--team", "pompa-1", "--config", str(config)])
+    assert "high|g1" in mine.output
+    other = runner.invoke(app, ["alerts", "list", "--team", "parks", "--config", str(config)])
+    assert "0 alert(s)" in other.output
     acked = runner.invoke(
         app, ["alerts", "ack", "high|g1", "--by", "sari", "--config", str(config)]
     )
