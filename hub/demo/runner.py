@@ -587,11 +587,8 @@ class DemoRunner:
                 await task
         for link in self._links.values():
             await link.close()
-        # The SNMP families (wifi, atcs) share one pysnmp engine per event loop, kept past
-        # their drivers' close (its timer task would outlive the demo otherwise).
-        from drivers.snmp.client import close_family_clients
-
-        close_family_clients()
+        # The SNMP families' shared engines were closed by the last agent to stop (their
+        # DriverFamily.close hooks): nothing of theirs is left here to close.
         if self._undo_ble is not None:
             self._undo_ble()
         if self._api_server is not None:

@@ -17,7 +17,7 @@ from hub.demo.control import parse_fault
 from hub.demo.runner import DemoOptions, DemoRunner
 from tests.conftest import RunningStack, free_port
 from tests.demo.conftest import SMALL_AREAS, demo_settings, small_fleet
-from tests.demo.test_demo_runner import eventually
+from tests.demo.helpers import eventually
 
 SPEED = 300.0  # a simulated hour in 12 s: the raised flood lifts levels 0.9 m an hour
 FLOODED = SMALL_AREAS[0]  # Semarang Utara

@@ -3,9 +3,7 @@ changes what the summary model reports (the model, not its rendering); heal rest
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -18,25 +16,13 @@ from hub.demo.summary import DemoSnapshot, GatewayRow
 from hub.influxql import InfluxQL
 from tests.conftest import RunningStack, free_port
 from tests.demo.conftest import SMALL_AREAS, demo_settings, small_fleet
+from tests.demo.helpers import eventually
 
 # Fast enough that a 5-minute gauge reports every second and is offline after 3 s.
 SPEED = 300.0
 FAMILIES = ("flood", "gps", "ble", "cctv", "wifi", "atcs")
 # Detectors have a measurement of their own; their controller's simulator counts them.
 MEASUREMENTS = (*FAMILIES, "atcs_detector")
-
-
-async def eventually(
-    what: str, check: Callable[[], bool], timeout_s: float = 30.0, every_s: float = 0.25
-) -> None:
-    """Wait until ``check()`` holds (generous: the machine is shared)."""
-    start = time.monotonic()
-    deadline = start + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_s:.0f} s: {what}")
-        await asyncio.sleep(every_s)
-    print(f"{what}: {time.monotonic() - start:.1f} s")
 
 
 def points(influx: InfluxQL, database: str, measurement: str) -> int:

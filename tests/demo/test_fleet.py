@@ -39,6 +39,7 @@ from hub.demo.fleet_city import sample_document
 from hub.demo.fleet_file import FleetFileError, load_fleet_file, parse_fleet
 from hub.registry_thresholds import STAGES
 from tests.conftest import MqttClientFactory, RunningStack
+from tests.demo.helpers import tugu_fleet
 
 KECAMATAN = {
     "Semarang Tengah", "Semarang Utara", "Semarang Timur", "Semarang Selatan", "Semarang Barat",
@@ -231,23 +232,6 @@ def broker_service(
         client.close()
 
 
-def small_fleet(unique_id: str) -> dict[str, Any]:
-    document = sample_document()
-    keep = [d for d in document["devices"] if d["kecamatan"] == "Tugu"]
-    for entry in keep:
-        entry["id"] = f"{unique_id}-{entry['id']}"
-        if entry.get("parent"):
-            entry["parent"] = f"{unique_id}-{entry['parent']}"
-    document["devices"] = keep
-    document["areas"] = [a for a in document["areas"] if a["kecamatan"] == "Tugu"]
-    document["areas"][0]["gateway"]["id"] = f"{unique_id}-gw-tugu"
-    document["areas"][0]["gateway"]["site"] = None
-    document["sites"] = [
-        s for s in document["sites"] if s["kecamatan"] == "Tugu" and "pompa" in s["id"]
-    ]
-    return document
-
-
 async def test_a_vehicle_publishes_under_its_own_registry_identity(
     broker_service: RegistryService,
     database: RegistryDatabase,
@@ -256,7 +240,7 @@ async def test_a_vehicle_publishes_under_its_own_registry_identity(
     running_stack: RunningStack,
     mqtt_client: MqttClientFactory,
 ) -> None:
-    path = write(tmp_path, small_fleet(unique_id))
+    path = write(tmp_path, tugu_fleet(unique_id))
     fleet = await asyncio.to_thread(
         register_fleet, broker_service, fleet_file=path, state_dir=tmp_path
     )
@@ -322,7 +306,7 @@ def test_a_broker_that_refuses_the_identities_leaves_nothing_registered(
     )
     service = RegistryService(database, DynsecIdentities(client))
     service.seed_types(actor="test")
-    path = write(tmp_path, small_fleet(unique_id))
+    path = write(tmp_path, tugu_fleet(unique_id))
     try:
         with pytest.raises(RegistryError, match="refused the registry's admin login"):
             register_fleet(service, fleet_file=path, state_dir=tmp_path)

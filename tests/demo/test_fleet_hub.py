@@ -21,7 +21,7 @@ from hub.demo.fleet import register_fleet
 from hub.ingest.ingest_service import IngestService
 from hub.settings import Settings
 from tests.conftest import RunningStack
-from tests.demo.test_fleet import small_fleet
+from tests.demo.helpers import tugu_fleet
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ async def test_hub_writes_a_simulated_bus_that_published_as_itself(
     service = RegistryService(database, DynsecIdentities(client))
     service.seed_types(actor="test")
     path = tmp_path / "fleet.json"
-    path.write_text(json.dumps(small_fleet(unique_id)), encoding="utf-8")
+    path.write_text(json.dumps(tugu_fleet(unique_id)), encoding="utf-8")
     fleet = await asyncio.to_thread(register_fleet, service, fleet_file=path, state_dir=tmp_path)
     client.close()
     bus = next(d for d in fleet.devices if d.family == "gps")
