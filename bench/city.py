@@ -12,12 +12,23 @@ Measured in the same run:
   idle stack (Mosquitto + InfluxDB with no fleet, the reference);
 - hub p99 publish-to-queryable: probe trackers publish stamped with their publish time,
   a poller asks InfluxDB every 200 ms (an upper bound: it includes up to one poll);
-- points written vs points the simulators produced, per family, after the simulators stop
-  and everything they produced has drained (must be equal);
-- InfluxDB disk growth over the window, extrapolated per day and per 30 days (an upper
-  bound: a short run has not compacted its shards yet).
+- points written vs points the simulators produced, per family (must be equal). A polled
+  device's simulator groups the agent's requests into polls (``PollCounter``): a completed
+  poll is one point however many requests and retries it took; a poll the device left
+  unanswered is not produced but counted apart (``polls_failed``, per family). At the end
+  the simulated city goes dark (every device dies on the fault board) and the bench waits
+  out the longest poll timeout, so no poll is cut half-way; then the simulators stop and
+  report, and the bench waits for what they produced to drain into InfluxDB;
+- InfluxDB disk per day and per 30 days: the bytes a point takes in the TSM files of this
+  run once InfluxDB snapshotted its cache and compacted its shards (a few seconds after
+  the writes stop, ``bench.city_influx.INFLUX_ENV``), times the points stamped inside the
+  window per second. The raw growth of TSM + WAL over the second half of the window (no
+  index creation in it, but uncompacted files) is printed beside it as an upper bound;
+- messages in and agent polls over the window only (the hub and the agents snapshot their
+  counters at its start and end).
 
     python -m bench.city [--scale city] [--duration-s 600] [--fleet-file F]
+    python -m bench.city --city-fraction 0.1 --duration-s 120   # a tenth of the city
 
 Prints a table, then ONE JSON line (the last line).
 """
@@ -34,32 +45,42 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import psutil
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.bench_stack import BenchError, free_port, percentile
-from drivers.simulation import produced_points
+from bench.city_influx import (
+    INFLUX_ENV,
+    PROBE_PREFIX,
+    disk_use,
+    per_day_bytes,
+    points_by_measurement,
+    wait_compacted,
+)
+from bench.city_probe import LatencyProbe
+from drivers.simulation import failed_polls, produced_points
 from hub.influxql import InfluxQL
-from hub.local_stack import LocalStack, mqtt_password
+from hub.local_stack import LocalStack
 from hub.settings import Settings, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("hub", "simulators", "agents")
-PROBE_PREFIX = "bench-probe"
 PROBE_TYPE = "gps_tracker"
 TARGET_CORES = 0.5
 READY_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 180.0
 IDLE_REFERENCE_S = 5.0
 OWN_CONNECTIONS_PER_PROCESS = 250
-NON_FAMILY = frozenset({"device_status", "deadletter", "hub", "alert"})
+# The longest poll timeout of a simulated family (a camera's 20 s), with a margin: after
+# the city goes dark, every poll under way has ended before the simulators report.
+QUIESCE_S = 25.0
+SNAPSHOT = signal.SIGUSR1  # hub, agents: write the counters now (the window's ends)
+GO_DARK = signal.SIGUSR2  # simulators: every device dies (the end of the window)
+PROFILE_ENV = "KOTAHUB_CITY_PROFILE"
 
 
 # -- the children ----------------------------------------------------------------------
@@ -110,13 +131,27 @@ def run_role(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        snapshots = iter(range(1_000_000))
+
+        def snapshot() -> None:
+            path = out_dir / f"snap-{name}-{next(snapshots)}.json"
+            path.with_suffix(".tmp").write_text(json.dumps(role_stats(runner, role)))
+            path.with_suffix(".tmp").rename(path)
+
+        def go_dark() -> None:
+            for device in runner.fleet.devices if runner.fleet else ():
+                runner.board.device_dies(device.device_id)
+
+        loop.add_signal_handler(SNAPSHOT, snapshot)
+        loop.add_signal_handler(GO_DARK, go_dark)
         await runner.start()
         (out_dir / f"ready-{name}").write_text(str(os.getpid()))
         await stop.wait()
-        stats = role_stats(runner, role)
+        if role != "simulators":
+            stats = role_stats(runner, role)
         await runner.stop()
-        if role == "hub":
-            stats["lines_written"] = runner._ingest.stats.lines_written
+        if role == "simulators":
+            stats = role_stats(runner, role)  # after the stop: the open polls are counted
         (out_dir / f"stats-{name}.json").write_text(json.dumps(stats))
 
     asyncio.run(main())
@@ -127,9 +162,17 @@ def role_stats(runner: Any, role: str) -> dict[str, Any]:
     if role == "simulators":
         # By measurement: an ATCS controller's poll also makes its detectors' points.
         produced, by_device = produced_points(runner._simulators)
-        return {"produced": produced, "by_device": by_device}
+        return {
+            "produced": produced,
+            "by_device": by_device,
+            "polls_failed": failed_polls(runner._simulators),
+        }
     if role == "agents":
-        return {"readings": sum(a.stats.readings for a in runner._agents)}
+        return {
+            "readings": sum(a.stats.readings for a in runner._agents),
+            "polls": sum(a.stats.polls for a in runner._agents),
+            "polls_failed": sum(a.stats.failures for a in runner._agents),
+        }
     stats = runner._ingest.stats
     return {
         "messages_in": stats.messages_in,
@@ -310,128 +353,37 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
-def folder_bytes(path: Path) -> int:
-    """Bytes of the files under ``path``."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(os.path.join(dirpath, name)).st_size
-    return total
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> Any:
+    """The JSON a child writes to ``path`` (BenchError if it exits or takes too long)."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"no {path.name} from its child")
+        time.sleep(0.05)
+    return json.loads(path.read_text())
 
 
-class LatencyProbe:
-    """Probe trackers publish stamped with the publish time; a poller finds them in InfluxDB."""
-
-    def __init__(self, settings: Settings, probes: int) -> None:
-        self.settings = settings
-        self.ids = [f"{PROBE_PREFIX}-{i}" for i in range(probes)]
-        self.sent: dict[int, float] = {}
-        self.latencies_ms: list[float] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._influx = InfluxQL(settings.influx.url, timeout_s=10.0)
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id="bench-city-probe",
-            protocol=mqtt.MQTTv311,
-        )
-        self._client.username_pw_set(settings.mqtt.username, mqtt_password(settings))
-        self._threads = [
-            threading.Thread(target=self._publish, daemon=True),
-            threading.Thread(target=self._poll, daemon=True),
-        ]
-
-    def start(self) -> None:
-        """Connect and start both threads."""
-        self._client.connect(self.settings.mqtt.host, self.settings.mqtt.port, keepalive=60)
-        self._client.loop_start()
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        """Stop publishing and polling."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
-        self._client.disconnect()
-        self._client.loop_stop()
-        self._influx.close()
-
-    def _publish(self) -> None:
-        last = 0
-        index = 0
-        while not self._stop.wait(1.0 / max(1, len(self.ids))):
-            ts = max(int(time.time() * 1000), last + 1)
-            last = ts
-            device = self.ids[index % len(self.ids)]
-            index += 1
-            payload = json.dumps(
-                {"ts": ts, "metrics": {"lat": -6.98, "lon": 110.41, "speed_kmh": 0.0}}
-            )
-            with self._lock:
-                self.sent[ts] = time.time() * 1000
-            self._client.publish(f"kota/v1/dev/{device}/telemetry", payload, qos=1)
-
-    def _poll(self) -> None:
-        database = self.settings.influx.database
-        while not self._stop.wait(0.2):
-            with self._lock:
-                pending = sorted(self.sent)
-            if not pending:
-                continue
-            try:
-                series = self._influx.query(
-                    f"SELECT lat FROM gps WHERE device_id =~ /^{PROBE_PREFIX}-/ "
-                    f"AND time >= {pending[0]}ms",
-                    database=database,
-                )
-            except Exception:  # a failed poll is retried at the next tick
-                continue
-            now = time.time() * 1000
-            with self._lock:
-                for item in series:
-                    for row in item.values:
-                        ts = _epoch_ms(row[0])
-                        sent = self.sent.pop(ts, None)
-                        if sent is not None:
-                            self.latencies_ms.append(now - sent)
-
-
-def _epoch_ms(value: Any) -> int:
-    if isinstance(value, int | float):
-        return int(value)
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def written_by_family(influx: InfluxQL, database: str) -> dict[str, int]:
-    """Points per family in InfluxDB, probes excluded.
-
-    A point's fields are counted separately by InfluxQL: a device's points are the largest
-    of its fields' counts (each point of a device carries that field).
-    """
-    out: dict[str, int] = {}
-    for item in influx.query("SHOW MEASUREMENTS", database=database):
-        for (name,) in item.values:
-            if name in NON_FAMILY:
-                continue
-            for series in influx.query(
-                f'SELECT count(*) FROM "{name}" GROUP BY "device_id"',
-                database=database,
-            ):
-                if (series.tags or {}).get("device_id", "").startswith(PROBE_PREFIX):
-                    continue
-                counts = [int(v) for row in series.values for v in row[1:] if v is not None]
-                out[name] = out.get(name, 0) + (max(counts) if counts else 0)
-    return out
+def snapshot(bench: CityBench, tag: int) -> dict[str, dict[str, Any]]:
+    """The hub's and the agents' counters now (each writes its ``snap-ROLE-TAG.json``)."""
+    for role in ("hub", "agents"):
+        bench.children[role].send_signal(SNAPSHOT)
+    return {
+        role: wait_for_file(bench.root / f"snap-{role}-{tag}.json", bench.children[role])
+        for role in ("hub", "agents")
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run; returns the figures."""
+    os.environ.update(INFLUX_ENV)  # inherited by influxd: compaction once writes stop
     bench = CityBench(args.scale, args.duration_s, args.fleet_file, args.probes, args.speed)
     try:
+        if args.city_fraction is not None:
+            from hub.demo.fleet import city_data
+
+            bench.fleet_file = bench.root / "city-fraction.json"
+            bench.fleet_file.write_text(json.dumps(city_data(fraction=args.city_fraction)))
+            bench.scale = "sample"  # the file is the fleet
         bench.log(f"stack under {bench.root}")
         bench.stack.up()
         devices = bench.register()
@@ -449,18 +401,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         probe = LatencyProbe(bench.settings, args.probes)
         probe.start()
         procs = bench.processes()
+        influx_dir = bench.stack.influx_dir
+        database = bench.settings.influx.database
+        counters0 = snapshot(bench, 0)
         machine0 = psutil.cpu_times()
         cpu0 = {n: cpu_seconds(p) for n, p in procs.items()}
-        influx_dir = bench.stack.influx_dir
-        disk0 = folder_bytes(influx_dir)
-        t0 = time.monotonic()
+        t0, t0_ms = time.monotonic(), int(time.time() * 1000)
         bench.log(f"measuring {args.duration_s:.0f} s")
-        while time.monotonic() - t0 < args.duration_s:
-            time.sleep(min(10.0, args.duration_s - (time.monotonic() - t0)) or 0.1)
+        disk_half: Any = None
+        while (elapsed := time.monotonic() - t0) < args.duration_s:
+            if disk_half is None and elapsed >= args.duration_s / 2:
+                disk_half, half_t = disk_use(influx_dir, database), time.monotonic()
+            time.sleep(max(0.1, min(5.0, args.duration_s - elapsed)))
         window = time.monotonic() - t0
+        t1_ms = int(time.time() * 1000)
         cpu1 = {n: cpu_seconds(p) for n, p in procs.items()}
         machine1 = psutil.cpu_times()
-        disk1 = folder_bytes(influx_dir)
+        disk_end = disk_use(influx_dir, database)
+        counters1 = snapshot(bench, 1)
+        if disk_half is None:
+            disk_half, half_t = disk_end, time.monotonic()
+        half_s = max(time.monotonic() - half_t, 1e-9)
         probe.stop()
         cores: dict[str, float] = {}
         for n in procs:  # the simulator shards count as one part
@@ -472,45 +433,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             - getattr(machine1, "iowait", 0.0)
             - (sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0.0))
         ) / window
+        bench.log(f"the city goes dark; {QUIESCE_S:.0f} s for the polls under way to end")
+        for name in bench.simulators():
+            bench.children[name].send_signal(GO_DARK)
+        time.sleep(QUIESCE_S)
         bench.log("stopping the simulators; waiting for everything produced to be written")
         for name in bench.simulators():
             bench.children[name].send_signal(signal.SIGTERM)
         produced: dict[str, int] = {}
+        sim_failed: dict[str, int] = {}
         by_device: dict[str, int] = {}
         for name in bench.simulators():
             sims = bench.stop_child(name)
             for family, count in sims["produced"].items():
                 produced[family] = produced.get(family, 0) + int(count)
+            for family, count in sims.get("polls_failed", {}).items():
+                sim_failed[family] = sim_failed.get(family, 0) + int(count)
             by_device.update(sims["by_device"])
         influx = InfluxQL(bench.settings.influx.url, timeout_s=60.0)
-        database = bench.settings.influx.database
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        written: dict[str, int] = {}
-        stable_since, last_total = time.monotonic(), -1
-        while time.monotonic() < deadline:
-            written = written_by_family(influx, database)
-            total = sum(written.get(f, 0) for f in produced)
-            if all(written.get(f, 0) >= n for f, n in produced.items()):
-                break
-            if total != last_total:
-                stable_since, last_total = time.monotonic(), total
-            elif time.monotonic() - stable_since > 30:
-                break  # nothing moved for 30 s: what is missing is lost
-            time.sleep(2.0)
+        written = drain(influx, database, produced)
         for role in ("agents", "hub"):  # both at once; each writes its stats as it ends
             bench.children[role].send_signal(signal.SIGTERM)
         agents = bench.stop_child("agents")
         hub = bench.stop_child("hub")
+        bench.log("writes stopped; waiting for InfluxDB to snapshot and compact")
+        compacted, compact_s = wait_compacted(influx_dir, database)
+        all_points = sum(points_by_measurement(influx, database, families_only=False).values())
+        window_points = sum(
+            points_by_measurement(
+                influx, database, since_ms=t0_ms, until_ms=t1_ms, families_only=False
+            ).values()
+        )
         influx.close()
         bench.log("stopped")
         missing = {f: max(0, n - written.get(f, 0)) for f, n in produced.items()}
         if any(missing.values()):
             (bench.root / "produced-by-device.json").write_text(json.dumps(by_device))
-        messages = hub.get("messages_in", 0)
+        hub0, hub1 = counters0["hub"], counters1["hub"]
+        ag0, ag1 = counters0["agents"], counters1["agents"]
         return {
             "devices": devices,
             "window_s": window,
-            "msg_per_s": messages / max(window, 1e-9),
+            "msg_per_s": (hub1["messages_in"] - hub0["messages_in"]) / max(window, 1e-9),
             "cores": cores,
             "idle_stack_cores": idle_cores,
             "machine_busy_cores": busy,
@@ -520,12 +484,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "produced": produced,
             "written": written,
             "missing": missing,
+            "sim_polls_failed": sim_failed,
+            "agent_polls": ag1["polls"] - ag0["polls"],
+            "agent_polls_failed": ag1["polls_failed"] - ag0["polls_failed"],
             "agent_readings": agents.get("readings", 0),
             "deadletters": hub.get("deadletters", {}),
-            "disk_growth_bytes": disk1 - disk0,
+            "raw_growth_bytes_per_s": (disk_end.data - disk_half.data) / half_s,
+            "tsm_bytes": compacted.tsm,
+            "wal_bytes_left": compacted.wal,
+            "index_bytes": compacted.index,
+            "compact_s": compact_s,
+            "all_points": all_points,
+            "window_points": window_points,
         }
     finally:
         bench.close(keep=args.keep)
+
+
+def drain(influx: InfluxQL, database: str, produced: dict[str, int]) -> dict[str, int]:
+    """Points written per family once all that was produced is in (or nothing moves)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    written: dict[str, int] = {}
+    stable_since, last_total = time.monotonic(), -1
+    while time.monotonic() < deadline:
+        written = points_by_measurement(influx, database)
+        total = sum(written.get(f, 0) for f in produced)
+        if all(written.get(f, 0) >= n for f, n in produced.items()):
+            break
+        if total != last_total:
+            stable_since, last_total = time.monotonic(), total
+        elif time.monotonic() - stable_since > 30:
+            break  # nothing moved for 30 s: what is missing is lost
+        time.sleep(2.0)
+    return written
 
 
 def report(figures: dict[str, Any]) -> dict[str, Any]:
@@ -534,7 +525,9 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
     from rich.table import Table
 
     window = figures["window_s"]
-    per_day_gb = figures["disk_growth_bytes"] / window * 86400 / 1e9
+    bytes_per_point = figures["tsm_bytes"] / max(figures["all_points"], 1)
+    per_day_gb = per_day_bytes(bytes_per_point, figures["window_points"], window) / 1e9
+    raw_day_gb = figures["raw_growth_bytes_per_s"] * 86400 / 1e9
     cores = figures["cores"]
     total = sum(cores.values())
     table = Table(title=f"City bench: {figures['devices']:,} devices, {window:.0f} s window")
@@ -545,7 +538,7 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
     table.add_row("CPU cores: all parts", f"{total:.3f} (target <= {TARGET_CORES})")
     table.add_row("reference: idle stack (broker + InfluxDB)", f"{figures['idle_stack_cores']:.3f}")
     table.add_row("reference: whole machine busy", f"{figures['machine_busy_cores']:.2f}")
-    table.add_row("messages in / s (hub)", f"{figures['msg_per_s']:.1f}")
+    table.add_row("messages in / s (hub, window)", f"{figures['msg_per_s']:.1f}")
     table.add_row(
         "publish -> queryable p50 / p99 ms",
         f"{figures['p50_ms']:.0f} / {figures['p99_ms']:.0f} ({figures['probes_seen']} probes)",
@@ -555,9 +548,25 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
             f"points {family}: produced / written",
             f"{count:,} / {figures['written'].get(family, 0):,}",
         )
+    for family, count in sorted(figures["sim_polls_failed"].items()):
+        table.add_row(f"polls failed {family} (device silent, incl. the dark end)", f"{count:,}")
+    table.add_row(
+        "agent polls / failed in the window",
+        f"{figures['agent_polls']:,} / {figures['agent_polls_failed']:,}",
+    )
     for reason, count in sorted(figures["deadletters"].items()):
         table.add_row(f"dead-letters: {reason}", f"{count:,}")
+    table.add_row(
+        "InfluxDB bytes / point (compacted TSM)",
+        f"{bytes_per_point:.2f} ({figures['tsm_bytes']:,} B / {figures['all_points']:,} points,"
+        f" compacted in {figures['compact_s']:.0f} s, WAL left {figures['wal_bytes_left']:,} B)",
+    )
+    table.add_row("points stamped in the window / s", f"{figures['window_points'] / window:.1f}")
     table.add_row("InfluxDB disk per day / 30 days", f"{per_day_gb:.3f} / {per_day_gb * 30:.2f} GB")
+    table.add_row(
+        "raw TSM + WAL growth, 2nd half, per 30 days (upper bound)", f"{raw_day_gb * 30:.2f} GB"
+    )
+    table.add_row("series index (once, not per day)", f"{figures['index_bytes'] / 1e6:.1f} MB")
     Console(stderr=True).print(table)
     p99 = figures["p99_ms"]
     return {
@@ -577,7 +586,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=("sample", "city"), default="city")
     parser.add_argument("--duration-s", type=float, default=600.0)
     parser.add_argument("--fleet-file", type=Path, default=None)
+    parser.add_argument(
+        "--city-fraction",
+        type=float,
+        default=None,
+        help="this share (0-1] of the city's cameras, APs, controllers and vehicles",
+    )
     parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="cProfile every child into this folder"
+    )
     parser.add_argument("--idle-s", type=float, default=IDLE_REFERENCE_S)
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data)")
     parser.add_argument(
@@ -590,18 +608,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.role:
         index, _, count = args.shard.partition("/")
-        run_role(
-            args.role,
-            args.config,
-            args.out,
-            args.fleet_file,
-            args.scale,
-            args.speed,
-            (int(index), int(count)),
-        )
+        role_args = (args.role, args.config, args.out, args.fleet_file, args.scale, args.speed)
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if not profile_dir:
+            run_role(*role_args, (int(index), int(count)))
+            return 0
+        import cProfile
+
+        # Each child profiled in its own file (--profile DIR): python -m pstats reads them.
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            run_role(*role_args, (int(index), int(count)))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(Path(profile_dir) / f"{args.role}-{index}.pstats")
         return 0
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())
     if min(args.duration_s, args.idle_s, args.speed) <= 0 or args.probes < 1:
         parser.error("--duration-s, --idle-s and --speed must be positive, --probes at least 1")
+    if args.city_fraction is not None and not 0 < args.city_fraction <= 1:
+        parser.error("--city-fraction must be in (0, 1]")
     import logging
 
     logging.basicConfig(level=logging.WARNING)

@@ -100,10 +100,18 @@ def all_simulators() -> dict[str, FamilySimulator]:
 def load_document(scale: Scale, fleet_file: Path | None, seed: int = DEFAULT_SEED) -> FleetDocument:
     """The fleet to register: the file (default the sample) or the city generated from a seed."""
     if scale == "city":
-        data = city_document(seed)
-        _prefer_real_types(data["devices"], driver_families(), discover_simulators())
-        return parse_fleet(data, where=f"city fleet (seed {seed})")
+        return parse_fleet(city_data(seed), where=f"city fleet (seed {seed})")
     return load_fleet_file(fleet_file or DEFAULT_FLEET_FILE)
+
+
+def city_data(seed: int = DEFAULT_SEED, fraction: float = 1.0) -> dict[str, Any]:
+    """The city's fleet document (``fraction`` of its size) with the real simulators' types.
+
+    Written to a file, it is a fleet file (the city bench's ``--city-fraction``).
+    """
+    data = city_document(seed, fraction)
+    _prefer_real_types(data["devices"], driver_families(), discover_simulators())
+    return data
 
 
 def _prefer_real_types(

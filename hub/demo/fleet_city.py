@@ -517,8 +517,18 @@ def _spread(total: int, parts: int, index: int) -> int:
     return total // parts + (1 if index < total % parts else 0)
 
 
-def city_document(seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """The whole city at its real size; the stand-in families are marked as such."""
+def city_document(seed: int = DEFAULT_SEED, fraction: float = 1.0) -> dict[str, Any]:
+    """The whole city at its real size; the stand-in families are marked as such.
+
+    ``fraction`` (0-1] shrinks the cameras, WiFi points, ATCS controllers and vehicles in
+    proportion (at least one of each per area or corridor): a smaller city for profiling.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], not {fraction!r}")
+
+    def part(count: int) -> int:
+        return max(1, round(count * fraction))
+
     rng = random.Random(seed)
     areas = _areas(rng)
     b = _Builder(rng, areas)
@@ -527,7 +537,7 @@ def city_document(seed: int = DEFAULT_SEED) -> dict[str, Any]:
         pumps = _spread(49, len(pump_areas), pump_areas.index(area)) if area in pump_areas else 0
         _flood(b, area, gauges=4, rains=2, pumps=pumps)
         _ble(b, area, 4)
-        for n in range(1, _spread(CITY_CAMERAS, len(AREAS), i) + 1):
+        for n in range(1, _spread(part(CITY_CAMERAS), len(AREAS), i) + 1):
             kel, lat, lon = b.place(area)
             b.device(
                 id=f"cctv-{area.slug}-{n:05d}",
@@ -539,7 +549,7 @@ def city_document(seed: int = DEFAULT_SEED) -> dict[str, Any]:
                 lon=lon,
                 team="diskominfo-smg",
             )
-        for n in range(1, _spread(CITY_WIFI, len(AREAS), i) + 1):
+        for n in range(1, _spread(part(CITY_WIFI), len(AREAS), i) + 1):
             kel, lat, lon = b.place(area)
             b.device(
                 id=f"wifi-{area.slug}-{n:04d}",
@@ -551,7 +561,7 @@ def city_document(seed: int = DEFAULT_SEED) -> dict[str, Any]:
                 lon=lon,
                 team="diskominfo-smg",
             )
-        for n in range(1, _spread(CITY_ATCS, len(AREAS), i) + 1):
+        for n in range(1, _spread(part(CITY_ATCS), len(AREAS), i) + 1):
             kel, lat, lon = b.place(area)
             controller = b.device(
                 id=f"atcs-{area.slug}-{n:02d}",
@@ -575,7 +585,11 @@ def city_document(seed: int = DEFAULT_SEED) -> dict[str, Any]:
                     team="dishub-atcs",
                     parent=controller["id"],
                 )
-    _vehicles(b, buses_per_corridor=CITY_BUSES_PER_CORRIDOR, trucks_per_area=CITY_TRUCKS_PER_AREA)
+    _vehicles(
+        b,
+        buses_per_corridor=part(CITY_BUSES_PER_CORRIDOR),
+        trucks_per_area=part(CITY_TRUCKS_PER_AREA),
+    )
     return _document(
         f"Semarang at city scale (seed {seed}; cctv, wifi and atcs are stand-ins)", areas, b
     )
