@@ -29,8 +29,9 @@ from drivers.simulation import (
     SimulatorContext,
     discover_simulators,
 )
-from hub.demo.fleet import all_simulators, load_document, register_fleet
+from hub.demo.fleet import all_simulators, city_data, load_document, register_fleet
 from hub.demo.fleet_city import CITY_ATCS, DETECTORS_PER_ATCS, city_document
+from hub.demo.fleet_file import parse_fleet
 from hub.demo.mqtt_stand_ins import STAND_IN_TYPES, StandInSimulator, stand_in_gateway
 from tests.conftest import MqttClientFactory, RunningStack
 
@@ -48,6 +49,18 @@ def test_city_is_deterministic_and_in_the_city_s_proportions() -> None:
     assert 440 <= counts["gps"] <= 470
     pumps = sum(d["device_type"] == "pump_station_plc" for d in first["devices"])
     assert pumps == 49  # Semarang's pump houses
+
+
+def test_a_fraction_of_the_city_keeps_its_proportions_and_real_types() -> None:
+    tenth = city_data(fraction=0.1)
+    counts = collections.Counter(d["family"] for d in tenth["devices"])
+    assert counts["cctv"] == 1_070
+    assert counts["wifi"] == 230
+    assert counts["atcs"] == 5 * (1 + DETECTORS_PER_ATCS)  # controllers and their detectors
+    assert 140 <= counts["flood"] <= 160  # gauges and pumps are few: all of them stay
+    simulated = [d for d in tenth["devices"] if d["family"] in ("cctv", "wifi", "atcs")]
+    assert not any(d["device_type"] in STAND_IN_TYPES for d in simulated)
+    assert len(parse_fleet(tenth, where="a tenth").devices) == len(tenth["devices"])
 
 
 def test_city_registers_in_one_go_and_stand_ins_report_through_stand_in_gateways(
