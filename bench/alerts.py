@@ -10,11 +10,13 @@ Phases:
 2. **Page latency**: a hub (``python -m hub hub run``) with the rules plus one probe rule
    routed to a local webhook receiver, while the fleet publishes ``--rate`` msg/s of
    background telemetry; ``--trials`` times, a probe gauge publishes a reading over its
-   threshold (then one under it) and the time to the webhook's POST is taken.
+   threshold (then one under it) and the time to the webhook's POST is taken. The hub
+   runs its engine as it does by default, in a process of its own (engine_process.py).
 3. **Ingest with and without rules**: ``python -m bench.ingest`` (the ingest benchmark,
    phases as there) run three times: without, with ``KOTAHUB_ALERTS__RULES`` naming the
    rule file, without again; ``ingest_slowdown_pct`` compares ``hub_mps`` (the hub's
-   sustained rate draining a backlog) with the mean of the two runs without.
+   sustained rate draining a backlog) with the mean of the two runs without (the engine
+   in its own process, the default).
    Skipped with ``--skip-ingest``.
 
 The machine is shared: figures are noisy; the lead reruns it alone. Last line: one JSON
