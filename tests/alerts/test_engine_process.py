@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -42,7 +43,12 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 def _hub_config(
-    test_settings: Settings, tmp_path: Path, client_id: str, gauges: list[str], url: str
+    test_settings: Settings,
+    tmp_path: Path,
+    client_id: str,
+    gauges: list[str],
+    url: str,
+    metrics_port: int = 0,
 ) -> Path:
     devices = tmp_path / "devices.json"
     save_device_file(devices, [device(g) for g in gauges])
@@ -56,7 +62,7 @@ def _hub_config(
         influx_url=test_settings.influx.url,
         client_id=client_id,
         devices_file=str(devices),
-        metrics_port=free_port(),
+        metrics_port=metrics_port or free_port(),
         batch_interval_s=0.2,
     )
     with config.open("a") as handle:
@@ -92,7 +98,8 @@ def test_a_killed_engine_comes_back_and_evaluates_what_came_meanwhile(
 ) -> None:
     g1, g2 = f"{unique_id}-g1", f"{unique_id}-g2"
     client_id = f"{unique_id}-engine"
-    config = _hub_config(test_settings, tmp_path, client_id, [g1, g2], webhook.url)
+    port = free_port()
+    config = _hub_config(test_settings, tmp_path, client_id, [g1, g2], webhook.url, port)
     client = mqtt_client()
     hub = HubProcess(config)
     try:
@@ -125,6 +132,15 @@ def test_a_killed_engine_comes_back_and_evaluates_what_came_meanwhile(
         assert hub.proc.poll() is None  # ingest never stopped
         assert _children(hub)[0] == child
         assert len(_children(hub)) == 2  # one restart
+        # ... and /metrics counts it as a restart of the alert consumer's thread.
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        restarts = re.search(
+            r'^kotahub_ingest_thread_restarts_total\{[^}]*thread="ingest-consumer-alerts"\} (\S+)$',
+            metrics,
+            re.MULTILINE,
+        )
+        assert restarts is not None, metrics
+        assert float(restarts.group(1)) == 1
         # Nobody paged twice: g1's raise and clear, g2's raise, nothing replayed.
         assert [p["title"].split(":")[0] for p in webhook.posts] == [
             "[ALERT] warning",
