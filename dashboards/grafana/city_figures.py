@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIGURES = PROJECT_ROOT / "device_registry" / "data" / "city_figures.json"
-DEFAULT_STAGE = "_default"
 
 
 class FiguresError(ValueError):
@@ -25,7 +24,7 @@ class _Model(BaseModel):
 
 
 class FloodStages(_Model):
-    """Stage levels of one gauge (metres, same datum as ``level_m``), Siaga 4 (lowest) to 1.
+    """Flood stage levels (metres, same datum as ``level_m``), Siaga 4 (lowest) to 1.
 
     The names are the registry device tags the alert rule ``flood-stage`` reads
     (``hub/alerts/rules/semarang.yaml``), so the board's lines and the pages agree.
@@ -75,12 +74,10 @@ class CityFigures(_Model):
     flood_gauges: int = Field(gt=0)
     map_center: tuple[float, float]
     kecamatan: dict[str, tuple[float, float]]
-    flood_stages: dict[str, FloodStages]
+    # The city's default stages, drawn on the panels of all gauges at once. A gauge's own
+    # stages are registry attributes (what the alert rule reads), never copied here.
+    flood_stages: FloodStages
     tide_gauges: list[str] = Field(default_factory=list)
-
-    def stages_for(self, device_id: str) -> FloodStages:
-        """A gauge's own stages, else the city's default."""
-        return self.flood_stages.get(device_id) or self.flood_stages[DEFAULT_STAGE]
 
 
 def load_figures(path: Path = DEFAULT_FIGURES) -> CityFigures:
@@ -95,6 +92,4 @@ def load_figures(path: Path = DEFAULT_FIGURES) -> CityFigures:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise FiguresError(f"{path}: {where}: {first['msg']}") from err
-    if DEFAULT_STAGE not in figures.flood_stages:
-        raise FiguresError(f"{path}: flood_stages.{DEFAULT_STAGE}: missing (the city's default)")
     return figures

@@ -70,6 +70,31 @@ def test_each_gauge_is_drawn_against_its_registry_stages() -> None:
     assert {m["handlerKey"] for m in config["options"]["mappings"]} == {"threshold1"}
 
 
+def test_the_citys_stages_are_the_all_gauges_panels_thresholds(tmp_path: Path) -> None:
+    data = json.loads(DEFAULT_FIGURES.read_text())
+    data["flood_stages"] = {"siaga4_m": 0.7, "siaga3_m": 1.1, "siaga2_m": 1.9, "siaga1_m": 2.6}
+    other = tmp_path / "figures.json"
+    other.write_text(json.dumps(data))
+    flood = json.loads(
+        generate.render(load_figures(other))[generate.JSON_DIR / "kotahub-flood.json"]
+    )
+    for title in ("Water level per gauge", "Level now against stage (last hour)"):
+        panel = next(p for p in flood["panels"] if p.get("title") == title)
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in steps] == [None, 0.7, 1.1, 1.9, 2.6], title
+
+
+def test_per_gauge_stages_in_the_figures_are_refused(tmp_path: Path) -> None:
+    """A gauge's stages belong to the registry, where the alert rule reads them."""
+    data = json.loads(DEFAULT_FIGURES.read_text())
+    stages = data["flood_stages"]
+    data["flood_stages"] = {"_default": stages, "smg-bkt-01": stages}
+    path = tmp_path / "figures.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(FiguresError, match="flood_stages"):
+        load_figures(path)
+
+
 def test_indicators_take_denominators_from_the_figures(tmp_path: Path) -> None:
     data = json.loads(DEFAULT_FIGURES.read_text())
     data["population"] = 123_456

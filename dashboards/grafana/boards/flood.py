@@ -24,7 +24,7 @@ from dashboards.grafana.board_kit import (
     single,
     tag_variable,
 )
-from dashboards.grafana.city_figures import DEFAULT_STAGE, CityFigures
+from dashboards.grafana.city_figures import CityFigures
 from dashboards.grafana.influxql_query import InfluxQL
 
 # What hub/registry_thresholds.py writes (this package imports nothing of hub).
@@ -60,7 +60,7 @@ def _stages_from_registry() -> dashboard.DataTransformerConfig:
 
 def build(figures: CityFigures) -> dash.Dashboard:
     """The flood board."""
-    default = figures.stages_for(DEFAULT_STAGE).steps()
+    default = figures.flood_stages.steps()
     tide = "|".join(figures.tide_gauges) or "none"
     return (
         board(UID, "Kotahub / Flood", "River, canal and tide gauges, rain and pump houses.")
