@@ -31,7 +31,7 @@ from drivers.cctv.analytics import (
     count_people,
     scaled,
 )
-from drivers.cctv.device_types import ISAPI, NVR_TYPES, thresholds_for
+from drivers.cctv.device_types import HEALTH_INTERVAL_S, ISAPI, NVR_TYPES, thresholds_for
 from drivers.cctv.isapi_device import IsapiDevice
 from drivers.cctv.nvr_links import NVR_LINKS, PROBE_TIMEOUT_S, NvrLinks
 from drivers.cctv.onnx_plugin import OnnxPlugin, OnnxPluginError, Prediction
@@ -293,6 +293,7 @@ class CctvCamera:
                 reach_timeout_s=reach_timeout_s(config),
                 events=config.events,
                 profile=config.profile,
+                interval_s=config.poll_interval_s or HEALTH_INTERVAL_S,
             )
         )
         self.background = BackgroundModel()

@@ -42,7 +42,8 @@ def _close_library_session() -> None:
 
 atexit.register(_close_library_session)
 PULLPOINT_NS = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
-SUBSCRIPTION_S = 120
+SUBSCRIPTION_S = 120  # the shortest pull-point life asked for
+RENEW_MARGIN_S = 30.0  # a late poll still finds its subscription alive
 MAX_TEXT = 200
 # Topic prefix -> the event name published (tamper, motion and image quality).
 EVENT_TOPICS: tuple[tuple[str, str], ...] = (
@@ -71,6 +72,7 @@ class OnvifTarget:
     reach_timeout_s: float = 5.0  # the first answer (GetSystemDateAndTime): else unreachable
     events: bool = True
     profile: int = 1  # the substream on most cameras; the last profile when fewer
+    interval_s: float = 300.0  # how often the agent checks it: the pull point must outlive that
 
 
 @dataclass(slots=True)
@@ -138,6 +140,11 @@ class OnvifHealth:
         self._pullpoint: Any = None
         self._subscription: Any = None
         self._renew_at = 0.0
+        # The pull point lives two polls and a minute, so it is renewed every other poll
+        # (a 120 s one lapsed between 300 s polls: each poll recreated it, events between
+        # polls were lost, and it cost three more calls).
+        self.subscription_s = max(SUBSCRIPTION_S, int(2 * target.interval_s + 60))
+        self.clock = time.monotonic  # the renewals' time base (tests step a clock of their own)
         self._media_cache: dict[str, MetricValue] = {}
         self._stream_uri: str | None = None
         self._fps_nominal: float | None = None
@@ -255,21 +262,21 @@ class OnvifHealth:
     async def _subscribe(self, camera: ONVIFCamera) -> None:
         events = await camera.create_events_service()
         result = await events.CreatePullPointSubscription(
-            {"InitialTerminationTime": f"PT{SUBSCRIPTION_S}S"}
+            {"InitialTerminationTime": f"PT{self.subscription_s}S"}
         )
         camera.xaddrs[PULLPOINT_NS] = result.SubscriptionReference.Address._value_1
         self._subscription = await camera.create_subscription_service("PullPointSubscription")
         self._pullpoint = await camera.create_pullpoint_service()
-        self._renew_at = time.monotonic() + SUBSCRIPTION_S * 0.5
+        self._renew_at = self._next_renewal()
 
     async def _pull_events(self, camera: ONVIFCamera) -> list[Reading]:
         """Pull what the camera queued; renew or recreate the subscription as needed."""
         if self._pullpoint is None:
             await self._subscribe(camera)
         try:
-            if time.monotonic() >= self._renew_at:
-                await self._subscription.Renew(f"PT{SUBSCRIPTION_S}S")
-                self._renew_at = time.monotonic() + SUBSCRIPTION_S * 0.5
+            if self.clock() >= self._renew_at:
+                await self._subscription.Renew(f"PT{self.subscription_s}S")
+                self._renew_at = self._next_renewal()
             reply = await self._pullpoint.PullMessages(
                 {"Timeout": dt.timedelta(seconds=1), "MessageLimit": 100}
             )
@@ -283,6 +290,10 @@ class OnvifHealth:
                 {"Timeout": dt.timedelta(seconds=1), "MessageLimit": 100}
             )
         return self._event_readings(reply)
+
+    def _next_renewal(self) -> float:
+        """When to renew: the first poll after which the next would find it lapsed."""
+        return self.clock() + self.subscription_s - self.target.interval_s - RENEW_MARGIN_S
 
     def _event_readings(self, reply: Any) -> list[Reading]:
         readings = []

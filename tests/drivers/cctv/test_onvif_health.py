@@ -137,6 +137,28 @@ async def test_pull_point_events_and_recreation_after_the_camera_forgets(
     assert [(e.metrics["event"], e.metrics["event_active"]) for e in events] == [("tamper", False)]
 
 
+async def test_the_pull_point_outlives_two_polls_and_is_renewed_every_other_poll(
+    onvif_stand_in: StandInFactory, unique_id: str
+) -> None:
+    stand_in = await onvif_stand_in()
+    camera = camera_for(stand_in, unique_id, poll_interval_s=300)
+    now = [time.monotonic()]
+    camera.health.clock = lambda: now[0]
+    try:
+        renewed = []
+        for _ in range(5):  # the agent's polls, 300 s apart on the health clock
+            await camera.poll()
+            renewed.append(stand_in.camera.calls.get("Renew", 0))
+            now[0] += 300
+    finally:
+        await camera.close()
+    # Two polls and a minute: a 300 s poll never finds it lapsed (a 120 s one always did).
+    assert camera.health.subscription_s == 660
+    assert renewed == [0, 0, 1, 1, 2]
+    assert stand_in.camera.calls["CreatePullPointSubscription"] == 1
+    assert stand_in.camera.calls["PullMessages"] == 5
+
+
 async def test_unreachable_camera_raises_driver_error(
     onvif_stand_in: StandInFactory, unique_id: str
 ) -> None:
