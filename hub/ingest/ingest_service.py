@@ -846,6 +846,12 @@ class IngestService:
             self.stats.mqtt_connect_failures = self._intake.stats.connect_failures
             self.stats.mqtt_connection_losses = self._intake.stats.connection_losses
         self.stats.thread_restarts = {t.name: t.health.restarts for t in self._threads}
+        if self.cursors is not None:
+            self.stats.consumers = {
+                name: figures
+                for name, figures in self.cursors.figures().items()
+                if name != INFLUX_CURSOR  # the writer's lag is wal_bytes already
+            }
         return self.stats.prometheus(self.client_id)
 
     def _thread_checks(self) -> tuple[bool, dict[str, object]]:

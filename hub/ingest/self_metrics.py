@@ -61,6 +61,8 @@ class IngestStats:
     housekeeping_errors: Counter[str] = field(default_factory=Counter)
     # thread name -> restarts after an unexpected exception (set by the service)
     thread_restarts: dict[str, int] = field(default_factory=dict)
+    # WAL consumer -> (bytes behind the durable end, skipped segments, parse errors)
+    consumers: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def record_seq(self, device_id: str, seq: int) -> None:
         """Count the numbers ``seq`` skipped since the device's last one.
@@ -180,6 +182,23 @@ class IngestStats:
             out.append(
                 f'kotahub_ingest_thread_restarts_total{{{label},thread="{_label(thread)}"}} {count}'
             )
+        for name, kind, help_text, index in (
+            ("consumer_lag_bytes", "gauge", "WAL bytes a consumer has not read yet.", 0),
+            (
+                "consumer_skipped_segments_total",
+                "counter",
+                "WAL segments released before a lagging consumer read them.",
+                1,
+            ),
+            ("consumer_parse_errors_total", "counter", "WAL lines a consumer could not read.", 2),
+        ):
+            out.append(f"# HELP kotahub_ingest_{name} {help_text}")
+            out.append(f"# TYPE kotahub_ingest_{name} {kind}")
+            for consumer, figures in sorted(self.consumers.items()):
+                out.append(
+                    f'kotahub_ingest_{name}{{{label},consumer="{_label(consumer)}"}} '
+                    f"{figures[index]}"
+                )
         out.append("# HELP kotahub_ingest_housekeeping_errors_total Failed housekeeping duties.")
         out.append("# TYPE kotahub_ingest_housekeeping_errors_total counter")
         for duty, count in sorted(self.housekeeping_errors.items()):

@@ -141,6 +141,18 @@ def test_a_killed_engine_comes_back_and_evaluates_what_came_meanwhile(
         )
         assert restarts is not None, metrics
         assert float(restarts.group(1)) == 1
+
+        def lag() -> float:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            found = re.search(
+                r'^kotahub_ingest_consumer_lag_bytes\{[^}]*consumer="alerts"\} (\S+)$',
+                text,
+                re.MULTILINE,
+            )
+            assert found is not None, text
+            return float(found.group(1))
+
+        wait_until(lambda: lag() == 0, what="the engine caught up (its lag on /metrics)")
         # Nobody paged twice: g1's raise and clear, g2's raise, nothing replayed.
         assert [p["title"].split(":")[0] for p in webhook.posts] == [
             "[ALERT] warning",
