@@ -397,6 +397,8 @@ def run_consumer(
         position = end
         cursors.commit(name, end)
         consumer.tick()  # durations run out under a steady stream too
+        if raw is not None:
+            continue  # its work is in another process: the OS shares the cores, not the GIL
         lag = wal.bytes_after(position)
         if lag > LAG_YIELD_BYTES or pressure():
             share = min(1.0, duty + lag / max(1.0, wal.max_bytes * cursors.hold_fill / 2))
