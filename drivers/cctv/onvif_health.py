@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-from onvif import ONVIFCamera
+from onvif import ONVIFCamera, ONVIFService
 from onvif.exceptions import ONVIFError
 from onvif.transport import ASYNC_TRANSPORT
 from zeep.exceptions import Fault, TransportError, XMLParseError
@@ -57,6 +57,52 @@ EVENT_TOPICS: tuple[tuple[str, str], ...] = (
     ("tns1:VideoSource/SignalLoss", "videoloss"),
 )
 STATE_ITEMS = ("State", "IsMotion", "IsTamper", "IsTooBlurry", "IsTooDark", "IsTooBright")
+
+
+class OneSessionCamera(ONVIFCamera):  # type: ignore[misc]  # the library is untyped
+    """An ``ONVIFCamera`` whose services share one HTTP session: one connection a poll.
+
+    The library gives every service (device management, events, the pull point, the
+    subscription) a connection pool of its own, and its keep-alive (4 s) is far shorter
+    than a poll interval: each poll opened two or three TCP connections to the camera.
+    Sharing one pool, a poll's calls ride one connection. Each service keeps its own
+    timeouts (the library passes them per request). A service the library replaces (a new
+    pull point's address) must not close the shared session: only the camera's close does.
+    """
+
+    _shared: aiohttp.ClientSession | None = None
+
+    async def create_onvif_service(
+        self,
+        name: str,
+        port_type: str | None = None,
+        read_timeout: int | None = None,
+        write_timeout: int | None = None,
+    ) -> ONVIFService:
+        """The library's service, moved onto the camera's one session."""
+        service = await super().create_onvif_service(name, port_type, read_timeout, write_timeout)
+        if self._shared is None or self._shared.closed:
+            self._shared = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit_per_host=2, keepalive_timeout=15)
+            )
+        own = service._session
+        if own is not self._shared:
+            service._session = self._shared
+            service._connector = self._shared.connector
+            service.transport.session = self._shared
+            service.close = _shared_session_kept
+            await own.close()  # never used: its pool opened no connection yet
+        return service
+
+    async def close(self) -> None:
+        """Close the services and the shared session."""
+        await super().close()
+        if self._shared is not None:
+            await self._shared.close()
+
+
+async def _shared_session_kept() -> None:
+    """A shared-session service's close: the camera's own close ends the session."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,7 +267,7 @@ class OnvifHealth:
 
     def _camera_object(self) -> ONVIFCamera:
         if self._camera is None:
-            self._camera = ONVIFCamera(
+            self._camera = OneSessionCamera(
                 self.target.host,
                 self.target.port,
                 self.target.username,

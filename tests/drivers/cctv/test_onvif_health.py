@@ -159,6 +159,27 @@ async def test_the_pull_point_outlives_two_polls_and_is_renewed_every_other_poll
     assert stand_in.camera.calls["PullMessages"] == 5
 
 
+async def test_a_camera_s_services_share_one_session_across_a_recreated_pull_point(
+    onvif_stand_in: StandInFactory, unique_id: str
+) -> None:
+    stand_in = await onvif_stand_in()
+    camera = camera_for(stand_in, unique_id)
+    try:
+        await camera.poll()
+        stand_in.camera.forget_subscriptions()  # the library replaces the pull point services
+        stand_in.camera.raise_event(TAMPER_TOPIC, True)
+        readings = await camera.poll()
+        library_camera = camera.health._camera
+        assert library_camera is not None
+        sessions = {id(s.transport.session) for s in library_camera.services.values()}
+        assert len(sessions) == 1  # one pool, so a poll's calls ride one connection
+        assert not next(iter(library_camera.services.values())).transport.session.closed
+    finally:
+        await camera.close()
+    assert [r.metrics["event"] for r in readings if r.kind == "event"] == ["tamper"]
+    assert readings[0].metrics["subscriptions_recreated"] == 1
+
+
 async def test_unreachable_camera_raises_driver_error(
     onvif_stand_in: StandInFactory, unique_id: str
 ) -> None:
