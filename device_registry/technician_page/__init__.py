@@ -10,7 +10,8 @@ it is empty the map shows a plain coordinate grid and click-to-pin still works. 
 called with the same token; empty: the view says alerting is not configured.
 
 The page's Content-Security-Policy is an HTTP header on the page itself (``page_policy``):
-scripts only from the registry, requests only to the registry and that one alert origin.
+scripts only from the registry, requests only to the registry and that one alert origin,
+images only from the registry and the one origin of the configured tile URL.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ STATIC_DIR = Path(__file__).parent / "static"
 PAGE_PATH = "/app"
 TILE_URL_ENV = "KOTAHUB_TECHNICIAN_TILE_URL"
 TILE_ATTRIBUTION_ENV = "KOTAHUB_TECHNICIAN_TILE_ATTRIBUTION"
-_TILE_URL = re.compile(r"^(https?://|/)\S*$")
+# An http(s) URL, or a path on the registry: "//host" and "/\\host" are other hosts to a browser.
+_TILE_URL = re.compile(r"^(https?://|/(?![/\\]))\S*$")
 # An origin a CSP source may name: scheme, host (name, IPv4 or [IPv6]) and port, nothing else.
 _ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?$")
-# Scripts only from the registry itself: a pasted token is worth protecting. Images from
-# anywhere, for a configured tile server. Framed by no one (only a header can say so).
+# Scripts only from the registry itself: a pasted token is worth protecting. Images from the
+# registry, data: (Leaflet's blank tile, swapped in as a tile is dropped) and the tile
+# server. Framed by no one (only a header can say so).
 _POLICY = (
-    "default-src 'self'; script-src 'self'; connect-src {connect}; img-src * data: blob:; "
+    "default-src 'self'; script-src 'self'; connect-src {connect}; img-src {img}; "
     "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
@@ -65,10 +68,14 @@ class TileSettings(BaseModel):
         if not value:
             return value
         if not _TILE_URL.match(value):
-            raise ValueError("must be an http(s) URL or an absolute path")
+            raise ValueError("must be an http(s) URL or a path starting with one /")
         missing = [part for part in ("{z}", "{x}", "{y}") if part not in value]
         if missing:
             raise ValueError(f"tile URL template lacks {', '.join(missing)}")
+        if "{s}" in value.split("://", 1)[-1].split("/", 1)[0]:
+            # Leaflet's a/b/c subdomains are three origins; the policy names one.
+            raise ValueError("tile URL host must be one server, not {s} subdomains")
+        url_origin(value, "tile URL")  # one the page's policy can name
         return value
 
     @classmethod
@@ -97,28 +104,42 @@ async def _page_settings(request: Request) -> Response:
     )
 
 
-def alerts_origin(url: str) -> str:
-    """The origin of an absolute alerts URL ("" for a path on the registry, or for none)."""
-    if not url or url.startswith("/"):
+def url_origin(url: str, what: str) -> str:
+    """The origin of an absolute URL ("" for a path on the registry, or for none).
+
+    Raises TechnicianPageError, naming ``what``, for one a CSP source cannot name exactly.
+    """
+    if not url or (url.startswith("/") and url[1:2] not in ("/", "\\")):
         return ""
     scheme, _, rest = url.partition("://")
     host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     origin = f"{scheme.lower()}://{host.lower()}"
     if "@" in host or not _ORIGIN.match(origin):
-        raise TechnicianPageError(f"alerts URL {url!r}: not scheme://host[:port][/path]")
+        raise TechnicianPageError(f"{what} {url!r}: not scheme://host[:port][/path]")
     return origin
 
 
-def page_policy(alerts_url: str) -> str:
-    """The page's Content-Security-Policy: requests to the registry and the alert origin only."""
-    origin = alerts_origin(alerts_url)
-    return _POLICY.format(connect="'self' " + origin if origin else "'self'")
+def alerts_origin(url: str) -> str:
+    """The origin of an absolute alerts URL ("" for a path on the registry, or for none)."""
+    return url_origin(url, "alerts URL")
+
+
+def page_policy(alerts_url: str, tile_url: str = "") -> str:
+    """The page's Content-Security-Policy: requests to the registry and the alert origin
+    only, images from the registry and the tile origin only."""
+    connect = alerts_origin(alerts_url)
+    tiles = url_origin(tile_url, "tile URL")
+    return _POLICY.format(
+        connect=" ".join(filter(None, ("'self'", connect))),
+        img=" ".join(filter(None, ("'self'", "data:", tiles))),
+    )
 
 
 async def _page(request: Request) -> Response:
-    """index.html with its policy as a header (it names the configured alert server)."""
+    """index.html with its policy as a header (it names the alert and tile servers)."""
     html = (STATIC_DIR / "index.html").read_bytes()
-    policy = page_policy(request.app.state.technician_alerts_url)
+    tiles: TileSettings = request.app.state.technician_tiles
+    policy = page_policy(request.app.state.technician_alerts_url, tiles.url)
     return HTMLResponse(
         html, headers={"Content-Security-Policy": policy, "Cache-Control": "no-cache"}
     )
