@@ -5,10 +5,8 @@ It can be stopped and started again on the same port, the way a registry restart
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -16,6 +14,7 @@ import uvicorn
 from device_registry.registry_service import RegistryService
 from device_registry.web_api import create_app
 from tests.conftest import free_port
+from tests.uvicorn_thread import serve_in_thread
 
 
 class ServedRegistry:
@@ -31,8 +30,8 @@ class ServedRegistry:
         self.service = service
         self.port = port or free_port()
         self.tls = tls
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        # The running serve_in_thread block: start enters it, stop leaves it.
+        self._serving: ExitStack | None = None
 
     @property
     def url(self) -> str:
@@ -41,33 +40,24 @@ class ServedRegistry:
 
     def start(self) -> None:
         """Serve until ``stop``; returns once uvicorn listens."""
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(self.service),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                lifespan="off",
-                ssl_certfile=str(self.tls[0]) if self.tls else None,
-                ssl_keyfile=str(self.tls[1]) if self.tls else None,
-            )
+        config = uvicorn.Config(
+            create_app(self.service),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=str(self.tls[0]) if self.tls else None,
+            ssl_keyfile=str(self.tls[1]) if self.tls else None,
         )
-        thread = threading.Thread(target=server.run, name="registry-uvicorn", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during start-up (port taken?)"
-            assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
-            time.sleep(0.02)
-        self._server, self._thread = server, thread
+        serving = ExitStack()
+        serving.enter_context(serve_in_thread(config, "registry-uvicorn", start_s=20))
+        self._serving = serving
 
     def stop(self) -> None:
         """Stop serving and wait for the thread."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(20)
-            assert not self._thread.is_alive(), "uvicorn did not stop within 20 s"
-        self._server = self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.close()
 
 
 @contextmanager
