@@ -11,19 +11,17 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
-from device_registry.directory import save_device_file
 from hub.settings import Settings
-from tests.alerts.receivers import WebhookReceiver, webhook_receiver
+from tests.alerts.hub_setup import alert_hub_config
+from tests.alerts.receivers import WebhookReceiver
 from tests.conftest import MqttClientFactory, RunningStack, free_port
 from tests.ingest.conftest import device, forget_session, payload, wait_until
-from tests.ingest.test_crash_recovery import HubProcess, write_config
+from tests.ingest.test_crash_recovery import HubProcess
 
 RULES = """
 rules:
@@ -36,12 +34,6 @@ rules:
 CHILD_PID = re.compile(r"alert engine process (\d+) ready")
 
 
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
-
-
 def _hub_config(
     test_settings: Settings,
     tmp_path: Path,
@@ -50,27 +42,18 @@ def _hub_config(
     url: str,
     metrics_port: int = 0,
 ) -> Path:
-    devices = tmp_path / "devices.json"
-    save_device_file(devices, [device(g) for g in gauges])
-    rules, routing = tmp_path / "rules.yaml", tmp_path / "routing.yaml"
-    rules.write_text(RULES)
+    routing = tmp_path / "routing.yaml"
     routing.write_text(yaml.safe_dump({"default": {"notify": [url]}}))
-    config = tmp_path / "kotahub.toml"
-    write_config(
-        config,
+    return alert_hub_config(
         test_settings,
-        influx_url=test_settings.influx.url,
+        tmp_path,
         client_id=client_id,
-        devices_file=str(devices),
-        metrics_port=metrics_port or free_port(),
-        batch_interval_s=0.2,
+        devices=[device(g) for g in gauges],
+        rules=RULES,
+        alerts=f'routing = "{routing}"\nretry_min_s = 0.2\n'
+        f'database = "{tmp_path / "alerts.sqlite3"}"\n',
+        metrics_port=metrics_port,
     )
-    with config.open("a") as handle:
-        handle.write(
-            f'[alerts]\nrules = ["{rules}"]\nrouting = "{routing}"\nretry_min_s = 0.2\n'
-            f'database = "{tmp_path / "alerts.sqlite3"}"\n'
-        )
-    return config
 
 
 def _children(hub: HubProcess) -> list[int]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from device_registry.directory import save_device_file
 from hub.settings import Settings
 from tests.alerts.alertmanager_server import alertmanager
+from tests.alerts.hub_setup import alert_hub_config
 from tests.alerts.test_hub_alerts import RULES
-from tests.conftest import MqttClientFactory, RunningStack, free_port
+from tests.conftest import MqttClientFactory, RunningStack
 from tests.ingest.conftest import device, forget_session, payload, wait_until
-from tests.ingest.test_crash_recovery import HubProcess, write_config
+from tests.ingest.test_crash_recovery import HubProcess
 
 AM_CONFIG = {"route": {"receiver": "none"}, "receivers": [{"name": "none"}]}
 
@@ -25,27 +25,17 @@ def test_the_hub_posts_raises_and_clears_to_alertmanager(
     tmp_path: Path,
 ) -> None:
     gauge = f"{unique_id}-g1"
-    devices = tmp_path / "devices.json"
-    save_device_file(devices, [device(gauge, tags={"kecamatan": "Genuk"})])
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     client_id = f"{unique_id}-am"
-    config = tmp_path / "kotahub.toml"
-    write_config(
-        config,
-        test_settings,
-        influx_url=test_settings.influx.url,
-        client_id=client_id,
-        devices_file=str(devices),
-        metrics_port=free_port(),
-        batch_interval_s=0.2,
-    )
     with alertmanager(AM_CONFIG, tmp_path / "am") as am:
-        with config.open("a") as handle:
-            handle.write(
-                f'[alerts]\nrules = ["{rules}"]\nalertmanager_urls = ["{am.url}"]\n'
-                "alertmanager_interval_s = 600\n"  # only the wake after a change posts here
-            )
+        config = alert_hub_config(
+            test_settings,
+            tmp_path,
+            client_id=client_id,
+            devices=[device(gauge, tags={"kecamatan": "Genuk"})],
+            rules=RULES,
+            alerts=f'alertmanager_urls = ["{am.url}"]\n'
+            "alertmanager_interval_s = 600\n",  # only the wake after a change posts here
+        )
         client = mqtt_client()
         hub = HubProcess(config)
         try:

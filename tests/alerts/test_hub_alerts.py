@@ -8,18 +8,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
-from device_registry.directory import save_device_file
 from hub.settings import Settings
-from tests.alerts.receivers import WebhookReceiver, webhook_receiver
-from tests.conftest import MqttClientFactory, RunningStack, free_port
+from tests.alerts.hub_setup import alert_hub_config
+from tests.alerts.receivers import WebhookReceiver
+from tests.conftest import MqttClientFactory, RunningStack
 from tests.ingest.conftest import device, forget_session, payload, wait_until
-from tests.ingest.test_crash_recovery import HubProcess, write_config
+from tests.ingest.test_crash_recovery import HubProcess
 
 RULES = """
 rules:
@@ -30,12 +28,6 @@ rules:
     clear: 2.8
     message: "{device_name} ({location}) water {value} m"
 """
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def _sent_pages(database: Path) -> int:
@@ -60,26 +52,17 @@ def test_kill_9_pages_nobody_twice_and_an_acknowledged_alert_stays_quiet(
     webhook: WebhookReceiver,
 ) -> None:
     g1, g2 = f"{unique_id}-g1", f"{unique_id}-g2"
-    devices = tmp_path / "devices.json"
-    save_device_file(
-        devices, [device(g1, tags={"kecamatan": "Genuk", "name": "Sringin"}), device(g2)]
-    )
-    rules, routing = tmp_path / "rules.yaml", tmp_path / "routing.yaml"
-    rules.write_text(RULES)
+    routing = tmp_path / "routing.yaml"
     routing.write_text(yaml.safe_dump({"default": {"notify": [webhook.url]}}))
     client_id = f"{unique_id}-alerts"
-    config = tmp_path / "kotahub.toml"
-    write_config(
-        config,
+    config = alert_hub_config(
         test_settings,
-        influx_url=test_settings.influx.url,
+        tmp_path,
         client_id=client_id,
-        devices_file=str(devices),
-        metrics_port=free_port(),
-        batch_interval_s=0.2,
+        devices=[device(g1, tags={"kecamatan": "Genuk", "name": "Sringin"}), device(g2)],
+        rules=RULES,
+        alerts=f'routing = "{routing}"\n',
     )
-    with config.open("a") as handle:
-        handle.write(f'[alerts]\nrules = ["{rules}"]\nrouting = "{routing}"\n')
     database = test_settings.state_dir / "alerts" / "alerts.sqlite3"
     client = mqtt_client()
     hub = HubProcess(config)
