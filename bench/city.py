@@ -9,7 +9,11 @@ process). The fleet is the demo's (``--scale city``: 10,700 cameras, 2,300 WiFi 
 Measured in the same run:
 
 - CPU cores of each part over the measuring window (CPU seconds / wall seconds), and the
-  idle stack (Mosquitto + InfluxDB with no fleet, the reference);
+  idle stack (Mosquitto + InfluxDB with no fleet, the reference). The window (300 s, one
+  interval of the slowest family) starts after a warm-up of 300 s in which every device
+  is polled for the first time (a camera's first poll sets up its ONVIF services, media
+  profiles and pull point: three times a steady poll's CPU); the warm-up's cores are
+  printed as a reference. Ten minutes of city in all;
 - hub p99 publish-to-queryable: probe trackers publish stamped with their publish time,
   a poller asks InfluxDB every 200 ms (an upper bound: it includes up to one poll);
 - points written vs points the simulators produced, per family (must be equal). A polled
@@ -19,16 +23,21 @@ Measured in the same run:
   the simulated city goes dark (every device dies on the fault board) and the bench waits
   out the longest poll timeout, so no poll is cut half-way; then the simulators stop and
   report, and the bench waits for what they produced to drain into InfluxDB;
-- InfluxDB disk per day and per 30 days: the bytes a point takes in the TSM files of this
-  run once InfluxDB snapshotted its cache and compacted its shards (a few seconds after
-  the writes stop, ``bench.city_influx.INFLUX_ENV``), times the points stamped inside the
-  window per second. The raw growth of TSM + WAL over the second half of the window (no
-  index creation in it, but uncompacted files) is printed beside it as an upper bound;
+- InfluxDB disk per day and per 30 days: the points stamped inside the window per second
+  times the bytes a point takes once its series is long-lived. A 10-minute run holds one
+  or two points per camera series, so its own TSM files are mostly per-block overhead
+  (printed, not used); instead the window's rows are replayed into a scratch database as
+  a history of full 1000-point blocks per field, series in proportion to each
+  measurement's share of the points, at the interval its devices reported at, and
+  InfluxDB compacts it (a few seconds after the writes stop, ``city_influx.INFLUX_ENV``):
+  its TSM bytes over its points. The raw growth of TSM + WAL over the window's second
+  half (no series index creation in it, but uncompacted) is printed as an upper bound;
 - messages in and agent polls over the window only (the hub and the agents snapshot their
   counters at its start and end).
 
-    python -m bench.city [--scale city] [--duration-s 600] [--fleet-file F]
-    python -m bench.city --city-fraction 0.1 --duration-s 120   # a tenth of the city
+    python -m bench.city [--scale city] [--warmup-s 300] [--duration-s 300] [--fleet-file F]
+    python -m bench.city --city-fraction 0.1 --warmup-s 0 --duration-s 120  # a tenth
+    python -m bench.city ... --profile DIR   # cProfile each child: python -m pstats DIR/X
 
 Prints a table, then ONE JSON line (the last line).
 """
@@ -59,10 +68,11 @@ from bench.city_influx import (
     disk_use,
     per_day_bytes,
     points_by_measurement,
+    steady_bytes_per_point,
     wait_compacted,
 )
 from bench.city_probe import LatencyProbe
-from drivers.simulation import failed_polls, produced_points
+from bench.city_roles import GO_DARK, READY_TIMEOUT_S, SNAPSHOT, run_role
 from hub.influxql import InfluxQL
 from hub.local_stack import LocalStack
 from hub.settings import Settings, load_settings
@@ -71,114 +81,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("hub", "simulators", "agents")
 PROBE_TYPE = "gps_tracker"
 TARGET_CORES = 0.5
-READY_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 180.0
 IDLE_REFERENCE_S = 5.0
 OWN_CONNECTIONS_PER_PROCESS = 250
 # The longest poll timeout of a simulated family (a camera's 20 s), with a margin: after
 # the city goes dark, every poll under way has ended before the simulators report.
 QUIESCE_S = 25.0
-SNAPSHOT = signal.SIGUSR1  # hub, agents: write the counters now (the window's ends)
-GO_DARK = signal.SIGUSR2  # simulators: every device dies (the end of the window)
+# The longest poll interval (a camera's 300 s): every device's first poll, with its one-off
+# session set-up, falls in the warm-up; the window measures the steady state after it.
+WARMUP_S = 300.0
+DURATION_S = 300.0  # one full interval of every family: 10 minutes of city with the warm-up
 PROFILE_ENV = "KOTAHUB_CITY_PROFILE"
-
-
-# -- the children ----------------------------------------------------------------------
-def run_role(
-    role: str,
-    config: Path,
-    out_dir: Path,
-    fleet_file: Path | None,
-    scale: str,
-    speed: float,
-    shard: tuple[int, int] = (0, 1),
-) -> None:
-    """A child process: one part of the demo (at real speed by default) until SIGTERM."""
-    name = role if role != "simulators" else f"simulators-{shard[0]}"
-    import logging
-
-    from hub.demo.runner import DemoOptions, DemoRunner
-
-    settings = load_settings(config)
-    logging.basicConfig(
-        level=logging.WARNING,
-        filename=str(out_dir / f"{name}.log"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    options = DemoOptions(
-        speed=speed,
-        scale=scale,  # type: ignore[arg-type]
-        manage_stack=False,
-        with_api=False,
-        fleet_file=fleet_file,
-        parts=frozenset({role}),
-        sim_shard=shard,
-    )
-
-    if role != "hub":
-        # Started with the hub to import meanwhile; nothing is published before the hub's
-        # persistent session exists (what comes before it would be lost, as it should).
-        from hub.demo.fleet import all_simulators
-
-        all_simulators()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not (out_dir / "ready-hub").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    async def main() -> None:
-        runner = DemoRunner(settings, options)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        snapshots = iter(range(1_000_000))
-
-        def snapshot() -> None:
-            path = out_dir / f"snap-{name}-{next(snapshots)}.json"
-            path.with_suffix(".tmp").write_text(json.dumps(role_stats(runner, role)))
-            path.with_suffix(".tmp").rename(path)
-
-        def go_dark() -> None:
-            for device in runner.fleet.devices if runner.fleet else ():
-                runner.board.device_dies(device.device_id)
-
-        loop.add_signal_handler(SNAPSHOT, snapshot)
-        loop.add_signal_handler(GO_DARK, go_dark)
-        await runner.start()
-        (out_dir / f"ready-{name}").write_text(str(os.getpid()))
-        await stop.wait()
-        if role != "simulators":
-            stats = role_stats(runner, role)
-        await runner.stop()
-        if role == "simulators":
-            stats = role_stats(runner, role)  # after the stop: the open polls are counted
-        (out_dir / f"stats-{name}.json").write_text(json.dumps(stats))
-
-    asyncio.run(main())
-
-
-def role_stats(runner: Any, role: str) -> dict[str, Any]:
-    """What a child reports at its end: readings produced, polled, written."""
-    if role == "simulators":
-        # By measurement: an ATCS controller's poll also makes its detectors' points.
-        produced, by_device = produced_points(runner._simulators)
-        return {
-            "produced": produced,
-            "by_device": by_device,
-            "polls_failed": failed_polls(runner._simulators),
-        }
-    if role == "agents":
-        return {
-            "readings": sum(a.stats.readings for a in runner._agents),
-            "polls": sum(a.stats.polls for a in runner._agents),
-            "polls_failed": sum(a.stats.failures for a in runner._agents),
-        }
-    stats = runner._ingest.stats
-    return {
-        "messages_in": stats.messages_in,
-        "lines_written": stats.lines_written,
-        "deadletters": dict(stats.deadletters),
-    }
 
 
 # -- the parent ------------------------------------------------------------------------
@@ -401,6 +314,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         probe = LatencyProbe(bench.settings, args.probes)
         probe.start()
         procs = bench.processes()
+        warm_cores = 0.0
+        if args.warmup_s > 0:
+            # Every device's first poll (a camera's session and pull point set-up, three
+            # times a steady poll's CPU) falls in the first interval: measured apart.
+            bench.log(f"warm-up {args.warmup_s:.0f} s (every device polled once)")
+            warm0 = {n: cpu_seconds(p) for n, p in procs.items()}
+            time.sleep(args.warmup_s)
+            warm_cores = sum(cpu_seconds(p) - warm0[n] for n, p in procs.items()) / args.warmup_s
         influx_dir = bench.stack.influx_dir
         database = bench.settings.influx.database
         counters0 = snapshot(bench, 0)
@@ -436,6 +357,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.log(f"the city goes dark; {QUIESCE_S:.0f} s for the polls under way to end")
         for name in bench.simulators():
             bench.children[name].send_signal(GO_DARK)
+        window_failed: dict[str, int] = {}
+        for name in bench.simulators():
+            snap = wait_for_file(bench.root / f"snap-{name}-0.json", bench.children[name])
+            for family, count in snap.get("polls_failed", {}).items():
+                window_failed[family] = window_failed.get(family, 0) + int(count)
         time.sleep(QUIESCE_S)
         bench.log("stopping the simulators; waiting for everything produced to be written")
         for name in bench.simulators():
@@ -459,10 +385,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.log("writes stopped; waiting for InfluxDB to snapshot and compact")
         compacted, compact_s = wait_compacted(influx_dir, database)
         all_points = sum(points_by_measurement(influx, database, families_only=False).values())
-        window_points = sum(
-            points_by_measurement(
-                influx, database, since_ms=t0_ms, until_ms=t1_ms, families_only=False
-            ).values()
+        in_window = points_by_measurement(
+            influx, database, since_ms=t0_ms, until_ms=t1_ms, families_only=False
+        )
+        bench.log("replaying the window as a long history to measure a point's steady cost")
+        steady, history_points, history_s = steady_bytes_per_point(
+            influx, influx_dir, database, in_window, window, t1_ms
         )
         influx.close()
         bench.log("stopped")
@@ -477,6 +405,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "msg_per_s": (hub1["messages_in"] - hub0["messages_in"]) / max(window, 1e-9),
             "cores": cores,
             "idle_stack_cores": idle_cores,
+            "warmup_s": args.warmup_s,
+            "warmup_cores": warm_cores,
             "machine_busy_cores": busy,
             "p99_ms": percentile(probe.latencies_ms, 99),
             "p50_ms": percentile(probe.latencies_ms, 50),
@@ -485,6 +415,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "written": written,
             "missing": missing,
             "sim_polls_failed": sim_failed,
+            "sim_polls_failed_before_dark": window_failed,
             "agent_polls": ag1["polls"] - ag0["polls"],
             "agent_polls_failed": ag1["polls_failed"] - ag0["polls_failed"],
             "agent_readings": agents.get("readings", 0),
@@ -495,7 +426,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "index_bytes": compacted.index,
             "compact_s": compact_s,
             "all_points": all_points,
-            "window_points": window_points,
+            "window_points": sum(in_window.values()),
+            "steady_bytes_per_point": steady,
+            "history_points": history_points,
+            "history_s": history_s,
         }
     finally:
         bench.close(keep=args.keep)
@@ -525,7 +459,8 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
     from rich.table import Table
 
     window = figures["window_s"]
-    bytes_per_point = figures["tsm_bytes"] / max(figures["all_points"], 1)
+    run_bytes_per_point = figures["tsm_bytes"] / max(figures["all_points"], 1)
+    bytes_per_point = figures["steady_bytes_per_point"]
     per_day_gb = per_day_bytes(bytes_per_point, figures["window_points"], window) / 1e9
     raw_day_gb = figures["raw_growth_bytes_per_s"] * 86400 / 1e9
     cores = figures["cores"]
@@ -538,6 +473,11 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
     table.add_row("CPU cores: all parts", f"{total:.3f} (target <= {TARGET_CORES})")
     table.add_row("reference: idle stack (broker + InfluxDB)", f"{figures['idle_stack_cores']:.3f}")
     table.add_row("reference: whole machine busy", f"{figures['machine_busy_cores']:.2f}")
+    if figures["warmup_s"] > 0:
+        table.add_row(
+            f"reference: all parts in the {figures['warmup_s']:.0f} s warm-up (first polls)",
+            f"{figures['warmup_cores']:.3f}",
+        )
     table.add_row("messages in / s (hub, window)", f"{figures['msg_per_s']:.1f}")
     table.add_row(
         "publish -> queryable p50 / p99 ms",
@@ -549,7 +489,11 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
             f"{count:,} / {figures['written'].get(family, 0):,}",
         )
     for family, count in sorted(figures["sim_polls_failed"].items()):
-        table.add_row(f"polls failed {family} (device silent, incl. the dark end)", f"{count:,}")
+        before = figures["sim_polls_failed_before_dark"].get(family, 0)
+        table.add_row(
+            f"polls failed {family}: until the window's end / in the dark end",
+            f"{before:,} / {count - before:,}",
+        )
     table.add_row(
         "agent polls / failed in the window",
         f"{figures['agent_polls']:,} / {figures['agent_polls_failed']:,}",
@@ -557,9 +501,14 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
     for reason, count in sorted(figures["deadletters"].items()):
         table.add_row(f"dead-letters: {reason}", f"{count:,}")
     table.add_row(
-        "InfluxDB bytes / point (compacted TSM)",
-        f"{bytes_per_point:.2f} ({figures['tsm_bytes']:,} B / {figures['all_points']:,} points,"
+        "this run's TSM bytes / point (1-2 points a series: block overhead)",
+        f"{run_bytes_per_point:.1f} ({figures['tsm_bytes']:,} B / {figures['all_points']:,},"
         f" compacted in {figures['compact_s']:.0f} s, WAL left {figures['wal_bytes_left']:,} B)",
+    )
+    table.add_row(
+        "steady bytes / point (the window replayed as full blocks, compacted)",
+        f"{bytes_per_point:.2f} ({figures['history_points']:,} points,"
+        f" {figures['history_s']:.0f} s)",
     )
     table.add_row("points stamped in the window / s", f"{figures['window_points'] / window:.1f}")
     table.add_row("InfluxDB disk per day / 30 days", f"{per_day_gb:.3f} / {per_day_gb * 30:.2f} GB")
@@ -584,7 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the options; run the bench (or one child role)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", choices=("sample", "city"), default="city")
-    parser.add_argument("--duration-s", type=float, default=600.0)
+    parser.add_argument("--duration-s", type=float, default=DURATION_S)
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=WARMUP_S,
+        help="run this long before measuring (every device's first poll falls in it)",
+    )
     parser.add_argument("--fleet-file", type=Path, default=None)
     parser.add_argument(
         "--city-fraction",
@@ -627,8 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         os.environ[PROFILE_ENV] = str(args.profile.resolve())
-    if min(args.duration_s, args.idle_s, args.speed) <= 0 or args.probes < 1:
-        parser.error("--duration-s, --idle-s and --speed must be positive, --probes at least 1")
+    if min(args.duration_s, args.idle_s, args.speed) <= 0 or args.probes < 1 or args.warmup_s < 0:
+        parser.error(
+            "--duration-s, --idle-s and --speed must be positive, --warmup-s not negative,"
+            " --probes at least 1"
+        )
     if args.city_fraction is not None and not 0 < args.city_fraction <= 1:
         parser.error("--city-fraction must be in (0, 1]")
     import logging

@@ -25,7 +25,8 @@ def test_city_bench_runs_small_and_loses_nothing(tmp_path: Path) -> None:
     """The last line is the JSON summary; every point the simulators produced is written."""
     fleet = small_fleet(tmp_path / "fleet.json")
     argv = [sys.executable, "-m", "bench.city", "--scale", "sample", "--fleet-file", str(fleet)]
-    argv += ["--duration-s", "3", "--idle-s", "1", "--speed", "60", "--probes", "2"]
+    argv += ["--duration-s", "3", "--warmup-s", "0", "--idle-s", "1", "--speed", "60"]
+    argv += ["--probes", "2"]
     done = subprocess.run(
         argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False
     )
