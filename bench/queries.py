@@ -14,53 +14,110 @@ Last line: ``{"panels": N, "p99_query_ms_24h": X, "p99_query_ms_30d": Y, ...}``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import logging
+import queue
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.bench_stack import BenchStack
+from bench.bulk_write import Target, write_city
 from dashboards.grafana.board_preview import render_board
 from dashboards.grafana.board_queries import PanelResult, load_boards, run_board
 from dashboards.grafana.city_figures import load_figures
-from dashboards.grafana.demo_points import SEMARANG, city_lines
+from dashboards.grafana.demo_points import SEMARANG
 from dashboards.grafana.grafana_interpolation import TimeRange
-from hub.influx_rollups import ROLLUP_LEVELS, setup_for
+from hub.influx_rollups import ROLLUP_LEVELS, RollupLevel, RollupSetup, setup_for
+from hub.settings import Settings
 
 DAY_MS = 86_400_000
-BATCH = 5_000
 
 
-def write_city(url: str, database: str, policy: str, lines_iter: object) -> int:
-    """Post the points in batches of 5,000 lines, gzip-free (the InfluxDB advice)."""
-    count = 0
-    batch: list[str] = []
-    with httpx.Client(timeout=120) as client:
+@dataclasses.dataclass
+class RollupCost:
+    """What the rollups' SELECT INTO cost, per level and per measurement."""
 
-        def post() -> None:
-            resp = client.post(
-                f"{url}/write",
-                params={"db": database, "rp": policy, "precision": "ms"},
-                content="\n".join(batch).encode(),
-            )
-            if resp.status_code != 204:
-                raise SystemExit(f"write refused: {resp.status_code} {resp.text[:300]}")
+    seconds: float = 0.0
+    days: dict[str, float] = dataclasses.field(default_factory=dict)
+    by_job: dict[str, float] = dataclasses.field(default_factory=dict)
 
-        for text in lines_iter:  # type: ignore[attr-defined]
-            batch.append(text)
-            if len(batch) >= BATCH:
-                post()
-                count += len(batch)
-                batch = []
-        if batch:
-            post()
-            count += len(batch)
-    return count
+    def per_day(self, policy: str) -> float:
+        """Seconds of one day of the city at one level."""
+        return self.by_job.get(policy, 0.0) / max(self.days.get(policy, 0.0), 1e-9)
+
+
+def roll_up(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    workers: int,
+    minute_days: float,
+    window_ms: int = DAY_MS,
+) -> RollupCost:
+    """The rollups' SELECT INTO over the window, one statement per measurement and day.
+
+    What the continuous queries do as time passes, for data written at once. The hour
+    policy is computed straight from raw (same aggregates as from the minutes, one pass over
+    the points instead of two) for the whole window; the 1-minute policy, which serves
+    ranges from 1 to 7 days that this benchmark does not query, only for the last
+    ``minute_days`` (its cost per day is reported). ``workers`` statements run at once
+    (InfluxDB runs each mostly on one core). A statement covers one day: one shard.
+    """
+    minute, hour = ROLLUP_LEVELS
+    passes = (
+        (dataclasses.replace(hour, source=None), start_ms),
+        (minute, max(start_ms, end_ms - int(minute_days * DAY_MS))),
+    )
+    setups = [setup_for(settings, timeout_s=3600) for _ in range(workers)]
+    cost = RollupCost()
+    jobs: list[tuple[str, RollupLevel, int, int]] = []
+    for level, first_ms in passes:
+        cost.days[level.policy] = (end_ms - first_ms) / DAY_MS
+        slot = first_ms - first_ms % window_ms
+        while slot <= end_ms:
+            # Never before the data: a window reaching back past it would only cost time.
+            jobs += [(m, level, max(slot, first_ms), slot + window_ms) for m in setups[0].fields]
+            slot += window_ms
+    free: queue.SimpleQueue[RollupSetup] = queue.SimpleQueue()
+    for setup in setups:
+        free.put(setup)
+
+    def run(job: tuple[str, RollupLevel, int, int]) -> None:
+        measurement, level, first, last = job
+        setup = free.get()
+        began = time.perf_counter()
+        try:
+            setup.backfill(measurement, level, first, last)
+        finally:
+            free.put(setup)
+        took = time.perf_counter() - began
+        for key in (level.policy, f"{level.policy} {measurement}"):
+            cost.by_job[key] = cost.by_job.get(key, 0.0) + took
+
+    began = time.perf_counter()
+    last_print = began
+    # In job order (day after day), so InfluxDB reads one shard after another.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for done, _ in enumerate(pool.map(run, jobs), start=1):
+            now = time.perf_counter()
+            if now - last_print >= 15 or done == len(jobs):
+                last_print = now
+                eta = (now - began) / done * (len(jobs) - done)
+                print(
+                    f"  rollups: {done} of {len(jobs)} statements, {now - began:,.0f} s so far, "
+                    f"ETA {eta:,.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    for setup in setups:
+        setup.client.close()
+    cost.seconds = time.perf_counter() - began
+    return cost
 
 
 def p99(values: list[float]) -> float:
@@ -75,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=0.02, help="share of Semarang (0.02)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each query (3)")
     parser.add_argument("--previews", type=Path, default=None, help="draw the boards here")
+    parser.add_argument("--writers", type=int, default=3, help="writer processes (3)")
+    parser.add_argument(
+        "--rollup-workers", type=int, default=2, help="rollup statements at once (2)"
+    )
+    parser.add_argument(
+        "--minute-days", type=float, default=1.0, help="days rolled up to 1 minute (1)"
+    )
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     size = SEMARANG.scaled(args.scale)
@@ -84,42 +148,44 @@ def main(argv: list[str] | None = None) -> int:
         db, raw = settings.influx.database, settings.influx.retention_policy
         end_ms = int(time.time() * 1000)
         start_ms = end_ms - int(args.days * DAY_MS)
-        began = time.perf_counter()
-        points = write_city(
-            settings.influx.url, db, raw, city_lines(size, start_ms=start_ms, end_ms=end_ms)
+        target = Target(settings.influx.url, db, raw)
+        print(f"writing {size} from {start_ms} to {end_ms} ms", file=sys.stderr, flush=True)
+        points, write_s = write_city(
+            target, size, start_ms=start_ms, end_ms=end_ms, workers=args.writers
         )
-        write_s = time.perf_counter() - began
-        print(f"wrote {points:,} points ({size}) in {write_s:.1f} s", flush=True)
-        # A backfill of hours of a city is a heavy SELECT INTO: a long timeout, 6-hour windows
-        # (a continuous query does the same for 10 minutes every minute).
-        setup = setup_for(settings, timeout_s=600)
-        began = time.perf_counter()
-        # The 1-minute policy only serves ranges up to 7 days, so only the last 7 days are
-        # rolled up to it; the hour policy is computed straight from raw (same aggregates,
-        # one pass over the points instead of two).
-        window = DAY_MS // 4
-        minute, hour = ROLLUP_LEVELS
-        passes = (
-            (minute, max(start_ms, end_ms - 7 * DAY_MS)),
-            (dataclasses.replace(hour, source=None), start_ms),
+        print(
+            f"wrote {points:,} points in {write_s:.1f} s ({points / write_s:,.0f} points/s, "
+            f"{args.writers} writer processes)",
+            flush=True,
         )
-        for level, first_ms in passes:
-            slot = first_ms - first_ms % window
-            while slot <= end_ms:
-                for measurement in setup.fields:
-                    setup.backfill(measurement, level, slot, slot + window)
-                slot += window
-        print(f"rolled up in {time.perf_counter() - began:.1f} s", flush=True)
+        rollups = roll_up(
+            settings,
+            start_ms,
+            end_ms,
+            workers=args.rollup_workers,
+            minute_days=args.minute_days,
+        )
+        rollup_s = rollups.seconds
+        print(f"rolled up in {rollup_s:.1f} s ({args.rollup_workers} statements at once)")
+        for level in ROLLUP_LEVELS:
+            heavy = sorted(
+                (v, k) for k, v in rollups.by_job.items() if k.startswith(f"{level.policy} ")
+            )[-3:]
+            print(
+                f"  {level.policy}: {rollups.by_job.get(level.policy, 0.0):.1f} statement-s "
+                f"for {rollups.days.get(level.policy, 0.0):.1f} days, "
+                f"{rollups.per_day(level.policy):.1f} s per day of the city; heaviest: "
+                + ", ".join(f"{k.split()[1]} {v:.1f} s" for v, k in reversed(heavy)),
+                flush=True,
+            )
         # The panels that show "now" read the last minutes: the rollups took a while, so
         # the city's last 16 minutes are written again up to this moment.
         tail_end = int(time.time() * 1000)
         points += write_city(
-            settings.influx.url,
-            db,
-            raw,
-            city_lines(size, start_ms=tail_end - 16 * 60_000, end_ms=tail_end),
-        )
+            target, size, start_ms=tail_end - 16 * 60_000, end_ms=tail_end, workers=args.writers
+        )[0]
         end_ms = tail_end
+        points_rate = points / write_s
         reference = []
         for _ in range(10):
             began = time.perf_counter()
@@ -128,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         reference_ms = statistics.median(reference)
         timings: dict[str, list[float]] = {"24h": [], "30d": []}
         slowest: dict[str, tuple[float, str]] = {}
+        # (span, board / panel) -> its slowest run, for the queries over 1 s.
+        slow: dict[tuple[str, str], float] = {}
         empty: list[str] = []
         spans = {"24h": DAY_MS, "30d": 30 * DAY_MS}
         panels = 0
@@ -144,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                         title = f"{uid} / {result.panel.get('title')}"
                         if result.elapsed_ms > slowest.get(span, (0.0, ""))[0]:
                             slowest[span] = (result.elapsed_ms, title)
+                        if result.elapsed_ms > 1000:
+                            key = (span, title)
+                            slow[key] = max(slow.get(key, 0.0), result.elapsed_ms)
                 empty += [f"{span} {p}" for r in results for p in r.problems()]
                 if args.previews is not None and span == "24h":
                     figures = load_figures()
@@ -159,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference: a one-point query takes {reference_ms:.1f} ms (median of 10)")
         over = [v for v in timings["30d"] if v > 1000]
         print(f"30-day queries over 1 s: {len(over)} (target: none)")
+        for (span, title), ms in sorted(slow.items()):
+            print(f"over 1 s: {span} {title}: {ms:.0f} ms")
         for problem in empty[:10]:
             print(f"empty: {problem}")
         print(
@@ -170,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                     "max_query_ms_30d": round(slowest["30d"][0], 1),
                     "reference_query_ms": round(reference_ms, 2),
                     "points": points,
+                    "write_points_per_s": round(points_rate),
+                    "write_s": round(write_s, 1),
+                    "rollup_s": round(rollup_s, 1),
+                    "rollup_1h_s_per_day": round(rollups.per_day("rollup_1h"), 1),
+                    "rollup_1m_s_per_day": round(rollups.per_day("rollup_1m"), 1),
                     "days": args.days,
                     "scale": args.scale,
                     "empty_panels": len(empty),

@@ -395,6 +395,16 @@ def _hub_lines(
             yield line(
                 "device_status", device.tags, {"online": 0.0, "reason": "silent"}, end_ms - 60_000
             )
+    # A few devices drop out for half an hour every hour, as a city's do; each is back
+    # before the end, so the devices offline now stay the ones above.
+    hour = 3_600_000
+    for h, t in enumerate(range(start_ms - start_ms % hour + hour, end_ms - hour, hour)):
+        for k in range(3):
+            device = fleet[(h * 37 + k * 101) % len(fleet)]
+            yield line("device_status", device.tags, {"online": 0.0, "reason": "silent"}, t)
+            yield line(
+                "device_status", device.tags, {"online": 1.0, "reason": "data"}, t + hour // 2
+            )
     hub_every = 60_000
     t, n = start_ms - start_ms % hub_every, 0
     while t <= end_ms:

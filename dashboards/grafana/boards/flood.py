@@ -62,6 +62,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
     """The flood board."""
     default = figures.flood_stages.steps()
     tide = "|".join(figures.tide_gauges) or "none"
+    tide_where = f'"device_id" =~ /^({tide})$/'
     return (
         board(UID, "Kotahub / Flood", "River, canal and tide gauges, rain and pump houses.")
         .with_variable(rollup_variable())
@@ -213,14 +214,17 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 "Tide level",
                 InfluxQL(
                     'SELECT mean("level_m") AS "level_m" FROM '
-                    f'{rollup("flood")} WHERE "device_id" =~ /^({tide})$/ AND $timeFilter '
+                    f"{rollup('flood')} WHERE {tide_where} AND $timeFilter "
                     'GROUP BY time($__interval), "device_id" fill(none)'
                 ).alias("$tag_device_id"),
+                # The tide gauge's own stages (rob floods at 0.5-0.7 m): the river
+                # default's 1.2-2.5 m lines would sit far above the whole tide.
+                _stages_query(tide_where).table(),
                 unit="lengthm",
                 w=24,
                 thresholds=default,
                 description="Tide gauges listed in city_figures.json (tide_gauges); M2 period "
-                "12.42 h, rob floods at 0.5-0.7 m.",
-            )
+                "12.42 h. Stage lines: the tide gauge's registry stages (query B).",
+            ).with_transformation(_stages_from_registry())
         )
     )

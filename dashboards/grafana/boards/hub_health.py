@@ -103,6 +103,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     'GROUP BY time($__interval), "reason" fill(none)'
                 ).alias("$tag_reason"),
                 bars=True,
+                # A bar per 10 minutes at least: one per minute is a solid wall over a day.
+                min_interval="10m",
                 stacked=True,
             )
         )
@@ -115,6 +117,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     'GROUP BY time($__interval), "hub" fill(none)'
                 ).alias("$tag_hub"),
                 bars=True,
+                # A bar per 10 minutes at least: one per minute is a solid wall over a day.
+                min_interval="10m",
             )
         )
         .with_panel(
@@ -135,6 +139,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                     'GROUP BY time($__interval), "family" fill(none)'
                 ).alias("$tag_family"),
                 bars=True,
+                # A bar per 10 minutes at least: one per minute is a solid wall over a day.
+                min_interval="10m",
                 stacked=True,
             )
         )
