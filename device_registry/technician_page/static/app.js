@@ -28,13 +28,16 @@ async function loadSettings() {
 }
 
 async function start() {
-  // First of all, before any request: the link's token leaves the address bar at once.
+  // First of all, before any request: the link's token leaves the address bar at once. The
+  // stored one is read at once too: a sign-in link opened while the settings load (a
+  // hashchange, the router signs in with it) must not be overwritten by it afterwards.
   const linked = takeLinkToken();
+  const stored = localStorage.getItem(TOKEN_KEY);
+  state.token = stored;
   await loadSettings();
-  state.token = localStorage.getItem(TOKEN_KEY);
   document.body.dataset.ready = "true";
   if (linked) await signInWith(linked, true);
-  else await route();
+  else if (state.token === stored) await route(); // else that sign-in has routed, or says why
 }
 
 start();
