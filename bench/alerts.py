@@ -30,14 +30,18 @@ import argparse
 import json
 import logging
 import os
+import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from bench.bench_stack import (
@@ -61,6 +65,13 @@ from hub.ingest.wal_consumers import decode_records
 from hub.ingest.write_ahead_log import WalPosition
 
 PROBE_RULE_ID = "bench-probe-high"
+
+
+def free_port() -> int:
+    """A loopback port free now (the hub binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def rule_set(count: int) -> dict[str, Any]:
@@ -263,6 +274,7 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
             )
         )
         config = base / "hub.toml"
+        metrics_port = free_port()
         config.write_text(
             hub_config_text(
                 stack,
@@ -270,6 +282,7 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
                 client_id="bench-alerts-hub",
                 wal_dir=base / "wal",
                 database="kotahub",
+                metrics_port=metrics_port,
             )
             + f'\n[alerts]\nrules = ["{rules_file}"]\nrouting = "{routing}"\nretry_min_s = 0.2\n'
         )
@@ -301,6 +314,8 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
         topic = f"kota/v1/dev/{probe.device_id}/telemetry"
         fleet.go()
         time.sleep(2.0)  # the background reaches its rate first
+        lags = LagSampler(metrics_port)
+        lags.start()
         try:
             for trial in range(trials):
                 seen = len(hook.posts)
@@ -314,15 +329,53 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
                     print(f"  page trials: {trial + 1}/{trials}", file=sys.stderr, flush=True)
             run = fleet.wait(timeout_s=rounds * devices / rate * 3 + 120)
         finally:
+            lags.stop()
             publisher.loop_stop()
             publisher.disconnect()
             hub.stop()
+    print(
+        f"  page latency ms: p90 {percentile(latencies, 90):.0f}, max {max(latencies):.0f}, "
+        f"{sum(v > 1000 for v in latencies)} of {len(latencies)} over 1 s; the engine's WAL lag "
+        f"(hub /metrics, every 0.5 s): median {statistics.median(lags.samples or [0]):,.0f} B, "
+        f"max {max(lags.samples or [0]):,.0f} B",
+        flush=True,
+    )
     return {
         "page_p50_ms": statistics.median(latencies),
         "page_p99_ms": percentile(latencies, 99),
         "page_trials": float(len(latencies)),
+        "page_over_1s": float(sum(v > 1000 for v in latencies)),
+        "engine_lag_max_bytes": float(max(lags.samples or [0])),
         "background_offered_mps": run.offered_mps,
     }
+
+
+class LagSampler(threading.Thread):
+    """Samples the alert consumer's WAL lag from the hub's /metrics twice a second."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="lag-sampler", daemon=True)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.samples: list[float] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        """Sample until stopped (a failed scrape is skipped)."""
+        pattern = re.compile(
+            r'^kotahub_ingest_consumer_lag_bytes\{[^}]*consumer="alerts"\} (\S+)$', re.MULTILINE
+        )
+        while not self._done.wait(0.5):
+            try:
+                found = pattern.search(httpx.get(self.url, timeout=2).text)
+            except httpx.HTTPError:
+                continue
+            if found:
+                self.samples.append(float(found.group(1)))
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._done.set()
+        self.join(5)
 
 
 # -- ingest with and without rules ---------------------------------------------------------

@@ -54,9 +54,6 @@ START_TIMEOUT_S = 60.0  # imports, the rule files, the device list
 REPLY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 LOCK_TIMEOUT_S = 30.0
-# Ingest (hub, broker, InfluxDB) comes first when the cores are short, e.g. while a
-# backlog drains: the engine takes what they leave, and catches up from the WAL after.
-ENGINE_NICE = 5
 REFRESH_S = 1.0
 TICK_AFTER_BATCH_S = 0.2  # the consumer's tick interval (alert_consumer.TICK_INTERVAL_MS)
 Sink = Callable[[list[str]], None]
@@ -289,7 +286,6 @@ def child_main(
     # whole process group and must not kill the engine before the hub's orderly stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.nice(ENGINE_NICE)
     logging.basicConfig(
         level=log_level,
         format="%(asctime)s %(levelname)s %(name)s[alerts]: %(message)s",

@@ -397,10 +397,11 @@ def run_consumer(
         position = end
         cursors.commit(name, end)
         consumer.tick()  # durations run out under a steady stream too
-        if raw is not None:
-            continue  # its work is in another process: the OS shares the cores, not the GIL
         lag = wal.bytes_after(position)
-        if lag > LAG_YIELD_BYTES or pressure():
+        # A consumer in another process takes no GIL of the hub's: it is held back only
+        # while InfluxDB's writer drains a backlog (cores are short then), not for its lag.
+        behind = lag > LAG_YIELD_BYTES and raw is None
+        if behind or pressure():
             share = min(1.0, duty + lag / max(1.0, wal.max_bytes * cursors.hold_fill / 2))
             if share < 1.0:
                 busy = time.perf_counter() - started
