@@ -230,7 +230,7 @@ def evaluation_phase(rules_path: Path, devices: int, rounds: int) -> dict[str, f
 
 
 # -- page latency ------------------------------------------------------------------------
-def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> dict[str, float]:
+def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> dict[str, Any]:
     """Publish -> webhook POST for a rule without for-duration, with background telemetry."""
     import math
 
@@ -316,15 +316,22 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
         time.sleep(2.0)  # the background reaches its rate first
         lags = LagSampler(metrics_port)
         lags.start()
+        failed = ""
         try:
             for trial in range(trials):
                 seen = len(hook.posts)
                 sent = time.perf_counter()
                 publisher.publish(topic, json.dumps({"metrics": {"level_m": 60.0}}), qos=1)
-                hook.wait_for(seen + 1, timeout_s=60)
-                latencies.append((time.perf_counter() - sent) * 1000)
-                publisher.publish(topic, json.dumps({"metrics": {"level_m": 1.0}}), qos=1)
-                hook.wait_for(seen + 2, timeout_s=60)  # the clear notice
+                try:
+                    hook.wait_for(seen + 1, timeout_s=60)
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                    publisher.publish(topic, json.dumps({"metrics": {"level_m": 1.0}}), qos=1)
+                    hook.wait_for(seen + 2, timeout_s=60)  # the clear notice
+                except AssertionError as err:
+                    # A page 60 s late: the run has failed; its figures still say why.
+                    failed = f"trial {trial + 1}: {err}"
+                    print(f"  page trials FAILED at {failed}", file=sys.stderr, flush=True)
+                    break
                 if trial % 20 == 19:
                     print(f"  page trials: {trial + 1}/{trials}", file=sys.stderr, flush=True)
             run = fleet.wait(timeout_s=rounds * devices / rate * 3 + 120)
@@ -333,6 +340,8 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
             publisher.loop_stop()
             publisher.disconnect()
             hub.stop()
+    if not latencies:
+        raise SystemExit(f"page phase failed: {failed}")
     print(
         f"  page latency ms: p90 {percentile(latencies, 90):.0f}, max {max(latencies):.0f}, "
         f"{sum(v > 1000 for v in latencies)} of {len(latencies)} over 1 s; the engine's WAL lag "
@@ -345,6 +354,7 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
         "page_p99_ms": percentile(latencies, 99),
         "page_trials": float(len(latencies)),
         "page_over_1s": float(sum(v > 1000 for v in latencies)),
+        "page_failed": failed,
         "engine_lag_max_bytes": float(max(lags.samples or [0])),
         "background_offered_mps": run.offered_mps,
     }
