@@ -255,7 +255,9 @@ class EngineProcess:
             if not process.is_alive() or time.monotonic() > deadline:
                 code = process.exitcode
                 self._kill()
-                state = f"exited with code {code}" if code is not None else "stopped answering"
+                # The same line as a death noticed between requests, so one search finds both.
+                state = f"exited (code {code})" if code is not None else "stopped answering"
+                log.error("alert engine process %s %s during a %s", process.pid, state, what)
                 raise AlertEngineError(f"alert engine process {state} during a {what}")
 
 
