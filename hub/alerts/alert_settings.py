@@ -22,6 +22,11 @@ class AlertSettings(BaseModel):
     engine: Literal["process", "thread"] = Field(
         default="process", description="process: a child of the hub; thread: in the hub"
     )
+    # On a saturated machine ingest must come first (nothing lost) and the engine catch up
+    # after; with spare CPU niceness changes nothing (docs/alerting.md, "The engine's process").
+    engine_nice: int = Field(
+        default=10, ge=0, le=19, description="The engine process's niceness (0-19)."
+    )
     database: Path | None = Field(
         default=None, description="Alert state; unset: <state_dir>/alerts/alerts.sqlite3."
     )

@@ -300,6 +300,7 @@ def child_main(
     try:
         # Validated as given: the hub's environment and config file are already in it.
         settings = Settings.model_validate(settings_data)
+        os.nice(settings.alerts.engine_nice)
         _lock_database(alert_database(settings))
         directory = source.open(settings)
         runtime = build_runtime(settings, directory, SystemClock(), pending.extend)
