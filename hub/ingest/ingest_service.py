@@ -295,6 +295,7 @@ class IngestService:
                 lambda: self._beat(name),
                 # Behind InfluxDB's writer draining a backlog, consumers take a back seat.
                 pressure=lambda: self._catching_up,
+                ingest_lag=lambda: wal.bytes_after(cursors.position(INFLUX_CURSOR)),
             )
 
         self._spawn(name, loop, self._stop_consumers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -14,6 +14,7 @@ from hub.ingest import IngestService, StatusChange
 from hub.ingest.line_protocol import format_line
 from hub.ingest.wal_consumers import (
     INFLUX_CURSOR,
+    INGEST_BACKLOG_BYTES,
     Reading,
     StreamItem,
     WalCursors,
@@ -276,3 +277,66 @@ def test_a_consumer_that_yields_to_ingest_still_reads_everything(tmp_path: Path)
         assert len(consumer.readings()) == lines > 0
     finally:
         wal.close()
+
+
+class RawRecorder(RecordingConsumer):
+    """A consumer of raw records, as the alert engine's process is (its work elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__("alerts")
+        self.records: list[bytes] = []
+
+    def resume_position(
+        self, committed: WalPosition, first: WalPosition, durable: WalPosition
+    ) -> WalPosition:
+        return committed
+
+    def consume_records(
+        self, records: list[bytes], end: WalPosition, on_error: Callable[[str], None]
+    ) -> None:
+        self.records.extend(records)
+        self.committed = end
+
+
+class CountedStop(threading.Event):
+    """The loop's stop event, counting the waits a yielding consumer makes on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.yields = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.yields += 1
+        return super().wait(timeout)
+
+
+def _run_raw(wal: WriteAheadLog, ingest_lag: int) -> tuple[RawRecorder, CountedStop]:
+    cursors = WalCursors(wal, hold_fill=0.9)
+    cursors.register("alerts", wal.first_position())
+    consumer = RawRecorder()
+    stop = CountedStop()
+    thread = threading.Thread(
+        target=run_consumer,
+        args=(wal, cursors, consumer, stop, lambda: None),
+        # The InfluxDB writer fills its batches (pressure) all along, as at a steady
+        # 10,000 msg/s; how far behind it is decides.
+        kwargs={"pressure": lambda: True, "ingest_lag": lambda: ingest_lag},
+        daemon=True,
+    )
+    thread.start()
+    wait_until(lambda: cursors.position("alerts") == wal.durable, what="all of it read")
+    stop.set()
+    thread.join(5)
+    return consumer, stop
+
+
+def test_a_raw_consumer_is_held_back_only_behind_a_real_ingest_backlog(tmp_path: Path) -> None:
+    for lag, held_back in ((INGEST_BACKLOG_BYTES, False), (INGEST_BACKLOG_BYTES + 1, True)):
+        wal = _filled_wal(tmp_path / str(lag), 3)
+        try:
+            records, _end = wal.read(wal.first_position(), 1 << 30)
+            consumer, stop = _run_raw(wal, ingest_lag=lag)
+            assert consumer.records == records  # held back or not, it reads everything
+            assert (stop.yields > 0) is held_back
+        finally:
+            wal.close()
