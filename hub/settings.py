@@ -188,6 +188,8 @@ class IngestSettings(RegistryClientSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables /metrics.")
     self_metrics_interval_s: float = Field(default=10.0, gt=0)
+    # The boards read each hub's newest fleet_online point of the last 5 minutes.
+    fleet_online_interval_s: float = Field(default=60.0, gt=0, le=120)
     wal_warn_fill: float = Field(default=0.8, gt=0, le=1)
     # One hour at 10,000 msg/s is about 36 million lines of ~200 bytes: 7 GB.
     wal_max_bytes: int = Field(default=16 * 1024**3, ge=1024 * 1024)

@@ -64,7 +64,7 @@ READ_CHUNK_BYTES = 256 * 1024  # WAL bytes the writer reads at a time
 RECONNECT_MIN_DELAY_S = 0.15
 RECONNECT_MAX_DELAY_S = 30.0
 AUTH_FAILURE_MIN_DELAY_S = 5.0
-HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status")
+HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status", b"fleet_online")
 # While the WAL cannot be written (disk full), the flusher retries its group this often.
 WAL_RETRY_S = 1.0
 # A loop whose heartbeat is older than this is stuck (each wakes at least once a second,
@@ -775,7 +775,9 @@ class IngestService:
     # -- housekeeping ----------------------------------------------------------------
     def _housekeeping_loop(self) -> None:
         interval = self.settings.ingest.self_metrics_interval_s
+        fleet_interval = self.settings.ingest.fleet_online_interval_s
         next_metrics = time.monotonic() + interval
+        next_fleet = time.monotonic() + fleet_interval
         while not self._stop_house.wait(1.0):
             self._beat("ingest-housekeeping")
             # Each duty on its own: a failing one must not stop the others (a bad number
@@ -787,6 +789,9 @@ class IngestService:
             if time.monotonic() >= next_metrics:
                 next_metrics += interval
                 self._duty("hub measurement", self._queue_hub_points)
+            if time.monotonic() >= next_fleet:
+                next_fleet += fleet_interval
+                self._duty("fleet_online", self._queue_fleet_points)
 
     def _duty(self, name: str, step: Callable[[], None]) -> None:
         try:
@@ -804,6 +809,12 @@ class IngestService:
 
     def _queue_hub_points(self) -> None:
         self._queue(self.hub_measurement.lines(self.stats, now_ms()))
+
+    def _queue_fleet_points(self) -> None:
+        # The registry's current records: a retired device leaves the counts within a
+        # minute, though it keeps its last device_status point.
+        counts = self.status.fleet_counts(self.directory.get)
+        self._queue(self.hub_measurement.fleet_lines(counts, now_ms()))
 
     def _refresh_directory(self) -> None:
         try:

@@ -1,5 +1,8 @@
 """The hub's own health: counters, the ``hub`` measurement and ``/metrics`` (Prometheus text).
 
+Also ``fleet_online``, the devices online per family and kecamatan that the boards read
+instead of every device's last ``device_status`` point.
+
 Counters are plain integers bumped by the thread that owns the event (the GIL keeps a
 single ``+=`` from one thread exact); readers take a consistent-enough snapshot.
 """
@@ -11,17 +14,19 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from hub.ingest.line_protocol import FieldValue, format_line
+from hub.ingest.device_status import FleetCount
+from hub.ingest.line_protocol import FieldValue, format_line, tag_prefix
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Per-device gap counters are kept for this many devices at most; the rest is summed.
 MAX_GAP_DEVICES = 100_000
+FLEET_MEASUREMENT = "fleet_online"
 
 
 @dataclass(slots=True)
@@ -285,6 +290,21 @@ class HubMeasurement:
                 self._last_gaps[device_id] = gaps
                 tags = {"hub": self.hub, "device_id": device_id}
                 out.append(format_line("hub", tags, {"seq_gaps": float(gaps)}, now_ms))
+        return out
+
+    def fleet_lines(self, counts: Iterable[FleetCount], now_ms: int) -> list[str]:
+        """One ``fleet_online`` point per family and kecamatan: devices online and known.
+
+        Integer fields (``format_line`` writes numbers as floats): a count is whole, and
+        the rollups keep ``mean``/``max`` of integers (hub/influx_rollups.py).
+        """
+        out = []
+        for count in counts:
+            tags = {"hub": self.hub, "family": count.family, "kecamatan": count.kecamatan}
+            out.append(
+                f"{tag_prefix(FLEET_MEASUREMENT, tags)} "
+                f"online={count.online}i,devices={count.devices}i {now_ms}"
+            )
         return out
 
 
