@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the stack and the tests run for real.
 APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql chromium rabbitmq-server snmpd snmp ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly prometheus prometheus-alertmanager
 
-.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-ota bench-registry bench-ingest bench-alerts bench-faults bench-wal bench-snmp bench-cctv bench-queries previews bench-city
+.PHONY: help system-deps venv lint test demo stack-up stack-down clean bench-ota bench-registry bench-ingest bench-alerts bench-faults bench-wal bench-snmp bench-cctv bench-queries bench-rollups previews bench-city
 
 help:
 	@echo "make demo   - a simulated Semarang: stack, fleet, simulators, agents, hub, API and a live summary"
@@ -107,6 +107,10 @@ bench-snmp: system-deps venv
 # Every board's queries over 30 days of a simulated city, raw and rolled up (several minutes).
 bench-queries: system-deps venv
 	$(BIN)/python -m bench.queries
+
+# The rollup continuous queries' cost per run at Semarang's full size: can they keep up (~10 min).
+bench-rollups: system-deps venv
+	$(BIN)/python -m bench.rollups
 
 # Redraw docs/boards/*.png from the boards' queries on a day of a simulated city (~2 min).
 previews: system-deps venv

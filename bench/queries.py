@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import math
 import queue
 import statistics
 import sys
@@ -26,12 +27,19 @@ from pathlib import Path
 
 from bench.bench_stack import BenchStack
 from bench.bulk_write import Target, write_city
+from bench.rollup_copy import copy_hour_rollups
 from dashboards.grafana.board_preview import render_board
 from dashboards.grafana.board_queries import PanelResult, load_boards, run_board
 from dashboards.grafana.city_figures import load_figures
 from dashboards.grafana.demo_points import SEMARANG
 from dashboards.grafana.grafana_interpolation import TimeRange
-from hub.influx_rollups import ROLLUP_LEVELS, RollupLevel, RollupSetup, setup_for
+from hub.influx_rollups import (
+    ROLLUP_LEVELS,
+    RollupLevel,
+    RollupSetup,
+    measurement_fields,
+    setup_for,
+)
 from hub.settings import Settings
 
 DAY_MS = 86_400_000
@@ -139,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--minute-days", type=float, default=1.0, help="days rolled up to 1 minute (1)"
     )
+    parser.add_argument(
+        "--raw-days",
+        type=float,
+        default=None,
+        help="days written raw (default: all); the older days' hour rollups are copies of "
+        "the first raw day's (bench/rollup_copy.py)",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     size = SEMARANG.scaled(args.scale)
@@ -147,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = stack.settings
         db, raw = settings.influx.database, settings.influx.retention_policy
         end_ms = int(time.time() * 1000)
-        start_ms = end_ms - int(args.days * DAY_MS)
+        raw_days = args.days if args.raw_days is None else min(args.raw_days, args.days)
+        copied_days = math.ceil(args.days - raw_days)
+        start_ms = end_ms - int(raw_days * DAY_MS)
         target = Target(settings.influx.url, db, raw)
         print(f"writing {size} from {start_ms} to {end_ms} ms", file=sys.stderr, flush=True)
         points, write_s = write_city(
@@ -167,6 +184,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         rollup_s = rollups.seconds
         print(f"rolled up in {rollup_s:.1f} s ({args.rollup_workers} statements at once)")
+        if copied_days:
+            began = time.perf_counter()
+            day_start = start_ms + (-start_ms) % 3_600_000  # its first whole hour
+            copied = copy_hour_rollups(
+                stack.influx,
+                target,
+                measurement_fields(),
+                day_start_ms=day_start,
+                copies=copied_days,
+                workers=args.writers,
+            )
+            print(
+                f"copied the first raw day's hour rollups to the {copied_days} days before: "
+                f"{copied:,} points in {time.perf_counter() - began:.1f} s",
+                flush=True,
+            )
         for level in ROLLUP_LEVELS:
             heavy = sorted(
                 (v, k) for k, v in rollups.by_job.items() if k.startswith(f"{level.policy} ")
@@ -249,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rollup_1h_s_per_day": round(rollups.per_day("rollup_1h"), 1),
                     "rollup_1m_s_per_day": round(rollups.per_day("rollup_1m"), 1),
                     "days": args.days,
+                    "raw_days": raw_days,
                     "scale": args.scale,
                     "empty_panels": len(empty),
                 }

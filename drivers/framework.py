@@ -219,11 +219,22 @@ class DriverFamily:
     # Called on an event loop once no agent there runs devices any more: releases what the
     # family's drivers share on that loop (the SNMP families' engine and its timer task).
     close: Callable[[], None] | None = None
+    # The metrics the rollup policies keep for long time ranges (boards, reports); None:
+    # every row of the table. Each rolled-up field costs its aggregates over every series
+    # in every continuous query run, so a family with many devices and many diagnostic
+    # rows (cameras) names the rows worth a year; the rest stay raw for 30 days.
+    rollup_metrics: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         keys = {m.key for m in self.metrics}
         if len(keys) != len(self.metrics):
             raise ValueError(f"family {self.name}: a metric key appears twice in its table")
+        unknown = sorted(set(self.rollup_metrics or ()) - keys)
+        if unknown:
+            raise ValueError(
+                f"family {self.name}: rollup_metrics names {unknown}, "
+                "which the family's metric table lacks"
+            )
         for spec in self.device_types:
             missing = sorted(set(spec.metrics) - {m.key for m in self.type_table(spec)})
             if missing:

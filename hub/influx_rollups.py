@@ -183,6 +183,8 @@ HUB_FIELDS: Mapping[str, Mapping[str, Kind]] = {
     },
     "device_status": {"online": "number", "reason": "string"},
     "deadletter": {"count": "number", "payload_bytes": "number"},
+    # Devices online / known per family and kecamatan, each minute (the boards' counts).
+    "fleet_online": {"online": "integer", "devices": "integer"},
 }
 # device_status is a change log: its "last" per bucket is what a board wants, not a mean.
 FIELD_AGGREGATES_BY_MEASUREMENT: Mapping[tuple[str, str], tuple[Aggregate, ...]] = {
@@ -232,9 +234,8 @@ def measurement_fields(
         found = families
     out: dict[str, dict[str, Kind]] = {name: dict(f) for name, f in PENDING_FAMILY_FIELDS.items()}
     for name, family in found.items():
-        out[name] = {
-            key: kind for key, kind in family.metric_schema().items() if key not in SKIP_FIELDS
-        }
+        schema = family.metric_schema(family.rollup_metrics)
+        out[name] = {key: kind for key, kind in schema.items() if key not in SKIP_FIELDS}
     out.update({name: dict(f) for name, f in HUB_FIELDS.items()})
     return dict(sorted(out.items()))
 

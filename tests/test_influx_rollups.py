@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
@@ -10,14 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from drivers.framework import discover_families
 from hub.cli import app
 from hub.influx_rollups import (
     ROLLUP_LEVELS,
+    SKIP_FIELDS,
     Kind,
     RollupError,
     RollupSetup,
     field_rollup,
     http_writer,
+    measurement_fields,
 )
 from tests.conftest import RunningStack
 
@@ -194,3 +198,24 @@ def test_a_continuous_query_with_another_resample_window_is_replaced(
     assert [c.description for c in setup.plan()] == [
         f"replace continuous query {name} (fields or interval changed)"
     ]
+
+
+def test_a_family_rolls_up_only_its_rollup_metrics() -> None:
+    families = discover_families()
+    cctv = families["cctv"]
+    assert cctv.rollup_metrics is not None
+    fields = measurement_fields(families)
+    assert set(fields["cctv"]) == set(cctv.rollup_metrics)
+    assert "serial" not in fields["cctv"]
+    assert "luma_mean" not in fields["cctv"]
+    # A family that names none rolls up its whole table (less the inventory rows).
+    wide = dataclasses.replace(cctv, rollup_metrics=None)
+    assert set(measurement_fields({"cctv": wide})["cctv"]) == set(cctv.metric_schema()) - (
+        SKIP_FIELDS
+    )
+
+
+def test_rollup_metrics_must_be_rows_of_the_table() -> None:
+    cctv = discover_families()["cctv"]
+    with pytest.raises(ValueError, match=r"rollup_metrics names \['no_such_metric'\]"):
+        dataclasses.replace(cctv, rollup_metrics=("stream_ok", "no_such_metric"))
