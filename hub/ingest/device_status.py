@@ -122,9 +122,7 @@ class DeviceStatusTracker:
         tallies: dict[tuple[str, str], list[int]] = {}
         for state in states:
             online = state.online
-            record = state.record
-            if current is not None:
-                record = current(record.device_id)
+            record = state.record if current is None else current(state.record.device_id)
             if record is None or not record.accepts_data:
                 continue
             key = (record.family, record.tags.get("kecamatan") or "")
