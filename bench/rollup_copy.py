@@ -16,33 +16,41 @@ from typing import Any
 import httpx
 
 from bench.bulk_write import Target, post_lines
-from hub.influx_rollups import Kind, field_rollup
+from hub.influx_rollups import Kind
 from hub.influxql import InfluxQL
-from hub.ingest.line_protocol import format_line
+from hub.ingest.line_protocol import escape_tag, format_field, tag_prefix
 
 DAY_MS = 86_400_000
 # Read back two hours at a time: a whole day of the cameras is ~100 MB of JSON.
 READ_SPAN_MS = 2 * 3_600_000
 
 
-def output_kinds(measurement: str, fields: Mapping[str, Kind]) -> dict[str, Kind]:
-    """Each rolled-up field's kind: a mean is a number, the others keep the field's kind."""
-    out: dict[str, Kind] = {}
-    for field, kind in fields.items():
-        for aggregate, name in field_rollup(measurement, field, kind).outputs:
-            out[name] = "number" if aggregate == "mean" else kind
-    return out
+INFLUX_KINDS: Mapping[str, Kind] = {
+    "float": "number",
+    "integer": "integer",
+    "boolean": "boolean",
+    "string": "string",
+}
 
 
-def _typed(value: Any, kind: Kind) -> float | int | bool | str:
-    # JSON gives 3 for 3.0: the kind says what the field holds (a conflict is refused).
-    if kind == "number":
-        return float(value)
+def stored_kinds(influx: InfluxQL, database: str, measurement: str) -> dict[str, Kind]:
+    """Each rolled-up field's type as InfluxDB holds it (a max of an integer stays one)."""
+    series = influx.query(f'SHOW FIELD KEYS FROM "rollup_1h"."{measurement}"', database=database)
+    return {
+        str(row[0]): INFLUX_KINDS.get(str(row[1]), "number") for s in series for row in s.values
+    }
+
+
+def _field(value: Any, kind: Kind) -> str:
+    # JSON gives 3 for 3.0: the stored type says how to write it (a conflict is refused),
+    # and the hub's format_field writes every number as a float.
     if kind == "integer":
-        return int(value)
+        return f"{int(value)}i"
+    if kind == "number":
+        return repr(float(value))
     if kind == "boolean":
-        return bool(value)
-    return str(value)
+        return format_field(bool(value))
+    return format_field(str(value))
 
 
 def _day_lines(
@@ -60,17 +68,19 @@ def _day_lines(
             f"WHERE time >= {start}ms AND time < {start + READ_SPAN_MS}ms GROUP BY *"
         )
         for series in influx.query(statement, database=database):
-            names = series.columns[1:]
+            names = [escape_tag(name) for name in series.columns[1:]]
+            found = [kinds.get(name, "number") for name in series.columns[1:]]
+            head = tag_prefix(measurement, series.tags)
             for row in series.values:
-                fields = {
-                    name: _typed(value, kinds.get(name, "number"))
-                    for name, value in zip(names, row[1:], strict=True)
+                body = ",".join(
+                    f"{name}={_field(value, kind)}"
+                    for name, kind, value in zip(names, found, row[1:], strict=True)
                     if value is not None
-                }
-                if not fields:
+                )
+                if not body:
                     continue
                 for shift in shifts:
-                    yield format_line(measurement, series.tags, fields, int(row[0]) - shift)
+                    yield f"{head} {body} {int(row[0]) - shift}"
 
 
 def copy_hour_rollups(
@@ -88,7 +98,7 @@ def copy_hour_rollups(
     blocks = [list(range(first, min(first + 5, copies + 1))) for first in range(1, copies + 1, 5)]
 
     def job(measurement: str, days: list[int]) -> int:
-        kinds = output_kinds(measurement, fields[measurement])
+        kinds = stored_kinds(influx, target.database, measurement)
         lines = _day_lines(
             influx, target.database, measurement, kinds, day_start_ms, [d * DAY_MS for d in days]
         )

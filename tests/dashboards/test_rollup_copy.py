@@ -7,7 +7,7 @@ import dataclasses
 import httpx
 
 from bench.bulk_write import Target
-from bench.rollup_copy import DAY_MS, copy_hour_rollups, output_kinds
+from bench.rollup_copy import DAY_MS, copy_hour_rollups
 from hub.influx_rollups import ROLLUP_LEVELS, Kind, RollupSetup, http_writer
 from tests.conftest import RunningStack
 
@@ -22,15 +22,6 @@ FIELDS: dict[str, dict[str, Kind]] = {
         "sensor_status": "string",
     }
 }
-
-
-def test_output_kinds_follow_the_aggregates() -> None:
-    kinds = output_kinds("flood", FIELDS["flood"])
-    assert kinds["level_m"] == kinds["level_m_max"] == "number"
-    assert kinds["pumps_running"] == "number"  # a mean
-    assert kinds["pumps_running_max"] == "integer"
-    assert kinds["pump_on"] == "boolean"
-    assert kinds["sensor_status"] == "string"
 
 
 def test_the_days_before_hold_the_rolled_up_day(
