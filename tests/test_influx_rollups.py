@@ -194,7 +194,9 @@ def test_a_continuous_query_with_another_resample_window_is_replaced(
     name = "cq_rollup_1m_flood"
     wanted = setup.desired_cqs()[name]
     running_stack.influx.query(f'DROP CONTINUOUS QUERY "{name}" ON "{influx_db}"')
-    running_stack.influx.query(wanted.replace("FOR 5m", "FOR 30m"))
+    resample = f"FOR {ROLLUP_LEVELS[0].resample_for}"
+    assert resample in wanted
+    running_stack.influx.query(wanted.replace(resample, "FOR 30m"))
     assert [c.description for c in setup.plan()] == [
         f"replace continuous query {name} (fields or interval changed)"
     ]
