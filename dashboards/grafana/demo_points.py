@@ -1,10 +1,11 @@
 """Simulated points of a city for every family the boards read, as InfluxDB line protocol.
 
 Field names and kinds follow the families' metric tables (``drivers/*/metrics.py``; a test
-checks they match) and the hub's own measurements (``device_status``, ``hub``,
-``deadletter``, ``alert``). Tags are the registry's: ``device_id``, ``family``, ``site``,
-``kecamatan``, ``kelurahan``, ``team``, ``model``. Used by the query tests, the board
-previews and the query benchmark; deterministic for a seed.
+checks they match) and the hub's own measurements (``device_status``, ``fleet_online``
+counted from it each minute, ``hub``, ``deadletter``, ``alert``). Tags are the
+registry's: ``device_id``, ``family``, ``site``, ``kecamatan``, ``kelurahan``, ``team``,
+``model``. Used by the query tests, the board previews and the query benchmark;
+deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ KECAMATAN = (
     "Tembalang",
 )
 MINUTE_MS = 60_000
+HUB = "kotahub-hub-1"
 
 FieldValue = float | int | bool | str
 
@@ -388,30 +390,20 @@ def _stage_lines(fleet: list[Device], time_ms: int) -> Iterator[str]:
 def _hub_lines(
     fleet: list[Device], *, start_ms: int, end_ms: int, rng: random.Random
 ) -> Iterator[str]:
-    """device_status changes, the hub's own points, dead-letters and alert events."""
-    for i, device in enumerate(fleet):
-        yield line("device_status", device.tags, {"online": 1.0, "reason": "data"}, start_ms + i)
-        if i % 11 == 5 or (device.family == "gps" and device.number == 3):
-            yield line(
-                "device_status", device.tags, {"online": 0.0, "reason": "silent"}, end_ms - 60_000
-            )
-    # A few devices drop out for half an hour every hour, as a city's do; each is back
-    # before the end, so the devices offline now stay the ones above.
-    hour = 3_600_000
-    for h, t in enumerate(range(start_ms - start_ms % hour + hour, end_ms - hour, hour)):
-        for k in range(3):
-            device = fleet[(h * 37 + k * 101) % len(fleet)]
-            yield line("device_status", device.tags, {"online": 0.0, "reason": "silent"}, t)
-            yield line(
-                "device_status", device.tags, {"online": 1.0, "reason": "data"}, t + hour // 2
-            )
+    """device_status changes, the fleet counts, the hub's own points, dead-letters, alerts."""
+    changes = _status_changes(fleet, start_ms=start_ms, end_ms=end_ms)
+    for time_ms, index, online in changes:
+        reason = "data" if online else "silent"
+        fields: dict[str, FieldValue] = {"online": 1.0 if online else 0.0, "reason": reason}
+        yield line("device_status", fleet[index].tags, fields, time_ms)
+    yield from _fleet_lines(fleet, changes, start_ms=start_ms, end_ms=end_ms)
     hub_every = 60_000
     t, n = start_ms - start_ms % hub_every, 0
     while t <= end_ms:
         if t >= start_ms:
             yield line(
                 "hub",
-                {"hub": "kotahub-hub-1"},
+                {"hub": HUB},
                 {
                     "messages_in_per_s": round(50 * _daily(t / 3_600_000) + rng.gauss(0, 1), 2),
                     "written_per_s": round(50 * _daily(t / 3_600_000) + rng.gauss(0, 1), 2),
@@ -432,7 +424,7 @@ def _hub_lines(
             if n % 5 == 0:
                 yield line(
                     "hub",
-                    {"hub": "kotahub-hub-1", "device_id": fleet[n % len(fleet)].device_id},
+                    {"hub": HUB, "device_id": fleet[n % len(fleet)].device_id},
                     {"seq_gaps": float(n // 5)},
                     t,
                 )
@@ -440,13 +432,78 @@ def _hub_lines(
                 reason = ("not_json", "metric_not_in_type", "unknown_device")[(n // 3) % 3]
                 yield line(
                     "deadletter",
-                    {"reason": reason, "hub": "kotahub-hub-1"},
+                    {"reason": reason, "hub": HUB},
                     {"count": 1.0, "topic": "kota/v1/dev/x/telemetry", "payload_bytes": 120.0},
                     t,
                 )
         n += 1
         t += hub_every
     yield from _alert_lines(fleet, end_ms)
+
+
+def _status_changes(
+    fleet: list[Device], *, start_ms: int, end_ms: int
+) -> list[tuple[int, int, bool]]:
+    """``(time, device index, online)`` of each device_status point, in writing order."""
+    out: list[tuple[int, int, bool]] = []
+    for i, device in enumerate(fleet):
+        out.append((start_ms + i, i, True))
+        if i % 11 == 5 or (device.family == "gps" and device.number == 3):
+            out.append((end_ms - 60_000, i, False))
+    # A few devices drop out for half an hour every hour, as a city's do; each is back
+    # before the end, so the devices offline now stay the ones above.
+    hour = 3_600_000
+    for h, t in enumerate(range(start_ms - start_ms % hour + hour, end_ms - hour, hour)):
+        for k in range(3):
+            index = (h * 37 + k * 101) % len(fleet)
+            out.append((t, index, False))
+            out.append((t + hour // 2, index, True))
+    return out
+
+
+def _fleet_lines(
+    fleet: list[Device], changes: list[tuple[int, int, bool]], *, start_ms: int, end_ms: int
+) -> Iterator[str]:
+    """The hub's ``fleet_online`` points each minute, counted from the status changes.
+
+    As the hub counts: the devices known (a status point at or before the minute) and
+    those online, per family and kecamatan; a group with no device known yet has no point.
+    """
+    keys: list[str] = []
+    group_of: dict[tuple[str, str], int] = {}
+    member: list[int] = []
+    for device in fleet:
+        group = (device.family, device.tags.get("kecamatan", ""))
+        if group not in group_of:
+            group_of[group] = len(keys)
+            tags = {"hub": HUB, "family": group[0], "kecamatan": group[1]}
+            keys.append(series_key("fleet_online", tags))
+        member.append(group_of[group])
+    online, known = [0] * len(keys), [0] * len(keys)
+    state: list[bool | None] = [None] * len(fleet)
+    # Sorted by time, stable: points of one device at one time overwrite in writing order.
+    pending = sorted(changes, key=lambda change: change[0])
+    next_change = 0
+    t = start_ms - start_ms % MINUTE_MS
+    t += MINUTE_MS if t < start_ms else 0
+    while t <= end_ms:
+        while next_change < len(pending) and pending[next_change][0] <= t:
+            _, index, now_online = pending[next_change]
+            next_change += 1
+            slot, before = member[index], state[index]
+            if before is None:
+                known[slot] += 1
+            elif before:
+                online[slot] -= 1
+            online[slot] += now_online
+            state[index] = now_online
+        tail = f" {t}"
+        yield from [
+            f"{key} online={online[g]}i,devices={known[g]}i{tail}"
+            for g, key in enumerate(keys)
+            if known[g]
+        ]
+        t += MINUTE_MS
 
 
 def _alert_lines(fleet: list[Device], end_ms: int) -> Iterator[str]:

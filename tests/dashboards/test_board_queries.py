@@ -146,7 +146,7 @@ def test_demo_fields_are_in_the_metric_tables() -> None:
     tables = {name: set(f.metric_schema()) for name, f in families.items()}
     for name, fields in PENDING_FAMILY_FIELDS.items():
         tables.setdefault(name, set(fields))
-    hub_measurements = {"device_status", "hub", "deadletter", "alert"}
+    hub_measurements = {"device_status", "hub", "deadletter", "alert", "fleet_online"}
     tables[THRESHOLDS] = set(STAGES)  # the hub's registry_thresholds writes these
     written: dict[str, set[str]] = {}
     for text in city_lines(CitySize(), start_ms=0, end_ms=600_000):
