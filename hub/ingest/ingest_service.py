@@ -32,6 +32,7 @@ from device_registry.directory import (
 )
 from drivers.contract import SUBSCRIPTION_FILTERS as CONTRACT_TOPICS
 from hub.influxql import InfluxQL, InfluxQueryError
+from hub.ingest.busy_meter import BusyMeter
 from hub.ingest.contract_decoder import (
     DEADLETTER_TOPIC,
     Accepted,
@@ -171,6 +172,8 @@ class IngestService:
         self._wal_warned = False
         self._writer_failing = False
         self._catching_up = False  # the writer drains a backlog: consumers yield
+        # The intake's handler busy most of the time: the hub drains a broker backlog.
+        self.intake_busy = BusyMeter()
         self._deadletter_lock = threading.Lock()
         self._deadletter_ms = 0
         self._dir_error: str | None = None
@@ -296,6 +299,7 @@ class IngestService:
                 # Behind InfluxDB's writer draining a backlog, consumers take a back seat.
                 pressure=lambda: self._catching_up,
                 ingest_lag=lambda: wal.bytes_after(cursors.position(INFLUX_CURSOR)),
+                intake_busy=self.intake_busy.share,
             )
 
         self._spawn(name, loop, self._stop_consumers)
@@ -399,12 +403,15 @@ class IngestService:
     def _on_message(self, topic: str, payload: bytes, qos: int, packet_id: int) -> None:
         if self._stop_intake.is_set():
             return  # not acked: the broker redelivers it to the next session
+        started = time.perf_counter()
         try:
             self._handle(topic, payload, qos, packet_id)
         except Exception as err:
             # A hub bug on one message: dead-letter it (with its payload) and ack it, so
             # the broker does not hold it in flight, or redeliver it into the same bug.
             self._handler_failed(topic, payload, qos, packet_id, err)
+        finally:
+            self.intake_busy.add(time.perf_counter() - started)
 
     def _on_refused(self, topic: str, reason: str, detail: str, qos: int, packet_id: int) -> None:
         """A PUBLISH the intake refused at the packet level: dead-letter it, then ack it."""

@@ -7,14 +7,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.ingest import IngestService, StatusChange
+from hub.ingest.busy_meter import BusyMeter
 from hub.ingest.line_protocol import format_line
 from hub.ingest.wal_consumers import (
     INFLUX_CURSOR,
     INGEST_BACKLOG_BYTES,
+    INTAKE_BUSY_SHARE,
     Reading,
     StreamItem,
     WalCursors,
@@ -310,7 +313,9 @@ class CountedStop(threading.Event):
         return super().wait(timeout)
 
 
-def _run_raw(wal: WriteAheadLog, ingest_lag: int) -> tuple[RawRecorder, CountedStop]:
+def _run_raw(
+    wal: WriteAheadLog, ingest_lag: int, intake_busy: float = 0.0
+) -> tuple[RawRecorder, CountedStop]:
     cursors = WalCursors(wal, hold_fill=0.9)
     cursors.register("alerts", wal.first_position())
     consumer = RawRecorder()
@@ -320,7 +325,11 @@ def _run_raw(wal: WriteAheadLog, ingest_lag: int) -> tuple[RawRecorder, CountedS
         args=(wal, cursors, consumer, stop, lambda: None),
         # The InfluxDB writer fills its batches (pressure) all along, as at a steady
         # 10,000 msg/s; how far behind it is decides.
-        kwargs={"pressure": lambda: True, "ingest_lag": lambda: ingest_lag},
+        kwargs={
+            "pressure": lambda: True,
+            "ingest_lag": lambda: ingest_lag,
+            "intake_busy": lambda: intake_busy,
+        },
         daemon=True,
     )
     thread.start()
@@ -331,12 +340,33 @@ def _run_raw(wal: WriteAheadLog, ingest_lag: int) -> tuple[RawRecorder, CountedS
 
 
 def test_a_raw_consumer_is_held_back_only_behind_a_real_ingest_backlog(tmp_path: Path) -> None:
-    for lag, held_back in ((INGEST_BACKLOG_BYTES, False), (INGEST_BACKLOG_BYTES + 1, True)):
-        wal = _filled_wal(tmp_path / str(lag), 3)
+    cases = (
+        (INGEST_BACKLOG_BYTES, INTAKE_BUSY_SHARE, False),
+        (INGEST_BACKLOG_BYTES + 1, 0.0, True),  # InfluxDB's writer behind
+        (0, INTAKE_BUSY_SHARE + 0.01, True),  # the intake drains the broker's backlog
+    )
+    for index, (lag, busy, held_back) in enumerate(cases):
+        wal = _filled_wal(tmp_path / str(index), 3)
         try:
             records, _end = wal.read(wal.first_position(), 1 << 30)
-            consumer, stop = _run_raw(wal, ingest_lag=lag)
+            consumer, stop = _run_raw(wal, ingest_lag=lag, intake_busy=busy)
             assert consumer.records == records  # held back or not, it reads everything
             assert (stop.yields > 0) is held_back
         finally:
             wal.close()
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.1), max_size=30))
+def test_the_busy_meter_reports_the_last_windows_share(works: list[float]) -> None:
+    now = [0.0]
+    meter = BusyMeter(window_s=1.0, clock=lambda: now[0])
+    for seconds in works:
+        meter.add(seconds)
+    assert meter.share() == 0.0  # the first window has not ended
+    now[0] = 4.0
+    assert meter.share() == pytest.approx(sum(works) / 4.0)
+    now[0] = 4.5  # within the next window: still the last whole one's share
+    meter.add(0.3)
+    assert meter.share() == pytest.approx(sum(works) / 4.0)
+    now[0] = 6.0
+    assert meter.share() == pytest.approx(0.3 / 2.0)
