@@ -51,6 +51,42 @@ ALERT_TAGS = "event,rule_id,severity,device_id"
 OPEN_ALERT = "\"event\" != 'clear' AND \"event\" != 'resolve'"
 
 
+# The hub's counts of devices online per family and kecamatan, one point a minute per hub
+# (docs/ingest.md, "fleet_online"): a few hundred series for a city, where each device's
+# last device_status point is one series per device (16,400 for Semarang, ~1.9 s).
+FLEET = "fleet_online"
+# A hub writes every minute: five minutes leave room for a late write, and a hub stopped
+# for longer drops out of the sums instead of being counted as it last was.
+FLEET_NOW = "time > now() - 5m"
+FLEET_SERIES = '"hub", "family", "kecamatan"'
+# Buckets of at least two of a hub's minutes, so that each holds a point of every hub.
+FLEET_STEP = "2m"
+
+
+def fleet_now(where: str) -> str:
+    """A subquery: each hub's newest counts per family and kecamatan (``online``, ``devices``).
+
+    A board sums them over ``hub`` (and groups by ``family`` or ``kecamatan``).
+    """
+    return (
+        f'(SELECT last("online") AS "online", last("devices") AS "devices" FROM "{FLEET}" '
+        f"WHERE {where} AND {FLEET_NOW} GROUP BY {FLEET_SERIES})"
+    )
+
+
+def fleet_over_time(where: str) -> str:
+    """A subquery: each hub's mean counts per family and kecamatan per ``$__interval``.
+
+    Reads ``$rollup`` (raw points, or the rollups' means for longer ranges); the panel
+    sets ``min_interval=FLEET_STEP``.
+    """
+    return (
+        f'(SELECT mean("online") AS "online", mean("devices") AS "devices" FROM {rollup(FLEET)} '
+        f"WHERE {where} AND $timeFilter "
+        f"GROUP BY time($__interval), {FLEET_SERIES} fill(none))"
+    )
+
+
 def rollup(measurement: str) -> str:
     """The measurement in the policy the time range calls for."""
     return f'"$rollup"."{measurement}"'

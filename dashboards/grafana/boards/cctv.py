@@ -8,9 +8,12 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 
 from dashboards.grafana.board_kit import (
+    FLEET_STEP,
     KECAMATAN,
     bars,
     board,
+    fleet_now,
+    fleet_over_time,
     kecamatan_variable,
     rollup,
     rollup_variable,
@@ -23,16 +26,20 @@ from dashboards.grafana.city_figures import CityFigures
 from dashboards.grafana.influxql_query import InfluxQL
 
 UID = "kotahub-cctv"
-BY_DEVICE = '"device_id"'
-BY_DEVICE_KECAMATAN = '"device_id", "kecamatan"'
 BY_DEVICE_TEAM = '"device_id", "team"'
+# Cameras and NVRs in the chosen kecamatan, for the hubs' fleet_online counts.
+CAMERAS = f"\"family\" = 'cctv' AND {KECAMATAN}"
+ONLINE_PCT = 'sum("online") * 100 / sum("devices") AS "online_pct"'
 # Cameras are checked every 5 minutes (drivers/cctv/device_types.py HEALTH_INTERVAL_S).
 CHECK = "5m"
 SHARE = [(None, "red"), (80, "orange"), (95, "green")]
 
 
 def _status(group_by: str) -> str:
-    """Each camera's last status (the hub writes device_status on every change)."""
+    """Each camera's last status (the hub writes device_status on every change).
+
+    One series per camera: only for what fleet_online does not count (the owner, team).
+    """
     return (
         '(SELECT last("online") AS "online" FROM "device_status" '
         f"WHERE \"family\" = 'cctv' AND {KECAMATAN} AND time > now() - 30d "
@@ -59,7 +66,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
         .with_panel(
             single(
                 "Cameras online",
-                InfluxQL(f'SELECT sum("online") AS "online" FROM {_status(BY_DEVICE)}'),
+                InfluxQL(f'SELECT sum("online") AS "online" FROM {fleet_now(CAMERAS)}'),
                 w=4,
                 thresholds=[(None, "blue")],
             )
@@ -67,7 +74,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
         .with_panel(
             single(
                 "Online share",
-                InfluxQL(f'SELECT mean("online") * 100 AS "online_pct" FROM {_status(BY_DEVICE)}'),
+                InfluxQL(f"SELECT {ONLINE_PCT} FROM {fleet_now(CAMERAS)}"),
                 unit="percent",
                 w=4,
                 thresholds=SHARE,
@@ -78,9 +85,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
             bars(
                 "Online share by kecamatan",
                 InfluxQL(
-                    'SELECT mean("online") * 100 AS "online_pct" FROM '
-                    f"{_status(BY_DEVICE_KECAMATAN)} "
-                    'GROUP BY "kecamatan"'
+                    f'SELECT {ONLINE_PCT} FROM {fleet_now(CAMERAS)} GROUP BY "kecamatan"'
                 ).alias("$tag_kecamatan"),
                 unit="percent",
                 w=8,
@@ -100,6 +105,20 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 w=8,
                 thresholds=SHARE,
                 max_value=100,
+            )
+        )
+        .with_panel(
+            series(
+                "Online share over time, by kecamatan",
+                InfluxQL(
+                    f"SELECT {ONLINE_PCT} FROM {fleet_over_time(CAMERAS)} "
+                    'WHERE $timeFilter GROUP BY time($__interval), "kecamatan" fill(none)'
+                ).alias("$tag_kecamatan"),
+                unit="percent",
+                w=24,
+                h=7,
+                thresholds=SHARE,
+                min_interval=FLEET_STEP,
             )
         )
         .with_row(section("Stream quality"))

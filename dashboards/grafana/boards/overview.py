@@ -1,4 +1,7 @@
-"""City overview: devices online on a map and by family, open alerts, freshness, the hub."""
+"""City overview: devices online on a map and by family, open alerts, freshness, the hub.
+
+The device counts read the hubs' ``fleet_online`` points, not each device's status.
+"""
 
 # The queries are InfluxQL built from constants, not from input (no injection).
 # ruff: noqa: S608
@@ -12,23 +15,28 @@ from grafana_foundation_sdk.models import dashboard
 
 from dashboards.grafana.board_kit import (
     FAMILY,
+    FLEET_STEP,
     KECAMATAN,
     OPEN_ALERT,
     bars,
     board,
     city_map,
     family_variable,
+    fleet_now,
+    fleet_over_time,
     kecamatan_variable,
+    rollup_variable,
     rows,
     section,
+    series,
     single,
 )
 from dashboards.grafana.city_figures import CityFigures
 from dashboards.grafana.influxql_query import InfluxQL
 
 UID = "kotahub-overview"
-BY_KECAMATAN = '"device_id", "kecamatan"'
-BY_FAMILY = '"device_id", "family"'
+# The chosen families and kecamatan, for the fleet_online counts.
+CHOSEN = f"{FAMILY} AND {KECAMATAN}"
 GAZETTEER = "public/gazetteer/kotahub-kecamatan.json"
 # A field every device of the family sends, to date the family's newest point.
 FRESHNESS_FIELDS = {
@@ -40,13 +48,6 @@ FRESHNESS_FIELDS = {
     "gps": "lat",
     "ble": "rssi_dbm",
 }
-
-
-def _last_status(group_by: str) -> str:
-    return (
-        '(SELECT last("online") AS "online" FROM "device_status" '
-        f"WHERE {FAMILY} AND {KECAMATAN} AND time > now() - 30d GROUP BY {group_by})"
-    )
 
 
 def _freshness(family: str, field: str) -> stat.Panel:
@@ -73,6 +74,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
     """The city overview board."""
     built = (
         board(UID, f"Kotahub / {figures.city} overview", "The situation room's first screen.")
+        .with_variable(rollup_variable())
         .with_variable(kecamatan_variable())
         .with_variable(family_variable())
         .with_row(section("Devices and alerts"))
@@ -80,9 +82,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
             city_map(
                 "Devices online by kecamatan",
                 InfluxQL(
-                    'SELECT sum("online") AS "online", count("online") AS "devices" FROM '
-                    f"{_last_status(BY_KECAMATAN)} "
-                    'GROUP BY "kecamatan"'
+                    'SELECT sum("online") AS "online", sum("devices") AS "devices" FROM '
+                    f'{fleet_now(CHOSEN)} GROUP BY "kecamatan"'
                 ),
                 center=figures.map_center,
                 lookup_gazetteer=GAZETTEER,
@@ -96,9 +97,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
             bars(
                 "Devices online by family",
                 InfluxQL(
-                    'SELECT sum("online") AS "online" FROM '
-                    f"{_last_status(BY_FAMILY)} "
-                    'GROUP BY "family"'
+                    f'SELECT sum("online") AS "online" FROM {fleet_now(CHOSEN)} GROUP BY "family"'
                 ).alias("$tag_family"),
                 w=6,
                 h=6,
@@ -135,6 +134,19 @@ def build(figures: CityFigures) -> dash.Dashboard:
             )
             # Beside the map, under the bars and the count (the SDK would start a new line).
             .grid_pos(dashboard.GridPos(h=6, w=12, x=12, y=7))
+        )
+        .with_panel(
+            series(
+                "Devices online over time, by family",
+                InfluxQL(
+                    f'SELECT sum("online") AS "online" FROM {fleet_over_time(CHOSEN)} '
+                    'WHERE $timeFilter GROUP BY time($__interval), "family" fill(none)'
+                ).alias("$tag_family"),
+                w=24,
+                h=7,
+                min_interval=FLEET_STEP,
+                description="The hubs' fleet_online counts, summed over the hubs.",
+            )
         )
         .with_row(section("Newest data per family"))
     )
