@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,16 @@ FLEET_METRICS: dict[str, MetricKind] = {
     "bench_seq": "number",
 }
 KECAMATAN = ("Semarang Utara", "Semarang Timur", "Genuk", "Tugu", "Pedurungan", "Gayamsari")
+
+
+def reference_query_ms(influx: InfluxQL, database: str, runs: int = 10) -> float:
+    """Median milliseconds of a trivial one-point query: the same run's yardstick."""
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        influx.query('SELECT last("level_m") FROM "flood"', database=database)
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
 
 
 class BenchError(Exception):

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.bench_stack import BenchStack
+from bench.bench_stack import BenchStack, reference_query_ms
 from bench.bulk_write import Target, write_city
 from bench.rollup_copy import copy_hour_rollups
 from dashboards.grafana.board_preview import render_board
@@ -219,12 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         )[0]
         end_ms = tail_end
         points_rate = points / write_s
-        reference = []
-        for _ in range(10):
-            began = time.perf_counter()
-            stack.influx.query('SELECT last("level_m") FROM "flood"', database=db)
-            reference.append((time.perf_counter() - began) * 1000)
-        reference_ms = statistics.median(reference)
+        reference_ms = reference_query_ms(stack.influx, db)
         timings: dict[str, list[float]] = {"24h": [], "30d": []}
         slowest: dict[str, tuple[float, str]] = {}
         # (span, board / panel) -> its slowest run, for the queries over 1 s.

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from bench.bench_stack import BenchStack
+from bench.bench_stack import BenchStack, reference_query_ms
 from bench.bulk_write import Target, write_city
 from dashboards.grafana.demo_points import SEMARANG
 from drivers.framework import discover_families
@@ -157,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.writers,
         )
         print(f"wrote {points:,} points in {write_s:.1f} s", flush=True)
-        reference = []
-        for _ in range(10):
-            began = time.perf_counter()
-            stack.influx.query('SELECT last("level_m") FROM "flood"', database=db)
-            reference.append((time.perf_counter() - began) * 1000)
-        reference_ms = statistics.median(reference)
+        reference_ms = reference_query_ms(stack.influx, db)
         all_costs, all_fill = measure(settings, every_field(), start_ms, end_ms, args.repeats)
         report("every field", all_costs)
         costs, fill_s = measure(settings, measurement_fields(), start_ms, end_ms, args.repeats)

@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.run_bench import run_bench
 
 
 def test_rollup_bench_times_each_level_against_every_field() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.rollups",
-            "--hours",
-            "2.2",
-            "--scale",
-            "0.002",
-            "--repeats",
-            "1",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
+    lines, result = run_bench("rollups", "--hours", "2.2", "--scale", "0.002", "--repeats", "1")
     assert result["points"] > 1000
     assert result["rollup_1m_s_per_run"] > 0
     assert result["rollup_1h_s_per_run"] > 0

@@ -8,20 +8,12 @@ import httpx
 
 from bench.bulk_write import Target
 from bench.rollup_copy import DAY_MS, copy_hour_rollups
-from hub.influx_rollups import ROLLUP_LEVELS, Kind, RollupSetup, http_writer
+from hub.influx_rollups import ROLLUP_LEVELS, RollupSetup, http_writer
 from tests.conftest import RunningStack
+from tests.test_influx_rollups import FIELDS  # the flood fields of every kind
 
 HOUR_MS = 3_600_000
 DAY0 = 1_796_000_000_000 - 1_796_000_000_000 % DAY_MS
-FIELDS: dict[str, dict[str, Kind]] = {
-    "flood": {
-        "level_m": "number",
-        "rain_mm": "number",
-        "pumps_running": "integer",
-        "pump_on": "boolean",
-        "sensor_status": "string",
-    }
-}
 
 
 def test_the_days_before_hold_the_rolled_up_day(
