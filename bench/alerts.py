@@ -406,7 +406,14 @@ def ingest_run(rules_path: Path | None, extra: list[str]) -> dict[str, Any]:
     if out.returncode != 0:
         which = "with" if rules_path else "without"
         raise SystemExit(f"bench.ingest failed ({which} rules):\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    # As it ends: a later run that fails must not take this one's figures with it.
+    print(
+        f"bench.ingest {'with' if rules_path else 'without'} rules: hub_mps "
+        f"{result['hub_mps']:,.0f}, p99 {result.get('p99_ms')} ms",
+        flush=True,
+    )
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
