@@ -67,6 +67,7 @@ from bench.city_influx import (
     PROBE_PREFIX,
     disk_use,
     per_day_bytes,
+    points_by_device,
     points_by_measurement,
     steady_bytes_per_point,
     wait_compacted,
@@ -369,6 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         produced: dict[str, int] = {}
         sim_failed: dict[str, int] = {}
         by_device: dict[str, int] = {}
+        by_family: dict[str, dict[str, int]] = {}
         for name in bench.simulators():
             sims = bench.stop_child(name)
             for family, count in sims["produced"].items():
@@ -376,6 +378,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for family, count in sims.get("polls_failed", {}).items():
                 sim_failed[family] = sim_failed.get(family, 0) + int(count)
             by_device.update(sims["by_device"])
+            for family, devices_made in sims.get("by_family", {}).items():
+                by_family.setdefault(family, {}).update(devices_made)
         influx = InfluxQL(bench.settings.influx.url, timeout_s=60.0)
         written = drain(influx, database, produced)
         for role in ("agents", "hub"):  # both at once; each writes its stats as it ends
@@ -392,11 +396,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steady, history_points, history_s = steady_bytes_per_point(
             influx, influx_dir, database, in_window, window, t1_ms
         )
-        influx.close()
         bench.log("stopped")
         missing = {f: max(0, n - written.get(f, 0)) for f, n in produced.items()}
+        short: dict[str, list[tuple[str, int, int]]] = {}
         if any(missing.values()):
             (bench.root / "produced-by-device.json").write_text(json.dumps(by_device))
+            short = short_devices(influx, database, missing, by_family)
+        influx.close()
         hub0, hub1 = counters0["hub"], counters1["hub"]
         ag0, ag1 = counters0["agents"], counters1["agents"]
         return {
@@ -419,6 +425,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "agent_polls": ag1["polls"] - ag0["polls"],
             "agent_polls_failed": ag1["polls_failed"] - ag0["polls_failed"],
             "agent_readings": agents.get("readings", 0),
+            "agent_polls_run": agents.get("polls", 0),
+            "agent_polls_failed_run": agents.get("polls_failed", 0),
+            "agent_late_polls_run": agents.get("late_polls", 0),
+            "short_devices": short,
             "deadletters": hub.get("deadletters", {}),
             "raw_growth_bytes_per_s": (disk_end.data - disk_half.data) / half_s,
             "tsm_bytes": compacted.tsm,
@@ -451,6 +461,28 @@ def drain(influx: InfluxQL, database: str, produced: dict[str, int]) -> dict[str
             break  # nothing moved for 30 s: what is missing is lost
         time.sleep(2.0)
     return written
+
+
+def short_devices(
+    influx: InfluxQL, database: str, missing: dict[str, int], by_family: dict[str, dict[str, int]]
+) -> dict[str, list[tuple[str, int, int]]]:
+    """Per family with points missing: each device written fewer than it produced.
+
+    (device id, produced, written), the largest shortfall first: whether the loss is a
+    few devices' or spread thin over many says where to look.
+    """
+    out: dict[str, list[tuple[str, int, int]]] = {}
+    for family, count in missing.items():
+        if not count:
+            continue
+        written = points_by_device(influx, database, family)
+        rows = [
+            (device_id, made, written.get(device_id, 0))
+            for device_id, made in by_family.get(family, {}).items()
+            if made > written.get(device_id, 0)
+        ]
+        out[family] = sorted(rows, key=lambda r: r[2] - r[1])
+    return out
 
 
 def report(figures: dict[str, Any]) -> dict[str, Any]:
@@ -498,6 +530,18 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
         "agent polls / failed in the window",
         f"{figures['agent_polls']:,} / {figures['agent_polls_failed']:,}",
     )
+    table.add_row(
+        "agent polls / failed / late, whole run; readings published",
+        f"{figures['agent_polls_run']:,} / {figures['agent_polls_failed_run']:,} / "
+        f"{figures['agent_late_polls_run']:,}; {figures['agent_readings']:,}",
+    )
+    for family, rows in sorted(figures["short_devices"].items()):
+        shortfall: dict[int, int] = {}
+        for _device, made, got in rows:
+            shortfall[made - got] = shortfall.get(made - got, 0) + 1
+        spread = ", ".join(f"{n} device(s) short by {k}" for k, n in sorted(shortfall.items()))
+        examples = ", ".join(f"{d} {made}/{got}" for d, made, got in rows[:3])
+        table.add_row(f"devices short {family} (produced/written)", f"{spread}; e.g. {examples}")
     for reason, count in sorted(figures["deadletters"].items()):
         table.add_row(f"dead-letters: {reason}", f"{count:,}")
     table.add_row(

@@ -120,6 +120,17 @@ def points_by_measurement(
     return out
 
 
+def points_by_device(influx: InfluxQL, database: str, measurement: str) -> dict[str, int]:
+    """Points per device of one measurement (the largest of its fields' counts)."""
+    out: dict[str, int] = {}
+    for series in influx.query(
+        f'SELECT count(*) FROM "{measurement}" GROUP BY "device_id"', database=database
+    ):
+        counts = [int(v) for row in series.values for v in row[1:] if v is not None]
+        out[(series.tags or {}).get("device_id", "")] = max(counts) if counts else 0
+    return out
+
+
 def per_day_bytes(bytes_per_point: float, points: int, window_s: float) -> float:
     """Bytes a day at the window's point rate."""
     return bytes_per_point * points / max(window_s, 1e-9) * 86400

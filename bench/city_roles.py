@@ -107,6 +107,8 @@ def role_stats(runner: Any, role: str) -> dict[str, Any]:
         return {
             "produced": produced,
             "by_device": by_device,
+            # A family's own devices (an ATCS poll's detector points count apart, above).
+            "by_family": {f: s.stats.by_device() for f, s in runner._simulators.items()},
             "polls_failed": failed_polls(runner._simulators),
         }
     if role == "agents":
@@ -114,6 +116,7 @@ def role_stats(runner: Any, role: str) -> dict[str, Any]:
             "readings": sum(a.stats.readings for a in runner._agents),
             "polls": sum(a.stats.polls for a in runner._agents),
             "polls_failed": sum(a.stats.failures for a in runner._agents),
+            "late_polls": sum(a.stats.late_polls for a in runner._agents),
         }
     stats = runner._ingest.stats
     return {
