@@ -72,6 +72,31 @@ class Metric:
         return kind_of_type(self.type)
 
 
+AreaAggregate = Literal["sum", "max", "increase"]
+# What each aggregate may total: a sum counts booleans as 0/1; a max or an increase needs a number.
+AREA_KINDS: Mapping[AreaAggregate, frozenset[MetricKind]] = MappingProxyType(
+    {
+        "sum": frozenset({"number", "integer", "boolean"}),
+        "max": frozenset({"number", "integer"}),
+        "increase": frozenset({"number", "integer"}),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AreaMetric:
+    """A metric the hub totals per kecamatan each minute (``area_totals``, docs/ingest.md).
+
+    ``sum``: each device's last value summed over the devices that reported it recently,
+    with their count (a mean is the sum over the count); ``max``: the largest reading
+    since the hub's last point; ``increase``: how much a counter grew since then, over
+    its devices (a counter that went back, a restart, adds nothing).
+    """
+
+    key: str
+    aggregate: AreaAggregate
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceTypeSpec:
     """A device type (model) a family declares: the registry's type is seeded from it.
@@ -224,11 +249,26 @@ class DriverFamily:
     # in every continuous query run, so a family with many devices and many diagnostic
     # rows (cameras) names the rows worth a year; the rest stay raw for 30 days.
     rollup_metrics: tuple[str, ...] | None = None
+    # The metrics the hub totals per (family, kecamatan) each minute for the boards
+    # (``area_totals``): a board over a city's thousands of devices reads a few series per
+    # kecamatan instead of one per device, whose cost in InfluxDB grows with the series.
+    area_metrics: tuple[AreaMetric, ...] = ()
 
     def __post_init__(self) -> None:
         keys = {m.key for m in self.metrics}
         if len(keys) != len(self.metrics):
             raise ValueError(f"family {self.name}: a metric key appears twice in its table")
+        kinds = {m.key: m.kind for m in self.metrics}
+        for area in self.area_metrics:
+            kind = kinds.get(area.key)
+            if kind not in AREA_KINDS[area.aggregate]:
+                raise ValueError(
+                    f"family {self.name}: area_metrics {area.aggregate} of {area.key!r} needs "
+                    f"a metric of kind {' or '.join(sorted(AREA_KINDS[area.aggregate]))} "
+                    f"in the family's table, not {kind or 'none'}"
+                )
+        if len({(a.key, a.aggregate) for a in self.area_metrics}) != len(self.area_metrics):
+            raise ValueError(f"family {self.name}: area_metrics names a metric twice")
         unknown = sorted(set(self.rollup_metrics or ()) - keys)
         if unknown:
             raise ValueError(

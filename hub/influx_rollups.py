@@ -24,6 +24,8 @@ import httpx
 
 from drivers.framework import DriverFamily, discover_families
 from hub.influxql import InfluxQL, InfluxQueryError
+from hub.ingest.area_totals import MEASUREMENT as AREA_TOTALS
+from hub.ingest.area_totals import area_fields, rollup_aggregate
 from hub.settings import Settings
 
 Aggregate = Literal["mean", "min", "max", "last", "sum"]
@@ -210,6 +212,9 @@ def aggregates_for(measurement: str, field: str, kind: Kind) -> tuple[Aggregate,
     special = FIELD_AGGREGATES_BY_MEASUREMENT.get((measurement, field))
     if special is not None:
         return special
+    if measurement == AREA_TOTALS:
+        # One aggregate each, by the field's suffix: the mean of a sum, the sum of increases.
+        return (rollup_aggregate(field),)
     if kind in ("boolean", "string"):
         return ("last",)
     if field in FIELD_AGGREGATES:
@@ -242,6 +247,10 @@ def measurement_fields(
         schema = family.metric_schema(family.rollup_metrics)
         out[name] = {key: kind for key, kind in schema.items() if key not in SKIP_FIELDS}
     out.update({name: dict(f) for name, f in HUB_FIELDS.items()})
+    # The hub's totals per kecamatan of the metrics families declare (area_totals.py).
+    areas = area_fields(found.values())
+    if areas:
+        out[AREA_TOTALS] = dict(areas)
     return dict(sorted(out.items()))
 
 

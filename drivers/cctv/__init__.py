@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from drivers.cctv.camera_driver import CameraConfig, check_device, create_camera
 from drivers.cctv.device_types import ISAPI, ONVIF, cctv_device_types
-from drivers.cctv.metrics import CCTV_METRICS, CCTV_ROLLUP_METRICS
+from drivers.cctv.metrics import CCTV_AREA_METRICS, CCTV_METRICS, CCTV_ROLLUP_METRICS
 from drivers.framework import DriverFamily
 
 FAMILY = DriverFamily(
@@ -19,4 +19,5 @@ FAMILY = DriverFamily(
     create_poller=create_camera,
     check=check_device,
     rollup_metrics=CCTV_ROLLUP_METRICS,
+    area_metrics=CCTV_AREA_METRICS,
 )

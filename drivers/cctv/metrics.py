@@ -6,7 +6,7 @@ every telemetry and event metric against the device type's schema.
 
 from __future__ import annotations
 
-from drivers.framework import Metric
+from drivers.framework import AreaMetric, Metric
 
 
 def _m(key: str, unit: str, type_: str, description: str) -> Metric:
@@ -102,4 +102,16 @@ CCTV_ROLLUP_METRICS: tuple[str, ...] = (
     "disk_fill_pct",
     "channels_total",
     "channels_video_loss",
+)
+
+# What the CCTV board shows per kecamatan, totalled by the hub each minute (10,700 cameras
+# in Semarang): the frame rate's mean (sum over count), cameras with each picture problem,
+# and the analytics' peaks.
+CCTV_AREA_METRICS: tuple[AreaMetric, ...] = (
+    AreaMetric(key="fps_ratio", aggregate="sum"),
+    AreaMetric(key="frozen", aggregate="sum"),
+    AreaMetric(key="black", aggregate="sum"),
+    AreaMetric(key="blurred", aggregate="sum"),
+    AreaMetric(key="zone_people", aggregate="max"),
+    AreaMetric(key="parked_vehicles", aggregate="max"),
 )

@@ -102,6 +102,9 @@ class Accepted:
     seq: int | None = None
     online: bool | None = None
     status_reason: str | None = None
+    # The reading's metrics as decoded (each passed the checks that made ``lines``), for
+    # the hub's in-memory totals (area_totals.py); None for a status.
+    metrics: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +525,7 @@ class ContractDecoder:
         lines: tuple[str, ...] = ()
         if parts:
             lines = (f"{route.prefix} {','.join(parts)} {time_ms}",)
-        return Accepted(route.record, route.kind, time_ms, lines, seq)
+        return Accepted(route.record, route.kind, time_ms, lines, seq, metrics=metrics)
 
     def _undeclared(
         self, route: _Route, name: str, raw: object, new_types: list[tuple[str, str]]

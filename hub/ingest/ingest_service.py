@@ -31,7 +31,9 @@ from device_registry.directory import (
     SnapshotDirectory,
 )
 from drivers.contract import SUBSCRIPTION_FILTERS as CONTRACT_TOPICS
+from drivers.framework import DriverFamily, discover_families
 from hub.influxql import InfluxQL, InfluxQueryError
+from hub.ingest.area_totals import AreaTotals
 from hub.ingest.busy_meter import BusyMeter
 from hub.ingest.contract_decoder import (
     DEADLETTER_TOPIC,
@@ -65,7 +67,7 @@ READ_CHUNK_BYTES = 256 * 1024  # WAL bytes the writer reads at a time
 RECONNECT_MIN_DELAY_S = 0.15
 RECONNECT_MAX_DELAY_S = 30.0
 AUTH_FAILURE_MIN_DELAY_S = 5.0
-HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status", b"fleet_online")
+HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status", b"fleet_online", b"area_totals")
 # While the WAL cannot be written (disk full), the flusher retries its group this often.
 WAL_RETRY_S = 1.0
 INTAKE_BUSY_WINDOW_S = 0.25
@@ -110,6 +112,15 @@ def encode_lines(lines: Sequence[str]) -> bytes:
         return text.encode("utf-8", "backslashreplace")
 
 
+def area_families() -> list[DriverFamily]:
+    """The driver families, for ``area_totals``; none when they cannot be read."""
+    try:
+        return list(discover_families().values())
+    except Exception as err:  # a driver that fails to import must not stop the hub
+        log.error("area_totals: driver families could not be read (%s); none totalled", err)
+        return []
+
+
 def wal_directory(settings: Settings) -> Path:
     """``ingest.wal_dir`` or ``<state_dir>/wal/<client_id>``."""
     ingest = settings.ingest
@@ -142,6 +153,7 @@ class IngestService:
             unknown_metrics=cfg.unknown_metrics,
         )
         self.status = DeviceStatusTracker(offline_factor=cfg.offline_factor)
+        self.area_totals = AreaTotals(area_families(), offline_factor=cfg.offline_factor)
         self.stats = IngestStats()
         self.hub_measurement = HubMeasurement(cfg.client_id)
         self.deadletter_log = DeadletterLog()
@@ -470,6 +482,8 @@ class IngestService:
                 if result.seq is not None:
                     stats.record_seq(result.device.device_id, result.seq)
                 change = self.status.seen(result.device, received)
+                if result.metrics:
+                    self.area_totals.record(result.device, result.metrics, received)
             else:
                 change = self._reported(result, received)
             if change is not None:
@@ -802,6 +816,7 @@ class IngestService:
             if time.monotonic() >= next_fleet:
                 next_fleet += fleet_interval
                 self._duty("fleet_online", self._queue_fleet_points)
+                self._duty("area_totals", self._queue_area_points)
 
     def _duty(self, name: str, step: Callable[[], None]) -> None:
         try:
@@ -825,6 +840,10 @@ class IngestService:
         # minute, though it keeps its last device_status point.
         counts = self.status.fleet_counts(self.directory.get)
         self._queue(self.hub_measurement.fleet_lines(counts, now_ms()))
+
+    def _queue_area_points(self) -> None:
+        # On fleet_online's schedule, with the registry's current records, likewise.
+        self._queue(self.area_totals.lines(self.client_id, now_ms(), self.directory.get))
 
     def _refresh_directory(self) -> None:
         try:
