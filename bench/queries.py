@@ -211,13 +211,6 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{k.split()[1]} {v:.1f} s" for v, k in reversed(heavy)),
                 flush=True,
             )
-        # The panels that show "now" read the last minutes: the rollups took a while, so
-        # the city's last 16 minutes are written again up to this moment.
-        tail_end = int(time.time() * 1000)
-        points += write_city(
-            target, size, start_ms=tail_end - 16 * 60_000, end_ms=tail_end, workers=args.writers
-        )[0]
-        end_ms = tail_end
         points_rate = points / write_s
         reference_ms = reference_query_ms(stack.influx, db)
         timings: dict[str, list[float]] = {"24h": [], "30d": []}
@@ -228,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         spans = {"24h": DAY_MS, "30d": 30 * DAY_MS}
         panels = 0
         for span, length in spans.items():
+            # The panels that show "now" read the last minutes: the rollups (and the 24-hour
+            # pass, before the 30-day one) took a while, so the city's last 16 minutes are
+            # written again up to this moment before each pass.
+            end_ms = int(time.time() * 1000)
+            points += write_city(
+                target, size, start_ms=end_ms - 16 * 60_000, end_ms=end_ms, workers=args.writers
+            )[0]
             tr = TimeRange(from_ms=end_ms - length, to_ms=end_ms)
             for uid, board in boards.items():
                 results: list[PanelResult] = []

@@ -87,6 +87,33 @@ def fleet_over_time(where: str) -> str:
     )
 
 
+# The hub's totals per family and kecamatan of the metrics a family declares, one point a
+# minute per hub (docs/ingest.md, "area_totals"): a sum over a kecamatan's access points
+# or cameras reads a few series instead of one per device (28 s over 30 days for 2,300
+# APs). Written on fleet_online's schedule: FLEET_NOW and FLEET_STEP fit it too.
+AREA = "area_totals"
+AREA_SERIES = '"hub", "kecamatan"'
+# A panel reading area_totals says so: its totals have no device_id to filter on.
+NO_DEVICE_FILTER = (
+    "Read from the hubs' area_totals (sums per kecamatan each minute): the Device filter "
+    "does not apply."
+)
+
+
+def area_over_time(family: str, *fields: str) -> str:
+    """A subquery: each hub's mean of ``area_totals`` fields per kecamatan per ``$__interval``.
+
+    Reads ``$rollup``; a board sums it over ``hub``, and the panel sets
+    ``min_interval=FLEET_STEP``.
+    """
+    means = ", ".join(f'mean("{name}") AS "{name}"' for name in fields)
+    return (
+        f"(SELECT {means} FROM {rollup(AREA)} "
+        f"WHERE \"family\" = '{family}' AND {KECAMATAN} AND $timeFilter "
+        f"GROUP BY time($__interval), {AREA_SERIES} fill(none))"
+    )
+
+
 def rollup(measurement: str) -> str:
     """The measurement in the policy the time range calls for."""
     return f'"$rollup"."{measurement}"'
@@ -186,11 +213,15 @@ def series(
     stacked: bool = False,
     bars: bool = False,
     min_interval: str | None = None,
+    max_points: int | None = None,
 ) -> timeseries.Panel:
     """A time series panel; thresholds are drawn as dashed lines.
 
     ``min_interval`` keeps ``$__interval`` at or above the devices' reporting interval, so
     a sum over devices sees each of them in every bucket (and a day costs fewer buckets).
+    ``max_points`` (Grafana's "Max data points", 1,000 by default) widens the buckets of a
+    panel with many series: each costs InfluxDB its buckets, and hundreds of lines show no
+    more detail with 1,000 points each than with 200.
     """
     panel = (
         timeseries.Panel()
@@ -222,6 +253,8 @@ def series(
         panel = panel.draw_style(common.GraphDrawStyle.BARS)
     if min_interval:
         panel = panel.interval(min_interval)
+    if max_points:
+        panel = panel.max_data_points(max_points)
     for index, query in enumerate(queries):
         panel = panel.with_target(query.ref_id(chr(ord("A") + index)))
     return panel

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from dashboards.grafana.grafana_interpolation import (
     ALL,
+    DEFAULT_MAX_DATA_POINTS,
     MIN_INTERVAL_MS,
     Interpolator,
     TimeRange,
@@ -154,6 +155,7 @@ def run_board(
             values=panel_values,
             all_values=all_values,
             min_interval_ms=minimum,
+            max_data_points=int(panel.get("maxDataPoints") or DEFAULT_MAX_DATA_POINTS),
         ).fill(str(target["query"]))
         started = time.perf_counter()
         series = list(client.query(statement, database=database))

@@ -2,10 +2,10 @@
 
 Field names and kinds follow the families' metric tables (``drivers/*/metrics.py``; a test
 checks they match) and the hub's own measurements (``device_status``, ``fleet_online``
-counted from it each minute, ``hub``, ``deadletter``, ``alert``). Tags are the
-registry's: ``device_id``, ``family``, ``site``, ``kecamatan``, ``kelurahan``, ``team``,
-``model``. Used by the query tests, the board previews and the query benchmark;
-deterministic for a seed.
+counted from it each minute, ``area_totals`` modelled each minute, ``hub``, ``deadletter``,
+``alert``). Tags are the registry's: ``device_id``, ``family``, ``site``, ``kecamatan``,
+``kelurahan``, ``team``, ``model``. Used by the query tests, the board previews and the
+query benchmark; deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -397,6 +397,7 @@ def _hub_lines(
         fields: dict[str, FieldValue] = {"online": 1.0 if online else 0.0, "reason": reason}
         yield line("device_status", fleet[index].tags, fields, time_ms)
     yield from _fleet_lines(fleet, changes, start_ms=start_ms, end_ms=end_ms)
+    yield from _area_lines(fleet, start_ms=start_ms, end_ms=end_ms, rng=rng)
     hub_every = 60_000
     t, n = start_ms - start_ms % hub_every, 0
     while t <= end_ms:
@@ -503,6 +504,56 @@ def _fleet_lines(
             for g, key in enumerate(keys)
             if known[g]
         ]
+        t += MINUTE_MS
+
+
+def _area_lines(
+    fleet: list[Device], *, start_ms: int, end_ms: int, rng: random.Random
+) -> Iterator[str]:
+    """The hub's ``area_totals`` each minute, modelled on the readings' distributions.
+
+    Not summed from the random readings (a full-size city is 13,000 devices a minute):
+    each total is its devices' expected value on the day's curve with a little noise, the
+    counts are exact, and the reboots' increases are the readings' own (every 200th
+    reading of every fifth access point, counted from ``start_ms`` as ``reading_lines``).
+    """
+    groups: dict[tuple[str, str], list[Device]] = {}
+    for device in fleet:
+        if device.family in ("wifi", "cctv") and device.tags["model"] != "hikvision_nvr":
+            groups.setdefault((device.family, device.tags["kecamatan"]), []).append(device)
+    t = start_ms - start_ms % MINUTE_MS + MINUTE_MS
+    while t <= end_ms:
+        busy = _daily(t / 3_600_000)
+        for (family, kecamatan), members in sorted(groups.items()):
+            n = len(members)
+            tags = {"hub": HUB, "family": family, "kecamatan": kecamatan}
+            if family == "wifi":
+                up = sum(d.number % 7 != 3 for d in members)
+                rebooting = sum(d.number % 5 == 0 for d in members)
+                every = members[0].every_ms
+                first = start_ms - start_ms % every
+                crossed = (t - first) // every // 200 - max(
+                    0, t - MINUTE_MS - first
+                ) // every // 200
+                noise = rng.uniform(0.9, 1.1)
+                fields: dict[str, FieldValue] = {
+                    "clients_sum": round(busy * 20 * up * noise),
+                    "rx_bps_sum": round(busy * 2e6 * up * noise, 1),
+                    "tx_bps_sum": round(busy * 8e6 * up * noise, 1),
+                    "reboots_increase": rebooting * crossed,
+                }
+                fields |= {f"{k}_devices": n for k in ("clients", "rx_bps", "tx_bps", "reboots")}
+            else:
+                ok = sum(d.number % 9 != 4 for d in members)
+                crowd = any(d.number % 3 == 0 for d in members)
+                fields = {"fps_ratio_sum": round(0.75 * ok * rng.uniform(0.97, 1.03), 2)}
+                for flag, k in (("frozen", 5), ("black", 6), ("blurred", 7)):
+                    fields[f"{flag}_sum"] = sum(d.number % 9 == k for d in members)
+                fields |= {f"{k}_devices": n for k in ("fps_ratio", "frozen", "black", "blurred")}
+                if crowd:
+                    fields["zone_people_max"] = int(busy * rng.uniform(13, 15))
+                    fields["parked_vehicles_max"] = 3
+            yield line("area_totals", tags, fields, t)
         t += MINUTE_MS
 
 

@@ -32,6 +32,8 @@ from dashboards.grafana.grafana_interpolation import (
 )
 from drivers.framework import discover_families
 from hub.influx_rollups import PENDING_FAMILY_FIELDS
+from hub.ingest.area_totals import MEASUREMENT as AREA_TOTALS
+from hub.ingest.area_totals import area_fields
 from hub.registry_thresholds import MEASUREMENT as THRESHOLDS
 from hub.registry_thresholds import STAGES
 from tests.dashboards.conftest import CityDb
@@ -148,6 +150,8 @@ def test_demo_fields_are_in_the_metric_tables() -> None:
         tables.setdefault(name, set(fields))
     hub_measurements = {"device_status", "hub", "deadletter", "alert", "fleet_online"}
     tables[THRESHOLDS] = set(STAGES)  # the hub's registry_thresholds writes these
+    # The hub's area_totals fields, from the families' declarations (area_totals.py).
+    tables[AREA_TOTALS] = set(area_fields(families.values()))
     written: dict[str, set[str]] = {}
     for text in city_lines(CitySize(), start_ms=0, end_ms=600_000):
         head, field_text, _ = text.rsplit(" ", 2)

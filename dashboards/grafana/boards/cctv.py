@@ -8,8 +8,10 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 
 from dashboards.grafana.board_kit import (
+    AREA,
     FLEET_STEP,
     KECAMATAN,
+    area_over_time,
     bars,
     board,
     fleet_now,
@@ -30,8 +32,6 @@ BY_DEVICE_TEAM = '"device_id", "team"'
 # Cameras and NVRs in the chosen kecamatan, for the hubs' fleet_online counts.
 CAMERAS = f"\"family\" = 'cctv' AND {KECAMATAN}"
 ONLINE_PCT = 'sum("online") * 100 / sum("devices") AS "online_pct"'
-# Cameras are checked every 5 minutes (drivers/cctv/device_types.py HEALTH_INTERVAL_S).
-CHECK = "5m"
 SHARE = [(None, "red"), (80, "orange"), (95, "green")]
 
 
@@ -48,11 +48,20 @@ def _status(group_by: str) -> str:
 
 
 def _problem(flag: str) -> InfluxQL:
+    """Cameras whose last check shows the problem (area_totals), summed over kecamatan."""
     return InfluxQL(
-        f'SELECT count("{flag}") AS "{flag}" FROM {rollup("cctv")} '
-        f'WHERE {KECAMATAN} AND "{flag}" = true AND $timeFilter '
-        "GROUP BY time($__interval) fill(0)"
+        f'SELECT sum("{flag}_sum") AS "{flag}" FROM {area_over_time("cctv", f"{flag}_sum")} '
+        "WHERE $timeFilter GROUP BY time($__interval) fill(0)"
     )
+
+
+def _peak(field: str) -> InfluxQL:
+    """The largest reading of an analytics count per kecamatan (area_totals)."""
+    return InfluxQL(
+        f'SELECT max("{field}_max") AS "{field}" FROM {rollup(AREA)} '
+        f"WHERE {CAMERAS} AND $timeFilter "
+        'GROUP BY time($__interval), "kecamatan" fill(none)'
+    ).alias("$tag_kecamatan")
 
 
 def build(figures: CityFigures) -> dash.Dashboard:
@@ -126,48 +135,44 @@ def build(figures: CityFigures) -> dash.Dashboard:
             series(
                 "Frame rate against nominal",
                 InfluxQL(
-                    f'SELECT mean("fps_ratio") AS "fps_ratio" FROM {rollup("cctv")} '
-                    f"WHERE {KECAMATAN} AND $timeFilter "
-                    'GROUP BY time($__interval), "kecamatan" fill(none)'
+                    'SELECT sum("fps_ratio_sum") / sum("fps_ratio_devices") AS "fps_ratio" '
+                    f"FROM {area_over_time('cctv', 'fps_ratio_sum', 'fps_ratio_devices')} "
+                    'WHERE $timeFilter GROUP BY time($__interval), "kecamatan" fill(none)'
                 ).alias("$tag_kecamatan"),
                 unit="percentunit",
                 thresholds=[(None, "red"), (0.5, "green")],
-                min_interval=CHECK,
+                min_interval=FLEET_STEP,
+                description="The cameras' mean of measured over nominal frame rate, over those "
+                "that reported within 3 checks (the hubs' area_totals).",
             )
         )
         .with_panel(
             series(
-                "Pictures with a problem (camera samples)",
+                "Pictures with a problem (cameras)",
                 _problem("frozen").alias("frozen"),
                 _problem("black").alias("black"),
                 _problem("blurred").alias("blurred"),
                 bars=True,
                 stacked=True,
-                min_interval=CHECK,
+                min_interval=FLEET_STEP,
+                description="Cameras whose last check (within 3 checks) found the picture "
+                "frozen, black or blurred; the mean count over each bar (the hubs' area_totals).",
             )
         )
         .with_row(section("Analytics"))
         .with_panel(
             series(
                 "Crowd: most people in a crowd zone, by kecamatan",
-                InfluxQL(
-                    f'SELECT max("zone_people") AS "zone_people" FROM {rollup("cctv")} '
-                    f"WHERE {KECAMATAN} AND $timeFilter "
-                    'GROUP BY time($__interval), "kecamatan" fill(none)'
-                ).alias("$tag_kecamatan"),
+                _peak("zone_people"),
                 thresholds=[(None, "green"), (20, "orange"), (50, "red")],
-                min_interval=CHECK,
+                min_interval=FLEET_STEP,
             )
         )
         .with_panel(
             series(
                 "Most vehicles parked in a no-parking zone, by kecamatan",
-                InfluxQL(
-                    f'SELECT max("parked_vehicles") AS "parked_vehicles" FROM {rollup("cctv")} '
-                    f"WHERE {KECAMATAN} AND $timeFilter "
-                    'GROUP BY time($__interval), "kecamatan" fill(none)'
-                ).alias("$tag_kecamatan"),
-                min_interval=CHECK,
+                _peak("parked_vehicles"),
+                min_interval=FLEET_STEP,
             )
         )
         .with_row(section("NVRs"))

@@ -8,9 +8,13 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 
 from dashboards.grafana.board_kit import (
+    AREA,
     DEVICE,
+    FLEET_STEP,
     KECAMATAN,
+    NO_DEVICE_FILTER,
     RECENT,
+    area_over_time,
     board,
     device_variable,
     kecamatan_variable,
@@ -26,8 +30,7 @@ from dashboards.grafana.influxql_query import InfluxQL
 
 UID = "kotahub-wifi"
 WHERE = f"{KECAMATAN} AND {DEVICE}"
-# Access points are polled every 60-300 s: buckets shorter than that miss some of them.
-POLL = "5m"
+APS = f"\"family\" = 'wifi' AND {KECAMATAN}"
 
 
 def _aps(up: bool) -> InfluxQL:
@@ -40,12 +43,12 @@ def _aps(up: bool) -> InfluxQL:
 
 
 def _summed(field: str) -> InfluxQL:
-    """A field summed over the access points, per kecamatan, per interval."""
+    """A metric summed over the access points, per kecamatan, per interval (area_totals).
+
+    Each hub's mean total of the bucket, summed over the hubs.
+    """
     return InfluxQL(
-        f'SELECT sum("{field}") AS "{field}" FROM '
-        f'(SELECT mean("{field}") AS "{field}" FROM {rollup("wifi")} '
-        f"WHERE {WHERE} AND $timeFilter "
-        'GROUP BY time($__interval), "kecamatan", "device_id") '
+        f'SELECT sum("{field}_sum") AS "{field}" FROM {area_over_time("wifi", f"{field}_sum")} '
         'WHERE $timeFilter GROUP BY time($__interval), "kecamatan" fill(none)'
     ).alias("$tag_kecamatan")
 
@@ -79,17 +82,24 @@ def build(figures: CityFigures) -> dash.Dashboard:
             single(
                 "Reboots, last 24 h",
                 InfluxQL(
-                    'SELECT sum("reboots") AS "reboots" FROM '
-                    '(SELECT spread("reboots") AS "reboots" FROM "wifi" '
-                    f'WHERE {WHERE} AND time > now() - 24h GROUP BY "device_id")'
+                    f'SELECT sum("reboots_increase") AS "reboots" FROM "{AREA}" '
+                    f"WHERE {APS} AND time > now() - 24h"
                 ),
                 w=6,
                 thresholds=[(None, "green"), (5, "orange"), (20, "red")],
+                description=f"Reboots the hubs counted in the last 24 hours. {NO_DEVICE_FILTER}",
             )
         )
         .with_row(section("Over time"))
         .with_panel(
-            series("Clients by kecamatan", _summed("clients"), stacked=True, min_interval=POLL)
+            series(
+                "Clients by kecamatan",
+                _summed("clients"),
+                stacked=True,
+                min_interval=FLEET_STEP,
+                description="Clients of the access points that reported within 3 polls, "
+                f"summed per kecamatan. {NO_DEVICE_FILTER}",
+            )
         )
         .with_panel(
             series(
@@ -97,21 +107,23 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 _summed("rx_bps").alias("rx $tag_kecamatan"),
                 _summed("tx_bps").alias("tx $tag_kecamatan"),
                 unit="bps",
-                min_interval=POLL,
+                min_interval=FLEET_STEP,
+                description="Traffic of the access points, summed per kecamatan. "
+                f"{NO_DEVICE_FILTER}",
             )
         )
         .with_panel(
             series(
                 "Reboots",
                 InfluxQL(
-                    'SELECT sum("reboots") AS "reboots" FROM '
-                    '(SELECT non_negative_difference(last("reboots")) AS "reboots" FROM '
-                    f"{rollup('wifi')} WHERE {WHERE} AND $timeFilter "
-                    'GROUP BY time($__interval), "kecamatan", "device_id") '
-                    'WHERE $timeFilter GROUP BY time($__interval), "kecamatan" fill(none)'
+                    f'SELECT sum("reboots_increase") AS "reboots" FROM {rollup(AREA)} '
+                    f"WHERE {APS} AND $timeFilter "
+                    'GROUP BY time($__interval), "kecamatan" fill(none)'
                 ).alias("$tag_kecamatan"),
                 bars=True,
-                min_interval=POLL,
+                min_interval=FLEET_STEP,
+                description="Reboots the hubs counted (growth of each AP's reboot counter), "
+                f"per kecamatan. {NO_DEVICE_FILTER}",
             )
         )
         .with_panel(
