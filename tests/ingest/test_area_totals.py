@@ -2,7 +2,8 @@
 
 Unit tests of the sums, the freshness window, counters and peaks with the real wifi and
 cctv declarations; a property test holds any reading sequence against a reference
-computed step by step, and never lets one crash the totals or their lines.
+computed step by step, and never lets one crash the totals or their lines; a hub on the
+real broker and InfluxDB writes the totals of the readings it takes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from drivers.framework import AreaMetric
 from drivers.wifi import FAMILY as WIFI
 from hub.influx_rollups import aggregates_for, measurement_fields
 from hub.ingest.area_totals import AreaTotal, AreaTotals, area_fields
+from tests.conftest import MqttClientFactory, RunningStack
+from tests.ingest.conftest import HubFactory, device, payload, wait_until
 
 MINUTE = 60_000
 
@@ -281,3 +284,44 @@ def test_any_readings_total_as_the_reference_and_never_crash(
         # The lines never fail either (integers beyond int64 are clamped).
         for line in areas.lines("hub", now):
             assert line.startswith("area_totals,family=")
+
+
+def test_hub_writes_the_totals_of_the_readings_it_takes(
+    hubs: HubFactory,
+    mqtt_client: MqttClientFactory,
+    running_stack: RunningStack,
+    influx_db: str,
+    unique_id: str,
+) -> None:
+    schema = WIFI.metric_schema()
+    aps = [
+        device(
+            f"{unique_id}-ap{n}",
+            family="wifi",
+            device_type="mikrotik_ap",
+            tags={"site": f"ap{n}", "kecamatan": "Genuk"},
+            metrics=schema,
+        )
+        for n in range(3)
+    ]
+    hubs.devices(*aps)
+    service = hubs.start(fleet_online_interval_s=1.0)
+    publisher = mqtt_client()
+    for n, ap in enumerate(aps):
+        metrics = {"clients": 10 * (n + 1), "rx_bps": 1000.0, "reboots": 4, "up": True}
+        publisher.publish(f"kota/v1/dev/{ap.device_id}/telemetry", payload(metrics))
+    publisher.publish(f"kota/v1/dev/{aps[0].device_id}/telemetry", payload({"reboots": 6}))
+
+    def newest() -> dict[str, float]:
+        rows = running_stack.influx.rows(
+            'SELECT last("clients_sum") AS "clients", last("clients_devices") AS "aps", '
+            'last("rx_bps_sum") AS "rx", sum("reboots_increase") AS "reboots" '
+            f'FROM "area_totals" WHERE "hub" = \'{service.client_id}\' '
+            "AND \"family\" = 'wifi' AND \"kecamatan\" = 'Genuk'",
+            database=influx_db,
+        )
+        return {k: float(v) for k, v in rows[0].items() if k != "time"} if rows else {}
+
+    expected = {"clients": 60.0, "aps": 3.0, "rx": 3000.0, "reboots": 2.0}
+    wait_until(lambda: newest() == expected, what="the APs' totals")
+    assert service.stats.housekeeping_errors["area_totals"] == 0
