@@ -58,15 +58,17 @@ FLEET = "fleet_online"
 # A hub writes every minute: five minutes leave room for a late write, and a hub stopped
 # for longer drops out of the sums instead of being counted as it last was.
 FLEET_NOW = "time > now() - 5m"
-FLEET_SERIES = '"hub", "family", "kecamatan"'
+# Also by team (the owner): the CCTV board's share by owner sums over kecamatan.
+FLEET_SERIES = '"hub", "family", "kecamatan", "team"'
 # Buckets of at least two of a hub's minutes, so that each holds a point of every hub.
 FLEET_STEP = "2m"
 
 
 def fleet_now(where: str) -> str:
-    """A subquery: each hub's newest counts per family and kecamatan (``online``, ``devices``).
+    """A subquery: each hub's newest counts per family, kecamatan and team.
 
-    A board sums them over ``hub`` (and groups by ``family`` or ``kecamatan``).
+    A board sums ``online`` and ``devices`` over ``hub`` (and groups by ``family``,
+    ``kecamatan`` or ``team``).
     """
     return (
         f'(SELECT last("online") AS "online", last("devices") AS "devices" FROM "{FLEET}" '
@@ -75,7 +77,7 @@ def fleet_now(where: str) -> str:
 
 
 def fleet_over_time(where: str) -> str:
-    """A subquery: each hub's mean counts per family and kecamatan per ``$__interval``.
+    """A subquery: each hub's mean counts per family, kecamatan and team per ``$__interval``.
 
     Reads ``$rollup`` (raw points, or the rollups' means for longer ranges); the panel
     sets ``min_interval=FLEET_STEP``.

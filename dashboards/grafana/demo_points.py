@@ -468,16 +468,17 @@ def _fleet_lines(
     """The hub's ``fleet_online`` points each minute, counted from the status changes.
 
     As the hub counts: the devices known (a status point at or before the minute) and
-    those online, per family and kecamatan; a group with no device known yet has no point.
+    those online, per family, kecamatan and team; a group with no device known yet has no
+    point.
     """
     keys: list[str] = []
-    group_of: dict[tuple[str, str], int] = {}
+    group_of: dict[tuple[str, str, str], int] = {}
     member: list[int] = []
     for device in fleet:
-        group = (device.family, device.tags.get("kecamatan", ""))
+        group = (device.family, device.tags.get("kecamatan", ""), device.tags.get("team", ""))
         if group not in group_of:
             group_of[group] = len(keys)
-            tags = {"hub": HUB, "family": group[0], "kecamatan": group[1]}
+            tags = {"hub": HUB, "family": group[0], "kecamatan": group[1], "team": group[2]}
             keys.append(series_key("fleet_online", tags))
         member.append(group_of[group])
     online, known = [0] * len(keys), [0] * len(keys)

@@ -3,7 +3,7 @@
 Every change is written to ``device_status`` (online 0/1, reason) and handed to the
 subscribers, e.g. the alert engine. Callbacks run on the hub's threads and must be
 quick; ``asyncio_forwarder`` moves changes into an asyncio queue of another loop.
-``fleet_counts`` sums the states per family and kecamatan for ``fleet_online``.
+``fleet_counts`` sums the states per family, kecamatan and team for ``fleet_online``.
 """
 
 from __future__ import annotations
@@ -61,12 +61,14 @@ def parse_status_line(line: bytes) -> tuple[str, bool, int] | None:
 
 @dataclass(frozen=True, slots=True)
 class FleetCount:
-    """One family's devices in one kecamatan: how many are online, how many are known."""
+    """One family's devices of one team in one kecamatan: how many are online, are known."""
 
     family: str
     kecamatan: str  # "" when the registry gives the device none (the tag is left out)
     online: int
     devices: int
+    # The owner (registry team), "" for none: the boards' share by owner sums over kecamatan.
+    team: str = ""
 
 
 @dataclass(slots=True)
@@ -106,7 +108,7 @@ class DeviceStatusTracker:
             return None if state is None else state.online
 
     def fleet_counts(self, current: DeviceLookup | None = None) -> list[FleetCount]:
-        """Devices online and devices known, per (family, kecamatan), sorted.
+        """Devices online and devices known, per (family, kecamatan, team), sorted.
 
         Known are the devices tracked (seen since start, or restored). ``current`` looks
         each one up in the registry as it is now: a device it does not know or that is
@@ -119,21 +121,22 @@ class DeviceStatusTracker:
         # racing with the count lands in this count or the next one.
         with self._lock:
             states = list(self._states.values())
-        tallies: dict[tuple[str, str], list[int]] = {}
+        tallies: dict[tuple[str, str, str], list[int]] = {}
         for state in states:
             online = state.online
             record = state.record if current is None else current(state.record.device_id)
             if record is None or not record.accepts_data:
                 continue
-            key = (record.family, record.tags.get("kecamatan") or "")
+            tags = record.tags
+            key = (record.family, tags.get("kecamatan") or "", tags.get("team") or "")
             tally = tallies.get(key)
             if tally is None:
                 tally = tallies[key] = [0, 0]
             tally[0] += online is True
             tally[1] += 1
         return [
-            FleetCount(family, kecamatan, online, known)
-            for (family, kecamatan), (online, known) in sorted(tallies.items())
+            FleetCount(family, kecamatan, online, known, team)
+            for (family, kecamatan, team), (online, known) in sorted(tallies.items())
         ]
 
     def seen(self, record: DeviceRecord, now_ms: int) -> StatusChange | None:

@@ -1,6 +1,6 @@
 """The hub's own health: counters, the ``hub`` measurement and ``/metrics`` (Prometheus text).
 
-Also ``fleet_online``, the devices online per family and kecamatan that the boards read
+Also ``fleet_online``, the devices online per family, kecamatan and team that the boards read
 instead of every device's last ``device_status`` point.
 
 Counters are plain integers bumped by the thread that owns the event (the GIL keeps a
@@ -293,14 +293,19 @@ class HubMeasurement:
         return out
 
     def fleet_lines(self, counts: Iterable[FleetCount], now_ms: int) -> list[str]:
-        """One ``fleet_online`` point per family and kecamatan: devices online and known.
+        """One ``fleet_online`` point per family, kecamatan and team: devices online, known.
 
         Integer fields (``format_line`` writes numbers as floats): a count is whole, and
         the rollups keep ``mean``/``max`` of integers (hub/influx_rollups.py).
         """
         out = []
         for count in counts:
-            tags = {"hub": self.hub, "family": count.family, "kecamatan": count.kecamatan}
+            tags = {
+                "hub": self.hub,
+                "family": count.family,
+                "kecamatan": count.kecamatan,
+                "team": count.team,
+            }
             out.append(
                 f"{tag_prefix(FLEET_MEASUREMENT, tags)} "
                 f"online={count.online}i,devices={count.devices}i {now_ms}"

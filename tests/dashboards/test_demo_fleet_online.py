@@ -22,29 +22,29 @@ def _split(text: str) -> tuple[str, str, int]:
     return head.replace("\x00", "\\ "), fields, int(stamp)
 
 
-def _recount(lines: list[str]) -> dict[int, dict[tuple[str, str], tuple[int, int]]]:
+def _recount(lines: list[str]) -> dict[int, dict[tuple[str, str, str], tuple[int, int]]]:
     """Per minute written, the counts from the device_status points at or before it."""
-    changes: list[tuple[int, int, str, tuple[str, str], bool]] = []
+    changes: list[tuple[int, int, str, tuple[str, str, str], bool]] = []
     minutes: set[int] = set()
     for order, text in enumerate(lines):
         head, fields, stamp = _split(text)
         if head.startswith("device_status,"):
             tags = _tags(head)
-            group = (tags["family"], tags.get("kecamatan", ""))
+            group = (tags["family"], tags.get("kecamatan", ""), tags.get("team", ""))
             changes.append((stamp, order, tags["device_id"], group, "online=1.0" in fields))
         elif head.startswith("fleet_online,"):
             minutes.add(stamp)
     changes.sort()
-    out: dict[int, dict[tuple[str, str], tuple[int, int]]] = {}
-    state: dict[str, tuple[tuple[str, str], bool]] = {}
+    out: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
+    state: dict[str, tuple[tuple[str, str, str], bool]] = {}
     position = 0
     for minute in sorted(minutes):
         while position < len(changes) and changes[position][0] <= minute:
             _, _, device_id, group, online = changes[position]
             state[device_id] = (group, online)
             position += 1
-        online_by: Counter[tuple[str, str]] = Counter()
-        known_by: Counter[tuple[str, str]] = Counter()
+        online_by: Counter[tuple[str, str, str]] = Counter()
+        known_by: Counter[tuple[str, str, str]] = Counter()
         for group, online in state.values():
             known_by[group] += 1
             online_by[group] += online
@@ -52,8 +52,8 @@ def _recount(lines: list[str]) -> dict[int, dict[tuple[str, str], tuple[int, int
     return out
 
 
-def _written(lines: list[str]) -> dict[int, dict[tuple[str, str], tuple[int, int]]]:
-    out: dict[int, dict[tuple[str, str], tuple[int, int]]] = {}
+def _written(lines: list[str]) -> dict[int, dict[tuple[str, str, str], tuple[int, int]]]:
+    out: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
     for text in lines:
         if not text.startswith("fleet_online,"):
             continue
@@ -62,7 +62,9 @@ def _written(lines: list[str]) -> dict[int, dict[tuple[str, str], tuple[int, int
         assert tags["hub"] == "kotahub-hub-1"
         values = dict(f.split("=") for f in fields.split(","))
         counts = (int(values["online"].rstrip("i")), int(values["devices"].rstrip("i")))
-        out.setdefault(stamp, {})[(tags["family"], tags.get("kecamatan", ""))] = counts
+        out.setdefault(stamp, {})[
+            (tags["family"], tags.get("kecamatan", ""), tags.get("team", ""))
+        ] = counts
     return out
 
 

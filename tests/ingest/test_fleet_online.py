@@ -20,10 +20,15 @@ from tests.ingest.conftest import HubFactory, device, payload, wait_until
 
 FAMILIES = ("flood", "wifi", "cctv")
 KECAMATAN = ("Tembalang", "Genuk", "")
+TEAMS = ("dishub", "rt-community", "")
 
 
-def _record(number: int, family: str, kecamatan: str, interval_s: float) -> DeviceRecord:
+def _record(
+    number: int, family: str, kecamatan: str, interval_s: float, team: str = ""
+) -> DeviceRecord:
     tags = {"site": f"site-{number}", "kecamatan": kecamatan} if kecamatan else {}
+    if team:
+        tags["team"] = team
     return DeviceRecord(
         device_id=f"dev-{number}",
         family=family,
@@ -39,6 +44,7 @@ _RECORDS = st.builds(
     st.sampled_from(FAMILIES),
     st.sampled_from(KECAMATAN),
     st.sampled_from([0.01, 1.0, 60.0]),
+    st.sampled_from(TEAMS),
 )
 # (operation, device, online, milliseconds forward): what the hub's threads do to it.
 _STEPS = st.lists(
@@ -54,16 +60,16 @@ _STEPS = st.lists(
 
 def _expected(tracker: DeviceStatusTracker, records: dict[str, DeviceRecord]) -> list[FleetCount]:
     """The counts from the tracker's state of each device, one device at a time."""
-    online: Counter[tuple[str, str]] = Counter()
-    known: Counter[tuple[str, str]] = Counter()
+    online: Counter[tuple[str, str, str]] = Counter()
+    known: Counter[tuple[str, str, str]] = Counter()
     for device_id, record in records.items():
         state = tracker.online(device_id)
         if state is None or not record.accepts_data:
             continue
-        key = (record.family, record.tags.get("kecamatan", ""))
+        key = (record.family, record.tags.get("kecamatan", ""), record.tags.get("team", ""))
         known[key] += 1
         online[key] += state
-    return [FleetCount(f, k, online[(f, k)], known[(f, k)]) for f, k in sorted(known)]
+    return [FleetCount(*key[:2], online[key], known[key], key[2]) for key in sorted(known)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -108,10 +114,11 @@ def test_counts_match_the_tracker_states(
 
 def test_lines_are_integer_points_with_the_hub_tag() -> None:
     lines = HubMeasurement("hub-a").fleet_lines(
-        [FleetCount("cctv", "Semarang Tengah", 3, 5), FleetCount("wifi", "", 0, 1)], 1_000
+        [FleetCount("cctv", "Semarang Tengah", 3, 5, "rt"), FleetCount("wifi", "", 0, 1)], 1_000
     )
     assert lines == [
-        "fleet_online,family=cctv,hub=hub-a,kecamatan=Semarang\\ Tengah online=3i,devices=5i 1000",
+        "fleet_online,family=cctv,hub=hub-a,kecamatan=Semarang\\ Tengah,team=rt "
+        "online=3i,devices=5i 1000",
         # No kecamatan in the registry: the tag is left out, as on the device_status point.
         "fleet_online,family=wifi,hub=hub-a online=0i,devices=1i 1000",
     ]

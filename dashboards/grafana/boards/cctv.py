@@ -28,23 +28,10 @@ from dashboards.grafana.city_figures import CityFigures
 from dashboards.grafana.influxql_query import InfluxQL
 
 UID = "kotahub-cctv"
-BY_DEVICE_TEAM = '"device_id", "team"'
 # Cameras and NVRs in the chosen kecamatan, for the hubs' fleet_online counts.
 CAMERAS = f"\"family\" = 'cctv' AND {KECAMATAN}"
 ONLINE_PCT = 'sum("online") * 100 / sum("devices") AS "online_pct"'
 SHARE = [(None, "red"), (80, "orange"), (95, "green")]
-
-
-def _status(group_by: str) -> str:
-    """Each camera's last status (the hub writes device_status on every change).
-
-    One series per camera: only for what fleet_online does not count (the owner, team).
-    """
-    return (
-        '(SELECT last("online") AS "online" FROM "device_status" '
-        f"WHERE \"family\" = 'cctv' AND {KECAMATAN} AND time > now() - 30d "
-        f"GROUP BY {group_by})"
-    )
 
 
 def _problem(flag: str) -> InfluxQL:
@@ -105,11 +92,9 @@ def build(figures: CityFigures) -> dash.Dashboard:
         .with_panel(
             bars(
                 "Online share by owner (team)",
-                InfluxQL(
-                    'SELECT mean("online") * 100 AS "online_pct" FROM '
-                    f"{_status(BY_DEVICE_TEAM)} "
-                    'GROUP BY "team"'
-                ).alias("$tag_team"),
+                InfluxQL(f'SELECT {ONLINE_PCT} FROM {fleet_now(CAMERAS)} GROUP BY "team"').alias(
+                    "$tag_team"
+                ),
                 unit="percent",
                 w=8,
                 thresholds=SHARE,
