@@ -346,7 +346,9 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
         f"  page latency ms: p90 {percentile(latencies, 90):.0f}, max {max(latencies):.0f}, "
         f"{sum(v > 1000 for v in latencies)} of {len(latencies)} over 1 s; the engine's WAL lag "
         f"(hub /metrics, every 0.5 s): median {statistics.median(lags.samples or [0]):,.0f} B, "
-        f"max {max(lags.samples or [0]):,.0f} B",
+        f"max {max(lags.samples or [0]):,.0f} B; the intake's busy share: median "
+        f"{statistics.median(lags.busy or [0]):.2f}, p90 {percentile(lags.busy or [0], 90):.2f}, "
+        f"max {max(lags.busy or [0]):.2f}",
         flush=True,
     )
     return {
@@ -356,17 +358,23 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
         "page_over_1s": float(sum(v > 1000 for v in latencies)),
         "page_failed": failed,
         "engine_lag_max_bytes": float(max(lags.samples or [0])),
+        "intake_busy_median": statistics.median(lags.busy or [0]),
         "background_offered_mps": run.offered_mps,
     }
 
 
 class LagSampler(threading.Thread):
-    """Samples the alert consumer's WAL lag from the hub's /metrics twice a second."""
+    """Samples the alert consumer's WAL lag and the intake's busy share from /metrics.
+
+    Twice a second; the busy share is the rise of ``intake_busy_seconds_total`` between two
+    samples over the time between them (the hub updates it once a second).
+    """
 
     def __init__(self, port: int) -> None:
         super().__init__(name="lag-sampler", daemon=True)
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.samples: list[float] = []
+        self.busy: list[float] = []
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -374,13 +382,23 @@ class LagSampler(threading.Thread):
         pattern = re.compile(
             r'^kotahub_ingest_consumer_lag_bytes\{[^}]*consumer="alerts"\} (\S+)$', re.MULTILINE
         )
+        busy = re.compile(r"^kotahub_ingest_intake_busy_seconds_total\{[^}]*\} (\S+)$", re.M)
+        last: tuple[float, float] | None = None
         while not self._done.wait(0.5):
             try:
-                found = pattern.search(httpx.get(self.url, timeout=2).text)
+                text = httpx.get(self.url, timeout=2).text
             except httpx.HTTPError:
                 continue
+            found = pattern.search(text)
             if found:
                 self.samples.append(float(found.group(1)))
+            seconds = busy.search(text)
+            if seconds:
+                now, value = time.monotonic(), float(seconds.group(1))
+                if last is not None and value > last[1]:  # the hub updated it since
+                    self.busy.append((value - last[1]) / (now - last[0]))
+                if last is None or value > last[1]:
+                    last = (now, value)
 
     def stop(self) -> None:
         """Stop sampling."""

@@ -861,6 +861,7 @@ class IngestService:
         wal = self.wal
         if wal is None:
             return
+        self.stats.intake_busy_s = self.intake_busy.busy_s
         total = wal.total_bytes
         self.stats.wal_bytes = total
         self.stats.wal_corrupt_records = wal.corrupt_records

@@ -63,6 +63,9 @@ class IngestStats:
     wal_corrupt_bytes: int = 0
     wal_corrupt_tail_bytes: int = 0
     wal_writable: bool = True
+    # Seconds the intake's handler spent on messages (rate() of it: the busy share that
+    # holds the alert engine back, hub/ingest/wal_consumers.py INTAKE_BUSY_SHARE).
+    intake_busy_s: float = 0.0
     housekeeping_errors: Counter[str] = field(default_factory=Counter)
     # thread name -> restarts after an unexpected exception (set by the service)
     thread_restarts: dict[str, int] = field(default_factory=dict)
@@ -134,6 +137,12 @@ class IngestStats:
             "counter",
             "Times intake waited for WAL room.",
             self.wal_full_waits,
+        )
+        metric(
+            "intake_busy_seconds_total",
+            "counter",
+            "Seconds the intake's handler spent on messages.",
+            round(self.intake_busy_s, 6),
         )
         metric("mqtt_connects_total", "counter", "MQTT (re)connections.", self.mqtt_connects)
         metric(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
@@ -147,6 +148,17 @@ def test_metrics_endpoint_and_hub_measurement(
     assert "# TYPE kotahub_ingest_write_seconds histogram" in text
     assert "kotahub_ingest_wal_bytes" in text
     assert httpx.get(f"http://127.0.0.1:{service.metrics_port}/other", timeout=5).status_code == 404
+
+    def busy_seconds() -> float:
+        """The intake's busy seconds (housekeeping copies them to /metrics each second)."""
+        page = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).text
+        found = re.search(
+            rf"^kotahub_ingest_intake_busy_seconds_total\{{{hub}\}} (\S+)$", page, re.M
+        )
+        return float(found.group(1)) if found else -1.0
+
+    # Four messages handled: some time in the handler, far less than a second of it.
+    wait_until(lambda: 0 < busy_seconds() < 1, what="intake busy seconds")
 
     def hub_rows() -> list[dict[str, object]]:
         return running_stack.influx.rows(
