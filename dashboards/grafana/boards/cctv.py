@@ -9,6 +9,7 @@ from grafana_foundation_sdk.builders import dashboard as dash
 
 from dashboards.grafana.board_kit import (
     AREA,
+    FLEET_POINTS,
     FLEET_STEP,
     KECAMATAN,
     area_over_time,
@@ -113,6 +114,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 h=7,
                 thresholds=SHARE,
                 min_interval=FLEET_STEP,
+                max_points=FLEET_POINTS,
             )
         )
         .with_row(section("Stream quality"))

@@ -15,6 +15,7 @@ from grafana_foundation_sdk.models import dashboard
 
 from dashboards.grafana.board_kit import (
     FAMILY,
+    FLEET_POINTS,
     FLEET_STEP,
     KECAMATAN,
     OPEN_ALERT,
@@ -145,6 +146,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 w=24,
                 h=7,
                 min_interval=FLEET_STEP,
+                max_points=FLEET_POINTS,
                 description="The hubs' fleet_online counts, summed over the hubs.",
             )
         )
