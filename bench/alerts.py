@@ -428,7 +428,8 @@ def ingest_run(rules_path: Path | None, extra: list[str]) -> dict[str, Any]:
     # As it ends: a later run that fails must not take this one's figures with it.
     print(
         f"bench.ingest {'with' if rules_path else 'without'} rules: hub_mps "
-        f"{result['hub_mps']:,.0f}, p99 {result.get('p99_ms')} ms",
+        f"{result['hub_mps']:,.0f}, p99 {result.get('p99_ms')} ms, the intake's busy share "
+        f"while draining {result.get('intake_busy_drain')}",
         flush=True,
     )
     return result

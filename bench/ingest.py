@@ -318,6 +318,9 @@ class HubFigures:
     latencies_ms: list[float] = field(default_factory=list)
     probes_sent: int = 0
     probes_lost: int = 0
+    # The intake handler's busy share over each drain (``intake_busy_seconds_total``): what
+    # a drain looks like to the alert engine's hold-back (wal_consumers.INTAKE_BUSY_SHARE).
+    drain_busy: list[float] = field(default_factory=list)
 
     @property
     def mps(self) -> float:
@@ -374,6 +377,9 @@ SAMPLED_DEVICES = 30
 STALL_S = 60.0  # no message acked and no line written for this long: the run failed
 
 
+BUSY_SECONDS = "kotahub_ingest_intake_busy_seconds_total"
+
+
 def wait_backlog_written(
     stack: BenchStack,
     workers: HubWorkers,
@@ -381,8 +387,11 @@ def wait_backlog_written(
     rounds: int,
     devices: int,
     timeout_s: float,
+    busy: list[float] | None = None,
 ) -> float:
     """Wait until the backlog is queryable; return when (monotonic), confirmed by InfluxDB.
+
+    ``busy`` gets the intake handler's busy share from the first scrape to the last ack.
 
     Cheap checks gate the one expensive count: the workers' ``/metrics`` must have acked
     the whole backlog, then a count over a few devices spread across the fleet (a tag
@@ -401,9 +410,16 @@ def wait_backlog_written(
     )
     deadline = time.monotonic() + timeout_s
     progress, progress_at = -1.0, time.monotonic()
+    busy_start: tuple[float, float] | None = None
+    busy_done = False
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
             pages = [scrape_metrics(port, client) for port in workers.metrics_ports]
+            busy_s = sum(
+                page.get("kotahub_ingest_intake_busy_seconds_total", 0.0) for page in pages
+            )
+            if busy_start is None:
+                busy_start = (time.monotonic(), busy_s)
             acked = sum(page.get("kotahub_ingest_acked_total", 0.0) for page in pages)
             written = sum(page.get("kotahub_ingest_lines_written_total", 0.0) for page in pages)
             if acked + written != progress:
@@ -417,6 +433,10 @@ def wait_backlog_written(
                     f"see {workers.log_path}"
                 )
             if acked >= expected:
+                if busy is not None and busy_start is not None and not busy_done:
+                    seconds = time.monotonic() - busy_start[0]
+                    busy.append((busy_s - busy_start[1]) / max(seconds, 1e-9) / len(pages))
+                    busy_done = True  # once per drain
                 rows = stack.influx.rows(sample_query, database=database)
                 seen = int(next(v for k, v in rows[0].items() if k != "time")) if rows else 0
                 if seen >= len(sample):
@@ -631,7 +651,13 @@ def backlog_run(
             ready_at = workers.start()
             cpu_before = workers.cpu_s()
             done_at = wait_backlog_written(
-                stack, workers, backlog_base_ms, opts.backlog_rounds, opts.devices, timeout_s=900
+                stack,
+                workers,
+                backlog_base_ms,
+                opts.backlog_rounds,
+                opts.devices,
+                timeout_s=900,
+                busy=figures.drain_busy,
             )
             figures.cpu_s += workers.cpu_s() - cpu_before
     except BaseException:
@@ -783,6 +809,7 @@ def run(opts: Options) -> dict[str, float | None]:
             "ratio_broker": _round(figures.mps / drain_mps, 3),
             "influx_sorted_pps": _round(sorted_ceiling, 0),
             "ratio_influx_sorted": _round(figures.mps / sorted_ceiling, 3),
+            "intake_busy_drain": _round(statistics.median(figures.drain_busy or [math.nan]), 2),
         }
         table = Table(title="Kotahub hub ingest benchmark")
         table.add_column("figure")

@@ -22,11 +22,11 @@ class AlertSettings(BaseModel):
     engine: Literal["process", "thread"] = Field(
         default="process", description="process: a child of the hub; thread: in the hub"
     )
-    # 0: a backlog's drain holds the engine back already (wal_consumers: the intake's busy
-    # share), and a niced engine starved on a busy machine paged 10 s late at 10,000 msg/s
-    # (docs/alerting.md, "The engine's process"). Raise it to put ingest first always.
+    # On a saturated machine ingest must come first (nothing lost) and the engine catch up
+    # after; with spare CPU niceness changes nothing. At 0 on a busy machine the engine
+    # slowed a drain 18.8 % and still paged late (docs/alerting.md, "The engine's process").
     engine_nice: int = Field(
-        default=0, ge=0, le=19, description="The engine process's niceness (0-19)."
+        default=10, ge=0, le=19, description="The engine process's niceness (0-19)."
     )
     database: Path | None = Field(
         default=None, description="Alert state; unset: <state_dir>/alerts/alerts.sqlite3."

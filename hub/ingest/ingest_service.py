@@ -70,7 +70,7 @@ AUTH_FAILURE_MIN_DELAY_S = 5.0
 HUB_MEASUREMENTS = (b"deadletter", b"hub", b"device_status", b"fleet_online", b"area_totals")
 # While the WAL cannot be written (disk full), the flusher retries its group this often.
 WAL_RETRY_S = 1.0
-INTAKE_BUSY_WINDOW_S = 0.25
+INTAKE_BUSY_WINDOW_S = 1.0
 # A loop whose heartbeat is older than this is stuck (each wakes at least once a second,
 # the writer at least once per retry or ping; an fsync should never take this long).
 STUCK_AFTER_S = 30.0
@@ -186,8 +186,8 @@ class IngestService:
         self._writer_failing = False
         self._catching_up = False  # the writer drains a backlog: consumers yield
         # The intake's handler busy most of the time: the hub drains a broker backlog.
-        # A quarter-second window: a drain of seconds is seen in its first tenth, not
-        # after a second of the engine competing with it for the cores.
+        # One-second windows: over quarter seconds a steady 10,000 msg/s on a busy machine
+        # crossed INTAKE_BUSY_SHARE often enough to hold the alert engine back for minutes.
         self.intake_busy = BusyMeter(window_s=INTAKE_BUSY_WINDOW_S)
         self._deadletter_lock = threading.Lock()
         self._deadletter_ms = 0
