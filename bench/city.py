@@ -93,6 +93,7 @@ QUIESCE_S = 25.0
 WARMUP_S = 300.0
 DURATION_S = 300.0  # one full interval of every family: 10 minutes of city with the warm-up
 PROFILE_ENV = "KOTAHUB_CITY_PROFILE"
+AGENT_PROCESSES = 3
 
 
 # -- the parent ------------------------------------------------------------------------
@@ -106,6 +107,10 @@ class CityBench:
     probes: int
     speed: float = 1.0
     sim_processes: int = 1
+    # Agents in this many processes, the gateways dealt over them: a city runs one agent
+    # per gateway; all of them on one event loop starved it (camera ONVIF polls holding it
+    # while SNMP answers waited), and polls the devices had answered timed out.
+    agent_processes: int = 1
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kotahub-city-")))
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -188,11 +193,12 @@ class CityBench:
             database.close()
 
     def spawn(self, name: str) -> None:
-        """Start one child (``wait_ready`` waits for it); ``simulators-I`` is shard I."""
+        """Start one child (``wait_ready`` waits); ``simulators-I``, ``agents-I``: shard I."""
         role, _, shard = name.partition("-")
         argv = [sys.executable, "-m", "bench.city", "--role", role, "--config", str(self.config)]
         if shard:
-            argv += ["--shard", f"{shard}/{self.sim_processes}"]
+            count = self.sim_processes if role == "simulators" else self.agent_processes
+            argv += ["--shard", f"{shard}/{count}"]
         argv += ["--out", str(self.root), "--scale", self.scale, "--speed", str(self.speed)]
         if self.fleet_file is not None:
             argv += ["--fleet-file", str(self.fleet_file)]
@@ -231,6 +237,10 @@ class CityBench:
     def simulators(self) -> list[str]:
         """The simulator children's names."""
         return [f"simulators-{i}" for i in range(self.sim_processes)]
+
+    def agents(self) -> list[str]:
+        """The agent children's names."""
+        return [f"agents-{i}" for i in range(self.agent_processes)]
 
     def processes(self) -> dict[str, psutil.Process]:
         """Each part's process: the children and the stack's two servers."""
@@ -277,20 +287,38 @@ def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 
     return json.loads(path.read_text())
 
 
+def summed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The agent shards' counters added up."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
 def snapshot(bench: CityBench, tag: int) -> dict[str, dict[str, Any]]:
-    """The hub's and the agents' counters now (each writes its ``snap-ROLE-TAG.json``)."""
-    for role in ("hub", "agents"):
-        bench.children[role].send_signal(SNAPSHOT)
-    return {
-        role: wait_for_file(bench.root / f"snap-{role}-{tag}.json", bench.children[role])
-        for role in ("hub", "agents")
+    """The hub's and the agents' counters now (each writes its ``snap-NAME-TAG.json``)."""
+    names = ["hub", *bench.agents()]
+    for name in names:
+        bench.children[name].send_signal(SNAPSHOT)
+    snaps = {
+        name: wait_for_file(bench.root / f"snap-{name}-{tag}.json", bench.children[name])
+        for name in names
     }
+    return {"hub": snaps["hub"], "agents": summed([snaps[n] for n in bench.agents()])}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run; returns the figures."""
     os.environ.update(INFLUX_ENV)  # inherited by influxd: compaction once writes stop
-    bench = CityBench(args.scale, args.duration_s, args.fleet_file, args.probes, args.speed)
+    bench = CityBench(
+        args.scale,
+        args.duration_s,
+        args.fleet_file,
+        args.probes,
+        args.speed,
+        agent_processes=args.agent_processes,
+    )
     try:
         if args.city_fraction is not None:
             from hub.demo.fleet import city_data
@@ -307,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle_cores = sum(cpu_seconds(p) - before[n] for n, p in procs.items()) / args.idle_s
         # The hub first: its persistent session must exist before anything is published.
         bench.log("starting the hub, then the simulators and the agents")
-        names = ["hub", *bench.simulators(), "agents"]
+        names = ["hub", *bench.simulators(), *bench.agents()]
         for name in names:
             bench.spawn(name)
         for name in names:
@@ -346,8 +374,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         half_s = max(time.monotonic() - half_t, 1e-9)
         probe.stop()
         cores: dict[str, float] = {}
-        for n in procs:  # the simulator shards count as one part
-            part = "simulators" if n.startswith("simulators-") else n
+        for n in procs:  # the simulator shards count as one part, the agent shards too
+            part = n.partition("-")[0]
             cores[part] = cores.get(part, 0.0) + (cpu1[n] - cpu0[n]) / window
         busy = (
             sum(machine1)
@@ -382,9 +410,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 by_family.setdefault(family, {}).update(devices_made)
         influx = InfluxQL(bench.settings.influx.url, timeout_s=60.0)
         written = drain(influx, database, produced)
-        for role in ("agents", "hub"):  # both at once; each writes its stats as it ends
-            bench.children[role].send_signal(signal.SIGTERM)
-        agents = bench.stop_child("agents")
+        for name in (*bench.agents(), "hub"):  # at once; each writes its stats as it ends
+            bench.children[name].send_signal(signal.SIGTERM)
+        agents = summed([bench.stop_child(name) for name in bench.agents()])
         hub = bench.stop_child("hub")
         bench.log("writes stopped; waiting for InfluxDB to snapshot and compact")
         compacted, compact_s = wait_compacted(influx_dir, database)
@@ -592,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
         help="this share (0-1] of the city's cameras, APs, controllers and vehicles",
     )
     parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument(
+        "--agent-processes",
+        type=int,
+        default=AGENT_PROCESSES,
+        help=f"agent processes, the gateways dealt over them ({AGENT_PROCESSES})",
+    )
     parser.add_argument(
         "--profile", type=Path, default=None, help="cProfile every child into this folder"
     )

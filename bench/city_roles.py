@@ -35,7 +35,7 @@ def run_role(
     shard: tuple[int, int] = (0, 1),
 ) -> None:
     """A child process: one part of the demo (at real speed by default) until SIGTERM."""
-    name = role if role != "simulators" else f"simulators-{shard[0]}"
+    name = role if role == "hub" else f"{role}-{shard[0]}"
     import logging
 
     from hub.demo.runner import DemoOptions, DemoRunner
@@ -54,6 +54,7 @@ def run_role(
         fleet_file=fleet_file,
         parts=frozenset({role}),
         sim_shard=shard,
+        agent_shard=shard,
     )
 
     if role != "hub":

@@ -86,6 +86,9 @@ class DemoOptions:
     # (index, count): this process simulates one share of the fleet (the city bench splits
     # the devices with an MQTT connection each over several processes, see sim_share).
     sim_shard: tuple[int, int] = (0, 1)
+    # (index, count): this process runs every count-th gateway's agent from index (the
+    # city bench spreads the agents over processes, as a city runs one per gateway).
+    agent_shard: tuple[int, int] = (0, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,8 @@ class DemoRunner:
         if any(d.family == "ble" for d in fleet.devices):
             self._undo_ble = route_ble_by_gateway(self._sim_state_dir)
         host, port, _tls = mqtt_endpoint(self.settings)
-        for gateway in fleet.gateways:
+        index, count = self.options.agent_shard
+        for gateway in fleet.gateways[index::count]:
             link = GatewayLink(gateway.gateway_id, host, port)
             await link.start()
             self._links[gateway.gateway_id] = link
