@@ -388,7 +388,7 @@ class RuleEngine:
         for compiled in offline:
             self.evaluations += 1
             key = f"{compiled.id}|{change.device_id}"
-            track = self.tracks.setdefault(key, Track())
+            track = self._track(key)
             self.dirty.add(key)
             track.value = "offline" if not change.online else "online"
             track.cause = "" if change.online else change.reason
@@ -398,6 +398,13 @@ class RuleEngine:
             )
         return events
 
+    def _track(self, key: str) -> Track:
+        """The track of ``key``, a new one if none (setdefault would build one every time)."""
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = Track()
+        return track
+
     def _evaluate(
         self, compiled: CompiledRule, reading: Reading, value: MetricValue
     ) -> list[AlertEvent]:
@@ -405,7 +412,7 @@ class RuleEngine:
         key = f"{compiled.id}|{reading.device_id}"
         t = reading.time_ms
         if isinstance(rule, MatchRule):
-            track = self.tracks.setdefault(key, Track())
+            track = self._track(key)
             if rule.equals is not None:
                 hit = value == rule.equals
             elif rule.in_ is not None:
@@ -414,7 +421,7 @@ class RuleEngine:
                 hit = value != rule.not_equals
             target = 1 if hit else 0
         elif isinstance(rule, AbsenceRule):
-            track = self.tracks.setdefault(key, Track())
+            track = self._track(key)
             self._absence.add(key)
             track.last_ms = max(track.last_ms, t)
             if self._now - track.saved_ms >= CHECKPOINT_MS:
@@ -427,7 +434,7 @@ class RuleEngine:
             bands = self._device_bands(compiled, reading.device_id)
             if bands is None:
                 return []
-            track = self.tracks.setdefault(key, Track())
+            track = self._track(key)
             measured = number
             if isinstance(rule, RateRule):
                 measured = self._change(track, rule, t, number)
