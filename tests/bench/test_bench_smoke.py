@@ -51,7 +51,10 @@ def run_bench(module: str, *args: str, timeout_s: float = 150) -> tuple[int, dic
 def test_ingest_bench_reports_every_figure() -> None:
     status, result, stderr = run_bench("ingest")
     assert status == 0, stderr[-3000:]
-    assert set(result) == INGEST_KEYS
+    assert set(result) == {*INGEST_KEYS, "intake_busy_drain"}
+    # A quick drain may end before the hub's once-a-second busy counter moves: none then.
+    busy = result.pop("intake_busy_drain")
+    assert busy is None or busy >= 0, busy
     for key, value in result.items():
         assert isinstance(value, int | float), f"{key} is {value!r}"
         assert math.isfinite(value), f"{key} = {value}"

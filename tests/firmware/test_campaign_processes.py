@@ -127,7 +127,9 @@ def site(
         database.close()
 
 
-def make_campaign(site: Site, campaign_id: str, waves: tuple[float, ...]) -> None:
+def make_campaign(
+    site: Site, campaign_id: str, waves: tuple[float, ...], rate_bytes_per_s: int = 40_000
+) -> None:
     """A campaign slowed by its byte rate, so a process can be stopped in the middle."""
     store = site.store()
     manifest = ImageStore(site.state / "firmware").get(site.image_sha256).manifest
@@ -138,7 +140,10 @@ def make_campaign(site: Site, campaign_id: str, waves: tuple[float, ...]) -> Non
         campaign_id=campaign_id,
         waves=waves,
         settings=CampaignSettings(
-            chunk_size=1024, max_concurrent=2, rate_bytes_per_s=40_000, online_timeout_s=30
+            chunk_size=1024,
+            max_concurrent=2,
+            rate_bytes_per_s=rate_bytes_per_s,
+            online_timeout_s=30,
         ),
     )
     store.close()
@@ -222,7 +227,9 @@ def test_a_campaign_killed_with_sigkill_mid_wave_finishes_after_a_restart(site: 
 
 
 def test_pause_from_another_terminal_stops_new_offers_and_resume_goes_on(site: Site) -> None:
-    make_campaign(site, "cp", (100,))
+    # A device a second: a second terminal's `kotahub` takes seconds to start on a busy
+    # machine, and at 40 kB/s every device had installed before its pause landed.
+    make_campaign(site, "cp", (100,), rate_bytes_per_s=10_000)
     start = subprocess.Popen(
         site.kotahub("firmware", "campaign", "start", "cp"),
         stdout=subprocess.PIPE,
