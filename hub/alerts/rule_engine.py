@@ -23,23 +23,36 @@ from typing import Any
 
 from device_registry.directory import DeviceDirectory, DeviceRecord
 from hub.alerts.clock import Clock
+from hub.alerts.compiled_rules import (
+    ABSENCE,
+    MATCH,
+    RATE,
+    CompiledRule,
+    Watch,
+    attribute_of,
+    fires_below,
+    index_keys,
+    level_of,
+    monotonic,
+    rate_change,
+    watch_of,
+)
 from hub.alerts.rule_model import (
     AbsenceRule,
-    AttributeThreshold,
     Defaults,
     MatchRule,
     RateRule,
     Rule,
     StagesRule,
-    Threshold,
     ThresholdRule,
 )
 from hub.ingest.device_status import StatusChange
 from hub.ingest.wal_consumers import MetricValue, Reading
 
+__all__ = ["AlertEvent", "RuleEngine", "Track", "attribute_of", "level_of", "template_fields"]
+
 log = logging.getLogger(__name__)
 
-MAX_WINDOW_SAMPLES = 512
 # A rate window or a silence clock that only moved on is saved at most this often (a
 # level or a pending move is saved at once): after a crash it is at most this stale.
 CHECKPOINT_MS = 10_000
@@ -106,51 +119,6 @@ class Track:
         return track
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _below(rule: Rule) -> bool:
-    """Whether the rule fires on low values (its levels are computed on -value)."""
-    if isinstance(rule, ThresholdRule):
-        return rule.below is not None
-    return isinstance(rule, StagesRule) and rule.direction == "below"
-
-
-def attribute_of(record: DeviceRecord | None, name: str) -> float | None:
-    """A device's numeric attribute: its registry tag, else ``driver_config['alert']``."""
-    if record is None:
-        return None
-    raw: object = record.tags.get(name)
-    if raw is None:
-        alert_config = record.driver_config.get("alert")
-        raw = alert_config.get(name) if isinstance(alert_config, Mapping) else None
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            return None
-    return _number(raw)
-
-
-def _threshold(value: Threshold, record: DeviceRecord | None) -> float | None:
-    if isinstance(value, AttributeThreshold):
-        found = attribute_of(record, value.attribute)
-        return found if found is not None else value.default
-    return float(value)
-
-
-def level_of(value: float, level: int, bands: list[tuple[float, float]]) -> int:
-    """The level ``value`` puts an alert at: bands are (raise above, stay while >= clear)."""
-    target = 0
-    for index, (raise_at, clear_at) in enumerate(bands, start=1):
-        if value > raise_at or (index <= level and value >= clear_at):
-            target = index
-    return target
-
-
 class _SafeFormatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> str:
         try:
@@ -160,91 +128,6 @@ class _SafeFormatter(string.Formatter):
 
 
 _FORMATTER = _SafeFormatter()
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledRule:
-    """A rule with its file's defaults."""
-
-    rule: Rule
-    defaults: Defaults
-
-    @property
-    def id(self) -> str:
-        """The rule's id."""
-        return self.rule.id
-
-    def metric(self) -> str | None:
-        """The metric the rule reads (None for an offline rule)."""
-        return getattr(self.rule, "metric", None)
-
-    def admits(
-        self, device_id: str, family: str, record: DeviceRecord | None, tags: Mapping[str, str]
-    ) -> bool:
-        """Whether the rule's scope takes this device."""
-        scope = self.rule.scope
-        if scope.families and family not in scope.families:
-            return False
-        if scope.devices and device_id not in scope.devices:
-            return False
-        if scope.device_types and (record is None or record.device_type not in scope.device_types):
-            return False
-        all_tags: Mapping[str, str] = record.tags if record is not None else tags
-        if scope.kecamatan and all_tags.get("kecamatan") not in scope.kecamatan:
-            return False
-        if scope.teams and all_tags.get("team") not in scope.teams:
-            return False
-        return all(all_tags.get(k) == v for k, v in scope.tags.items())
-
-    def bands(self, record: DeviceRecord | None) -> list[tuple[float, float]] | None:
-        """(raise, clear) per level for this device, signs flipped for 'below'; None: n/a."""
-        rule = self.rule
-        if isinstance(rule, ThresholdRule):
-            side = rule.above if rule.above is not None else rule.below
-            assert side is not None
-            raise_at = _threshold(side, record)
-            clear_at = _threshold(rule.clear, record) if rule.clear is not None else raise_at
-            if raise_at is None or clear_at is None:
-                return None
-            if rule.below is not None:
-                return [(-raise_at, -clear_at)]
-            return [(raise_at, clear_at)]
-        if isinstance(rule, StagesRule):
-            sign = -1.0 if rule.direction == "below" else 1.0
-            out: list[tuple[float, float]] = []
-            for stage in rule.stages:
-                raise_at = _threshold(stage.threshold, record)
-                if raise_at is None:
-                    return None
-                clear = _threshold(stage.clear, record) if stage.clear is not None else None
-                if clear is None:
-                    clear = raise_at - sign * rule.hysteresis
-                out.append((sign * raise_at, sign * clear))
-            return out
-        if isinstance(rule, RateRule):
-            amount = rule.rise if rule.rise is not None else rule.fall
-            assert amount is not None
-            return [(amount, rule.clear if rule.clear is not None else amount)]
-        return [(0.5, 0.5)]  # match and absence: the level is 0 or 1 already
-
-
-def _index_keys(compiled: CompiledRule) -> list[tuple[str, str]]:
-    """Where a rule is filed: under one scope key that every device it admits has."""
-    scope = compiled.rule.scope
-    if scope.devices:
-        return [("device", d) for d in scope.devices]
-    if scope.tags:
-        key, value = next(iter(scope.tags.items()))
-        return [(f"tag:{key}", value)]
-    if scope.kecamatan:
-        return [("kecamatan", k) for k in scope.kecamatan]
-    if scope.teams:
-        return [("team", t) for t in scope.teams]
-    if scope.device_types:
-        return [("type", t) for t in scope.device_types]
-    if scope.families:
-        return [("family", f) for f in scope.families]
-    return [("all", "")]
 
 
 class RuleEngine:
@@ -270,11 +153,10 @@ class RuleEngine:
         # against its candidates only (15,000 devices x 1,000 rules would be slow).
         self._index: dict[tuple[str, str], list[CompiledRule]] = {}
         for compiled in self.rules:
-            for key in _index_keys(compiled):
+            for key in index_keys(compiled):
                 self._index.setdefault(key, []).append(compiled)
-        # device id -> (rules by metric, offline rules, bands by rule id), per registry snapshot.
-        self._device_cache: dict[str, tuple[dict[str, list[CompiledRule]], list[CompiledRule]]] = {}
-        self._bands: dict[str, list[tuple[float, float]] | None] = {}
+        # device id -> (watches by metric, offline watches), per registry snapshot.
+        self._device_cache: dict[str, tuple[dict[str, list[Watch]], list[Watch]]] = {}
         self._generation = -1
         self._warned: set[str] = set()
         self._now = clock.now_ms()  # the clock once per reading, for checkpoints
@@ -297,6 +179,9 @@ class RuleEngine:
             if compiled is None:
                 continue  # its rule is gone from the files
             self.tracks[key] = track
+            rule = compiled.rule
+            if isinstance(rule, RateRule) and track.window:
+                track.window = monotonic(track.window, rule.rise is not None)
             if track.pending_level is not None:
                 self._pending.add(key)
             if isinstance(compiled.rule, AbsenceRule) and compiled.rule.metric is not None:
@@ -316,11 +201,10 @@ class RuleEngine:
     # -- input -----------------------------------------------------------------------
     def _rules_for(
         self, device_id: str, family: str, tags: Mapping[str, str]
-    ) -> tuple[dict[str, list[CompiledRule]], list[CompiledRule]]:
+    ) -> tuple[dict[str, list[Watch]], list[Watch]]:
         generation = self.directory.generation
         if generation != self._generation:
             self._device_cache.clear()
-            self._bands.clear()
             self._generation = generation
         cached = self._device_cache.get(device_id)
         if cached is not None:
@@ -336,58 +220,90 @@ class RuleEngine:
         for key in keys:
             for compiled in self._index.get(key, ()):
                 candidates[compiled.id] = compiled
-        by_metric: dict[str, list[CompiledRule]] = {}
-        offline: list[CompiledRule] = []
+        by_metric: dict[str, list[Watch]] = {}
+        offline: list[Watch] = []
         for compiled in candidates.values():
             if not compiled.admits(device_id, family, record, tags):
                 continue
+            watch = watch_of(compiled, device_id, record)
+            if watch is None:
+                self._warn_unwatched(compiled, device_id)
+                continue
             metric = compiled.metric()
             if metric is None:
-                offline.append(compiled)
+                offline.append(watch)
             else:
-                by_metric.setdefault(metric, []).append(compiled)
+                by_metric.setdefault(metric, []).append(watch)
         cached = (by_metric, offline)
         self._device_cache[device_id] = cached
         return cached
 
-    def _device_bands(
-        self, compiled: CompiledRule, device_id: str
-    ) -> list[tuple[float, float]] | None:
-        key = f"{compiled.id}|{device_id}"
-        if key in self._bands:
-            return self._bands[key]
-        bands = compiled.bands(self.directory.get(device_id))
-        if bands is None and compiled.id not in self._warned:
-            self._warned.add(compiled.id)
-            log.warning(
-                "rule %s: device %s has no value for its threshold attribute (and the "
-                "rule gives no default): the rule does not watch it",
-                compiled.id,
-                device_id,
-            )
-        self._bands[key] = bands
-        return bands
+    def _warn_unwatched(self, compiled: CompiledRule, device_id: str) -> None:
+        if compiled.id in self._warned:
+            return
+        self._warned.add(compiled.id)
+        log.warning(
+            "rule %s: device %s has no value for its threshold attribute (and the "
+            "rule gives no default): the rule does not watch it",
+            compiled.id,
+            device_id,
+        )
 
     def on_reading(self, reading: Reading) -> list[AlertEvent]:
         """Evaluate the rules that watch this reading's device and metrics."""
         by_metric, _offline = self._rules_for(reading.device_id, reading.family, reading.tags)
         if not by_metric:
             return []
-        self._now = self.clock.now_ms()
+        self._now = now = self.clock.now_ms()
+        t = reading.time_ms
+        tracks = self.tracks
         events: list[AlertEvent] = []
+        # The hot loop of the engine (every watch of every reading): kinds are compared
+        # with ``is`` and a level that stays where it is returns before ``_step``.
         for metric, value in reading.metrics.items():
-            for compiled in by_metric.get(metric, ()):
-                self.evaluations += 1
-                events.extend(self._evaluate(compiled, reading, value))
+            watches = by_metric.get(metric)
+            if watches is None:
+                continue
+            self.evaluations += len(watches)
+            for watch in watches:
+                kind = watch.kind
+                if kind is MATCH or kind is ABSENCE:
+                    events.extend(self._evaluate_other(watch, t, value))
+                    continue
+                if value.__class__ is bool or not isinstance(value, int | float):
+                    continue
+                key = watch.key
+                track = tracks.get(key)
+                if track is None:
+                    track = tracks[key] = Track()
+                if kind is RATE:
+                    measured = rate_change(
+                        track.window, watch.within_ms, watch.rising, t, float(value)
+                    )
+                    if now - track.saved_ms >= CHECKPOINT_MS:
+                        self.dirty.add(key)
+                else:
+                    measured = watch.sign * value
+                level = track.level
+                bands = watch.bands
+                if len(bands) == 1:
+                    raise_at, clear_at = bands[0]
+                    target = 1 if measured > raise_at or (level and measured >= clear_at) else 0
+                else:
+                    target = level_of(measured, level, bands)
+                track.value = value  # for messages; saved with the next change, not for itself
+                if target == level and track.pending_level is None:
+                    continue
+                events.extend(self._step(watch.compiled, key, reading.device_id, track, target, t))
         return events
 
     def on_status(self, change: StatusChange) -> list[AlertEvent]:
         """Evaluate the offline rules of the device."""
         _by_metric, offline = self._rules_for(change.device_id, change.family, dict(change.tags))
         events: list[AlertEvent] = []
-        for compiled in offline:
+        for watch in offline:
             self.evaluations += 1
-            key = f"{compiled.id}|{change.device_id}"
+            compiled, key = watch.compiled, watch.key
             track = self._track(key)
             self.dirty.add(key)
             track.value = "offline" if not change.online else "online"
@@ -405,14 +321,12 @@ class RuleEngine:
             track = self.tracks[key] = Track()
         return track
 
-    def _evaluate(
-        self, compiled: CompiledRule, reading: Reading, value: MetricValue
-    ) -> list[AlertEvent]:
-        rule = compiled.rule
-        key = f"{compiled.id}|{reading.device_id}"
-        t = reading.time_ms
+    def _evaluate_other(self, watch: Watch, t: int, value: MetricValue) -> list[AlertEvent]:
+        """A match rule's hit or miss; an absence rule's clock restarted."""
+        rule = watch.compiled.rule
+        key = watch.key
+        track = self._track(key)
         if isinstance(rule, MatchRule):
-            track = self._track(key)
             if rule.equals is not None:
                 hit = value == rule.equals
             elif rule.in_ is not None:
@@ -420,44 +334,14 @@ class RuleEngine:
             else:
                 hit = value != rule.not_equals
             target = 1 if hit else 0
-        elif isinstance(rule, AbsenceRule):
-            track = self._track(key)
+        else:
             self._absence.add(key)
             track.last_ms = max(track.last_ms, t)
             if self._now - track.saved_ms >= CHECKPOINT_MS:
                 self.dirty.add(key)
             target = 0
-        else:
-            number = _number(value)
-            if number is None:
-                return []
-            bands = self._device_bands(compiled, reading.device_id)
-            if bands is None:
-                return []
-            track = self._track(key)
-            measured = number
-            if isinstance(rule, RateRule):
-                measured = self._change(track, rule, t, number)
-                if self._now - track.saved_ms >= CHECKPOINT_MS:
-                    self.dirty.add(key)
-            elif _below(rule):
-                measured = -number
-            target = level_of(measured, track.level, bands)
-        track.value = value  # for messages; saved with the next change, not for itself
-        return self._step(compiled, key, reading.device_id, track, target, t)
-
-    @staticmethod
-    def _change(track: Track, rule: RateRule, t: int, value: float) -> float:
-        """How far the metric rose (or fell) within the rule's window, ending at ``t``."""
-        window = track.window
-        window.append((t, value))
-        start = t - round(rule.within * 1000)
-        while window and window[0][0] < start:
-            window.pop(0)
-        if len(window) > MAX_WINDOW_SAMPLES:
-            del window[: len(window) - MAX_WINDOW_SAMPLES]
-        values = [v for _t, v in window]
-        return value - min(values) if rule.rise is not None else max(values) - value
+        track.value = value
+        return self._step(watch.compiled, key, key.partition("|")[2], track, target, t)
 
     # -- moves -------------------------------------------------------------------------
     def _step(
@@ -631,7 +515,7 @@ def template_fields(
         if isinstance(rule, StagesRule) and stage:
             index = [s.name for s in rule.stages].index(stage)
         raw = bands[index][0]
-        threshold = -raw if _below(rule) else raw
+        threshold = -raw if fires_below(rule) else raw
     fields: dict[str, Any] = {
         "rule": rule.id,
         "rule_name": rule.title,
