@@ -343,8 +343,9 @@ def page_phase(rules_path: Path, *, devices: int, rate: float, trials: int) -> d
     if not latencies:
         raise SystemExit(f"page phase failed: {failed}")
     print(
-        f"  page latency ms: p90 {percentile(latencies, 90):.0f}, max {max(latencies):.0f}, "
-        f"{sum(v > 1000 for v in latencies)} of {len(latencies)} over 1 s; the engine's WAL lag "
+        f"  page latency ms: p90 {percentile(latencies, 90):.0f}, max {max(latencies):.0f} "
+        f"(trial {latencies.index(max(latencies)) + 1}; over 1 s: trials "
+        f"{[n + 1 for n, v in enumerate(latencies) if v > 1000]}); the engine's WAL lag "
         f"(hub /metrics, every 0.5 s): median {statistics.median(lags.samples or [0]):,.0f} B, "
         f"max {max(lags.samples or [0]):,.0f} B; the intake's busy share: median "
         f"{statistics.median(lags.busy or [0]):.2f}, p90 {percentile(lags.busy or [0], 90):.2f}, "

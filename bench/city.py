@@ -456,6 +456,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "agent_polls_run": agents.get("polls", 0),
             "agent_polls_failed_run": agents.get("polls_failed", 0),
             "agent_late_polls_run": agents.get("late_polls", 0),
+            "agent_patient_polls_run": agents.get("patient_polls", 0),
             "short_devices": short,
             "deadletters": hub.get("deadletters", {}),
             "raw_growth_bytes_per_s": (disk_end.data - disk_half.data) / half_s,
@@ -559,9 +560,10 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
         f"{figures['agent_polls']:,} / {figures['agent_polls_failed']:,}",
     )
     table.add_row(
-        "agent polls / failed / late, whole run; readings published",
+        "agent polls / failed / late / timeout waited for the agent, whole run; readings",
         f"{figures['agent_polls_run']:,} / {figures['agent_polls_failed_run']:,} / "
-        f"{figures['agent_late_polls_run']:,}; {figures['agent_readings']:,}",
+        f"{figures['agent_late_polls_run']:,} / {figures['agent_patient_polls_run']:,}; "
+        f"{figures['agent_readings']:,}",
     )
     for family, rows in sorted(figures["short_devices"].items()):
         shortfall: dict[int, int] = {}

@@ -118,6 +118,7 @@ def role_stats(runner: Any, role: str) -> dict[str, Any]:
             "polls": sum(a.stats.polls for a in runner._agents),
             "polls_failed": sum(a.stats.failures for a in runner._agents),
             "late_polls": sum(a.stats.late_polls for a in runner._agents),
+            "patient_polls": sum(a.stats.patient_polls for a in runner._agents),
         }
     stats = runner._ingest.stats
     return {

@@ -10,7 +10,6 @@ check, renewed before it lapses, recreated when the camera has forgotten it (a r
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import datetime as dt
 import logging
@@ -26,6 +25,7 @@ from onvif.transport import ASYNC_TRANSPORT
 from zeep.exceptions import Fault, TransportError, XMLParseError
 
 from drivers.framework import DeviceInfo, DriverError, MetricValue, Reading, utc_now
+from drivers.patient_timeout import patient_timeout
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class OnvifHealth:
         camera = self._camera_object()
         started = time.time()
         try:
-            async with asyncio.timeout(self.target.reach_timeout_s):
+            async with patient_timeout(self.target.reach_timeout_s):
                 devicemgmt = await camera.create_devicemgmt_service()
                 reply = await devicemgmt.authless_GetSystemDateAndTime()
         except (aiohttp.ClientError, TimeoutError, OSError, ONVIFError, TransportError) as err:

@@ -29,6 +29,7 @@ from drivers.flood.register_map import (
     plan_requests,
 )
 from drivers.framework import DeviceSpec, DriverConfig, DriverError, MetricValue, Reading, utc_now
+from drivers.patient_timeout import patient_timeout
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -207,7 +208,7 @@ class FloodGauge:
             # The agent owns reconnects and backoff; pymodbus must not retry in the background.
             reconnect_delay=0,
         )
-        async with asyncio.timeout(self.config.timeout_s):
+        async with patient_timeout(self.config.timeout_s):
             connected = await client.connect()
         if not connected:
             client.close()

@@ -25,6 +25,7 @@ from pysnmp.proto.error import StatusInformation
 from pysnmp.proto.proxy import rfc2576
 
 from drivers.framework import DriverError
+from drivers.patient_timeout import patient_timeout
 from drivers.snmp.target import SnmpTargetConfig
 from drivers.snmp.values import UNSUPPORTED, SnmpValue, Unsupported, from_pysnmp
 
@@ -254,7 +255,7 @@ class SnmpClient:
             limit = self.suspect_limit if address in self.suspects else self.limit
             self.requests += 1
             try:
-                async with limit, asyncio.timeout(target.request_timeout_s * 2 + 1):
+                async with limit, patient_timeout(target.request_timeout_s * 2 + 1):
                     result = await self._send(
                         op, target, context, var_binds, non_repeaters, repetitions
                     )

@@ -36,6 +36,7 @@ from drivers.framework import (
     discover_families,
     families_by_protocol,
 )
+from drivers.patient_timeout import Patience, patient_timeout
 from hub.agent.device_health import DeviceHealth, PollPolicy
 from hub.agent.device_info_report import DeviceInfoReporter
 from hub.agent.disk_buffer import DiskBuffer
@@ -96,6 +97,8 @@ class AgentStats:
     polls: int = 0
     failures: int = 0
     late_polls: int = 0
+    # Polls whose timeout waited for the agent's own busy loop (drivers.patient_timeout).
+    patient_polls: int = 0
     readings: int = 0
     poll_ms: deque[float] = field(default_factory=lambda: deque(maxlen=DURATIONS_KEPT))
     rejected: dict[str, str] = field(default_factory=dict)
@@ -416,8 +419,10 @@ class Agent:
                 if started - due > late_tolerance:
                     self.stats.late_polls += 1
                 self.stats.polls += 1
+                patience = Patience()
                 try:
-                    async with asyncio.timeout(policy.timeout_s):
+                    # The timeout counts the device's time, not the loop's backlog.
+                    async with patient_timeout(policy.timeout_s) as patience:
                         readings = await driver.poll()
                 except TimeoutError:
                     outcome = health.failed(f"no answer within {policy.timeout_s:g} s")
@@ -435,6 +440,8 @@ class Agent:
                         if info is not None:
                             self.device_info.observe(device_id, info)
                 self.stats.poll_ms.append((loop.time() - started) * 1000)
+                if patience.extensions:
+                    self.stats.patient_polls += 1
                 if outcome.change is not None:
                     self._report(device_id, outcome.change, health.last_error)
                 if outcome.delay_s is None:
