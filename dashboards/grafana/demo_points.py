@@ -29,6 +29,8 @@ MINUTE_MS = 60_000
 HUB = "kotahub-hub-1"
 
 FieldValue = float | int | bool | str
+NVR_MODEL = "hikvision_nvr"
+NVR_CHANNELS = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,7 +44,7 @@ class CitySize:
     detectors_per_controller: int = 2
     access_points: int = 4
     cameras: int = 9
-    nvrs: int = 1
+    nvrs: int = 2
     vehicles: int = 4
     ble_sensors: int = 2
 
@@ -163,7 +165,7 @@ def devices(size: CitySize, tide_gauge: str = "smg-tide-tanjungmas") -> list[Dev
         team = "diskominfo" if i % 3 else "rt-community"
         add(f"cam-{i:05d}", "cctv", i, team, "hikvision_ds2cd", 300)
     for i in range(size.nvrs):
-        add(f"nvr-{i:04d}", "cctv", i, "rt-community", "hikvision_nvr", 300)
+        add(f"nvr-{i:04d}", "cctv", i, "rt-community", NVR_MODEL, 300)
     for i in range(size.vehicles):
         team = "trans-semarang" if i % 2 == 0 else "dlh-kebersihan"
         add(f"veh-{i:04d}", "gps", i, team, "teltonika-fmb920", 30 if i % 2 else 10)
@@ -185,6 +187,21 @@ _CAMERA_FLAGS = [
     f",frozen={str(k == 5).lower()},black={str(k == 6).lower()},blurred={str(k == 7).lower()}"
     for k in range(9)
 ]
+
+
+def _nvr_recording(n: int) -> bool:
+    """One NVR in five has stopped recording (a disk error)."""
+    return n % 5 != 1
+
+
+def _nvr_video_loss(n: int) -> int:
+    """Every other NVR has lost a channel's video, every seventh two."""
+    return (n % 2) + (n % 7 == 3)
+
+
+def _nvr_disk_fill(n: int, hours: float) -> float:
+    """Disk fill by kecamatan (an NVR's number % 8 is its kecamatan): 50 % to 93 %."""
+    return round(50 + 5 * (n % len(KECAMATAN)) + 8 * math.sin(hours), 1)
 
 
 def _camera_text(n: int, hours: float, rng: random.Random) -> str:
@@ -223,7 +240,7 @@ def _vehicle_text(n: int, hours: float, rng: random.Random) -> str:
 
 def _reading_text(device: Device, index: int, t_ms: int, rng: random.Random) -> str:
     """The fields of a device's reading at ``t_ms`` as line protocol text."""
-    if device.family == "cctv" and device.tags["model"] != "hikvision_nvr":
+    if device.family == "cctv" and device.tags["model"] != NVR_MODEL:
         return _camera_text(device.number, t_ms / 3_600_000, rng)
     if device.family == "gps":
         return _vehicle_text(device.number, t_ms / 3_600_000, rng)
@@ -294,13 +311,14 @@ def _reading(device: Device, index: int, t_ms: int, rng: random.Random) -> dict[
             "reboots": index // 200 if n % 5 == 0 else 0,
         }
     if device.family == "cctv":
-        if model == "hikvision_nvr":
+        if model == NVR_MODEL:
+            recording = _nvr_recording(n)
             return {
-                "recording": n % 2 == 0,
-                "disk_status": "ok" if n % 2 == 0 else "error",
-                "disk_fill_pct": round(60 + 10 * math.sin(hours), 1),
-                "channels_total": 4,
-                "channels_video_loss": 0 if n % 2 == 0 else 1,
+                "recording": recording,
+                "disk_status": "ok" if recording else "error",
+                "disk_fill_pct": _nvr_disk_fill(n, hours),
+                "channels_total": NVR_CHANNELS,
+                "channels_video_loss": _nvr_video_loss(n),
             }
         raise AssertionError("cameras are made by _camera_text")
     if device.family == "gps":
@@ -519,15 +537,23 @@ def _area_lines(
     reading of every fifth access point, counted from ``start_ms`` as ``reading_lines``).
     """
     groups: dict[tuple[str, str], list[Device]] = {}
+    nvrs: dict[str, list[Device]] = {}
     for device in fleet:
-        if device.family in ("wifi", "cctv") and device.tags["model"] != "hikvision_nvr":
-            groups.setdefault((device.family, device.tags["kecamatan"]), []).append(device)
+        if device.family not in ("wifi", "cctv"):
+            continue
+        key = (device.family, device.tags["kecamatan"])
+        groups.setdefault(key, [])
+        if device.tags["model"] == NVR_MODEL:
+            nvrs.setdefault(key[1], []).append(device)
+        else:
+            groups[key].append(device)
     t = start_ms - start_ms % MINUTE_MS + MINUTE_MS
     while t <= end_ms:
         busy = _daily(t / 3_600_000)
         for (family, kecamatan), members in sorted(groups.items()):
             n = len(members)
             tags = {"hub": HUB, "family": family, "kecamatan": kecamatan}
+            fields: dict[str, FieldValue] = {}  # a kecamatan with NVRs and no camera
             if family == "wifi":
                 up = sum(d.number % 7 != 3 for d in members)
                 rebooting = sum(d.number % 5 == 0 for d in members)
@@ -537,14 +563,14 @@ def _area_lines(
                     0, t - MINUTE_MS - first
                 ) // every // 200
                 noise = rng.uniform(0.9, 1.1)
-                fields: dict[str, FieldValue] = {
+                fields = {
                     "clients_sum": round(busy * 20 * up * noise),
                     "rx_bps_sum": round(busy * 2e6 * up * noise, 1),
                     "tx_bps_sum": round(busy * 8e6 * up * noise, 1),
                     "reboots_increase": rebooting * crossed,
                 }
                 fields |= {f"{k}_devices": n for k in ("clients", "rx_bps", "tx_bps", "reboots")}
-            else:
+            elif n:
                 ok = sum(d.number % 9 != 4 for d in members)
                 crowd = any(d.number % 3 == 0 for d in members)
                 fields = {"fps_ratio_sum": round(0.75 * ok * rng.uniform(0.97, 1.03), 2)}
@@ -554,8 +580,24 @@ def _area_lines(
                 if crowd:
                     fields["zone_people_max"] = int(busy * rng.uniform(13, 15))
                     fields["parked_vehicles_max"] = 3
+            if family == "cctv" and kecamatan in nvrs:
+                fields |= _nvr_area_fields(nvrs[kecamatan], t / 3_600_000)
             yield line("area_totals", tags, fields, t)
         t += MINUTE_MS
+
+
+def _nvr_area_fields(members: list[Device], hours: float) -> dict[str, FieldValue]:
+    """A kecamatan's NVR totals: exact counts of the readings' flags, their fullest disk."""
+    n = len(members)
+    fields: dict[str, FieldValue] = {
+        "recording_sum": sum(_nvr_recording(d.number) for d in members),
+        "channels_total_sum": NVR_CHANNELS * n,
+        "channels_video_loss_sum": sum(_nvr_video_loss(d.number) for d in members),
+        # The NVRs of a kecamatan fill alike (its number % 8): the max is any one's.
+        "disk_fill_pct_max": _nvr_disk_fill(members[0].number, hours),
+    }
+    counted = ("recording", "channels_total", "channels_video_loss")
+    return fields | {f"{k}_devices": n for k in counted}
 
 
 def _alert_lines(fleet: list[Device], end_ms: int) -> Iterator[str]:

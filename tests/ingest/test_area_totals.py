@@ -99,6 +99,66 @@ def test_peaks_start_over_each_interval_and_booleans_count_as_cameras() -> None:
     assert "zone_people_max" not in _fields(areas.totals(3 * MINUTE))[("cctv", "Genuk")]
 
 
+def _nvr(number: int, kecamatan: str = "Genuk") -> DeviceRecord:
+    return DeviceRecord(
+        device_id=f"nvr-{number}",
+        family="cctv",
+        device_type="nvr_4ch",
+        expected_interval_s=300.0,
+        tags={"kecamatan": kecamatan},
+    )
+
+
+def test_nvr_totals_count_nvrs_not_cameras() -> None:
+    areas = AreaTotals([CCTV])
+    nvr = {"channels_total": 4, "disk_status": "ok"}
+    areas.record(
+        _nvr(1), {**nvr, "recording": True, "channels_video_loss": 0, "disk_fill_pct": 61.5}, 0
+    )
+    areas.record(
+        _nvr(2),
+        {
+            **nvr,
+            "recording": False,
+            "channels_video_loss": 2,
+            "disk_fill_pct": 97.0,
+            "disk_status": "error",
+        },
+        1,
+    )
+    areas.record(
+        _nvr(3), {**nvr, "recording": True, "channels_video_loss": 1, "disk_fill_pct": 40.0}, 2
+    )
+    areas.record(
+        _nvr(4, "Tembalang"),
+        {**nvr, "recording": False, "channels_video_loss": 0, "disk_fill_pct": 10.0},
+        3,
+    )
+    # A camera reports none of the NVR rows: it counts in no NVR total.
+    areas.record(_camera(1), {"frozen": False, "fps_ratio": 1.0, "nvr_recording": True}, 4)
+    got = _fields(areas.totals(MINUTE))
+    genuk, tembalang = got[("cctv", "Genuk")], got[("cctv", "Tembalang")]
+    assert (genuk["recording_sum"], genuk["recording_devices"]) == (2, 3)
+    assert genuk["recording_devices"] - genuk["recording_sum"] == 1  # not recording
+    assert tembalang["recording_devices"] - tembalang["recording_sum"] == 1
+    assert (genuk["channels_total_sum"], genuk["channels_total_devices"]) == (12, 3)
+    assert genuk["channels_video_loss_sum"] == 3
+    assert genuk["disk_fill_pct_max"] == 97.0
+    assert tembalang["disk_fill_pct_max"] == 10.0
+    assert genuk["frozen_devices"] == 1  # the camera
+    # nvr-2 starts recording; nvr-3 goes silent past 3 x 300 s and drops out of the sums.
+    areas.record(_nvr(2), {"recording": True, "channels_video_loss": 0}, 10 * MINUTE)
+    areas.record(_nvr(1), {"recording": True, "channels_video_loss": 0}, 14 * MINUTE)
+    genuk = _fields(areas.totals(15 * MINUTE + 3))[("cctv", "Genuk")]
+    assert (genuk["recording_sum"], genuk["recording_devices"]) == (2, 2)
+    assert genuk["channels_video_loss_sum"] == 0
+    # The disk fill is a peak: none reported since the previous point, none now.
+    assert "disk_fill_pct_max" not in genuk
+    line = next(x for x in areas.lines("hub-a", 16 * MINUTE) if "Genuk" in x)
+    assert "recording_sum=2i" in line
+    assert "disk_fill_pct_max" not in line
+
+
 def test_the_registry_decides_retired_and_moved_devices() -> None:
     areas = AreaTotals([WIFI])
     areas.record(_ap(1), {"clients": 3}, 0)
@@ -141,6 +201,12 @@ def test_the_rollups_keep_the_meaning_of_each_field() -> None:
     assert aggregates_for("area_totals", "clients_devices", "integer") == ("mean",)
     assert aggregates_for("area_totals", "zone_people_max", "integer") == ("max",)
     assert aggregates_for("area_totals", "reboots_increase", "integer") == ("sum",)
+    # The NVRs' totals: the mean count of a bucket, the fullest disk of it.
+    assert aggregates_for("area_totals", "recording_sum", "integer") == ("mean",)
+    assert aggregates_for("area_totals", "recording_devices", "integer") == ("mean",)
+    assert aggregates_for("area_totals", "disk_fill_pct_max", "number") == ("max",)
+    assert fields["disk_fill_pct_max"] == "number"
+    assert fields["channels_video_loss_sum"] == "integer"
 
 
 def test_a_declaration_must_name_a_metric_its_aggregate_can_total() -> None:

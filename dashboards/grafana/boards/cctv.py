@@ -9,9 +9,11 @@ from grafana_foundation_sdk.builders import dashboard as dash
 
 from dashboards.grafana.board_kit import (
     AREA,
+    FLEET_NOW,
     FLEET_POINTS,
     FLEET_STEP,
     KECAMATAN,
+    RECENT,
     area_over_time,
     bars,
     board,
@@ -20,7 +22,6 @@ from dashboards.grafana.board_kit import (
     kecamatan_variable,
     rollup,
     rollup_variable,
-    rows,
     section,
     series,
     single,
@@ -40,6 +41,26 @@ def _problem(flag: str) -> InfluxQL:
     return InfluxQL(
         f'SELECT sum("{flag}_sum") AS "{flag}" FROM {area_over_time("cctv", f"{flag}_sum")} '
         "WHERE $timeFilter GROUP BY time($__interval) fill(0)"
+    )
+
+
+# NVRs are told from cameras by the rows only they report (recording, channels_*): the
+# hubs total them per kecamatan in area_totals, a few series, where a query of the cctv
+# measurement filtered on "channels_total" > 0 reads all 13,300 camera and NVR series.
+NVR_COUNTS = (
+    "NVRs that reported within their silence limit (3 x 5 minutes), counted by the hubs "
+    "(area_totals): an NVR that stopped reporting counts under Online, not here. One NVR's "
+    "state is on its own points (cctv, its device_id)."
+)
+
+
+def _nvrs_now() -> str:
+    """A subquery: each hub's newest NVR totals per kecamatan (area_totals)."""
+    return (
+        '(SELECT last("recording_devices") AS "recording_devices", '
+        'last("recording_sum") AS "recording_sum", '
+        'last("channels_video_loss_sum") AS "channels_video_loss_sum" FROM "area_totals" '
+        f'WHERE {CAMERAS} AND {FLEET_NOW} GROUP BY "hub", "kecamatan")'
     )
 
 
@@ -164,18 +185,42 @@ def build(figures: CityFigures) -> dash.Dashboard:
         )
         .with_row(section("NVRs"))
         .with_panel(
-            rows(
-                "NVR health (last hour)",
+            bars(
+                "NVRs not recording, by kecamatan",
                 InfluxQL(
-                    'SELECT last("recording") AS "recording", '
-                    'last("disk_status") AS "disk_status", '
-                    'last("disk_fill_pct") AS "disk_fill_pct", '
-                    'last("channels_video_loss") AS "channels_video_loss" FROM "cctv" '
-                    f'WHERE {KECAMATAN} AND time > now() - 1h AND "channels_total" > 0 '
-                    'GROUP BY "device_id", "site"'
-                ),
-                w=24,
-                h=6,
+                    'SELECT sum("recording_devices") - sum("recording_sum") AS "not_recording" '
+                    f'FROM {_nvrs_now()} GROUP BY "kecamatan"'
+                ).alias("$tag_kecamatan"),
+                w=8,
+                thresholds=[(None, "green"), (1, "red")],
+                description=NVR_COUNTS,
+            )
+        )
+        .with_panel(
+            bars(
+                "NVR channels with video loss, by kecamatan",
+                InfluxQL(
+                    'SELECT sum("channels_video_loss_sum") AS "video_loss" '
+                    f'FROM {_nvrs_now()} GROUP BY "kecamatan"'
+                ).alias("$tag_kecamatan"),
+                w=8,
+                thresholds=[(None, "green"), (1, "orange")],
+                description=NVR_COUNTS,
+            )
+        )
+        .with_panel(
+            bars(
+                "Fullest NVR disk, by kecamatan",
+                InfluxQL(
+                    'SELECT max("disk_fill_pct_max") AS "disk_fill_pct" FROM "area_totals" '
+                    f'WHERE {CAMERAS} AND {RECENT} GROUP BY "kecamatan"'
+                ).alias("$tag_kecamatan"),
+                unit="percent",
+                w=8,
+                thresholds=[(None, "green"), (80, "orange"), (90, "red")],
+                max_value=100,
+                description="The largest disk fill any NVR of the kecamatan reported in the "
+                "last 15 minutes (3 of its 5-minute reports), from the hubs' area_totals.",
             )
         )
     )
