@@ -116,7 +116,7 @@ def variable_values(
         name = str(variable["name"])
         if variable.get("allValue") is not None:
             all_values[name] = str(variable["allValue"])
-        if name == "rollup":
+        if name == "rollup" or name.startswith("rollup_"):
             statement = Interpolator(time_range=time_range).fill(str(variable["query"]))
             answer = client.query(statement, database=database)
             found = [row[1] for s in answer for row in s.values]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 
 from dashboards.grafana.board_kit import (
+    COARSE_NOTE,
     DEVICE,
     board,
     city_map,
@@ -42,13 +43,15 @@ def team_variable() -> dash.QueryVariable:
 
 # A vehicle farther than this from its route is off it (GPS error in streets is ~10-30 m).
 OFF_ROUTE_M = 200
-# The per-vehicle panels draw a line per vehicle (hundreds in a city): 200 points a line
-# (5-minute buckets over a day, 3-hour over 30 days) cost InfluxDB a fifth of 1,000
-# (1.2-2.9 s at full size) and show a line per vehicle as well.
-PER_VEHICLE_POINTS = 200
+# The per-vehicle panels draw a line per vehicle (hundreds in a city): 100 points a line
+# (6-hour buckets over 30 days) cost InfluxDB and Grafana a tenth of 1,000 (1.2-2.9 s at
+# full size) and show hundreds of lines as well; they and the fleet means read the
+# coarse rollups (board_kit.COARSE: hourly from 14 hours, 300 vehicles' 1-minute
+# rollups over a day took 1.0-1.4 s).
+PER_VEHICLE_POINTS = 100
 PER_VEHICLE = (
-    "One line per vehicle, up to 200 points each (5-minute means over a day): choose "
-    "vehicles with the Device filter for finer detail over a short range."
+    "One line per vehicle, up to 100 points each. " + COARSE_NOTE + " Choose vehicles with "
+    "the Device filter and a range under 14 hours for finer detail."
 )
 
 
@@ -56,7 +59,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
     """The fleet board."""
     return (
         board(UID, "Kotahub / Fleet", "BRT buses and garbage trucks.", time_from="now-3h")
-        .with_variable(rollup_variable())
+        .with_variable(rollup_variable(coarse=True))
         .with_variable(team_variable())
         .with_variable(device_variable("gps", narrowed_by=TEAM))
         .with_row(section("Where"))
@@ -135,7 +138,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
             series(
                 "Distance from route per vehicle",
                 InfluxQL(
-                    f'SELECT max("off_route_m") AS "off_route_m" FROM {rollup("gps")} '
+                    f'SELECT max("off_route_m") AS "off_route_m" FROM {rollup("gps", coarse=True)} '
                     f"WHERE {WHERE} AND $timeFilter "
                     'GROUP BY time($__interval), "device_id" fill(none)'
                 ).alias("$tag_device_id"),
@@ -152,7 +155,7 @@ def build(figures: CityFigures) -> dash.Dashboard:
             series(
                 "Speed per vehicle",
                 InfluxQL(
-                    f'SELECT mean("speed_kmh") AS "speed_kmh" FROM {rollup("gps")} '
+                    f'SELECT mean("speed_kmh") AS "speed_kmh" FROM {rollup("gps", coarse=True)} '
                     f"WHERE {WHERE} AND $timeFilter "
                     'GROUP BY time($__interval), "device_id" fill(none)'
                 ).alias("$tag_device_id"),
@@ -166,12 +169,13 @@ def build(figures: CityFigures) -> dash.Dashboard:
             series(
                 "Mean speed per fleet",
                 InfluxQL(
-                    f'SELECT mean("speed_kmh") AS "speed_kmh" FROM {rollup("gps")} '
+                    f'SELECT mean("speed_kmh") AS "speed_kmh" FROM {rollup("gps", coarse=True)} '
                     f"WHERE {WHERE} AND $timeFilter "
                     'GROUP BY time($__interval), "team" fill(none)'
                 ).alias("$tag_team"),
                 unit="velocitykmh",
                 w=8,
+                description="The mean of the fleet's fixes per bucket. " + COARSE_NOTE,
             )
         )
     )
