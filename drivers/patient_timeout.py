@@ -24,6 +24,11 @@ from dataclasses import dataclass
 LAG_TOLERANCE_S = 0.1
 
 
+def longest_s(delay_s: float) -> float:
+    """The longest a ``patient_timeout(delay_s)`` with the default extra time can last."""
+    return 2 * delay_s
+
+
 @dataclass(slots=True)
 class Patience:
     """What one ``patient_timeout`` did: how often and how far it moved its deadline."""

@@ -249,12 +249,14 @@ class PollCounter:
     """One polled device's requests grouped into the agent's polls, each counted once.
 
     A poll is every request that arrives within ``span_s`` of the poll's first one (the
-    device's poll timeout: the agent cancels a poll then, and waits at least an interval
-    before the next). A poll whose last request was answered yields one point, however many
-    requests, walk steps or retries it took; one whose last request went unanswered (a dead
-    device, one the simulator was told to leave silent) is a failed poll, no point. Polls
-    are counted when they end: ``flush`` closes the ones older than ``span_s`` (``force``:
-    every open one, at the end of a run). Not thread-safe: one event loop calls it.
+    longest an agent's poll lasts: its timeout, stretched by the agent's own lateness up
+    to twice that, ``drivers.patient_timeout.longest_s``; the agent waits at least an
+    interval before the next). A poll whose last request was answered yields one point,
+    however many requests, walk steps or retries it took; one whose last request went
+    unanswered (a dead device, one the simulator was told to leave silent) is a failed
+    poll, no point. Polls are counted when they end: ``flush`` closes the ones older than
+    ``span_s`` (``force``: every open one, at the end of a run). Not thread-safe: one
+    event loop calls it.
     """
 
     __slots__ = ("_answered", "_clock", "_started", "device_id", "span_s", "stats")

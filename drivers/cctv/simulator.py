@@ -36,6 +36,7 @@ from drivers.cctv.device_types import NVR_TYPES
 from drivers.cctv.isapi_stand_in import IsapiStandIn
 from drivers.cctv.mjpeg_server import MjpegServer
 from drivers.cctv.onvif_stand_in import TAMPER_TOPIC, OnvifStandIn, StandInCamera
+from drivers.patient_timeout import longest_s
 from drivers.simulation import PollCounter, SimulatedDevice, SimulatorContext, SimulatorStats
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ class CctvSimulator:
                 await self.onvif.stop()
 
     def _poll_counter(self, device: SimulatedDevice) -> PollCounter:
-        span_s = float(device.driver_config.get("timeout_s", CAMERA_TIMEOUT_S))
+        # The agent's poll lasts up to its timeout, stretched by its own lateness.
+        span_s = longest_s(float(device.driver_config.get("timeout_s", CAMERA_TIMEOUT_S)))
         return PollCounter(self.stats, device.device_id, span_s)
 
     def flush_polls(self, *, force: bool = True) -> None:

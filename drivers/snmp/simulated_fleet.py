@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
+from drivers.patient_timeout import longest_s
 from drivers.simulation import PollCounter, SimulatedDevice, SimulatorContext, SimulatorStats
 from drivers.snmp.simulated_agent import SimulatedAgents, SimulatedTarget
 
@@ -69,7 +70,8 @@ class SnmpFleetSimulator:
                     continue
                 host, _sep, port = device.address.rpartition(":")
                 target = self._make_target(device, ctx)
-                span_s = float(device.driver_config.get("timeout_s", DEFAULT_TIMEOUT_S))
+                # The agent's poll lasts up to its timeout, stretched by its own lateness.
+                span_s = longest_s(float(device.driver_config.get("timeout_s", DEFAULT_TIMEOUT_S)))
                 target.polls = PollCounter(self.stats, device.device_id, span_s)
                 try:
                     await agents.serve(target, int(port), host)

@@ -12,6 +12,7 @@ def test_alert_bench_quick_run_ends_with_its_json_line() -> None:
     assert set(result) >= KEYS
     assert result["rules"] == 100
     assert result["evals_per_s"] > 0
+    assert result["consumer_steady_readings_per_s"] > 0  # the live spacing's phase ran
     assert result["readings"] == 600
     # Every trial's page reached the webhook (a lost one would have timed out the run).
     assert result["page_trials"] == 3
