@@ -1,9 +1,10 @@
 """What ``area_totals`` costs the hub per reading, and once a minute, at Semarang's size.
 
 ``AreaTotals.record`` runs on the intake thread for every reading; this times it for a
-camera (6 declared metrics), an access point (4) and a family that declares none, each
-the best of ``--repeats`` runs of ``--calls`` calls over the full-size fleet, less the
-loop's own cost, then ``lines`` (the housekeeping thread's minute) over every device.
+camera (10 declared metrics, 4 of them the NVRs'), an access point (4) and a family that
+declares none, each the best of ``--repeats`` runs of ``--calls`` calls over the full-size
+fleet, less the loop's own cost, then ``lines`` (the housekeeping thread's minute) over every
+device.
 Reference: the decoder's time for the same camera message (``ContractDecoder.decode``,
 which every message already costs), measured the same way in the same run.
 Last line: ``{"camera_ns": X, ..., "decode_camera_ns": R, "lines_ms": W}``.

@@ -86,6 +86,45 @@ def test_long_ranges_read_the_rollups(city_db: CityDb) -> None:
     assert any('"rollup_1h"."flood"' in s for s in statements)
 
 
+def test_panels_of_many_dense_series_read_coarser_rollups(city_db: CityDb) -> None:
+    # $rollup_coarse (fleet): the policy of a range 12 times as long as $rollup's (flood).
+    chosen = {}
+    for hours in (1, 6, 24):
+        span = TimeRange(from_ms=city_db.end_ms - hours * 3_600_000, to_ms=city_db.end_ms)
+        policies = [
+            variable_values(BOARDS[uid], city_db.stack.influx, city_db.name, span)[0][name]
+            for uid, name in (("kotahub-flood", "rollup"), ("kotahub-fleet", "rollup_coarse"))
+        ]
+        chosen[hours] = tuple(policies)
+    assert chosen == {
+        1: ("autogen", "autogen"),
+        6: ("autogen", "rollup_1m"),
+        24: ("rollup_1m", "rollup_1h"),
+    }
+
+
+def test_nvr_panels_count_the_nvrs_of_each_kecamatan(city_db: CityDb) -> None:
+    # The test city's two NVRs: nvr-0000 in Banyumanik records, nvr-0001 in Candisari
+    # does not and has lost a channel's video (demo_points).
+    results = run_board(
+        BOARDS["kotahub-cctv"], city_db.stack.influx, city_db.name, _ranges(city_db)["6h"]
+    )
+    by_title = {str(r.panel["title"]): r for r in results}
+
+    def per_kecamatan(title: str) -> dict[str, float]:
+        return {s.tags["kecamatan"]: s.values[-1][1] for s in by_title[title].series}
+
+    assert per_kecamatan("NVRs not recording, by kecamatan") == {"Banyumanik": 0, "Candisari": 1}
+    assert per_kecamatan("NVR channels with video loss, by kecamatan") == {
+        "Banyumanik": 0,
+        "Candisari": 1,
+    }
+    fullest = per_kecamatan("Fullest NVR disk, by kecamatan")
+    assert set(fullest) == {"Banyumanik", "Candisari"}
+    assert 42 <= fullest["Banyumanik"] <= 58  # 50 % +- 8 (kecamatan 0)
+    assert 47 <= fullest["Candisari"] <= 63
+
+
 def test_multi_value_selection_narrows_the_series(city_db: CityDb) -> None:
     board = BOARDS["kotahub-flood"]
     chosen = ["Banyumanik", "Candisari"]
