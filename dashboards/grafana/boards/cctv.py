@@ -11,6 +11,7 @@ from dashboards.grafana.board_kit import (
     AREA,
     FLEET_NOW,
     FLEET_POINTS,
+    FLEET_POINTS_NOTE,
     FLEET_STEP,
     KECAMATAN,
     RECENT,
@@ -136,6 +137,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 thresholds=SHARE,
                 min_interval=FLEET_STEP,
                 max_points=FLEET_POINTS,
+                description="The hubs' fleet_online counts, summed over the hubs. "
+                + FLEET_POINTS_NOTE,
             )
         )
         .with_row(section("Stream quality"))
@@ -150,8 +153,9 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 unit="percentunit",
                 thresholds=[(None, "red"), (0.5, "green")],
                 min_interval=FLEET_STEP,
+                max_points=FLEET_POINTS,
                 description="The cameras' mean of measured over nominal frame rate, over those "
-                "that reported within 3 checks (the hubs' area_totals).",
+                "that reported within 3 checks (the hubs' area_totals). " + FLEET_POINTS_NOTE,
             )
         )
         .with_panel(

@@ -16,6 +16,7 @@ from grafana_foundation_sdk.models import dashboard
 from dashboards.grafana.board_kit import (
     FAMILY,
     FLEET_POINTS,
+    FLEET_POINTS_NOTE,
     FLEET_STEP,
     KECAMATAN,
     OPEN_ALERT,
@@ -147,7 +148,8 @@ def build(figures: CityFigures) -> dash.Dashboard:
                 h=7,
                 min_interval=FLEET_STEP,
                 max_points=FLEET_POINTS,
-                description="The hubs' fleet_online counts, summed over the hubs.",
+                description="The hubs' fleet_online counts, summed over the hubs. "
+                + FLEET_POINTS_NOTE,
             )
         )
         .with_row(section("Newest data per family"))
