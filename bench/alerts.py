@@ -14,9 +14,10 @@ Phases:
    runs its engine as it does by default, in a process of its own (engine_process.py).
 3. **Ingest with and without rules**: ``python -m bench.ingest`` (the ingest benchmark,
    phases as there) run three times: without, with ``KOTAHUB_ALERTS__RULES`` naming the
-   rule file, without again; ``ingest_slowdown_pct`` compares ``hub_mps`` (the hub's
-   sustained rate draining a backlog) with the mean of the two runs without (the engine
-   in its own process, the default).
+   rule file, without again (``--ingest-pairs N``: with, without N times after the first
+   without); ``ingest_slowdown_pct`` compares each run's ``hub_mps`` with rules (the hub's
+   sustained rate draining a backlog) with the mean of the two runs without around it
+   (the engine in its own process, the default), the median over the pairs.
    Skipped with ``--skip-ingest``.
 
 The machine is shared: figures are noisy; the lead reruns it alone. Last line: one JSON
@@ -478,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=100, help="page latency trials (100)")
     parser.add_argument("--ingest-args", default="", help="extra arguments for bench.ingest")
     parser.add_argument("--skip-ingest", action="store_true", help="skip phase 3")
+    parser.add_argument(
+        "--ingest-pairs",
+        type=int,
+        default=1,
+        help="phase 3's runs with rules, each between two without (1); the median counts",
+    )
     parser.add_argument("--skip-pages", action="store_true", help="skip phase 2")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     args = parser.parse_args(argv)
@@ -511,30 +518,42 @@ def main(argv: list[str] | None = None) -> int:
             result.update(pages)
         if not args.skip_ingest:
             extra = args.ingest_args.split()
-            # Without, with, without: the machine's load drifts; the reference is the mean
-            # of the two runs around the one with rules.
-            before = ingest_run(None, extra)
-            with_rules = ingest_run(rules_path, extra)
-            after = ingest_run(None, extra)
-            without = {
-                "hub_mps": (before["hub_mps"] + after["hub_mps"]) / 2,
-                "p99_ms": max(before["p99_ms"] or 0, after["p99_ms"] or 0),
-            }
+            # Without, with, without (and with, without again for each more pair): the
+            # machine's load drifts; each run with rules is compared with the mean of the
+            # two runs around it, and the figure is the median of those comparisons.
+            runs = [ingest_run(None, extra)]
+            for _pair in range(args.ingest_pairs):
+                runs += [ingest_run(rules_path, extra), ingest_run(None, extra)]
+            withouts = runs[0::2]
+            withs = runs[1::2]
             print(
-                f"ingest hub_mps without rules, before and after: {before['hub_mps']:,.0f}, "
-                f"{after['hub_mps']:,.0f}",
+                "ingest hub_mps without rules, in order: "
+                + ", ".join(f"{r['hub_mps']:,.0f}" for r in withouts),
                 flush=True,
             )
-            slowdown = (1 - with_rules["hub_mps"] / without["hub_mps"]) * 100
-            print(
-                f"ingest hub_mps without rules {without['hub_mps']:,.0f} (reference), with "
-                f"{args.rules} rules {with_rules['hub_mps']:,.0f}: slowdown {slowdown:.1f} %; "
-                f"p99 publish->queryable {without['p99_ms']} -> {with_rules['p99_ms']} ms",
-                flush=True,
-            )
+            slowdowns = []
+            for n, with_rules in enumerate(withs):
+                around = (withouts[n]["hub_mps"] + withouts[n + 1]["hub_mps"]) / 2
+                slowdowns.append((1 - with_rules["hub_mps"] / around) * 100)
+                print(
+                    f"ingest hub_mps without rules {around:,.0f} (reference, the runs around), "
+                    f"with {args.rules} rules {with_rules['hub_mps']:,.0f}: slowdown "
+                    f"{slowdowns[-1]:.1f} %; p99 publish->queryable "
+                    f"{max(withouts[n]['p99_ms'] or 0, withouts[n + 1]['p99_ms'] or 0)} -> "
+                    f"{with_rules['p99_ms']} ms",
+                    flush=True,
+                )
+            slowdown = statistics.median(slowdowns)
+            if len(slowdowns) > 1:
+                print(
+                    f"ingest slowdown over {len(slowdowns)} pairs: median {slowdown:.1f} % "
+                    f"(each: {', '.join(f'{v:.1f}' for v in slowdowns)})",
+                    flush=True,
+                )
             result.update(
-                hub_mps_without=without["hub_mps"],
-                hub_mps_with=with_rules["hub_mps"],
+                hub_mps_without=statistics.mean(r["hub_mps"] for r in withouts),
+                hub_mps_with=statistics.mean(r["hub_mps"] for r in withs),
+                ingest_slowdowns_pct=[round(v, 1) for v in slowdowns],
                 ingest_slowdown_pct=round(slowdown, 1),
             )
     summary = {

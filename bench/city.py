@@ -292,7 +292,12 @@ def summed(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
-            out[key] = out.get(key, 0) + value
+            if isinstance(value, dict):  # counts by kind: added up kind by kind
+                merged = out.setdefault(key, {})
+                for kind, count in value.items():
+                    merged[kind] = merged.get(kind, 0) + count
+            else:
+                out[key] = out.get(key, 0) + value
     return out
 
 
@@ -457,6 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "agent_polls_failed_run": agents.get("polls_failed", 0),
             "agent_late_polls_run": agents.get("late_polls", 0),
             "agent_patient_polls_run": agents.get("patient_polls", 0),
+            "agent_failed_by": agents.get("failed_by", {}),
             "short_devices": short,
             "deadletters": hub.get("deadletters", {}),
             "raw_growth_bytes_per_s": (disk_end.data - disk_half.data) / half_s,
@@ -565,6 +571,12 @@ def report(figures: dict[str, Any]) -> dict[str, Any]:
         f"{figures['agent_late_polls_run']:,} / {figures['agent_patient_polls_run']:,}; "
         f"{figures['agent_readings']:,}",
     )
+    failed_by = sorted(figures["agent_failed_by"].items(), key=lambda kv: -kv[1])
+    if failed_by:
+        table.add_row(
+            "agent's failed polls by reason, whole run (top 6)",
+            "\n".join(f"{count:,} {kind}" for kind, count in failed_by[:6]),
+        )
     for family, rows in sorted(figures["short_devices"].items()):
         shortfall: dict[int, int] = {}
         for _device, made, got in rows:

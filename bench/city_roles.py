@@ -100,6 +100,14 @@ def run_role(
     asyncio.run(main())
 
 
+def _merged(counts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in counts:
+        for key, count in part.items():
+            out[key] = out.get(key, 0) + count
+    return out
+
+
 def role_stats(runner: Any, role: str) -> dict[str, Any]:
     """What a child reports at its end: readings produced, polled, written."""
     if role == "simulators":
@@ -119,6 +127,7 @@ def role_stats(runner: Any, role: str) -> dict[str, Any]:
             "polls_failed": sum(a.stats.failures for a in runner._agents),
             "late_polls": sum(a.stats.late_polls for a in runner._agents),
             "patient_polls": sum(a.stats.patient_polls for a in runner._agents),
+            "failed_by": _merged([a.stats.failed_by for a in runner._agents]),
         }
     stats = runner._ingest.stats
     return {

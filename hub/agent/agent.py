@@ -74,6 +74,10 @@ class AgentFatalError(Exception):
     """A task failed in a way no restart can mend; the agent stopped and the process exits."""
 
 
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+FAILURE_KINDS_KEPT = 64
+
+
 def status_reason(text: str) -> str:
     """A failure's text as a status reason the hub stores: one line, at most 200 chars."""
     line = " ".join(_UNSTORABLE.sub(" ", text).split())
@@ -102,6 +106,15 @@ class AgentStats:
     readings: int = 0
     poll_ms: deque[float] = field(default_factory=lambda: deque(maxlen=DURATIONS_KEPT))
     rejected: dict[str, str] = field(default_factory=dict)
+    # Failed polls by "family: reason" (numbers as N), so a bench or an operator sees why.
+    failed_by: dict[str, int] = field(default_factory=dict)
+
+    def count_failure(self, family: str, reason: str) -> None:
+        """One failed poll of a device of ``family``, for ``reason``."""
+        key = f"{family}: {_NUMBERS.sub('N', reason)[:80]}"
+        if key not in self.failed_by and len(self.failed_by) >= FAILURE_KINDS_KEPT:
+            key = f"{family}: other"
+        self.failed_by[key] = self.failed_by.get(key, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +465,7 @@ class Agent:
                         due += missed * policy.interval_s
                 else:
                     self.stats.failures += 1
+                    self.stats.count_failure(device.family.name, health.last_error)
                     log.debug(
                         "device %s poll failed (%d in a row): %s",
                         device_id,

@@ -52,6 +52,10 @@ async def test_publishes_per_contract_and_a_dead_or_slow_device_delays_no_one(
     assert all(m.retain is False for m in status_messages)  # live delivery clears the flag
     # Breaker: after 3 failures the dead device is probed only every 0.4 s, not every 0.2 s.
     assert stats.failures < stats.polls
+    # Why they failed, counted by family and reason (numbers folded, so ports do not split).
+    assert sum(stats.failed_by.values()) == stats.failures
+    assert all(kind.startswith("flood: ") for kind in stats.failed_by)
+    assert all(not any(c.isdigit() for c in kind) for kind in stats.failed_by)
     own = by_topic(messages, f"gw/{gw}/status")
     assert [s["online"] for s in own] == [True, False]
     assert own[-1]["reason"] == "agent stopped"
