@@ -206,13 +206,7 @@ def rate_change(
     The window holds the candidates for its minimum (rising) or maximum (falling) in time
     order: a sample that a later, lower (higher) one follows can never be the edge again.
     """
-    if rising:
-        while window and window[-1][1] >= value:
-            window.pop()
-    else:
-        while window and window[-1][1] <= value:
-            window.pop()
-    window.append((t, value))
+    _push(window, rising, t, value)
     start = t - within_ms
     while window[0][0] < start:
         window.pop(0)  # the last sample is at t, so the loop ends
@@ -226,11 +220,16 @@ def monotonic(window: list[tuple[int, float]], rising: bool) -> list[tuple[int, 
     """A saved window (perhaps every sample, as saved before) as ``rate_change`` keeps it."""
     kept: list[tuple[int, float]] = []
     for t, value in window:
-        if rising:
-            while kept and kept[-1][1] >= value:
-                kept.pop()
-        else:
-            while kept and kept[-1][1] <= value:
-                kept.pop()
-        kept.append((t, value))
+        _push(kept, rising, t, value)
     return kept
+
+
+def _push(window: list[tuple[int, float]], rising: bool, t: int, value: float) -> None:
+    """Append a sample, first dropping those it makes unable to be the edge again."""
+    if rising:
+        while window and window[-1][1] >= value:
+            window.pop()
+    else:
+        while window and window[-1][1] <= value:
+            window.pop()
+    window.append((t, value))
